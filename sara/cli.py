@@ -1,0 +1,62 @@
+"""`sara <stage> [--params params.yaml] [stage options]`: thin entry points used by dvc.yaml.
+
+Each stage lives in `sara/stages/<module>.py` and exposes `add_arguments(parser)` (optional) and
+`run(params, **options)`. The CLI only parses arguments, loads and validates params, and calls `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sara.config import ParamsError, load_params
+
+# stage name on the command line -> module under sara.stages (one module per DVC stage)
+STAGES = {
+    "data": "data",
+    "masks": "masks",
+    "train-aligner": "train_aligner",
+    "eval-aligner": "eval_aligner",
+    "train-dit": "train_dit",
+    "sample": "sample",
+    "vbench": "vbench",
+    "rubric": "rubric",
+    "report": "report",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sara", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name, module_name in STAGES.items():
+        p = sub.add_parser(name)
+        p.add_argument("--params", default="params.yaml", help="params file (validated before any work)")
+        module = _stage_module(module_name)
+        if module is not None and hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+    args = parser.parse_args(argv)
+    module = _stage_module(STAGES[args.stage])
+    if module is None:
+        parser.error(f"stage {args.stage!r} is not available in this checkout")
+    try:
+        params = load_params(args.params)
+    except (ParamsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
+    module.run(params, **options)
+    return 0
+
+
+def _stage_module(module_name: str):
+    try:
+        return importlib.import_module(f"sara.stages.{module_name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"sara.stages.{module_name}":
+            return None
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

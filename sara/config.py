@@ -1,0 +1,310 @@
+"""Typed, strict, frozen parameters: one pydantic model per params.yaml section.
+
+`load_params(path)` validates the whole file before any work starts. Unknown keys, wrong types and
+out-of-range values are refused with the dotted key path (`aligner.lr: must be > 0`), so a typo never
+silently falls back to a default. Every field carries a short comment saying why it exists.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RoutingOp = Literal["none", "and", "or", "xor"]
+MethodName = Literal["sft", "videorepa", "moalign", "sara"]
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectParams(Section):
+    scale: Literal["embedded", "gpu", "paper"] = "embedded"  # says in every output which size produced it
+    seed: int = Field(1024, ge=0)  # global seed (Table 11 uses 1024)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    mlflow_experiment: str = Field("sara", min_length=1)  # MLflow experiment every stage logs into
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "folder"] = "synthetic"  # synthetic renderer, or a folder of real clips
+    folder: str | None = None  # real clips (one folder per clip, same layout as the renderer writes)
+    out_dir: str = "data/clips"  # where the data stage writes clip folders and index.json
+    n_train: int = Field(24, ge=1)  # synthetic training clips
+    n_heldout: int = Field(8, ge=1)  # synthetic held-out clips (Stage 1 diagnostics, evaluation)
+    frames: int = Field(16, ge=2)  # frames per clip
+    height: int = Field(64, ge=16)
+    width: int = Field(64, ge=16)
+    fps: int = Field(8, ge=1)
+    min_entities: int = Field(1, ge=1, le=4)  # K range of foreground entities per clip
+    max_entities: int = Field(4, ge=1, le=4)
+    interaction_prob: float = Field(0.3, ge=0.0, le=1.0)  # chance that two entities interact (meet / follow)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _entity_range(self) -> "DataParams":
+        if self.min_entities > self.max_entities:
+            raise ValueError("min_entities must be <= max_entities")
+        if self.source == "folder" and not self.folder:
+            raise ValueError("folder: required when source is 'folder'")
+        return self
+
+
+class MasksParams(Section):
+    backend: Literal["groundtruth", "sam3"] = "groundtruth"  # synthetic ground truth, or SAM 3 from local weights
+    sam3_dir: str | None = None  # local transformers-format SAM 3 video model directory (backend sam3)
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 detection score kept as an entity mask
+    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 mask logit probability -> binary
+    out_dir: str = "data/masks"
+
+
+class VFMParams(Section):
+    kind: Literal["tiny", "local"] = "tiny"  # tiny random-init VJEPA2Model, or V-JEPA 2/2.1 from `path`
+    path: str | None = None  # local transformers-format V-JEPA directory (kind local)
+    frames: int = Field(8, ge=2)  # frames fed to the encoder (uniformly sampled from the clip)
+    image_size: int = Field(64, ge=16)  # square encoder input (paper: 384)
+    patch_size: int = Field(16, ge=1)  # tiny config only; local models read theirs from config.json
+    tubelet_size: int = Field(2, ge=1)
+    hidden_size: int = Field(64, ge=8)  # tiny config only (paper ViT-G: 1664)
+    num_layers: int = Field(2, ge=1)  # tiny config only
+    num_heads: int = Field(4, ge=1)  # tiny config only
+    cache_dir: str = "data/features"  # V-JEPA features cached per clip and encoder, reused by Stage 2
+
+
+class TextParams(Section):
+    kind: Literal["minilm", "qwen3vl_embedding"] = "minilm"  # embedded MiniLM, or Qwen3-VL-Embedding from `path`
+    path: str | None = None  # local Qwen3-VL-Embedding directory (kind qwen3vl_embedding)
+    max_tokens: int = Field(256, ge=8)  # caption token cap (paper: 2048)
+
+
+class AlignerParams(Section):
+    heads: int = Field(8, ge=1)  # Phi_CA attention heads (paper: 8)
+    n_cross: int = Field(2, ge=0)  # cross-attention blocks (paper: 2)
+    n_self: int = Field(4, ge=0)  # self-attention blocks (paper: 4)
+    mlp_ratio: float = Field(4.0, gt=0)  # FFN width inside Phi_CA blocks (paper: open)
+    sal_hidden: int = Field(512, ge=1)  # Phi_sal hidden width (paper: 512)
+    lam_bce: float = Field(1.0, ge=0)
+    lam_nce: float = Field(1.0, ge=0)
+    tau_nce: float = Field(0.07, gt=0)
+    use_infonce: bool = True  # ablation "w/o InfoNCE"
+    entity_separated: bool = True  # ablation "w/o entity-separated": one full-caption / union-mask forward
+    mask_threshold: float | None = Field(None, ge=0.0, le=1.0)  # None = soft BCE targets after resampling
+    steps: int = Field(300, ge=1)
+    clips_per_batch: int = Field(2, ge=1)  # a batch holds whole clips: all K+2 forwards of each
+    lr: float = Field(5e-4, gt=0)  # peak lr (paper: 5e-5 at batch 64)
+    min_lr: float = Field(1e-6, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    grad_checkpointing: bool = False
+    checkpoint_every: int = Field(100, ge=1)
+    seed: int = Field(0, ge=0)
+    out_dir: str = "models/aligner"
+
+    @model_validator(mode="after")
+    def _lr_order(self) -> "AlignerParams":
+        if self.min_lr > self.lr:
+            raise ValueError("min_lr must be <= lr")
+        return self
+
+
+class TRDParams(Section):
+    layer: int = Field(1, ge=0)  # 0-based DiT block whose output is aligned (paper: 18 of 40)
+    lam_trd: float = Field(0.5, ge=0)  # weight of the auxiliary loss (paper: 0.5)
+    lam_tmp: float = Field(1.0, ge=0)  # weight of the cross-frame term (paper: 1.0)
+    eps: float = Field(1e-6, gt=0)
+    tau: float = Field(math.inf, gt=0)  # temporal decay; inf = uniform cross-frame weights
+    mask_temporal: bool = True  # ablation "w/o temporal mask"
+    projector_hidden: int = Field(256, ge=1)  # REPA projector MLP width (paper: open; REPA uses 2048)
+    grid_mode: Literal["trilinear", "area"] = "trilinear"  # DiT grid -> VFM grid interpolation
+
+
+class DiTParams(Section):
+    kind: Literal["tiny", "local"] = "tiny"  # tiny random-init WanTransformer3DModel, or a local diffusers dir
+    path: str | None = None  # Wan2.2 high-noise expert (diffusers format) for kind local
+    low_noise_path: str | None = None  # frozen low-noise expert for sampling (kind local)
+    vae_path: str | None = None  # AutoencoderKLWan directory (kind local)
+    text_encoder_path: str | None = None  # UMT5 directory (kind local); tiny uses MiniLM token states
+    num_layers: int = Field(2, ge=1)  # tiny config only
+    num_heads: int = Field(2, ge=1)  # tiny config only
+    head_dim: int = Field(16, ge=1)  # tiny config only
+    frames: int = Field(9, ge=1)  # training clip frames (4k+1 for the Wan VAE)
+    height: int = Field(64, ge=16)
+    width: int = Field(64, ge=16)
+
+
+class TrainParams(Section):
+    steps: int = Field(40, ge=1)
+    lr: float = Field(1e-4, gt=0)  # paper: 5e-6, constant after warmup
+    warmup_steps: int = Field(5, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    batch_size: int = Field(1, ge=1)  # per GPU (paper: 1)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    grad_checkpointing: bool = False
+    checkpoint_every: int = Field(20, ge=1)
+    t_min: float = Field(0.875, ge=0.0, lt=1.0)  # high-noise band lower edge (fraction of 1000)
+    t_max: float = Field(1.0, gt=0.0, le=1.0)
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    shift: float = Field(12.0, gt=0)  # timestep shift (paper: 12.0)
+    seed: int = Field(1024, ge=0)
+    out_dir: str = "models/dit"
+
+    @model_validator(mode="after")
+    def _band(self) -> "TrainParams":
+        if self.t_min >= self.t_max:
+            raise ValueError("t_min must be < t_max")
+        return self
+
+
+class SaraParams(Section):
+    ops: list[RoutingOp] = ["and", "or", "xor"]  # routing operators trained (one run each)
+
+    @field_validator("ops")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("routing operators must be unique")
+        return v
+
+
+class VideoREPAParams(Section):
+    form: Literal["eq2", "hinge"] = "eq2"  # eq2 = Eq. 2 (masked TRD with op none); hinge = original VideoREPA
+    margin: float = Field(0.1, ge=0)  # hinge margin of the original VideoREPA form
+
+
+class MoAlignParams(Section):
+    dim: int = Field(64, ge=1)  # motion subspace width D_m
+    tau: float = Field(10.0, gt=0)  # temporal decay on the cross-frame term
+    flow: Literal["groundtruth", "farneback", "raft"] = "groundtruth"  # optical-flow source
+    raft_dir: str | None = None  # local RAFT weights (flow raft)
+    flow_weight: float = Field(1.0, ge=0)  # weight of the flow-decoder L1 loss
+
+
+class MethodsParams(Section):
+    """Method-specific settings, one subsection per method, so a change retrains only that method."""
+
+    sara: SaraParams = SaraParams()
+    videorepa: VideoREPAParams = VideoREPAParams()
+    moalign: MoAlignParams = MoAlignParams()
+
+
+class SampleParams(Section):
+    steps: int = Field(4, ge=1)
+    guidance: float = Field(1.0, ge=1.0)
+    negative_prompt: str = ""
+    seeds: list[int] = [0]
+    frames: int = Field(9, ge=1)
+    height: int = Field(64, ge=16)
+    width: int = Field(64, ge=16)
+    fps: int = Field(8, ge=1)
+    boundary_ratio: float = Field(0.875, gt=0.0, lt=1.0)  # switch from high- to low-noise expert
+    prompt_set: Literal["synthetic", "realworld"] = "synthetic"
+    out_dir: str = "outputs/samples"
+
+
+class JudgeParams(Section):
+    name: str = Field(min_length=1)
+    backend: Literal["openai", "transformers"] = "openai"
+    base_url: str | None = None  # OpenAI-compatible endpoint (vLLM), backend openai
+    model: str | None = None  # served model name or local directory
+    thinking: bool = True
+    max_frames: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int | None = None
+    presence_penalty: float | None = None
+
+
+class RubricParams(Section):
+    grounded: bool = True  # score synthetic prompts with the ground-truth judge (no model needed)
+    judges: list[JudgeParams] = []  # VLM judges; empty = grounded judge only
+    retries: int = Field(3, ge=0)
+    out_dir: str = "outputs/rubric"
+
+
+class VBenchParams(Section):
+    enabled: bool = True
+    venv: str = ".venv-vbench"  # isolated environment created on demand
+    cache_dir: str | None = None  # VBENCH_CACHE_DIR with the models; None = weight-free dimensions only
+    dimensions: list[str] = ["temporal_flickering"]
+    vbench2_dir: str | None = None  # VBench-2.0 source checkout
+    vbench2_python: str | None = None  # python of the VBench-2.0 environment
+    out_dir: str = "outputs/vbench"
+
+
+class ReportParams(Section):
+    out_dir: str = "outputs/report"
+
+
+class Params(Section):
+    project: ProjectParams = ProjectParams()
+    data: DataParams = DataParams()
+    masks: MasksParams = MasksParams()
+    vfm: VFMParams = VFMParams()
+    text: TextParams = TextParams()
+    aligner: AlignerParams = AlignerParams()
+    trd: TRDParams = TRDParams()
+    dit: DiTParams = DiTParams()
+    train: TrainParams = TrainParams()
+    methods: MethodsParams = MethodsParams()
+    sample: SampleParams = SampleParams()
+    rubric: RubricParams = RubricParams()
+    vbench: VBenchParams = VBenchParams()
+    report: ReportParams = ReportParams()
+
+
+class ParamsError(ValueError):
+    """Raised for an invalid params file; the message names every offending key path."""
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msg = msg.replace("Input should be greater than", "must be >").replace("Value error, ", "")
+        lines.append(f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
+    """Validate a parsed params mapping; raise ParamsError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"invalid params in {source}:\n{_format_errors(err)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate a params file. Missing file and bad keys give one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    return params_from_dict(raw, str(path))
+
+
+def require_dir(param: str, value: str | None, what: str) -> Path:
+    """Return an existing local weights directory or raise one clear error naming the param and path.
+
+    Nothing is ever downloaded: real models load from directories named in params.
+    """
+    if not value:
+        raise FileNotFoundError(f"{param} is not set: it must name a local directory containing {what}")
+    p = Path(value).expanduser()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
+    return p
