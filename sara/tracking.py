@@ -23,6 +23,13 @@ from mlflow.tracking import MlflowClient
 from sara.config import Params
 from sara.env import repo_root
 
+# Environment variables set by orchestration (Prefect sweeps) -> MLflow tags on every stage run.
+ORCHESTRATION_TAGS = {
+    "SARA_PREFECT_FLOW_RUN_ID": "prefect.flow_run_id",
+    "SARA_PREFECT_TASK_RUN_ID": "prefect.task_run_id",
+    "SARA_SWEEP_ID": "sara.sweep_id",
+}
+
 SCALE_NOTE = {
     "embedded": "embedded default: tiny random-init models on synthetic clips; proves the plumbing, not the science",
     "gpu": "gpu scale: random-init models at real token counts; timings, not quality",
@@ -91,9 +98,9 @@ def stage_run(
         **revision_tags(),
         **(tags or {}),
     }
-    for key in ("SARA_PREFECT_FLOW_RUN_ID", "SARA_PREFECT_TASK_RUN_ID", "SARA_SWEEP_ID"):
-        if os.environ.get(key):
-            all_tags[key.lower().replace("sara_", "prefect.", 1) if "PREFECT" in key else "sara.sweep_id"] = os.environ[key]
+    for env_key, tag in ORCHESTRATION_TAGS.items():
+        if os.environ.get(env_key):
+            all_tags[tag] = os.environ[env_key]
     parent = os.environ.get("SARA_MLFLOW_PARENT_RUN_ID")
     if parent:
         all_tags["mlflow.parentRunId"] = parent
