@@ -73,6 +73,7 @@ class VFMParams(Section):
     hidden_size: int = Field(64, ge=8)  # tiny config only (paper ViT-G: 1664)
     num_layers: int = Field(2, ge=1)  # tiny config only
     num_heads: int = Field(4, ge=1)  # tiny config only
+    seed: int = Field(0, ge=0)  # tiny config only: seeds the random init (the weights are also stored with the aligner)
     cache_dir: str = "data/features"  # V-JEPA features cached per clip and encoder, reused by Stage 2
 
 
@@ -80,6 +81,8 @@ class TextParams(Section):
     kind: Literal["minilm", "qwen3vl_embedding"] = "minilm"  # embedded MiniLM, or Qwen3-VL-Embedding from `path`
     path: str | None = None  # local Qwen3-VL-Embedding directory (kind qwen3vl_embedding)
     max_tokens: int = Field(256, ge=8)  # caption token cap (paper: 2048)
+    pooling: Literal["auto", "mean", "last"] = "auto"  # E_lm pooling; auto = mean for MiniLM, last token for Qwen
+    instruction: str = "Represent the user's input."  # Qwen3-VL-Embedding system instruction (chat template)
 
 
 class AlignerParams(Section):
@@ -94,6 +97,9 @@ class AlignerParams(Section):
     use_infonce: bool = True  # ablation "w/o InfoNCE"
     entity_separated: bool = True  # ablation "w/o entity-separated": one full-caption / union-mask forward
     mask_threshold: float | None = Field(None, ge=0.0, le=1.0)  # None = soft BCE targets after resampling
+    sal_prior: float = Field(0.4, gt=0.0, lt=1.0)  # Phi_sal output bias starts at logit(prior) (paper: open)
+    nce_pool: int = Field(1, ge=1)  # per-frame spatial avg-pool of the visual sequence fed to E_lm (1 = all tokens)
+    max_entities: int | None = Field(None, ge=1)  # random subset of entity forwards per clip and step (None = all K)
     steps: int = Field(300, ge=1)
     clips_per_batch: int = Field(2, ge=1)  # a batch holds whole clips: all K+2 forwards of each
     lr: float = Field(5e-4, gt=0)  # peak lr (paper: 5e-5 at batch 64)
@@ -101,10 +107,14 @@ class AlignerParams(Section):
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    grad_checkpointing: bool = False
-    checkpoint_every: int = Field(100, ge=1)
+    grad_checkpointing: bool = False  # Phi_CA blocks and the frozen E_lm (paper: on)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    checkpoint_every: int = Field(100, ge=1)  # train state for resume, in aligner.work_dir
     seed: int = Field(0, ge=0)
+    figure_clips: int = Field(2, ge=0)  # held-out clips drawn as Fig. 3 / Fig. 4 style figures
+    work_dir: str = "tmp/aligner_train"  # resumable train state (git-ignored, survives DVC removing out_dir)
     out_dir: str = "models/aligner"
+    eval_dir: str = "outputs/aligner"  # metrics.json (DVC metrics) and figures/
 
     @model_validator(mode="after")
     def _lr_order(self) -> "AlignerParams":
@@ -114,7 +124,7 @@ class AlignerParams(Section):
 
 
 class TRDParams(Section):
-    layer: int = Field(1, ge=0)  # 0-based DiT block whose output is aligned (paper: 18 of 40)
+    layer: int = Field(1, ge=1)  # aligned DiT depth, 1-based: output of transformer.blocks[layer-1] (paper: 18 of 40)
     lam_trd: float = Field(0.5, ge=0)  # weight of the auxiliary loss (paper: 0.5)
     lam_tmp: float = Field(1.0, ge=0)  # weight of the cross-frame term (paper: 1.0)
     eps: float = Field(1e-6, gt=0)
@@ -136,6 +146,15 @@ class DiTParams(Section):
     frames: int = Field(9, ge=1)  # training clip frames (4k+1 for the Wan VAE)
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
+    text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
+    base_dir: str = "models/base"  # written by init_dit: the starting point of every method
+
+    @field_validator("frames")
+    @classmethod
+    def _wan_frames(cls, v: int) -> int:
+        if (v - 1) % 4:
+            raise ValueError("must be 4k+1 (the Wan VAE compresses time 4x after the first frame)")
+        return v
 
 
 class TrainParams(Section):
@@ -155,6 +174,9 @@ class TrainParams(Section):
     logit_std: float = Field(1.0, gt=0)
     shift: float = Field(12.0, gt=0)  # timestep shift (paper: 12.0)
     seed: int = Field(1024, ge=0)
+    caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance a caption is replaced by "" (CFG; paper: open)
+    feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
+    log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
     out_dir: str = "models/dit"
 
     @model_validator(mode="after")
@@ -211,23 +233,37 @@ class SampleParams(Section):
 
 
 class JudgeParams(Section):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1)  # column label in the outputs (e.g. qwen3.5-27b)
     backend: Literal["openai", "transformers"] = "openai"
     base_url: str | None = None  # OpenAI-compatible endpoint (vLLM), backend openai
-    model: str | None = None  # served model name or local directory
-    thinking: bool = True
-    max_frames: int = Field(16, ge=1)
+    model: str | None = None  # served model name (openai) or local model directory (transformers)
+    api_key_env: str | None = None  # name of the environment variable holding the API key, if the server wants one
+    media: Literal["frames", "video"] = "frames"  # frames as JPEG images, or the mp4 as one video part
+    thinking: bool = True  # chat_template_kwargs.enable_thinking (paper: on, 8K thinking budget)
+    max_frames: int = Field(16, ge=1)  # frames sent per video (media frames)
+    max_tokens: int = Field(10240, ge=16)  # thinking budget + the JSON answer
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int | None = None
-    presence_penalty: float | None = None
+    top_k: int | None = Field(None, ge=1)  # paper: 20 for Qwen3.x, 64 for Gemma-4
+    min_p: float | None = Field(None, ge=0, le=1)  # paper: 0 for Qwen3.x
+    presence_penalty: float | None = None  # paper: 1.5 for Qwen3.x
+    timeout_s: float = Field(600.0, gt=0)  # per request
 
 
 class RubricParams(Section):
     grounded: bool = True  # score synthetic prompts with the ground-truth judge (no model needed)
-    judges: list[JudgeParams] = []  # VLM judges; empty = grounded judge only
-    retries: int = Field(3, ge=0)
+    judges: list[JudgeParams] = []  # VLM judges; empty = grounded judge only (paper: three judges)
+    retries: int = Field(3, ge=0)  # extra attempts for a failed request or an unparseable / incomplete reply
+    backoff_s: float = Field(2.0, ge=0)  # first retry delay of a failed request; doubles each retry
     out_dir: str = "outputs/rubric"
+
+    @field_validator("judges")
+    @classmethod
+    def _unique_judges(cls, v: list[JudgeParams]) -> list[JudgeParams]:
+        names = [j.name for j in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"judge names must be unique, got {names}")
+        return v
 
 
 class VBenchParams(Section):

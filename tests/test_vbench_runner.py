@@ -1,0 +1,148 @@
+"""VBench preflight (every missing file named with its source) and the subprocess interface, with fake runners."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from evaluation.vbench.env import VBENCH_PINS, install_commands
+from evaluation.vbench.runner import WORKER, run_vbench1, run_vbench2
+from evaluation.vbench.scores import normalize_vb1
+from evaluation.vbench.weights import ALL_DIMS, WEIGHTS, preflight
+
+
+def test_without_weights_only_temporal_flickering_runs_and_every_missing_file_is_named():
+    pre = preflight(list(ALL_DIMS), None, mode="vbench_standard")
+    assert pre.runnable == ["temporal_flickering"]
+    assert set(pre.missing) == set(ALL_DIMS) - {"temporal_flickering"}
+    bg = pre.missing["background_consistency"]
+    assert bg == ["$VBENCH_CACHE_DIR/clip_model/ViT-B-32.pt (vbench.cache_dir not set) (from https://openaipublic.azureedge.net/clip/models/"
+                  "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt)"]
+    assert any("detectron2" in p for p in pre.missing["color"])
+    assert len(pre.missing["overall_consistency"]) == 2  # ViCLIP weights and its BPE vocabulary
+    assert "subject_consistency: missing" in pre.report()
+
+
+def test_weights_present_make_a_dimension_runnable(tmp_path):
+    for w in WEIGHTS["background_consistency"] + WEIGHTS["subject_consistency"] + WEIGHTS["appearance_style"]:
+        p = tmp_path / w.path
+        if w.kind == "dir":
+            p.mkdir(parents=True)
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"x")
+    pre = preflight(["background_consistency", "subject_consistency", "motion_smoothness", "appearance_style"], tmp_path, mode="custom_input")
+    assert pre.runnable == ["background_consistency", "subject_consistency"]
+    assert pre.missing["motion_smoothness"] == [f"{tmp_path}/amt_model/amt-s.pth (from https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth)"]
+    # weights present, but vbench refuses the dimension on custom prompts
+    assert pre.missing["appearance_style"][0].startswith("needs the standard VBench prompt suite")
+
+
+def test_unknown_dimension_is_refused():
+    with pytest.raises(ValueError, match=r"vbench.dimensions: unknown VBench-1.0 dimension\(s\) \['flicker'\]"):
+        preflight(["flicker"], None)
+
+
+class FakeRunner:
+    """Stands in for the VBench venv's python: records the command and writes a scripted worker result."""
+
+    def __init__(self, result: dict | None, returncode: int = 0):
+        self.result, self.returncode, self.calls = result, returncode, []
+
+    def __call__(self, cmd, *, env, cwd=None):
+        self.calls.append({"cmd": cmd, "env": env, "cwd": cwd})
+        job = json.loads(Path(cmd[-1]).read_text())
+        if self.result is not None:
+            Path(job["result_path"]).write_text(json.dumps(self.result))
+        return subprocess.CompletedProcess(cmd, self.returncode, stdout="worker log", stderr="")
+
+
+def test_vbench1_runs_only_runnable_dimensions_through_the_worker(tmp_path):
+    fake = FakeRunner({"dimensions": {"temporal_flickering": {"raw": 0.97, "n_videos": 18}}, "errors": {}})
+    res = run_vbench1(tmp_path / "videos", ["temporal_flickering", "dynamic_degree"], work_dir=tmp_path / "work",
+                      cache_dir=None, python="/fake/python", run_cmd=fake, log=lambda s: None)
+    (call,) = fake.calls
+    assert call["cmd"][:2] == ["/fake/python", str(WORKER)]
+    job = json.loads(Path(call["cmd"][2]).read_text())
+    assert job["dimensions"] == ["temporal_flickering"] and job["mode"] == "custom_input"
+    assert call["env"]["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1" and "PYTHONPATH" not in call["env"]
+    assert res.raw == {"temporal_flickering": 0.97}
+    assert "raft-things.pth" in res.missing["dynamic_degree"][0]
+    q = res.scores["Quality"]
+    assert q["score"] == pytest.approx(normalize_vb1("temporal_flickering", 0.97)) and q["partial"] is True
+    assert res.scores["Semantic"]["score"] is None and res.scores["Total"]["score"] is None
+
+
+def test_nothing_runnable_never_builds_the_environment(tmp_path):
+    def build(_):
+        raise AssertionError("must not build")
+
+    res = run_vbench1(tmp_path, ["dynamic_degree"], work_dir=tmp_path / "w", cache_dir=None, build_env=build, log=lambda s: None)
+    assert res.raw == {} and list(res.missing) == ["dynamic_degree"]
+
+
+def test_environment_build_failure_reports_the_dimension_missing_with_the_reason(tmp_path):
+    def build(_):
+        raise RuntimeError("pip could not reach the index")
+
+    res = run_vbench1(tmp_path, ["temporal_flickering"], work_dir=tmp_path / "w", cache_dir=None, build_env=build, log=lambda s: None)
+    assert res.raw == {}
+    assert res.missing == {"temporal_flickering": ["VBench environment could not be built: pip could not reach the index"]}
+    assert res.scores["Quality"]["score"] is None
+
+
+def test_worker_errors_and_crashes_are_reported_per_dimension(tmp_path):
+    fake = FakeRunner({"dimensions": {}, "errors": {"temporal_flickering": "AssertionError: no frames"}})
+    res = run_vbench1(tmp_path, ["temporal_flickering"], work_dir=tmp_path / "w", cache_dir=None, python="p", run_cmd=fake, log=lambda s: None)
+    assert res.missing == {"temporal_flickering": ["AssertionError: no frames"]}
+    crash = FakeRunner(None, returncode=1)
+    res = run_vbench1(tmp_path, ["temporal_flickering"], work_dir=tmp_path / "w2", cache_dir=None, python="p", run_cmd=crash, log=lambda s: None)
+    assert res.missing["temporal_flickering"][0].startswith("VBench worker failed (exit 1): worker log")
+
+
+def test_install_commands_pin_vbench_beside_the_cpu_torch(tmp_path):
+    cmds = install_commands(tmp_path / "venv", python="python3")
+    assert cmds[0] == ["python3", "-m", "venv", str(tmp_path / "venv")]
+    assert "torch==2.13.0" in cmds[1] and "setuptools<81" in cmds[1]
+    assert all(p in cmds[2] for p in VBENCH_PINS)
+
+
+def test_vbench2_needs_its_checkout_and_python(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vbench.vbench2_dir is not set: it must name a local directory containing a VBench-2.0 source checkout"):
+        run_vbench2(tmp_path, ["Human_Anatomy"], work_dir=tmp_path / "w", vbench2_dir=None, vbench2_python=None)
+    src = tmp_path / "VBench-2.0"
+    src.mkdir()
+    with pytest.raises(FileNotFoundError, match="has no evaluate.py"):
+        run_vbench2(tmp_path, ["Human_Anatomy"], work_dir=tmp_path / "w", vbench2_dir=str(src), vbench2_python=None)
+    (src / "evaluate.py").write_text("")
+    with pytest.raises(FileNotFoundError, match="vbench.vbench2_python = None does not exist"):
+        run_vbench2(tmp_path, ["Human_Anatomy"], work_dir=tmp_path / "w", vbench2_dir=str(src), vbench2_python=None)
+    with pytest.raises(ValueError, match="unknown VBench-2.0 dimension"):
+        run_vbench2(tmp_path, ["anatomy"], work_dir=tmp_path / "w", vbench2_dir=str(src), vbench2_python="p")
+
+
+def test_vbench2_runs_each_dimension_and_aggregates(tmp_path):
+    src = tmp_path / "VBench-2.0"
+    src.mkdir()
+    (src / "evaluate.py").write_text("")
+    py = tmp_path / "python"
+    py.write_text("")
+    calls = []
+
+    def fake(cmd, *, env, cwd=None):
+        calls.append(cmd)
+        dim = cmd[cmd.index("--dimension") + 1]
+        out = Path(cmd[cmd.index("--output_path") + 1])
+        if dim == "Human_Anatomy":
+            (out / "results_2026_eval_results.json").write_text(json.dumps({dim: [0.9, [{"video_path": "a"}]]}))
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.CompletedProcess(cmd, 1, "", "CUDA out of memory")
+
+    res = run_vbench2(tmp_path, ["Human_Anatomy", "Human_Clothes"], work_dir=tmp_path / "w", vbench2_dir=str(src), vbench2_python=str(py), run_cmd=fake)
+    assert len(calls) == 2 and calls[0][1] == str(src / "evaluate.py")
+    assert res.raw == {"Human_Anatomy": 0.9}
+    assert "CUDA out of memory" in res.missing["Human_Clothes"][0]
+    assert res.scores["categories"]["Human Fidelity"]["score"] == 0.9 and res.scores["Final"]["partial"] is True
