@@ -18,6 +18,7 @@ STAGES = {
     "masks": "masks",
     "train-aligner": "train_aligner",
     "eval-aligner": "eval_aligner",
+    "init-dit": "init_dit",
     "train-dit": "train_dit",
     "sample": "sample",
     "vbench": "vbench",

@@ -1,0 +1,187 @@
+"""Method registry: run name -> auxiliary objective of Stage 2 (METHOD §5), and the params each run reads.
+
+Every method trains the same high-noise DiT with the same data and schedule; only the auxiliary loss changes:
+    L = L_diff + lam_TRD * L_aux                                                           (METHOD §2.6)
+- `sft`: no auxiliary loss.
+- `videorepa`: TRD on the frozen V-JEPA target without routing (Eq. 2 as masked TRD with op `none`, or the
+  original hinge form, `methods.videorepa.form`).
+- `moalign`: TRD on a flow-supervised motion subspace of the V-JEPA target with temporal decay tau = 10.
+- `sara`: masked TRD (Eqs. 9-11) with a routing operator (and | or | xor | none) on w from the frozen Stage 1
+  aligner queried with the clean clip and the full caption.
+
+A run is `sft`, `videorepa`, `moalign` or `sara-<op>`. `run_params(run)` lists the params keys that run reads:
+it is what dvc.yaml's `train_dit` entry lists for that run and what its MLflow run records, so changing SARA's
+params (trd, aligner, ...) never makes SFT stale. The auxiliary module (projector, motion head) is an nn.Module
+so DeepSpeed owns and checkpoints its parameters together with the DiT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from sara.config import Params
+
+METHODS = ("sft", "videorepa", "moalign", "sara")
+# params every run reads: the data it trains on, the base model, the schedule, the scale tag and seed
+COMMON_PARAMS = ("project", "data", "dit", "train")
+# DVC deps of every run (code + upstream outputs); a method adds its own
+COMMON_DEPS = ("sara/models/dit.py", "sara/losses/diffusion.py", "sara/methods.py", "sara/train", "sara/stages/train_dit.py", "data/clips", "models/base")
+
+
+@dataclass
+class AuxTargets:
+    """Frozen per-batch inputs of an auxiliary loss (all without grad)."""
+
+    vy: torch.Tensor | None = None  # V-JEPA tokens of the clean clip (B, T_s, N_s, D_v)
+    w: torch.Tensor | None = None  # saliency on the V-JEPA grid (B, T_s, N_s) in [0, 1]
+    flow: torch.Tensor | None = None  # optical flow for MoAlign (method-defined layout)
+    vfm_grid: tuple[int, int, int] | None = None  # (T_s, H_s, W_s)
+
+
+class AuxObjective(nn.Module):
+    """Trainable part of an auxiliary loss. `forward` returns named scalar terms; `aux` is the weighted total."""
+
+    def forward(self, h: torch.Tensor, dit_grid: tuple[int, int, int], targets: AuxTargets) -> dict[str, torch.Tensor]:
+        return {}
+
+
+class ProjectedTRD(AuxObjective):
+    """REPA projector on the hooked DiT tokens, DiT grid -> V-JEPA grid, then (masked) TRD against V_y."""
+
+    def __init__(self, params: Params, dit_dim: int, vfm_dim: int, op: str, *, form: str = "eq2", tau: float | None = None) -> None:
+        super().__init__()
+        from sara.models.projector import TRDProjector
+
+        self.trd = params.trd
+        self.op, self.form = op, form
+        self.tau = self.trd.tau if tau is None else tau
+        self.margin = params.methods.videorepa.margin
+        self.projector = TRDProjector(dit_dim, vfm_dim, self.trd.projector_hidden)
+
+    def project(self, h: torch.Tensor, dit_grid: tuple[int, int, int], vfm_grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, F'*H'*W', D_dit) -> V_p (B, T_s, N_s, D_v): project per token, then resample onto the V-JEPA grid."""
+        from sara.models.grid import align_tokens
+
+        vp = self.projector(h)  # (B, F'*H'*W', D_v)
+        return align_tokens(vp, dit_grid, vfm_grid, self.trd.grid_mode)  # (B, T_s, H_s*W_s, D_v)
+
+    def forward(self, h: torch.Tensor, dit_grid: tuple[int, int, int], targets: AuxTargets) -> dict[str, torch.Tensor]:
+        from sara.losses.trd import masked_trd, videorepa_trd
+
+        if targets.vy is None or targets.vfm_grid is None:
+            raise ValueError("TRD needs the V-JEPA target vy and its grid")
+        vp = self.project(h, dit_grid, targets.vfm_grid)
+        vy = targets.vy.to(vp.dtype)
+        if self.form == "hinge":
+            out = videorepa_trd(vp, vy, margin=self.margin)
+        else:
+            out = masked_trd(
+                vp, vy, targets.w, op=self.op, tau=self.tau, lam_tmp=self.trd.lam_tmp, eps=self.trd.eps,
+                mask_temporal=self.trd.mask_temporal,
+            )
+        return {"aux": out.total, "trd_spatial": out.spatial, "trd_temporal": out.temporal}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: tuple[str, ...]  # params keys read beyond COMMON_PARAMS (dvc.yaml `params`, MLflow params)
+    deps: tuple[str, ...]  # DVC deps beyond COMMON_DEPS
+    needs_vfm: bool  # frozen V-JEPA target
+    needs_saliency: bool  # frozen Stage 1 aligner
+    needs_flow: bool  # optical flow (MoAlign)
+    build: Callable[[Params, int, int, str | None], AuxObjective]  # (params, dit_dim, vfm_dim, op)
+
+
+def _build_sft(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> AuxObjective:
+    return AuxObjective()
+
+
+def _build_videorepa(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> AuxObjective:
+    return ProjectedTRD(params, dit_dim, vfm_dim, "none", form=params.methods.videorepa.form)
+
+
+def _build_sara(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> AuxObjective:
+    if op is None:
+        raise ValueError("sara needs a routing operator: run sara-<op>")
+    return ProjectedTRD(params, dit_dim, vfm_dim, op)
+
+
+def _build_moalign(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> AuxObjective:
+    from sara.methods_moalign import MoAlignObjective
+
+    return MoAlignObjective(params, dit_dim, vfm_dim)
+
+
+REGISTRY: dict[str, MethodSpec] = {
+    "sft": MethodSpec("sft", (), (), False, False, False, _build_sft),
+    "videorepa": MethodSpec(
+        "videorepa", ("vfm", "trd", "methods.videorepa"), ("sara/models/encoders.py", "sara/models/grid.py", "sara/models/projector.py", "sara/losses/trd.py"),
+        True, False, False, _build_videorepa,
+    ),
+    "moalign": MethodSpec(
+        "moalign", ("vfm", "trd", "methods.moalign"),
+        ("sara/models/encoders.py", "sara/models/grid.py", "sara/models/projector.py", "sara/losses/trd.py", "sara/models/motion.py", "sara/losses/moalign.py", "sara/data/flow.py"),
+        True, False, True, _build_moalign,
+    ),
+    "sara": MethodSpec(
+        "sara", ("vfm", "text", "aligner", "masks", "trd"),
+        ("sara/models/encoders.py", "sara/models/grid.py", "sara/models/projector.py", "sara/losses/trd.py", "sara/losses/routing.py", "sara/models/aligner.py", "models/aligner", "data/masks"),
+        True, True, False, _build_sara,
+    ),
+}
+
+
+def run_names(params: Params) -> list[str]:
+    """Every Stage 2 run the params ask for: sft, videorepa, moalign, and sara-<op> per `methods.sara.ops`."""
+    return ["sft", "videorepa", "moalign", *(f"sara-{op}" for op in params.methods.sara.ops)]
+
+
+def parse_run(run: str) -> tuple[str, str | None]:
+    """`sara-or` -> ("sara", "or"); `sft` -> ("sft", None). Unknown names are refused."""
+    method, _, op = run.partition("-")
+    if method not in REGISTRY:
+        raise ValueError(f"unknown run {run!r}: expected one of sft, videorepa, moalign, sara-<op>")
+    if method == "sara":
+        if op not in ("none", "and", "or", "xor"):
+            raise ValueError(f"unknown run {run!r}: sara runs are sara-<op> with op in none, and, or, xor")
+        return method, op
+    if op:
+        raise ValueError(f"unknown run {run!r}: only sara takes a routing operator")
+    return method, None
+
+
+def run_params(run: str) -> list[str]:
+    """Params keys the run reads (dvc.yaml `params` of `train_dit@<run>`)."""
+    method, _ = parse_run(run)
+    return [*COMMON_PARAMS, *REGISTRY[method].params]
+
+
+def run_deps(run: str) -> list[str]:
+    method, _ = parse_run(run)
+    return [*COMMON_DEPS, *REGISTRY[method].deps]
+
+
+def params_subset(params: Params, keys: list[str]) -> dict[str, Any]:
+    """{key: value-dict} for dotted params keys (`methods.sara` -> params.methods.sara)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        obj: Any = params
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        out[key] = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+    return out
+
+
+def build_objective(run: str, params: Params, dit_dim: int, vfm_dim: int) -> AuxObjective:
+    method, op = parse_run(run)
+    return REGISTRY[method].build(params, dit_dim, vfm_dim, op)

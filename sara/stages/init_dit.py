@@ -1,0 +1,35 @@
+"""`sara init-dit`: write `models/base/`, the starting point of every Stage 2 method and the "pretrained" row.
+
+kind tiny: seeded random-init high-noise and low-noise WanTransformer3DModel, a tiny AutoencoderKLWan and the
+text-conditioning description (MiniLM), all with save_pretrained. kind local: only a manifest pointing at the
+local Wan2.2 directories (`dit.path`, `dit.low_noise_path`, `dit.vae_path`, `dit.text_encoder_path`), each
+checked to exist; 14B weights are never copied.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from sara.config import Params
+
+SECTIONS = ["project", "dit", "train"]  # train.seed seeds the tiny random init
+
+
+def run(params: Params) -> Path:
+    from sara.models.dit import save_base
+    from sara.tracking import log_artifact, stage_run
+
+    out = Path(params.dit.base_dir)
+    with stage_run("init_dit", params, SECTIONS):
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        manifest = save_base(params, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        log_artifact(out / "manifest.json")
+        print(f"[init_dit] {manifest['kind']} base model -> {out}")
+    return out

@@ -1,0 +1,52 @@
+"""`sara train-dit --run <run>`: Stage 2 continual training of one run (sft | videorepa | moalign | sara-<op>).
+
+Works as a plain process (one rank) and under `deepspeed --num_gpus N` / `torchrun --nproc_per_node N`
+(every rank runs this; only rank 0 talks to MLflow). The MLflow run `train_dit/<run>` records exactly the
+params keys that dvc.yaml lists for `train_dit@<run>` (`sara.methods.run_params`), per-step metrics, and is
+marked FAILED when training stops (e.g. a NaN loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from contextlib import nullcontext
+
+from sara.config import Params
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="sft | videorepa | moalign | sara-and | sara-or | sara-xor | sara-none")
+    parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore a matching saved train state")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+
+
+def run(params: Params, run: str, resume: bool = True, local_rank: int | None = None) -> None:
+    from sara.methods import params_subset, parse_run, run_params
+    from sara.train.stage2 import train_stage2
+
+    parse_run(run)  # refuse unknown names before anything heavy starts
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    keys = run_params(run)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        from sara.tracking import log_metrics, stage_run
+
+        sections = [k for k in keys if "." not in k]
+        extra = {k: v for k, v in params_subset(params, keys).items() if "." in k}
+        ctx = stage_run("train_dit", params, sections, variant=run, extra_params=extra,
+                        tags={"sara.method": run.split("-")[0], "sara.routing_op": run.partition("-")[2] or "-"})
+        log = log_metrics
+    else:
+        ctx, log = nullcontext(), None
+    with ctx:
+        result = train_stage2(params, run, log=log, resume=resume)
+        if is_main:
+            from sara.tracking import log_artifact
+
+            log_artifact(result.run_dir / "metrics.json")
+            import mlflow
+
+            mlflow.set_tag("sara.resumed_from_step", str(result.start_step))
+    print(f"[train_dit] {run}: {result.steps} steps (resumed from {result.start_step}) -> {result.run_dir}")

@@ -1,0 +1,108 @@
+"""Stage 2 checkpoints: the resumable train state and the final exported model.
+
+Two places per run:
+- `<train.state_dir>/<run>/` (DVC `persist: true`, not cached): DeepSpeed checkpoints `step_XXXXXXX/` (model,
+  optimizer, lr scheduler, client state = step + fingerprint) with `latest` written last, and `fingerprint.json`.
+  DVC deletes a stage's outputs before it runs, so the resumable state cannot live inside the final output.
+  A state is resumed only if its fingerprint (the run name, the params the run reads, the world size) equals
+  the current one; a stale state (params changed) is discarded, never silently continued.
+- `<train.out_dir>/<run>/` (the DVC output): `transformer/` (diffusers format), `aux.pt` (projector etc.),
+  `metrics.json`; written to a temp folder and renamed, so it is complete or absent.
+
+Exactness of resume: data order and all random draws are functions of (seed, step, rank) (see stage2.py), so
+the model, optimizer and scheduler state plus the step number are the whole state of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+TAG_PREFIX = "step_"
+FINGERPRINT = "fingerprint.json"
+
+
+def tag_for(step: int) -> str:
+    return f"{TAG_PREFIX}{step:07d}"
+
+
+def step_of(tag: str) -> int:
+    return int(tag[len(TAG_PREFIX):])
+
+
+def fingerprint(run: str, params_subset: dict[str, Any], world_size: int) -> str:
+    """Hash of what determines a run's trajectory: its name, the params it reads, the number of ranks."""
+    blob = json.dumps({"run": run, "params": params_subset, "world_size": world_size}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def latest_tag(state_dir: str | Path) -> str | None:
+    """The tag named by DeepSpeed's `latest` file, if that checkpoint folder exists."""
+    latest = Path(state_dir) / "latest"
+    if not latest.is_file():
+        return None
+    tag = latest.read_text().strip()
+    return tag if (Path(state_dir) / tag).is_dir() else None
+
+
+def resumable_tag(state_dir: str | Path, fp: str) -> str | None:
+    """The checkpoint to resume from, or None. Only a state written under the same fingerprint counts."""
+    state = Path(state_dir)
+    fp_file = state / FINGERPRINT
+    if not fp_file.is_file():
+        return None
+    if json.loads(fp_file.read_text()).get("fingerprint") != fp:
+        return None
+    return latest_tag(state)
+
+
+def prepare_state_dir(state_dir: str | Path, fp: str, *, resume: bool) -> str | None:
+    """Rank 0 only: keep a matching state (returns its tag) or wipe a stale / unwanted one and start fresh."""
+    state = Path(state_dir)
+    tag = resumable_tag(state, fp) if resume else None
+    if tag is None and state.exists():
+        shutil.rmtree(state)
+    state.mkdir(parents=True, exist_ok=True)
+    if tag is None:
+        tmp = state / f".{FINGERPRINT}.tmp"
+        tmp.write_text(json.dumps({"fingerprint": fp}))
+        os.replace(tmp, state / FINGERPRINT)
+    return tag
+
+
+def prune_checkpoints(state_dir: str | Path, keep: int) -> None:
+    """Rank 0: delete all but the newest `keep` step folders (never the one `latest` names)."""
+    state = Path(state_dir)
+    current = latest_tag(state)
+    tags = sorted(p.name for p in state.glob(f"{TAG_PREFIX}*") if p.is_dir())
+    for tag in tags[:-keep] if keep > 0 else tags:
+        if tag != current:
+            shutil.rmtree(state / tag, ignore_errors=True)
+
+
+def export_final(
+    run_dir: str | Path,
+    transformer: nn.Module,
+    aux: nn.Module,
+    metrics: dict[str, Any],
+) -> Path:
+    """Write the final model of a run atomically: `transformer/` (diffusers), `aux.pt`, `metrics.json`."""
+    run_dir = Path(run_dir)
+    tmp = run_dir.with_name(f".{run_dir.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    transformer.save_pretrained(tmp / "transformer")  # in the engine's precision (fp32 on CPU, bf16 on GPU)
+    torch.save({k: v.detach().cpu().clone() for k, v in aux.state_dict().items()}, tmp / "aux.pt")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    os.replace(tmp, run_dir)
+    return run_dir

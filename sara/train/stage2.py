@@ -1,0 +1,366 @@
+"""Stage 2: continual training of the Wan high-noise DiT with L = L_diff + lam_TRD * L_aux (METHOD §2.6, §4.4).
+
+One loop for every method (sft, videorepa, moalign, sara-<op>); `sara.methods` supplies the auxiliary loss.
+Per step (METHOD §4.4):
+  1. batch: clips chosen by (seed, step, rank); the DiT takes `dit.frames` frames at bin centres of the clip,
+     V-JEPA takes its own `vfm.frames` by the same rule, so both span the whole clip (docs/stage2.md);
+  2. z_0 = VAE(x_0) (frozen); sigma from the band-limited shifted logit-normal; z_t on the flow path;
+  3. frozen targets without grad: V_y = V-JEPA(x_0) (or the Stage 1 cache), w = aligner(V_y, full caption);
+  4. DiT forward; the hook keeps the output of block `trd.layer`; the method's loss projects it and compares;
+  5. non-finite loss on any rank -> stop with NonFiniteLossError (weights untouched, last good checkpoint kept);
+  6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end.
+
+Exact resume: the data order and every random draw (timesteps, noise, caption dropout) come from generators
+seeded by (train.seed, step, rank), so nothing but the DeepSpeed state and the step number must be restored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sara.config import Params
+from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
+from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset, parse_run, run_params
+from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
+from sara.train import checkpoint as ckpt
+
+FAULT_ENV = "SARA_FAULT"  # test hook: "kill@K" SIGKILLs the process after step K, "nan@K" poisons step K's loss
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss: the run stops before the optimizer step, so the last checkpoint stays the last good one."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    clip_id: str
+    frames: np.ndarray  # (F, H, W, 3) uint8, the whole clip
+    caption: str  # the full MTSS caption c (what both the DiT and the aligner see)
+    fg: np.ndarray | None = None  # (F, H, W) bool union of entity masks, for the pair-budget log
+
+
+class ClipSet:
+    """Training clips from the clip folders (`data.out_dir`), with ground-truth / SAM FG masks when present.
+
+    Decoded clips are kept in memory when the set is small (the embedded default), else read per step.
+    """
+
+    def __init__(self, clips_root: str | Path, masks_dir: str | Path | None = None, split: str = "train", cache_mb: int = 1024) -> None:
+        from sara.data.clips import list_clips
+
+        self.root = Path(clips_root)
+        self.records = list_clips(self.root, split)
+        if not self.records:
+            raise ValueError(f"no {split} clips in {self.root}/index.json")
+        self.masks_dir = Path(masks_dir) if masks_dir else None
+        self.cache_mb = cache_mb
+        self._cache: dict[int, Sample] = {}
+        self._cached_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _fg(self, clip: Any) -> np.ndarray | None:
+        if self.masks_dir is not None and (self.masks_dir / f"{clip.clip_id}.npz").is_file():
+            from sara.masks.store import load_masks
+
+            m = load_masks(self.masks_dir, clip.clip_id)
+            return np.asarray(m.union, dtype=bool)
+        if clip.masks is not None and len(clip.masks):
+            return np.asarray(clip.masks, dtype=bool).any(0)  # (F, H, W)
+        return None
+
+    def __getitem__(self, i: int) -> Sample:
+        if i in self._cache:
+            return self._cache[i]
+        from sara.data.clips import load_clip
+        from sara.data.mtss import full_caption
+
+        clip = load_clip(self.records[i].folder(self.root))
+        s = Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip))
+        size = s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
+        if self._cached_bytes + size <= self.cache_mb * 2**20:
+            self._cache[i] = s
+            self._cached_bytes += size
+        return s
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of every random draw of one (step, rank): independent of when or whether the run was resumed."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+def batch_indices(n: int, step: int, rank: int, world: int, batch_size: int, seed: int) -> list[int]:
+    """Clip indices of one rank's micro-batch at `step`: epoch-wise permutations, consumed in global order."""
+    out = []
+    for j in range(batch_size):
+        g = (step * world + rank) * batch_size + j  # position in the global sample stream
+        epoch, pos = divmod(g, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7 * epoch))
+        out.append(int(perm[pos]))
+    return out
+
+
+def fg_on_grid(fg: torch.Tensor, frame_idx: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """FG masks (B, F, H, W) bool -> (B, T_s, H_s*W_s) bool on the V-JEPA grid.
+
+    The encoder's frames are picked, each patch takes its FG fraction (area resampling), the two frames of a
+    tubelet are averaged, and a token is FG when more than half of it is.
+    """
+    t, h, w = grid
+    x = fg[:, frame_idx].float()  # (B, T, H, W)
+    b, n = x.shape[:2]
+    x = torch.nn.functional.adaptive_avg_pool2d(x.reshape(b * n, 1, *x.shape[-2:]), (h, w))  # (B*T, 1, h, w)
+    x = x.reshape(b, t, n // t, h * w).mean(2)  # (B, T_s, N_s) tubelet average
+    return x > 0.5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trained module
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Stage2Model(nn.Module):
+    """Everything trainable in one module (DiT + the method's projector/heads), so DeepSpeed owns all of it."""
+
+    def __init__(self, transformer: nn.Module, aux: AuxObjective, layer: int | None, lam: float) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.aux = aux
+        self.lam = lam
+        self.hook = BlockFeatureHook(transformer, layer) if layer is not None else None
+
+    def forward(self, zt: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, target: torch.Tensor, targets: AuxTargets) -> dict[str, torch.Tensor]:
+        dtype = next(self.transformer.parameters()).dtype
+        pred = self.transformer(zt.to(dtype), timestep, text.to(dtype), return_dict=False)[0]  # (B, C, F', H', W')
+        terms = {"loss_diff": diffusion_loss(pred, target)}
+        total = terms["loss_diff"]
+        if self.hook is not None:
+            h = self.hook.pop()  # (B, F'*H'*W'/patch, D) output of block trd.layer
+            aux = self.aux(h, token_grid(self.transformer, zt.shape), targets)
+            terms.update({f"loss_{k}": v.float() for k, v in aux.items()})
+            total = total + self.lam * terms["loss_aux"]
+        terms["loss"] = total
+        return terms
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage2Result:
+    run: str
+    steps: int
+    start_step: int
+    final: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+def _fault() -> tuple[str, int] | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    kind, _, k = spec.partition("@")
+    if kind not in ("kill", "nan") or not k.isdigit():
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@<step> or nan@<step>")
+    return kind, int(k)
+
+
+def train_stage2(
+    params: Params,
+    run: str,
+    *,
+    dataset: Any | None = None,
+    log: Callable[[dict[str, float], int], None] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> Stage2Result:
+    """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single)."""
+    from sara.models.encoders import build_vfm
+    from sara.train.engine import TrainEngine, init_distributed, peak_memory_bytes
+
+    method, op = parse_run(run)
+    spec = REGISTRY[method]
+    tp = params.train
+    dist = init_distributed(params.project.device)
+    dev = dist.device
+    frozen_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    torch.manual_seed(tp.seed + dist.rank)
+
+    # -- models: base DiT (+ frozen VAE and text encoder), frozen targets, the method's trainable head --------------
+    base = load_base(params.dit.base_dir, params, dev, frozen_dtype, with_low_noise=False)
+    if tp.grad_checkpointing:
+        base.transformer.enable_gradient_checkpointing()
+    saliency = vfm = None
+    if spec.needs_saliency:
+        from sara.models.aligner import load_saliency_model
+
+        saliency = load_saliency_model(params.aligner.out_dir, params, dev)
+        vfm = saliency.vfm  # V_y is shared by the aligner and the TRD target (METHOD §2.3)
+    elif spec.needs_vfm:
+        vfm = build_vfm(params.vfm, dev)
+    dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
+    aux = build_objective(run, params, dit_dim, vfm.dim if vfm is not None else 0)
+    layer = params.trd.layer if spec.needs_vfm else None
+    model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
+    engine = TrainEngine(model, tp, dist)
+
+    # -- data --------------------------------------------------------------------------------------------------
+    if dataset is None:
+        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if method == "sara" else None)
+    n = len(dataset)
+
+    # -- resume ------------------------------------------------------------------------------------------------
+    keys = run_params(run)
+    fp = ckpt.fingerprint(run, params_subset(params, keys), dist.world_size)
+    state_dir = Path(tp.state_dir) / run
+    if dist.is_main:
+        ckpt.prepare_state_dir(state_dir, fp, resume=resume)
+    engine.barrier()
+    start = 0
+    tag = ckpt.resumable_tag(state_dir, fp) if resume else None
+    if tag is not None:
+        client = engine.load(state_dir, tag)
+        if client.get("fingerprint") != fp:
+            raise RuntimeError(f"checkpoint {state_dir / tag} belongs to another configuration (fingerprint mismatch)")
+        start = int(client["step"])
+
+    fault = _fault()
+    last: dict[str, float] = {}
+    bar = None
+    if progress and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tp.steps, initial=start, desc=f"train_dit/{run}", unit="step")
+    for step in range(start, tp.steps):
+        t0 = time.perf_counter()
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        gen = torch.Generator().manual_seed(step_seed(tp.seed, step, dist.rank))
+        torch.manual_seed(step_seed(tp.seed, step, dist.rank))  # any module drawing from the global RNG
+
+        # 1. batch
+        idx = batch_indices(n, step, dist.rank, dist.world_size, tp.batch_size, tp.seed)
+        samples = [dataset[i] for i in idx]
+        frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # (B, F, H, W, 3) uint8
+        drop = torch.rand(len(samples), generator=gen) < tp.caption_dropout  # CFG text dropout
+        prompts = ["" if d else s.caption for s, d in zip(samples, drop.tolist())]
+
+        # 2. latents, timesteps, noise
+        with torch.no_grad():
+            pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
+            z0 = encode_latents(base.vae, pixels.to(dev))  # (B, 16, F', H', W')
+            text = base.text(prompts)  # (B, L, D_text)
+        sigma = sample_band_sigmas(
+            len(samples), gen, mean=tp.logit_mean, std=tp.logit_std, shift=tp.shift, t_min=tp.t_min, t_max=tp.t_max
+        )
+        noise = torch.randn(z0.shape, generator=gen).to(dev)
+        sigma_d = sigma.to(dev)
+        zt = flow_match_xt(z0, noise, sigma_d)
+        target = flow_match_target(z0, noise)
+        timestep = sigma_to_timestep(sigma_d)
+
+        # 3. frozen targets
+        targets = AuxTargets()
+        w = None
+        if vfm is not None:
+            with torch.no_grad():
+                if tp.feature_cache:
+                    from sara.models.encoders import cached_features
+
+                    vy = torch.stack([cached_features(vfm, s, params.vfm.cache_dir) for s in samples]).to(dev)
+                else:
+                    vy = vfm.features(frames)  # (B, T_s, N_s, D_v)
+                if saliency is not None:
+                    w = saliency.saliency(vy, [s.caption for s in samples])  # full caption c, clean clip x_0
+            targets = AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), vfm_grid=vfm.grid)
+
+        # 4. forward
+        terms = engine(zt, timestep, text, target, targets)
+        loss = terms["loss"]
+        if fault == ("nan", step + 1):
+            loss = loss * float("nan")
+
+        # 5. stop on a non-finite loss on any rank, before anything is updated
+        bad = engine.all_reduce_max(0.0 if math.isfinite(float(loss.detach())) else 1.0)
+        if bad > 0:
+            good = ckpt.latest_tag(state_dir)
+            where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            raise NonFiniteLossError(
+                f"train_dit/{run}: non-finite loss at step {step + 1} ({values}); stopped before the optimizer step. "
+                f"Last good checkpoint: {where}"
+            )
+
+        # 6. backward + step
+        engine.backward(loss)
+        engine.step()
+        done = step + 1
+        dt = time.perf_counter() - t0
+        tokens = z0.shape[0] * math.prod(token_grid(base.transformer, z0.shape)) * dist.world_size
+        last = {k: float(v.detach()) for k, v in terms.items()}
+        last.update(
+            lr=engine.lr(),
+            grad_norm=engine.grad_norm(),
+            step_time_s=dt,
+            tokens_per_s=tokens / dt,
+            peak_mem_gb=peak_memory_bytes(dev) / 2**30,
+            sigma_mean=float(sigma.mean()),
+        )
+        if w is not None and op is not None:
+            last.update(_budget(w, op, samples, vfm))
+        if log is not None and dist.is_main and (done % tp.log_every == 0 or done == tp.steps):
+            log(last, done)
+        if done % tp.checkpoint_every == 0 or done == tp.steps:
+            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run})
+            engine.barrier()
+            if dist.is_main:
+                ckpt.prune_checkpoints(state_dir, tp.keep_checkpoints)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+        if fault == ("kill", done):
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard crash, nothing gets cleaned up
+    if bar is not None:
+        bar.close()
+
+    # -- final export (the DVC output) -------------------------------------------------------------------------
+    run_dir = Path(tp.out_dir) / run
+    final = {"run": run, "method": method, "op": op, "steps": tp.steps, "resumed_from": start, "fingerprint": fp,
+             "world_size": dist.world_size, "precision": engine.precision, "scale": params.project.scale, **last}
+    with engine.full_parameters() as m:
+        if dist.is_main:
+            ckpt.export_final(run_dir, m.transformer, m.aux, final)
+    engine.barrier()
+    if model.hook is not None:
+        model.hook.remove()
+    return Stage2Result(run, tp.steps, start, last, run_dir)
+
+
+def _budget(w: torch.Tensor, op: str, samples: list[Sample], vfm: Any) -> dict[str, float]:
+    """Pair-budget shares (FG-FG / FG-BG / BG-BG) of the active operator under w; FG from masks when known."""
+    from sara.losses.budget import pair_budget_shares
+
+    fg = None
+    if all(s.fg is not None for s in samples):
+        masks = torch.from_numpy(np.stack([s.fg for s in samples]))  # (B, F, H, W)
+        fg = fg_on_grid(masks, vfm.frame_indices(masks.shape[1]), vfm.grid).to(w.device)
+    shares = pair_budget_shares(w.float().clamp(0, 1), op, fg=fg)
+    return {f"budget_{k}": v for k, v in shares.items()}
