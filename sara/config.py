@@ -177,7 +177,9 @@ class TrainParams(Section):
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance a caption is replaced by "" (CFG; paper: open)
     feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
     log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
-    out_dir: str = "models/dit"
+    keep_checkpoints: int = Field(2, ge=1)  # newest resumable checkpoints kept per run
+    state_dir: str = "models/dit_state"  # resumable DeepSpeed state per run (DVC persist, outside the final output)
+    out_dir: str = "models/dit"  # final model per run: <out_dir>/<run>/transformer, aux.pt, metrics.json
 
     @model_validator(mode="after")
     def _band(self) -> "TrainParams":
