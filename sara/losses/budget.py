@@ -62,7 +62,7 @@ def _category_sums(v: torch.Tensor, is_fg: torch.Tensor, op: str) -> torch.Tenso
 def _check_inputs(w: torch.Tensor, fg: torch.Tensor | None, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     if w.dim() != 3:
         raise ValueError(f"w must have shape (B, T, N), got {tuple(w.shape)}")
-    if w.numel() and (float(w.min()) < 0.0 or float(w.max()) > 1.0):
+    if w.numel() and (float(w.detach().min()) < 0.0 or float(w.detach().max()) > 1.0):
         raise ValueError("w must lie in [0, 1]")
     if fg is None:
         fg = w > threshold

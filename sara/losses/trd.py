@@ -80,7 +80,7 @@ def _check_inputs(
     if w is not None:
         if w.shape != vp.shape[:3]:
             raise ValueError(f"w must have shape (B, T, N) = {tuple(vp.shape[:3])}, got {tuple(w.shape)}")
-        if w.numel() and (float(w.min()) < 0.0 or float(w.max()) > 1.0):
+        if w.numel() and (float(w.detach().min()) < 0.0 or float(w.detach().max()) > 1.0):
             raise ValueError("w must lie in [0, 1]")
     if not tau > 0:
         raise ValueError(f"tau must be > 0 (math.inf for no temporal decay), got {tau}")
