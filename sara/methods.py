@@ -29,7 +29,10 @@ METHODS = ("sft", "videorepa", "moalign", "sara")
 # params every run reads: the data it trains on, the base model, the schedule, the scale tag and seed
 COMMON_PARAMS = ("project", "data", "dit", "train")
 # DVC deps of every run (code + upstream outputs); a method adds its own
-COMMON_DEPS = ("sara/models/dit.py", "sara/losses/diffusion.py", "sara/methods.py", "sara/train", "sara/stages/train_dit.py", "data/clips", "models/base")
+COMMON_DEPS = (
+    "sara/models/dit.py", "sara/losses/diffusion.py", "sara/methods.py", "sara/train/engine.py", "sara/train/stage2.py",
+    "sara/train/checkpoint.py", "configs/deepspeed", "sara/stages/train_dit.py", "data/clips", "models/base",
+)
 
 
 @dataclass
@@ -125,17 +128,14 @@ def _build_moalign(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -
 REGISTRY: dict[str, MethodSpec] = {
     "sft": MethodSpec("sft", (), (), False, False, False, _build_sft),
     "videorepa": MethodSpec(
-        "videorepa", ("vfm", "trd", "methods.videorepa"), ("sara/models/encoders.py", "sara/models/grid.py", "sara/models/projector.py", "sara/losses/trd.py"),
-        True, False, False, _build_videorepa,
+        "videorepa", ("vfm", "trd", "methods.videorepa"), ("sara/models", "sara/losses"), True, False, False, _build_videorepa
     ),
     "moalign": MethodSpec(
-        "moalign", ("vfm", "trd", "methods.moalign"),
-        ("sara/models/encoders.py", "sara/models/grid.py", "sara/models/projector.py", "sara/losses/trd.py", "sara/models/motion.py", "sara/losses/moalign.py", "sara/data/flow.py"),
-        True, False, True, _build_moalign,
+        "moalign", ("vfm", "trd", "methods.moalign"), ("sara/models", "sara/losses", "sara/data/flow.py"), True, False, True,
+        _build_moalign,
     ),
     "sara": MethodSpec(
-        "sara", ("vfm", "text", "aligner", "masks", "trd"),
-        ("sara/models/encoders.py", "sara/models/grid.py", "sara/models/projector.py", "sara/losses/trd.py", "sara/losses/routing.py", "sara/models/aligner.py", "models/aligner", "data/masks"),
+        "sara", ("vfm", "text", "aligner", "masks", "trd"), ("sara/models", "sara/losses", "models/aligner", "data/masks"),
         True, True, False, _build_sara,
     ),
 }
