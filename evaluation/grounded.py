@@ -1,0 +1,631 @@
+"""Grounded judge: scores a video of a synthetic prompt against the renderer's ground truth, no model needed.
+
+It answers the same 13 rubric dimensions on the same 1-5 scale as the VLM judges, from measurable video
+statistics. The reference is the ground-truth clip rendered from the prompt's scene spec at the video's size and
+passed through the same measurements, so a perfect video scores 5 and encoding noise cancels out.
+
+Measurements (per frame):
+- colour segmentation by the known palette: a pixel belongs to an entity colour when it is within
+  `COLOUR_TOL` of that colour (or of its darker texture shade), nearer to it than to every other palette colour,
+  and nearer to it than to the ground-truth background at that pixel;
+- blobs: connected components per colour (fragments within one pixel joined), at least `MIN_AREA_FRAC` of the
+  smallest entity's area and at least `MIN_DENSITY` solid (scattered noise pixels are not an entity);
+- identity: each prompt entity is matched to one blob per frame (Hungarian) by shape (centroid-aligned IoU with
+  the entity's ground-truth mask) plus a colour penalty, so a blob of the wrong colour but the right shape is
+  still the same entity with a broken colour binding.
+
+Dimension -> statistic (value in [0, 1] unless noted) -> 1-5 by the cuts in `CUTS` (value >= cut):
+  entity_count          blob count per colour vs the ground truth's, median over frames -> the paper's exact-count scale
+  person_appearance     colour/shape binding of PERSON_* entities: aligned IoU if the colour is right, 0.3 x IoU if
+                        not, 0 if absent (median over frames, mean over entities); None without persons
+  object_appearance     the same for OBJECT_* entities
+  spatial_arrangement   mean of (a) pairwise left/right/above/below relations that hold in every ground-truth frame
+                        and still hold, (b) centroids within 0.12 of the ground-truth path (fractions of min(H, W))
+  action_completion     end position within 0.06 (full credit) .. 0.3 (none) of the ground-truth end
+  scene_style           mean abs colour error of background pixels on a 4x4 grid (0-255; lower is better, own cuts)
+  motion_prompt_alignment  per step of a moving entity: cos(step, truth step) if it moves at least 25% as far, else 0
+  motion_completeness   agreement of the moving / still pattern with the truth over the steps of moving entities
+  motion_amplitude      min(r, 1/r) of path length r = generated / truth (still entities: stays within 0.08)
+  temporal_consistency  mean of presence over frames, area continuity, no teleports, no background flicker
+  physical_plausibility mean of rigid shape between frames and no unexplained accelerations
+  camera_motion         integer global background shift per step vs the truth's (within 1 px)
+  interaction_correctness  meet: approach, contact at the end; follow: follower behind the leader at a steady gap;
+                        5 when the prompt has no interaction (the paper's single-subject rule)
+Entities never found at all count in entity_count and appearance only, so each corruption moves the dimensions
+it breaks. Rotation direction is not measured (shapes with isotropic moments give no reliable angle at 64 px).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evaluation.rubric.dimensions import ALL_DIMS, count_error_score
+
+COLOUR_TOL = 80.0  # RGB distance within which a pixel can belong to an entity colour
+MIN_AREA_FRAC = 0.15  # smallest blob kept, as a fraction of the smallest entity's ground-truth area
+MIN_DENSITY = 0.35  # blob pixels / its one-pixel-dilated outline: solid shapes ~0.6-0.8, scattered noise far less
+VISIBLE_FRAC = 0.3  # an entity is scored in a frame when at least this fraction of it is visible
+WRONG_COLOUR_FACTOR = 0.3  # binding credit for the right shape in the wrong colour
+COLOUR_PENALTY = 0.1  # matching cost of a wrong colour: below the IoU gap between different shapes (circle vs square ~0.22)
+CUTS: dict[str, tuple[float, float, float, float]] = {  # value >= cut -> 5, 4, 3, 2; else 1
+    "default": (0.9, 0.75, 0.5, 0.25),
+    "appearance": (0.8, 0.65, 0.45, 0.2),
+}
+SCENE_ERR_CUTS = (10.0, 20.0, 35.0, 55.0)  # mean abs RGB error <= cut -> 5, 4, 3, 2; else 1
+
+
+def to_scale(value: float, cuts: tuple[float, float, float, float] = CUTS["default"]) -> int:
+    """Map a [0, 1] statistic (higher is better) to 1-5: value >= cuts[0] -> 5, ... , below cuts[3] -> 1."""
+    for score, cut in zip((5, 4, 3, 2), cuts):
+        if value >= cut - 1e-9:
+            return score
+    return 1
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+
+
+@dataclass
+class Blob:
+    colour: int  # index into the prompt's entity colours
+    mask: np.ndarray  # (H, W) bool
+    area: int
+    centre: np.ndarray  # (2,) x, y pixel coords
+
+
+def _palette() -> tuple[list[str], np.ndarray]:
+    from sara.data.synthetic import COLOURS
+
+    names = list(COLOURS)
+    base = np.array([COLOURS[n] for n in names], np.float32)  # (P, 3)
+    return names, base
+
+
+def colour_labels(frames: np.ndarray, bg: np.ndarray, colours: list[str]) -> np.ndarray:
+    """(F, H, W) int: index into `colours` of the entity colour each pixel shows, -1 for background.
+
+    `bg` (F, H, W, 3) is the ground-truth background the pixel is compared against.
+    """
+    names, base = _palette()
+    refs = np.concatenate([base, base * 0.5])  # (2P, 3): plain colours and their darker texture shades
+    x = frames.astype(np.float32)  # (F, H, W, 3)
+    d = np.linalg.norm(x[..., None, :] - refs, axis=-1)  # (F, H, W, 2P)
+    nearest = d.argmin(-1) % len(names)  # palette index of the nearest plain or dark shade
+    dmin = d.min(-1)
+    d_bg = np.linalg.norm(x - bg.astype(np.float32), axis=-1)  # (F, H, W)
+    labels = np.full(frames.shape[:3], -1, np.int16)
+    ok = (dmin <= COLOUR_TOL) & (dmin < d_bg)
+    for i, c in enumerate(colours):
+        labels[ok & (nearest == names.index(c))] = i
+    return labels
+
+
+def blobs_in_frame(labels: np.ndarray, n_colours: int, min_area: int) -> list[Blob]:
+    """Connected components per colour; fragments within one pixel are joined (thin limbs, stripes)."""
+    import cv2
+
+    out: list[Blob] = []
+    kernel = np.ones((3, 3), np.uint8)
+    for c in range(n_colours):
+        mask = (labels == c).astype(np.uint8)
+        if mask.sum() < min_area:
+            continue
+        n, comp = cv2.connectedComponents(cv2.dilate(mask, kernel), connectivity=8)
+        for i in range(1, n):
+            m = (comp == i) & mask.astype(bool)
+            area = int(m.sum())
+            # a solid shape fills most of its dilated outline; scattered noise pixels joined by the dilation do not
+            if area >= min_area and area >= MIN_DENSITY * int((comp == i).sum()):
+                ys, xs = np.nonzero(m)
+                out.append(Blob(c, m, area, np.array([xs.mean() + 0.5, ys.mean() + 0.5])))
+    return out
+
+
+def aligned_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks after moving their centroids together (best of the 9 one-pixel offsets)."""
+    ya, xa = np.nonzero(a)
+    yb, xb = np.nonzero(b)
+    if len(ya) == 0 or len(yb) == 0:
+        return 0.0
+    pa = np.stack([ya - int(round(ya.mean())), xa - int(round(xa.mean()))], 1)  # (Na, 2) centred coords
+    pb = np.stack([yb - int(round(yb.mean())), xb - int(round(xb.mean()))], 1)
+    lo = np.minimum(pa.min(0), pb.min(0)) - 1
+    hi = np.maximum(pa.max(0), pb.max(0)) + 2
+    size = hi - lo + 1
+    ca = np.zeros(size, bool)
+    ca[pa[:, 0] - lo[0], pa[:, 1] - lo[1]] = True
+    best = 0.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            cb = np.zeros(size, bool)
+            cb[pb[:, 0] - lo[0] + dy, pb[:, 1] - lo[1] + dx] = True
+            inter = np.logical_and(ca, cb).sum()
+            best = max(best, inter / (len(pa) + len(pb) - inter))
+    return float(best)
+
+
+# --------------------------------------------------------------------------------------------- tracks
+
+
+@dataclass
+class Tracks:
+    """Per entity and frame: the matched blob's mask, centre, area and colour correctness (None = not found)."""
+
+    masks: list[list[np.ndarray | None]]  # [K][F]
+    centres: np.ndarray  # (K, F, 2), NaN where not found
+    areas: np.ndarray  # (K, F), 0 where not found
+    colour_ok: np.ndarray  # (K, F) bool
+    iou: np.ndarray  # (K, F) aligned IoU with the reference mask (0 where not found)
+    counts: np.ndarray  # (F, C) blobs per colour
+    labels: np.ndarray  # (F, H, W)
+
+
+@dataclass
+class Reference:
+    """The ground truth measured the same way: entity masks, visibility, background, camera shifts."""
+
+    truth: dict[str, Any]
+    frames: np.ndarray  # (F, H, W, 3)
+    background: np.ndarray  # (F, H, W, 3) ground-truth background (entities removed)
+    entity_masks: np.ndarray  # (K, F, H, W) bool: reference segmentation of each entity
+    visible: np.ndarray  # (K, F) bool
+    tracks: Tracks = field(repr=False)
+    colours: list[str] = field(default_factory=list)
+    min_area: int = 4
+
+
+def render_reference(spec: Any, frames: int, height: int, width: int, fps: int, encode: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Ground-truth clip for a spec, optionally through the same mp4 encode/decode as the videos it is compared to."""
+    from sara.data import synthetic
+
+    video, masks, truth = synthetic.render(spec, frames, height, width, fps)
+    if encode:
+        video = mp4_roundtrip(video, fps)
+    return video, masks, truth
+
+
+def mp4_roundtrip(video: np.ndarray, fps: int) -> np.ndarray:
+    import tempfile
+    from pathlib import Path
+
+    from sara.data.video_io import read_video, write_video
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "v.mp4"
+        write_video(p, video, fps)
+        return read_video(p)[0]
+
+
+def background_frames(spec: Any, frames: int, height: int, width: int) -> np.ndarray:
+    """(F, H, W, 3) uint8 background alone, panned like the clip (pixel centres at +0.5, as the renderer draws)."""
+    from sara.data import synthetic
+
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5  # (H, W)
+    cam = synthetic.camera_offsets(spec, frames, height, width)
+    bg = np.stack([synthetic.background(spec, x + cam[f, 0], y + cam[f, 1], height, width) for f in range(frames)])
+    return np.clip(np.rint(bg), 0, 255).astype(np.uint8)
+
+
+def build_reference(spec: Any, frames: int, height: int, width: int, fps: int, video: np.ndarray | None = None) -> Reference:
+    """Render (or take) the ground-truth clip and measure it; `video` overrides the rendered pixels (tests)."""
+    import cv2
+
+    from sara.data import synthetic
+
+    gt_video, masks, truth = render_reference(spec, frames, height, width, fps)
+    if video is not None:
+        gt_video = video
+    bg = background_frames(spec, frames, height, width)
+    colours = [e["colour"] for e in truth["entities"]]
+    labels = colour_labels(gt_video, bg, colours)
+    full_area = np.array([[max(a, 1) for a in e["visible_area_px"]] for e in truth["entities"]], float)  # (K, F)
+    vis_frac = np.array([e["visible_fraction"] for e in truth["entities"]])  # (K, F)
+    r_min = min(synthetic.radius_px(synthetic.SceneSpec.model_validate(truth["spec"]).entities[k], height, width)
+                for k in range(len(colours)))
+    min_area = max(4, int(MIN_AREA_FRAC * math.pi * r_min * r_min * 0.5))
+    kernel = np.ones((5, 5), np.uint8)
+    ent = np.zeros(masks.shape, bool)  # (K, F, H, W)
+    for k in range(len(colours)):
+        for f in range(frames):
+            near = cv2.dilate(masks[k, f].astype(np.uint8), kernel).astype(bool)
+            ent[k, f] = near & (labels[f] == k)
+    visible = (vis_frac >= VISIBLE_FRAC) & (ent.reshape(len(colours), frames, -1).sum(-1) >= min_area)
+    ref = Reference(truth, gt_video, bg, ent, visible, tracks=None, colours=colours, min_area=min_area)  # type: ignore[arg-type]
+    del full_area
+    ref.tracks = match_entities(gt_video, ref)
+    return ref
+
+
+def match_entities(video: np.ndarray, ref: Reference) -> Tracks:
+    """Match each prompt entity to at most one blob per frame by shape (aligned IoU) and colour."""
+    from scipy.optimize import linear_sum_assignment
+
+    F, H, W = video.shape[:3]
+    K = len(ref.colours)
+    labels = colour_labels(video, ref.background, ref.colours)
+    masks: list[list[np.ndarray | None]] = [[None] * F for _ in range(K)]
+    centres = np.full((K, F, 2), np.nan)
+    areas = np.zeros((K, F))
+    colour_ok = np.zeros((K, F), bool)
+    ious = np.zeros((K, F))
+    counts = np.zeros((F, K), int)
+    for f in range(F):
+        blobs = blobs_in_frame(labels[f], K, ref.min_area)
+        for b in blobs:
+            counts[f, b.colour] += 1
+        ks = [k for k in range(K) if ref.visible[k, f]]
+        if not blobs or not ks:
+            continue
+        cost = np.full((len(ks), len(blobs)), 1e6)
+        iou = np.zeros_like(cost)
+        for i, k in enumerate(ks):
+            for j, b in enumerate(blobs):
+                iou[i, j] = aligned_iou(b.mask, ref.entity_masks[k, f])
+                same = b.colour == k
+                # right colour: any overlap in shape will do; wrong colour: only a clearly same-shaped blob
+                if (same and iou[i, j] >= 0.15) or (not same and iou[i, j] >= 0.6):
+                    cost[i, j] = (1.0 - iou[i, j]) + (0.0 if same else COLOUR_PENALTY)
+        rows, cols = linear_sum_assignment(cost)
+        for i, j in zip(rows, cols):
+            if cost[i, j] >= 1e6:
+                continue
+            k, b = ks[i], blobs[j]
+            masks[k][f] = b.mask
+            centres[k, f] = b.centre
+            areas[k, f] = b.area
+            colour_ok[k, f] = b.colour == k
+            ious[k, f] = iou[i, j]
+    return Tracks(masks, centres, areas, colour_ok, ious, counts, labels)
+
+
+# ------------------------------------------------------------------------------------------ dimensions
+
+
+def _unit(ref: Reference) -> float:
+    return float(min(ref.frames.shape[1], ref.frames.shape[2]))
+
+
+def _path(c: np.ndarray) -> float:
+    """Length of a (F, 2) track over consecutive found frames."""
+    steps = np.linalg.norm(np.diff(c, axis=0), axis=1)
+    return float(np.nansum(steps))
+
+
+def _moving(ref: Reference, k: int) -> bool:
+    return _path(ref.tracks.centres[k]) >= 0.1 * _unit(ref)
+
+
+def _found(gen: Tracks) -> list[int]:
+    return [k for k in range(len(gen.masks)) if any(m is not None for m in gen.masks[k])]
+
+
+def score_entity_count(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    off = np.abs(gen.counts - ref.tracks.counts).sum(1)  # (F,) total count error per frame
+    med = int(round(float(np.median(off))))
+    expected = int(np.median(ref.tracks.counts.sum(1)))
+    found = int(round(float(np.median(gen.counts.sum(1)))))
+    return count_error_score(expected + med, expected), float(med), f"median count error {med} (found ~{found}, expected {expected})"
+
+
+def _binding(ref: Reference, gen: Tracks, kind: str) -> tuple[int | None, float, str]:
+    ks = [k for k, e in enumerate(ref.truth["entities"]) if e["type"] == kind]
+    if not ks:
+        return None, float("nan"), f"no {kind} in the description"
+    vals = []
+    for k in ks:
+        per = []
+        for f in np.nonzero(ref.visible[k])[0]:
+            if gen.masks[k][f] is None:
+                per.append(0.0)
+            else:
+                per.append(gen.iou[k, f] * (1.0 if gen.colour_ok[k, f] else WRONG_COLOUR_FACTOR))
+        vals.append(float(np.median(per)) if per else 0.0)
+    v = float(np.mean(vals))
+    names = ", ".join(f"{ref.truth['entities'][k]['ref_id']}={x:.2f}" for k, x in zip(ks, vals))
+    return to_scale(v, CUTS["appearance"]), v, f"colour/shape binding {names}"
+
+
+def score_spatial(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    unit = _unit(ref)
+    found = _found(gen)
+    rc, gc = ref.tracks.centres, gen.centres
+    # (a) relations that hold in every ground-truth frame
+    held, total = 0, 0
+    margin = 0.05 * unit
+    for i in found:
+        for j in found:
+            if i >= j:
+                continue
+            for axis in (0, 1):
+                d = rc[i, :, axis] - rc[j, :, axis]
+                d = d[~np.isnan(d)]
+                if len(d) == 0 or not (np.all(d > margin) or np.all(d < -margin)):
+                    continue
+                sign = np.sign(d[0])
+                g = gc[i, :, axis] - gc[j, :, axis]
+                g = g[~np.isnan(g)]
+                total += len(g)
+                held += int(np.sum(np.sign(g) == sign))
+    # (b) centroids on the ground-truth path
+    on_path, n = 0, 0
+    for k in found:
+        path = rc[k][~np.isnan(rc[k]).any(1)]
+        if len(path) == 0:
+            continue
+        dense = np.concatenate([np.linspace(path[i], path[i + 1], 8) for i in range(len(path) - 1)]) if len(path) > 1 else path
+        for c in gc[k][~np.isnan(gc[k]).any(1)]:
+            n += 1
+            on_path += int(np.min(np.linalg.norm(dense - c, axis=1)) <= 0.12 * unit)
+    parts = [held / total] if total else []
+    parts += [on_path / n] if n else []
+    if not parts:
+        return 1, 0.0, "no entity found"
+    v = float(np.mean(parts))
+    return to_scale(v), v, f"relations held {held}/{total}, on-path {on_path}/{n}"
+
+
+def score_action_completion(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    unit = _unit(ref)
+    vals = []
+    for k in _found(gen):
+        g = gen.centres[k]
+        r = ref.tracks.centres[k]
+        fg = [f for f in range(len(g)) if not np.isnan(g[f]).any()]
+        fr = [f for f in range(len(r)) if not np.isnan(r[f]).any()]
+        if not fg or not fr:
+            continue
+        err = np.linalg.norm(g[fg[-1]] - r[fr[-1]]) / unit
+        vals.append(float(np.clip((0.3 - err) / (0.3 - 0.06), 0.0, 1.0)))
+    if not vals:
+        return 1, 0.0, "no entity found"
+    v = float(np.mean(vals))
+    return to_scale(v), v, f"end state reached {v:.2f}"
+
+
+def _both_background(ref: Reference, gen: Tracks) -> np.ndarray:
+    import cv2
+
+    kernel = np.ones((3, 3), np.uint8)
+    gt_fg = ref.tracks.labels >= 0
+    gt_fg |= np.stack([cv2.dilate(m.astype(np.uint8), kernel).astype(bool) for m in ref.entity_masks.any(0)])
+    return ~gt_fg & (gen.labels < 0)  # (F, H, W)
+
+
+def score_scene_style(ref: Reference, video: np.ndarray, gen: Tracks) -> tuple[int, float, str]:
+    bgm = _both_background(ref, gen)
+    F, H, W = bgm.shape
+    errs = []
+    for gy in range(4):
+        for gx in range(4):
+            sl = (slice(None), slice(gy * H // 4, (gy + 1) * H // 4), slice(gx * W // 4, (gx + 1) * W // 4))
+            m = bgm[sl]
+            if m.sum() < 5:
+                continue
+            a = video[sl][m].astype(float).mean(0)
+            b = ref.frames[sl][m].astype(float).mean(0)
+            errs.append(float(np.abs(a - b).mean()))
+    if not errs:
+        return 1, float("inf"), "no background visible"
+    err = float(np.mean(errs))
+    score = 1
+    for s, cut in zip((5, 4, 3, 2), SCENE_ERR_CUTS):
+        if err <= cut:
+            score = s
+            break
+    return score, err, f"background colour error {err:.1f}/255 on a 4x4 grid"
+
+
+def _steps(c: np.ndarray) -> np.ndarray:
+    return np.diff(c, axis=0)  # (F-1, 2), NaN where either end is missing
+
+
+def score_motion_alignment(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    unit = _unit(ref)
+    vals = []
+    moving = [k for k in _found(gen) if _moving(ref, k)]
+    for k in moving:
+        rs, gs = _steps(ref.tracks.centres[k]), _steps(gen.centres[k])
+        for r, g in zip(rs, gs):
+            nr = np.linalg.norm(r)
+            if np.isnan(nr) or nr < 0.5:
+                continue
+            ng = np.linalg.norm(g)
+            if np.isnan(ng) or ng < 0.25 * nr:
+                vals.append(0.0)
+            else:
+                vals.append(max(0.0, float(np.dot(r, g) / (nr * ng))))
+    if not moving:  # a still prompt: nothing should travel
+        paths = [_path(gen.centres[k]) for k in _found(gen)]
+        if not paths:
+            return 1, 0.0, "no entity found"
+        v = float(np.mean([p <= 0.1 * unit for p in paths]))
+        return to_scale(v), v, "still prompt: entities stay put"
+    v = float(np.mean(vals)) if vals else 0.0
+    return to_scale(v), v, f"direction agreement {v:.2f} over {len(vals)} steps"
+
+
+def score_motion_completeness(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    agree, n = 0, 0
+    ks = [k for k in _found(gen) if _moving(ref, k)] or _found(gen)
+    for k in ks:
+        for r, g in zip(_steps(ref.tracks.centres[k]), _steps(gen.centres[k])):
+            nr, ng = np.linalg.norm(r), np.linalg.norm(g)
+            if np.isnan(nr):
+                continue
+            n += 1
+            if np.isnan(ng):
+                continue
+            agree += int((ng >= 0.3 * nr) if nr >= 0.5 else (ng < 0.75))
+    if n == 0:
+        return 1, 0.0, "no entity found"
+    v = agree / n
+    return to_scale(v), v, f"moving/still pattern agrees on {agree}/{n} steps"
+
+
+def score_motion_amplitude(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    unit = _unit(ref)
+    vals = []
+    for k in _found(gen):
+        pr, pg = _path(ref.tracks.centres[k]), _path(gen.centres[k])
+        if _moving(ref, k):
+            vals.append(min(pg / pr, pr / pg) if pg > 0 else 0.0)
+        else:
+            vals.append(float(np.clip(1 - (pg - pr - 0.08 * unit) / (0.3 * unit), 0.0, 1.0)))
+    if not vals:
+        return 1, 0.0, "no entity found"
+    v = float(np.mean(vals))
+    return to_scale(v), v, f"path-length agreement {v:.2f}"
+
+
+def _bg_temporal_diff(video: np.ndarray, m: np.ndarray) -> float:
+    both = m[1:] & m[:-1]
+    if both.sum() == 0:
+        return 0.0
+    d = np.abs(video[1:].astype(float) - video[:-1].astype(float)).mean(-1)
+    return float(d[both].mean())
+
+
+def score_temporal_consistency(ref: Reference, video: np.ndarray, gen: Tracks) -> tuple[int, float, str]:
+    unit = _unit(ref)
+    parts = []
+    presence, cont, jumps = [], [], []
+    for k in _found(gen):
+        vis = np.nonzero(ref.visible[k])[0]
+        presence.append(np.mean([gen.masks[k][f] is not None for f in vis]) if len(vis) else 1.0)
+        for f in range(len(gen.masks[k]) - 1):
+            if gen.masks[k][f] is None or gen.masks[k][f + 1] is None:
+                continue
+            ra = (ref.tracks.areas[k, f + 1] + 1) / (ref.tracks.areas[k, f] + 1)
+            ga = (gen.areas[k, f + 1] + 1) / (gen.areas[k, f] + 1)
+            cont.append(abs(math.log(ga / ra)) <= math.log(1.25))
+            step_g = np.linalg.norm(gen.centres[k, f + 1] - gen.centres[k, f])
+            step_r = np.linalg.norm(ref.tracks.centres[k, f + 1] - ref.tracks.centres[k, f])
+            step_r = 0.0 if np.isnan(step_r) else step_r
+            jumps.append(step_g <= step_r + 0.15 * unit)
+    if not presence:
+        return 1, 0.0, "no entity found"
+    parts.append(float(np.mean(presence)))
+    parts.append(float(np.mean(cont)) if cont else 1.0)
+    parts.append(float(np.mean(jumps)) if jumps else 1.0)
+    bgm = _both_background(ref, gen)
+    excess = _bg_temporal_diff(video, bgm) - _bg_temporal_diff(ref.frames, bgm)
+    parts.append(float(np.clip(1 - (excess - 4.0) / 16.0, 0.0, 1.0)))
+    v = float(np.mean(parts))
+    return to_scale(v), v, "presence {:.2f}, area continuity {:.2f}, no teleport {:.2f}, no flicker {:.2f}".format(*parts)
+
+
+def score_physical(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    unit = _unit(ref)
+    rigid, smooth = [], []
+    for k in _found(gen):
+        for f in range(len(gen.masks[k]) - 1):
+            a, b = gen.masks[k][f], gen.masks[k][f + 1]
+            ra, rb = ref.entity_masks[k, f], ref.entity_masks[k, f + 1]
+            if a is None or b is None or not ra.any() or not rb.any():
+                continue
+            rigid.append(aligned_iou(a, b) >= aligned_iou(ra, rb) - 0.15)
+        acc_r = np.linalg.norm(np.diff(ref.tracks.centres[k], 2, axis=0), axis=1)
+        acc_g = np.linalg.norm(np.diff(gen.centres[k], 2, axis=0), axis=1)
+        limit = (np.nanmax(acc_r) if np.isfinite(acc_r).any() else 0.0) + 0.08 * unit
+        smooth.extend(bool(a <= limit) for a in acc_g if not np.isnan(a))
+    if not rigid and not smooth:
+        return (1, 0.0, "no entity found") if not _found(gen) else (5, 1.0, "too few frames to judge")
+    r = float(np.mean(rigid)) if rigid else 1.0
+    s = float(np.mean(smooth)) if smooth else 1.0
+    v = (r + s) / 2
+    return to_scale(v), v, f"rigid {r:.2f}, no unexplained acceleration {s:.2f}"
+
+
+def global_shifts(video: np.ndarray, valid: np.ndarray, max_shift: int = 4) -> np.ndarray:
+    """(F-1, 2) integer (dx, dy) that best maps frame f onto f+1 over background pixels (mean abs error)."""
+    g = video.astype(np.float32).mean(-1)  # (F, H, W)
+    F, H, W = g.shape
+    out = np.zeros((F - 1, 2))
+    m = max_shift
+    for f in range(F - 1):
+        best, arg = np.inf, (0, 0)
+        for dy in range(-m, m + 1):
+            for dx in range(-m, m + 1):
+                a = g[f, m : H - m, m : W - m]
+                b = g[f + 1, m + dy : H - m + dy, m + dx : W - m + dx]
+                w = valid[f, m : H - m, m : W - m] & valid[f + 1, m + dy : H - m + dy, m + dx : W - m + dx]
+                if w.sum() < 20:
+                    continue
+                e = float(np.abs(a - b)[w].mean()) + 1e-3 * (abs(dx) + abs(dy))  # prefer the smaller shift on ties
+                if e < best:
+                    best, arg = e, (dx, dy)
+        out[f] = arg
+    return out
+
+
+def score_camera(ref: Reference, video: np.ndarray, gen: Tracks) -> tuple[int, float, str]:
+    bgm = _both_background(ref, gen)
+    sg = global_shifts(video, bgm)
+    sr = global_shifts(ref.frames, bgm)
+    ok = np.linalg.norm(sg - sr, axis=1) <= 1.0
+    v = float(ok.mean())
+    return to_scale(v), v, f"background shift matches the truth on {int(ok.sum())}/{len(ok)} steps"
+
+
+def score_interaction(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
+    inter = ref.truth["interactions"]
+    if not inter:
+        n = len(ref.truth["entities"])
+        return 5, 1.0, "no multi-subject interaction" if n == 1 else "no interaction in the description"
+    ids = [e["ref_id"] for e in ref.truth["entities"]]
+    vals = []
+    for it in inter:
+        a, b = ids.index(it["a"]), ids.index(it["b"])
+        ra, rb = ref.truth["entities"][a]["radius_px"], ref.truth["entities"][b]["radius_px"]
+        ga, gb = gen.centres[a], gen.centres[b]
+        d = np.linalg.norm(ga - gb, axis=1)  # (F,)
+        if np.isnan(d).all():
+            vals.append(0.0)
+            continue
+        if it["kind"] == "meet":
+            valid = np.nonzero(~np.isnan(d))[0]
+            approach = float(d[valid[-1]] < d[valid[0]] - 0.1 * (ra + rb)) if len(valid) > 1 else 0.0
+            contact = float(d[valid[-1]] <= 1.3 * (ra + rb))
+            vals.append((approach + contact) / 2)
+        else:  # follow: a follows b
+            leader = ref.truth["spec"]["entities"][b]["motion"]["direction"]
+            from sara.data.synthetic import DIRECTION_VECTOR
+
+            u = np.array(DIRECTION_VECTOR[leader])
+            gap_r = np.linalg.norm(ref.tracks.centres[a] - ref.tracks.centres[b], axis=1)
+            behind = ((gb - ga) @ u > 0) & (np.abs(d - gap_r) <= 0.4 * gap_r)
+            vals.append(float(np.nanmean(np.where(np.isnan(d), np.nan, behind))))
+    v = float(np.mean(vals))
+    return to_scale(v), v, f"interactions correct {v:.2f}"
+
+
+def grounded_scores(spec: Any, video: np.ndarray, fps: int, ref: Reference | None = None) -> dict[str, dict]:
+    """Score one video (F, H, W, 3) uint8 of a synthetic prompt: `{dim: {"score", "value", "reason"}}`.
+
+    `score` is an int 1-5, or None for a dimension that does not apply (person_appearance without persons).
+    """
+    F, H, W = video.shape[:3]
+    ref = ref or build_reference(spec, F, H, W, fps)
+    gen = match_entities(video, ref)
+    results = {
+        "entity_count": score_entity_count(ref, gen),
+        "person_appearance": _binding(ref, gen, "person"),
+        "object_appearance": _binding(ref, gen, "object"),
+        "spatial_arrangement": score_spatial(ref, gen),
+        "action_completion": score_action_completion(ref, gen),
+        "scene_style": score_scene_style(ref, video, gen),
+        "motion_prompt_alignment": score_motion_alignment(ref, gen),
+        "motion_completeness": score_motion_completeness(ref, gen),
+        "motion_amplitude": score_motion_amplitude(ref, gen),
+        "temporal_consistency": score_temporal_consistency(ref, video, gen),
+        "physical_plausibility": score_physical(ref, gen),
+        "camera_motion": score_camera(ref, video, gen),
+        "interaction_correctness": score_interaction(ref, gen),
+    }
+    assert tuple(results) == ALL_DIMS
+    return {d: {"score": s, "value": (None if v is None or not math.isfinite(v) else round(float(v), 4)), "reason": r}
+            for d, (s, v, r) in results.items()}
