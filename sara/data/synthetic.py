@@ -43,7 +43,7 @@ SHAPE_NOUN = {
     "figure": "stick figure",
 }
 SizeName = Literal["small", "medium", "large"]
-SIZE_RADIUS = {"small": 0.13, "medium": 0.19, "large": 0.27}  # radius as a fraction of min(H, W)
+SIZE_RADIUS = {"small": 0.18, "medium": 0.25, "large": 0.32}  # radius as a fraction of min(H, W)
 Texture = Literal["solid", "striped", "dotted"]
 Direction = Literal["right", "left", "up", "down", "up-right", "up-left", "down-right", "down-left"]
 DIRECTION_VECTOR = {
