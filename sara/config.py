@@ -44,12 +44,16 @@ class DataParams(Section):
     min_entities: int = Field(1, ge=1, le=4)  # K range of foreground entities per clip
     max_entities: int = Field(4, ge=1, le=4)
     interaction_prob: float = Field(0.3, ge=0.0, le=1.0)  # chance that two entities interact (meet / follow)
+    person_prob: float = Field(0.2, ge=0.0, le=1.0)  # chance that an entity is a stick figure (PERSON_k)
+    pan_prob: float = Field(0.15, ge=0.0, le=1.0)  # chance that the camera pans slowly left or right
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _entity_range(self) -> "DataParams":
         if self.min_entities > self.max_entities:
             raise ValueError("min_entities must be <= max_entities")
+        if self.height % 2 or self.width % 2:
+            raise ValueError("height and width must be even (H.264 with yuv420p)")
         if self.source == "folder" and not self.folder:
             raise ValueError("folder: required when source is 'folder'")
         return self
@@ -60,7 +64,15 @@ class MasksParams(Section):
     sam3_dir: str | None = None  # local transformers-format SAM 3 video model directory (backend sam3)
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 detection score kept as an entity mask
     mask_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 mask logit probability -> binary
+    budget_grid: list[int] = [4, 4, 4]  # (T_s, H_s, W_s) token grid of the p_fg / pair-budget statistic (V-JEPA grid)
     out_dir: str = "data/masks"
+
+    @field_validator("budget_grid")
+    @classmethod
+    def _grid(cls, v: list[int]) -> list[int]:
+        if len(v) != 3 or min(v) < 1:
+            raise ValueError("must be three positive sizes [T_s, H_s, W_s]")
+        return v
 
 
 class VFMParams(Section):
@@ -221,17 +233,30 @@ class MethodsParams(Section):
 
 
 class SampleParams(Section):
-    steps: int = Field(4, ge=1)
-    guidance: float = Field(1.0, ge=1.0)
+    steps: int = Field(4, ge=1)  # denoising steps (Wan2.2: 40)
+    scheduler: Literal["unipc", "euler"] = "unipc"  # flow-matching solver (Wan2.2 samples with UniPC)
+    shift: float = Field(12.0, gt=0)  # Wan timestep shift of the sampling schedule (Wan2.2 T2V-A14B: 12.0)
+    guidance: float = Field(1.0, ge=1.0)  # CFG scale of the high-noise expert; 1.0 = no CFG pass (Wan2.2: 4.0)
+    guidance_2: float | None = Field(None, ge=1.0)  # CFG scale of the low-noise expert; None = guidance (Wan2.2: 3.0)
     negative_prompt: str = ""
-    seeds: list[int] = [0]
-    frames: int = Field(9, ge=1)
+    seeds: list[int] = Field([0], min_length=1)  # one video per prompt and seed
+    frames: int = Field(9, ge=1)  # 4k+1 for the Wan VAE
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     fps: int = Field(8, ge=1)
     boundary_ratio: float = Field(0.875, gt=0.0, lt=1.0)  # switch from high- to low-noise expert
     prompt_set: Literal["synthetic", "realworld"] = "synthetic"
+    vbench_prompts: str | None = None  # VBench-1.0 suite (VBench_full_info.json or one prompt per line); None = skip
+    vbench2_prompts: str | None = None  # VBench-2.0 suite, same formats; None = skip
+    vbench_videos_per_prompt: int = Field(5, ge=1)  # VBench-1.0 standard: 5 (VBench-2.0: 3, Diversity 20)
     out_dir: str = "outputs/samples"
+
+    @field_validator("frames")
+    @classmethod
+    def _wan_frames(cls, v: int) -> int:
+        if (v - 1) % 4:
+            raise ValueError("must be 4k+1 (the Wan VAE compresses time 4x after the first frame)")
+        return v
 
 
 class JudgeParams(Section):
@@ -272,13 +297,16 @@ class VBenchParams(Section):
     enabled: bool = True
     venv: str = ".venv-vbench"  # isolated environment created on demand
     cache_dir: str | None = None  # VBENCH_CACHE_DIR with the models; None = weight-free dimensions only
-    dimensions: list[str] = ["temporal_flickering"]
-    vbench2_dir: str | None = None  # VBench-2.0 source checkout
+    dimensions: list[str] = ["temporal_flickering"]  # VBench-1.0 dimensions to run (missing weights: reported missing)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    vbench2_dir: str | None = None  # VBench-2.0 source checkout (its VBench-2.0/ folder); None = VBench-2.0 off
     vbench2_python: str | None = None  # python of the VBench-2.0 environment
+    vbench2_dimensions: list[str] = []  # VBench-2.0 dimensions to run (e.g. Human_Anatomy ...)
     out_dir: str = "outputs/vbench"
 
 
 class ReportParams(Section):
+    main_run: str = "sara-or"  # the run shown as "SARA" in Tables 1, 2, 5 and 6 (paper: the OR operator)
     out_dir: str = "outputs/report"
 
 
