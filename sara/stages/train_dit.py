@@ -1,7 +1,9 @@
 """`sara train-dit --run <run>`: Stage 2 continual training of one run (sft | videorepa | moalign | sara-<op>).
 
 Works as a plain process (one rank) and under `deepspeed --num_gpus N` / `torchrun --nproc_per_node N`
-(every rank runs this; only rank 0 talks to MLflow). The MLflow run `train_dit/<run>` records exactly the
+(every rank runs this; only rank 0 talks to MLflow):
+    deepspeed --num_gpus 8 sara/cli.py train-dit --params configs/paper.yaml --run sara-or
+    torchrun --nproc_per_node 8 sara/cli.py train-dit --params configs/paper.yaml --dit-run sara-or The MLflow run `train_dit/<run>` records exactly the
 params keys that dvc.yaml lists for `train_dit@<run>` (`sara.methods.run_params`), per-step metrics, and is
 marked FAILED when training stops (e.g. a NaN loss).
 """
@@ -16,7 +18,9 @@ from sara.config import Params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="sft | videorepa | moalign | sara-and | sara-or | sara-xor | sara-none")
+    # `--dit-run` is the same option for torchrun, whose own parser mistakes `--run` for its `--run-path`
+    parser.add_argument("--run", "--dit-run", dest="run", required=True,
+                        help="sft | videorepa | moalign | sara-and | sara-or | sara-xor | sara-none")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore a matching saved train state")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
 

@@ -100,16 +100,24 @@ class ClipSet:
         return s
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of every random draw of one (step, rank): independent of when or whether the run was resumed."""
-    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+def sample_seed(seed: int, position: int) -> int:
+    """Seed of every random draw of one training sample (timestep, noise, caption dropout).
+
+    `position` is the sample's place in the global sample stream, so the draws do not depend on when or whether
+    the run was resumed, nor on how the global batch is split over ranks (2 ranks x 1 = 1 rank x 2).
+    """
+    return (seed * 1_000_003 + position * 7_919 + 12_345) % (2**63 - 1)
 
 
-def batch_indices(n: int, step: int, rank: int, world: int, batch_size: int, seed: int) -> list[int]:
-    """Clip indices of one rank's micro-batch at `step`: epoch-wise permutations, consumed in global order."""
+def stream_positions(step: int, rank: int, world: int, batch_size: int) -> list[int]:
+    """Global sample-stream positions of one rank's micro-batch at `step`."""
+    return [(step * world + rank) * batch_size + j for j in range(batch_size)]
+
+
+def batch_indices(n: int, positions: list[int], seed: int) -> list[int]:
+    """Clip index of each stream position: a fresh permutation of the clips per epoch."""
     out = []
-    for j in range(batch_size):
-        g = (step * world + rank) * batch_size + j  # position in the global sample stream
+    for g in positions:
         epoch, pos = divmod(g, n)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7 * epoch))
         out.append(int(perm[pos]))
@@ -253,25 +261,24 @@ def train_stage2(
         t0 = time.perf_counter()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        gen = torch.Generator().manual_seed(step_seed(tp.seed, step, dist.rank))
-        torch.manual_seed(step_seed(tp.seed, step, dist.rank))  # any module drawing from the global RNG
+        positions = stream_positions(step, dist.rank, dist.world_size, tp.batch_size)
+        gens = [torch.Generator().manual_seed(sample_seed(tp.seed, g)) for g in positions]
+        torch.manual_seed(sample_seed(tp.seed, positions[0]))  # any module drawing from the global RNG
 
         # 1. batch
-        idx = batch_indices(n, step, dist.rank, dist.world_size, tp.batch_size, tp.seed)
-        samples = [dataset[i] for i in idx]
+        samples = [dataset[i] for i in batch_indices(n, positions, tp.seed)]
         frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # (B, F, H, W, 3) uint8
-        drop = torch.rand(len(samples), generator=gen) < tp.caption_dropout  # CFG text dropout
-        prompts = ["" if d else s.caption for s, d in zip(samples, drop.tolist())]
+        drop = [bool(torch.rand(1, generator=g) < tp.caption_dropout) for g in gens]  # CFG text dropout
+        prompts = ["" if d else s.caption for s, d in zip(samples, drop)]
 
         # 2. latents, timesteps, noise
         with torch.no_grad():
             pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
             z0 = encode_latents(base.vae, pixels.to(dev))  # (B, 16, F', H', W')
             text = base.text(prompts)  # (B, L, D_text)
-        sigma = sample_band_sigmas(
-            len(samples), gen, mean=tp.logit_mean, std=tp.logit_std, shift=tp.shift, t_min=tp.t_min, t_max=tp.t_max
-        )
-        noise = torch.randn(z0.shape, generator=gen).to(dev)
+        band = dict(mean=tp.logit_mean, std=tp.logit_std, shift=tp.shift, t_min=tp.t_min, t_max=tp.t_max)
+        sigma = torch.cat([sample_band_sigmas(1, g, **band) for g in gens])  # (B,)
+        noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(dev)  # (B, C, F', H', W')
         sigma_d = sigma.to(dev)
         zt = flow_match_xt(z0, noise, sigma_d)
         target = flow_match_target(z0, noise)

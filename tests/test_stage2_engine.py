@@ -1,0 +1,195 @@
+"""Stage 2 under DeepSpeed on CPU: exact kill-and-resume, NaN stop, 2 gloo ranks, checkpoint bookkeeping.
+
+The runs are real `sara train-dit` processes (DeepSpeed, gloo, fp32) on a tiny base model and 4 synthetic clips.
+DeepSpeed's shared-memory op is built once and cached under ~/.cache/torch_extensions (TORCH_EXTENSIONS_DIR).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sara.config import load_params
+from sara.train import checkpoint as ckpt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_clips(root: Path, n: int = 4, seed: int = 0) -> None:
+    """A few synthetic train clips in the on-disk clip format (renderer of sara.data.synthetic)."""
+    from sara.data.clips import write_clip, write_index
+    from sara.data.synthetic import random_spec, render, spec_to_mtss
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        spec = random_spec(rng)
+        frames, masks, truth = render(spec, 16, 64, 64, 8)
+        caption = spec_to_mtss(spec, frames=16, height=64, width=64, fps=8)
+        ids = [r.ref_id for r in caption.structured_caption.english.references if r.type != "scene"]
+        records.append(write_clip(root, f"clip{i:03d}", "train", frames, 8, caption, truth, masks, ids))
+    write_index(root, records, "synthetic", "embedded")
+
+
+def write_params(tmp: Path, name: str, **train: object) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["out_dir"] = str(tmp.parent / "clips")
+    raw["masks"]["out_dir"] = str(tmp / "masks")
+    raw["dit"]["base_dir"] = str(tmp.parent / "base")
+    raw["train"].update(steps=6, checkpoint_every=2, out_dir=str(tmp / "dit"), state_dir=str(tmp / "state"))
+    raw["train"].update(train)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sara.models.dit import save_base
+
+    root = tmp_path_factory.mktemp("stage2")
+    make_clips(root / "clips")
+    save_base(load_params(REPO / "params.yaml"), root / "base")
+    return root
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SARA_FAULT"):
+        env.pop(k, None)
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}")
+    return env
+
+
+def sara(tmp: Path, *args: str, fault: str | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = _env(tmp)
+    if fault:
+        env["SARA_FAULT"] = fault
+    cmd = [*(launcher or [sys.executable, "-m", "sara.cli"]), *args]
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(workspace: Path):
+    a, b = workspace / "uninterrupted", workspace / "killed"
+    a.mkdir(), b.mkdir()
+    r = sara(a, "train-dit", "--params", str(write_params(a, "p")), "--run", "sft")
+    assert r.returncode == 0, r.stderr[-3000:]
+    pb = write_params(b, "p")
+    killed = sara(b, "train-dit", "--params", str(pb), "--run", "sft", fault="kill@3")
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL after step 3: step 2 is the last checkpoint
+    assert ckpt.latest_tag(b / "state" / "sft") == "step_0000002"
+    assert not (b / "dit" / "sft").exists()
+    resumed = sara(b, "train-dit", "--params", str(pb), "--run", "sft")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from 2" in resumed.stdout
+    wa, wb = weights(a / "dit" / "sft"), weights(b / "dit" / "sft")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k  # bitwise: data order, RNG, optimizer and scheduler all restored
+    base = weights(workspace / "base")
+    assert any(not torch.equal(wa[k], base[k]) for k in wa)  # and training did change the model
+    metrics = json.loads((b / "dit" / "sft" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == 2 and metrics["steps"] == 6
+
+
+def test_nan_loss_stops_the_run_marks_mlflow_failed_and_keeps_the_last_good_checkpoint(workspace: Path):
+    import mlflow
+
+    tmp = workspace / "nan"
+    tmp.mkdir()
+    r = sara(tmp, "train-dit", "--params", str(write_params(tmp, "p")), "--run", "sft", fault="nan@4")
+    assert r.returncode != 0
+    assert "NonFiniteLossError" in r.stderr and "non-finite loss at step 4" in r.stderr
+    assert "Last good checkpoint: " + str(tmp / "state" / "sft" / "step_0000002") in r.stderr
+    assert ckpt.latest_tag(tmp / "state" / "sft") == "step_0000002"
+    assert not (tmp / "dit" / "sft").exists()  # no final model from a failed run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sara").experiment_id])
+    assert [(x.info.run_name, x.info.status) for x in runs] == [("train_dit/sft", "FAILED")]
+    hist = client.get_metric_history(runs[0].info.run_id, "loss")
+    assert [m.step for m in hist] == [1, 2, 3]  # steps before the NaN were logged
+    logged = runs[0].data.metrics
+    for key in ("loss_diff", "lr", "grad_norm", "step_time_s", "tokens_per_s", "peak_mem_gb"):
+        assert key in logged, key
+    assert runs[0].data.params["train.steps"] == "6" and "trd.lam_trd" not in runs[0].data.params
+
+
+def test_two_gloo_ranks_match_one_rank_with_the_same_global_batch(workspace: Path):
+    two, one = workspace / "two_ranks", workspace / "one_rank"
+    two.mkdir(), one.mkdir()
+    script = str(REPO / "sara" / "cli.py")  # a script path: torchrun's own parser would swallow `--run` after `-m`
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731", script]
+    p2 = str(write_params(two, "p", steps=3, batch_size=1))
+    r2 = sara(two, "train-dit", "--params", p2, "--dit-run", "sft", launcher=torchrun)
+    assert r2.returncode == 0, r2.stderr[-4000:]
+    r1 = sara(one, "train-dit", "--params", str(write_params(one, "p", steps=3, batch_size=2)), "--run", "sft")
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    assert json.loads((two / "dit" / "sft" / "metrics.json").read_text())["world_size"] == 2
+    w2, w1 = weights(two / "dit" / "sft"), weights(one / "dit" / "sft")
+    for k in w1:  # same samples and draws; only the gradient reduction order differs
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_state_from_other_params_is_discarded_not_resumed(tmp_path: Path):
+    state = tmp_path / "state"
+    assert ckpt.prepare_state_dir(state, "aaaa", resume=True) is None
+    (state / "step_0000004").mkdir()
+    (state / "latest").write_text("step_0000004")
+    assert ckpt.prepare_state_dir(state, "aaaa", resume=True) == "step_0000004"
+    assert ckpt.prepare_state_dir(state, "bbbb", resume=True) is None  # params changed: start fresh
+    assert not (state / "step_0000004").exists()
+    assert json.loads((state / ckpt.FINGERPRINT).read_text()) == {"fingerprint": "bbbb"}
+
+
+def test_prune_keeps_the_newest_checkpoints(tmp_path: Path):
+    for s in (2, 4, 6, 8):
+        (tmp_path / ckpt.tag_for(s)).mkdir()
+    (tmp_path / "latest").write_text(ckpt.tag_for(8))
+    ckpt.prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_0000006", "step_0000008"]
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_deepspeed_config_per_zero_stage(stage: int):
+    from sara.config import TrainParams
+    from sara.train.engine import deepspeed_config
+
+    cfg = deepspeed_config(TrainParams(zero_stage=stage, grad_clip=0.5, batch_size=3), "bf16")
+    assert cfg["zero_optimization"]["stage"] == stage
+    assert cfg["gradient_clipping"] == 0.5 and cfg["train_micro_batch_size_per_gpu"] == 3
+    assert cfg["bf16"] == {"enabled": True} and cfg["gradient_accumulation_steps"] == 1
+
+
+def test_warmup_then_constant_lr():
+    from sara.train.engine import warmup_constant
+
+    f = warmup_constant(4)
+    assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_constant(0)(0) == 1.0
+
+
+def test_data_order_and_draws_depend_only_on_the_stream_position():
+    from sara.train.stage2 import batch_indices, sample_seed, stream_positions
+
+    assert stream_positions(3, 1, 2, 2) == [14, 15]
+    # 2 ranks x batch 1 and 1 rank x batch 2 consume the same clips in the same order
+    two = [batch_indices(5, stream_positions(s, r, 2, 1), 0)[0] for s in range(6) for r in range(2)]
+    one = [i for s in range(6) for i in batch_indices(5, stream_positions(s, 0, 1, 2), 0)]
+    assert two == one
+    assert sorted(one[:5]) == list(range(5)) and sorted(one[5:10]) == list(range(5))  # each epoch is a permutation
+    assert sample_seed(1, 7) == sample_seed(1, 7) != sample_seed(1, 8)
