@@ -46,14 +46,15 @@ class DataParams(Section):
     interaction_prob: float = Field(0.3, ge=0.0, le=1.0)  # chance that two entities interact (meet / follow)
     person_prob: float = Field(0.2, ge=0.0, le=1.0)  # chance that an entity is a stick figure (PERSON_k)
     pan_prob: float = Field(0.15, ge=0.0, le=1.0)  # chance that the camera pans slowly left or right
+    pixel_format: Literal["yuv444p", "yuv420p"] = "yuv444p"  # mp4 colour sampling; 4:4:4 keeps 64 px edges sharp
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _entity_range(self) -> "DataParams":
         if self.min_entities > self.max_entities:
             raise ValueError("min_entities must be <= max_entities")
-        if self.height % 2 or self.width % 2:
-            raise ValueError("height and width must be even (H.264 with yuv420p)")
+        if self.pixel_format == "yuv420p" and (self.height % 2 or self.width % 2):
+            raise ValueError("height and width must be even for pixel_format yuv420p")
         if self.source == "folder" and not self.folder:
             raise ValueError("folder: required when source is 'folder'")
         return self

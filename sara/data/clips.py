@@ -103,8 +103,12 @@ def write_clip(
     masks: np.ndarray | None = None,
     mask_ref_ids: list[str] | None = None,
     source: str = "synthetic",
+    pixel_format: str = "yuv444p",
 ) -> ClipRecord:
-    """Write one clip folder atomically (temp dir, then rename) and return its index record."""
+    """Write one clip folder atomically (temp dir, then rename) and return its index record.
+
+    `pixel_format` of the mp4 (sara.data.video_io): yuv444p keeps the synthetic colours and edges sharp.
+    """
     from sara.data.video_io import write_video
 
     if split not in SPLITS:
@@ -116,7 +120,7 @@ def write_clip(
     root = Path(root)
     tmp, final = _atomic_clip_dir(root, clip_id)
     try:
-        write_video(tmp / "video.mp4", frames, fps)
+        write_video(tmp / "video.mp4", frames, fps, pixel_format)
         _write_json(tmp / "caption.json", caption_to_dict(caption))
         if truth is not None:
             _write_json(tmp / "truth.json", truth)

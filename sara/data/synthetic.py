@@ -366,7 +366,7 @@ def background(spec: SceneSpec, x: np.ndarray, y: np.ndarray, height: int, width
     if style == "grid_floor":
         wall = mix((80, 86, 100), (95, 100, 115), yn / 0.4)
         floor = np.broadcast_to(np.array((190, 175, 145), float), wall.shape).copy()
-        cell = 0.125  # grid pitch in world units
+        cell = 0.15  # grid pitch in world units (not a divisor of the pan, so a pan is visible)
         on_line = (np.mod(xn, cell) < 0.02) | (np.mod(yn, cell) < 0.02)
         floor[on_line] = (95, 85, 70)
         return np.where((yn < 0.4)[..., None], wall, floor)
@@ -482,7 +482,7 @@ def _truth(spec, drawn, masks, cam, frames, height, width, fps) -> dict[str, Any
             "radius_px": float(r),
             "texture": e.texture,
             "motion": e.motion.model_dump(),
-            "centre_px": np.round(centres, 3).tolist(),  # screen coords per frame
+            "centre_px": np.round(centres, 4).tolist(),  # screen coords per frame (1e-4 px)
             "angle_deg": np.round(angles, 3).tolist(),
             "visible_area_px": vis_area.tolist(),
             "visible_fraction": np.round(vis_area / np.maximum(full_area, 1), 4).tolist(),
@@ -506,7 +506,7 @@ def _truth(spec, drawn, masks, cam, frames, height, width, fps) -> dict[str, Any
         "frames": frames, "height": height, "width": width, "fps": fps,
         "duration_s": frames / fps,
         "scene": {"ref_id": "SCENE_1", "style": spec.style, "seed": spec.seed},
-        "camera": {"movement": spec.camera, "offset_px": np.round(cam, 3).tolist()},
+        "camera": {"movement": spec.camera, "offset_px": np.round(cam, 4).tolist()},
         "entities": entities,
         "left_to_right_at_start": left_to_right,
         "interactions": inter,

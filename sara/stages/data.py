@@ -46,7 +46,7 @@ def render_synthetic(params: Params, out: Path) -> list[Any]:
         frames, masks, truth = render(spec, d.frames, d.height, d.width, d.fps)
         caption = spec_to_mtss(spec, frames=d.frames, height=d.height, width=d.width, fps=d.fps)
         records.append(write_clip(out, f"{split}_{i:04d}", split, frames, d.fps, caption, truth, masks,
-                                  [e.ref_id for e in spec.entities]))
+                                  [e.ref_id for e in spec.entities], pixel_format=d.pixel_format))
     return records
 
 
