@@ -16,22 +16,27 @@ def main() -> int:
     B, T, N, D = 2, 3, 11, 40  # 33 tokens: 16-token tiles straddle frames, the last tile is ragged, D % 16 != 0
     n = T * N
     bad = 0
-    cases = [("or", math.inf, True, 0.0, True), ("xor", 3.0, True, 0.0, True), ("and", 3.0, False, 0.0, False),
-             ("none", math.inf, True, 0.1, True)]
+    # (op, tau, mask_temporal, margin, symmetric, gradient mode); strip_bytes below makes 2 strips for "gemm"
+    cases = [("or", math.inf, True, 0.0, True, "atomic"), ("xor", 3.0, True, 0.0, True, "atomic"),
+             ("and", 3.0, False, 0.0, False, "atomic"), ("none", math.inf, True, 0.1, True, "atomic"),
+             ("or", math.inf, True, 0.0, True, "gemm"), ("xor", 3.0, False, 0.0, True, "gemm"),
+             ("none", 2.0, True, 0.1, True, "gemm")]
     for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
-        for op, tau, mt, margin, sym in cases:
+        for op, tau, mt, margin, sym, mode in cases:
             xh, _ = trd._normalise(torch.randn(B, n, D), dtype)
             yh, _ = trd._normalise(torch.randn(B, n, D), dtype)
             w = None if op == "none" else torch.rand(B, n)
             spec = trd._Spec(N=N, op=op, tau=tau, mask_temporal=mt, margin=margin, lam_tmp=1.0, alpha_s=1.0,
                              alpha_t=1.0, backend="triton", fused=True, chunk=16)
-            cfg = TileConfig(block=16, block_k=16, num_warps=4, num_stages=1, symmetric=sym, group=2)
+            strip = 2 * B * n * xh.element_size() * 16  # two 16-token column blocks per strip
+            cfg = TileConfig(block=16, block_k=16, num_warps=4, num_stages=1, symmetric=sym, group=2, grad=mode,
+                             strip_bytes=strip)
             got = triton_tiles(xh, yh, w, spec, 0.3, -0.7, True, True, config=cfg)
             ref = trd.chunked_tiles(xh.double(), yh.double(), None if w is None else w.double(), spec, 0.3, -0.7,
                                     True, True)
             for name, a, r in zip(("num_spa", "num_tmp", "G"), got, ref):
                 err = float((a.double() - r).abs().max() / r.abs().max().clamp_min(1e-30))
-                print(f"{dtype} {op} symmetric={sym} {name}: rel err {err:.2e}")
+                print(f"{dtype} {op} symmetric={sym} grad={mode} {name}: rel err {err:.2e}")
                 bad += err > tol
     return 1 if bad else 0
 

@@ -7,7 +7,9 @@ Per tile:
   2. pair weights from w (op), frame masks (spatial: same frame; temporal: t != u, omega = exp(-|t-u|/tau)),
   3. NEED_LOSS: the two weighted sums of phi(diff) = max(|diff| - margin, 0), one partial per program (no atomics),
   4. NEED_GRAD: c = (cs * W_spa + ct * W_tmp) * phi'(diff) and G_I += c X_J, G_J += c^T X_I via float32 atomics,
-     looping over D in BK chunks (G rows are too wide to live in registers: D = 1664).
+     looping over D in BK chunks (G rows are too wide to live in registers: D = 1664);
+     or STORE_C: write c (halved on diagonal tiles) into a column strip buffer that two dense GEMMs then turn into
+     the gradient (see trd_triton.py): no atomics.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ def trd_tile_kernel(
     G,  # (B, n, D) float32 gradient accumulator (unused unless NEED_GRAD)
     PAIRS,  # (P, 2) int32 tile pairs (I, J)
     PART,  # (B, P, 2) float32 per-program partial sums (spatial, temporal)
+    CB,  # (B, n, S) coefficient strip buffer (STORE_C only)
+    col0,  # first token column of the strip (STORE_C only)
+    S,  # strip buffer width (STORE_C only)
     n,
     D,
     N_frame,
@@ -37,8 +42,9 @@ def trd_tile_kernel(
     MASK_TMP: tl.constexpr,
     NEED_LOSS: tl.constexpr,
     NEED_GRAD: tl.constexpr,
+    STORE_C: tl.constexpr,
     SYMMETRIC: tl.constexpr,
-    IEEE: tl.constexpr,  # float32 inputs: exact fp32 dots instead of tf32
+    PREC: tl.constexpr,  # dot input precision: "ieee" for float32 inputs (no tf32 rounding), else "tf32" (unused)
     BM: tl.constexpr,
     BK: tl.constexpr,
 ):
@@ -56,7 +62,6 @@ def trd_tile_kernel(
     x_j = X + base + rn.to(tl.int64)[:, None] * D
     y_i = Y + base + rm.to(tl.int64)[:, None] * D
     y_j = Y + base + rn.to(tl.int64)[:, None] * D
-    prec: tl.constexpr = "ieee" if IEEE else "tf32"
 
     # 1. diff = X_I X_J^T - Y_I Y_J^T  (BM, BM), float32
     acc = tl.zeros((BM, BM), dtype=tl.float32)
@@ -65,14 +70,14 @@ def trd_tile_kernel(
         km = kk < D
         a = tl.load(y_i + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
         bt = tl.load(y_j + kk[None, :], mask=mn[:, None] & km[None, :], other=0.0)
-        acc = tl.dot(a, tl.trans(bt), acc, input_precision=prec)
+        acc = tl.dot(a, tl.trans(bt), acc, input_precision=PREC)
     acc = -acc
     for k0 in range(0, D, BK):
         kk = k0 + rk
         km = kk < D
         a = tl.load(x_i + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
         bt = tl.load(x_j + kk[None, :], mask=mn[:, None] & km[None, :], other=0.0)
-        acc = tl.dot(a, tl.trans(bt), acc, input_precision=prec)
+        acc = tl.dot(a, tl.trans(bt), acc, input_precision=PREC)
 
     # the diagonal pair (a, a) is |1 - 1| = 0 for any vp after normalisation: drop its rounding noise exactly
     acc = tl.where(rm[:, None] == rn[None, :], 0.0, acc)
@@ -118,6 +123,16 @@ def trd_tile_kernel(
         tl.store(out, ls)
         tl.store(out + 1, lt)
 
+    # 4b. coefficient strip for the GEMM gradient: diagonal tiles are halved because both GEMMs (C X and C^T X)
+    # see them, so each gets half of the symmetric tile
+    if STORE_C:
+        sgn = tl.where(acc > 0, 1.0, tl.where(acc < 0, -1.0, 0.0))
+        sgn = tl.where(ad > margin, sgn, 0.0)
+        c = (cs * ws + ct * wt) * sgn
+        c = c * tl.where(bi == bj, 0.5, 1.0)
+        cptr = CB + b * n * S + rm.to(tl.int64)[:, None] * S + (rn - col0)[None, :]
+        tl.store(cptr, c.to(CB.dtype.element_ty), mask=mm[:, None] & mn[None, :])
+
     # 4. gradient: G_I += c X_J and (mirror) G_J += c^T X_I
     if NEED_GRAD:
         sgn = tl.where(acc > 0, 1.0, tl.where(acc < 0, -1.0, 0.0))
@@ -131,9 +146,9 @@ def trd_tile_kernel(
             kk = k0 + rk
             km = kk < D
             xj = tl.load(x_j + kk[None, :], mask=mn[:, None] & km[None, :], other=0.0)
-            gi = tl.dot(c, xj, input_precision=prec)  # (BM, BK)
+            gi = tl.dot(c, xj, input_precision=PREC)  # (BM, BK)
             tl.atomic_add(g_i + kk[None, :], gi, mask=mm[:, None] & km[None, :], sem="relaxed")
             if SYMMETRIC:
                 xi = tl.load(x_i + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
-                gj = tl.dot(ctr, xi, input_precision=prec)  # (BM, BK)
+                gj = tl.dot(ctr, xi, input_precision=PREC)  # (BM, BK)
                 tl.atomic_add(g_j + kk[None, :], gj, mask=mn[:, None] & km[None, :] & mirror, sem="relaxed")

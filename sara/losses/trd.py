@@ -340,30 +340,34 @@ class _RoutedTRD(torch.autograd.Function):
         fuse = spec.fused and ctx.needs_input_grad[0]
         tiles = _tiles_backend(spec.backend)
         num_s, num_t, G = tiles(xh, yh, wf, spec, spec.alpha_s, spec.lam_tmp * spec.alpha_t, True, fuse)
+        if fuse:
+            # the gradient of `total` wrt vp up to the upstream scalar: keep it in vp's dtype, drop the float32 G
+            gunit = _normalise_backward(vp.detach().reshape(B, T * N, D), inv, G, torch.full((), 2.0, device=vp.device))
+            del G
+        else:
+            gunit = None
         ctx.spec = spec
         ctx.fused = fuse
-        ctx.save_for_backward(vp, xh, yh, wf, inv, G)
+        ctx.save_for_backward(vp, xh, yh, wf, inv, gunit)
         out_dtype = _compute_dtype(vp.dtype)
         return (num_s * spec.alpha_s).to(out_dtype), (num_t * spec.alpha_t).to(out_dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_s: torch.Tensor | None, g_t: torch.Tensor | None):  # type: ignore[override]
-        vp, xh, yh, wf, inv, G = ctx.saved_tensors
+        vp, xh, yh, wf, inv, gunit = ctx.saved_tensors
         spec: _Spec = ctx.spec
         B, T, N, D = vp.shape
         g_s = torch.zeros((), device=vp.device) if g_s is None else g_s
         g_t = torch.zeros((), device=vp.device) if g_t is None else g_t
         if ctx.fused and torch.equal(g_t, g_s * spec.lam_tmp):
-            # backprop through `total` (or a multiple): the forward pass already accumulated this gradient
-            scale = 2.0 * g_s
-        else:
-            # any other combination of the two outputs: one more tile pass with these coefficients
-            cs, ct = float(g_s) * spec.alpha_s, float(g_t) * spec.alpha_t
-            _, _, G = _tiles_backend(spec.backend)(xh, yh, wf, spec, cs, ct, False, True)
-            scale = torch.full((), 2.0, device=vp.device)
-        grad = _normalise_backward(vp.reshape(B, T * N, D), inv, G, scale)  # (B, T*N, D)
-        return grad.reshape(B, T, N, D), None, None, None
+            # backprop through `total` (or a multiple): the forward pass already formed this gradient
+            return (gunit * float(g_s)).reshape(B, T, N, D), None, None, None  # float: scaled in fp32, then rounded
+        # any other combination of the two outputs: one more tile pass with these coefficients
+        cs, ct = float(g_s) * spec.alpha_s, float(g_t) * spec.alpha_t
+        _, _, G = _tiles_backend(spec.backend)(xh, yh, wf, spec, cs, ct, False, True)
+        grad = _normalise_backward(vp.reshape(B, T * N, D), inv, G, torch.full((), 2.0, device=vp.device))
+        return grad.reshape(B, T, N, D), None, None, None  # (B, T, N, D)
 
 
 # --------------------------------------------------------------------------------------------------------------
