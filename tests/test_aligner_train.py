@@ -1,0 +1,166 @@
+"""The Stage 1 loop: a two-step smoke test, exact resume from a train state, the ablation switches, and the
+train_aligner / eval_aligner stages end to end on three tiny rendered clips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from aligner_testlib import save_tiny_bert, tiny_aligner_params, tiny_text, tiny_vfm_params
+from torch.testing import assert_close
+
+from sara.config import Params, TextParams
+from sara.train.stage1 import ClipExample, Unit, make_batch, stage1_loss, train_aligner
+
+GRID = (2, 2, 2)
+
+
+def _examples(n=3, d=16) -> list[ClipExample]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for c in range(n):
+        t1 = (torch.rand(2, 4, generator=g) > 0.5).float()
+        t2 = (torch.rand(2, 4, generator=g) > 0.5).float()
+        fg = torch.maximum(t1, t2)
+        units = [Unit("entity", f"a red circle {c}", t1, "OBJECT_1"), Unit("entity", f"a blue square {c}", t2, "OBJECT_2"),
+                 Unit("combined", f"a red circle {c} a blue square {c}", fg), Unit("background", "a grey room", 1 - fg)]
+        out.append(ClipExample(f"clip{c}", torch.randn(2, 4, d, generator=g), units, "full"))
+    return out
+
+
+def _params(**kw) -> Params:
+    return Params(aligner=tiny_aligner_params(**kw))
+
+
+def test_two_training_steps_run_and_change_the_trainable_weights(tmp_path):
+    text = tiny_text(tmp_path)
+    logged = []
+    res = train_aligner(_examples(), text, 16, GRID, _params(), tmp_path / "work", device=torch.device("cpu"),
+                        log_fn=lambda rec, step: logged.append((step, rec)), progress=False)
+    assert [s for s, _ in logged] == [0, 1] and len(res.history) == 2
+    rec = logged[-1][1]
+    assert {"loss/total", "loss/bce", "loss/nce", "lr", "grad_norm", "nce_acc"} <= set(rec)
+    assert rec["loss/total"] == pytest.approx(rec["loss/bce"] + rec["loss/nce"], rel=1e-6)
+    assert rec["forwards"] == 8.0  # two whole clips of K + 2 = 4 forwards
+    torch.manual_seed(0)
+    from sara.models.aligner import SaliencyAligner
+
+    init = SaliencyAligner(16, text.dim, _params().aligner)
+    changed = [not torch.equal(a, b) for a, b in zip(init.state_dict().values(), res.aligner.state_dict().values())]
+    assert any(changed)
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch(tmp_path):
+    text = tiny_text(tmp_path)
+    ex = _examples(2)
+    p = _params(steps=40, lr=3e-3, warmup_steps=0, min_lr=3e-3)
+    res = train_aligner(ex, text, 16, GRID, p, tmp_path / "w", device=torch.device("cpu"), progress=False)
+    assert res.history[-1]["loss/total"] < 0.5 * res.history[0]["loss/total"]
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
+    text = tiny_text(tmp_path)
+    ex = _examples()
+    p = _params(steps=4, checkpoint_every=2)
+    torch.set_num_threads(1)
+    full = train_aligner(ex, text, 16, GRID, p, tmp_path / "a", device=torch.device("cpu"), fingerprint="f",
+                         progress=False)
+
+    def crash(rec, step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_aligner(ex, text, 16, GRID, p, tmp_path / "b", device=torch.device("cpu"), fingerprint="f",
+                      log_fn=crash, progress=False)
+    resumed = train_aligner(ex, text, 16, GRID, p, tmp_path / "b", device=torch.device("cpu"), fingerprint="f",
+                            progress=False)
+    assert resumed.resumed_from == 2 and len(resumed.history) == 4
+    for a, b in zip(full.aligner.state_dict().values(), resumed.aligner.state_dict().values()):
+        assert_close(a, b)
+    other = train_aligner(ex, text, 16, GRID, p, tmp_path / "b", device=torch.device("cpu"), fingerprint="g",
+                          progress=False)
+    assert other.resumed_from == 0  # a state from another run is never picked up
+
+
+def test_without_infonce_only_bce_is_optimised(tmp_path):
+    text = tiny_text(tmp_path)
+    out = stage1_loss(_aligner_for(text), text, make_batch(_examples(2)), _params(use_infonce=False).aligner, GRID)
+    assert out.nce is None and torch.equal(out.total, out.bce)
+
+
+def _aligner_for(text):
+    from sara.models.aligner import SaliencyAligner
+
+    torch.manual_seed(0)
+    return SaliencyAligner(16, text.dim, tiny_aligner_params())
+
+
+# ------------------------------------------------------------------------------------------ stages end to end
+
+
+@pytest.fixture()
+def tiny_project(tmp_path, monkeypatch):
+    """Three rendered clips (two train, one held-out) with ground-truth masks, in a temp working directory."""
+    import numpy as np
+
+    from sara.data import synthetic
+    from sara.data.clips import write_clip, write_index
+    from sara.data.mtss import entity_captions
+    from sara.masks.groundtruth import groundtruth_masks
+    from sara.masks.store import save_masks
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    rng = np.random.default_rng(0)
+    records = []
+    for i, split in enumerate(["train", "train", "heldout"]):
+        spec = synthetic.random_spec(rng, min_entities=2, max_entities=2, height=32, width=32)
+        frames, masks, truth = synthetic.render(spec, 6, 32, 32, 8)
+        caption = synthetic.spec_to_mtss(spec, frames=6, height=32, width=32, fps=8)
+        ref_ids = [r for r, _ in entity_captions(caption)]
+        records.append(write_clip(tmp_path / "data/clips", f"clip_{i}", split, frames, 8, caption, truth,
+                                  masks, ref_ids))
+    write_index(tmp_path / "data/clips", records, "synthetic", "embedded")
+    for rec in records:
+        save_masks(tmp_path / "data/masks", groundtruth_masks(rec.folder(tmp_path / "data/clips"), rec.clip_id))
+    params = Params(
+        vfm=tiny_vfm_params(),
+        text=TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert"))),
+        aligner=tiny_aligner_params(steps=2, figure_clips=1),
+    )
+    return tmp_path, params
+
+
+def test_train_and_eval_stages_write_their_outputs(tiny_project):
+    from sara.models.aligner import load_saliency_model
+    from sara.stages import eval_aligner, train_aligner as train_stage
+
+    root, params = tiny_project
+    out = train_stage.run(params, progress=False)
+    assert (out / "aligner.pt").is_file() and not list(root.glob("models/.aligner.tmp*"))
+    summary = json.loads((out / "train_metrics.json").read_text())
+    assert summary["steps"] == 2 and summary["train_clips"] == 2
+    vfm_tag = summary["vfm_tag"]
+    assert sorted(p.name for p in (root / "data/features" / vfm_tag).iterdir()) == ["clip_0.pt", "clip_1.pt",
+                                                                                    "clip_2.pt"]
+    assert not (root / params.aligner.work_dir / "train_state.pt").exists()
+
+    metrics_file = eval_aligner.run(params, progress=False)
+    metrics = json.loads(metrics_file.read_text())
+    for kind in ("entity", "combined", "background", "full"):
+        for key in ("saliency_mean", "saliency_max", "saliency_coverage", "saliency_entropy", "ca_focus",
+                    "delta_self_attn_entropy", "pca_delta_var_ratio"):
+            assert key in metrics[kind], (kind, key)
+    assert "entity_pairs" in metrics and "baseline" in metrics
+    figs = sorted(p.name for p in (root / "outputs/aligner/figures").iterdir())
+    assert figs == ["fig3_clip_2.png", "fig4_clip_2.png", "per_forward.csv"]
+
+    model = load_saliency_model(out, params, "cpu")
+    from sara.data.clips import load_clip
+
+    clip = load_clip(root / "data/clips/clip_2")
+    w = model.saliency(torch.as_tensor(clip.frames)[None], ["a caption"])
+    assert w.shape == (1, 2, 4)
