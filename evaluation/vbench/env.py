@@ -16,7 +16,7 @@ from pathlib import Path
 from sara.env import repo_root
 
 VBENCH_PINS = ["vbench==0.1.5", "torch==2.13.0", "torchvision==0.28.0", "setuptools<81"]
-HOOK = "scripts/torchvision_cpu_hook.py"
+HOOK = "scripts/torchvision_cpu_hook.py"  # relative to the source tree this module lives in
 STAMP = ".sara-vbench-stamp"
 
 
@@ -24,8 +24,12 @@ def env_python(venv: str | Path) -> Path:
     return Path(venv) / "bin" / "python"
 
 
+def _hook_path() -> Path:
+    return Path(__file__).resolve().parents[2] / HOOK
+
+
 def _want_stamp(root: Path) -> str:
-    hook = (root / HOOK).read_bytes() if (root / HOOK).is_file() else b""
+    hook = _hook_path().read_bytes() if _hook_path().is_file() else b""
     return hashlib.sha256(("\n".join(VBENCH_PINS)).encode() + hook).hexdigest()
 
 
@@ -61,7 +65,7 @@ def ensure_env(venv: str | Path, root: Path | None = None, log=print) -> Path:
         [str(env_python(venv)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    (Path(site) / "_sara_torchvision_cpu_hook.py").write_bytes((root / HOOK).read_bytes())
+    (Path(site) / "_sara_torchvision_cpu_hook.py").write_bytes(_hook_path().read_bytes())
     (Path(site) / "_sara_torchvision_cpu_hook.pth").write_text("import _sara_torchvision_cpu_hook\n")
     (venv / STAMP).write_text(_want_stamp(root) + "\n")
     return env_python(venv)

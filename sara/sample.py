@@ -1,0 +1,179 @@
+"""Wan2.2 two-expert sampling on a prompt set (and the VBench prompt suites), one run at a time.
+
+A run is `base` (the untrained starting point: the "Pretrained" row) or a Stage 2 run (`sft`, `videorepa`,
+`moalign`, `sara-and`, `sara-or`, `sara-xor`): its trained high-noise expert replaces the base one; the frozen
+low-noise expert, the VAE and the text conditioner always come from `models/base`.
+
+Sampler: diffusers `WanPipeline(transformer=high, transformer_2=low, boundary_ratio)` with precomputed
+`prompt_embeds` / `negative_prompt_embeds` from the project's TextConditioner (no tokenizer or text encoder in
+the pipeline), the flow-matching UniPC solver with Wan's timestep shift (Wan2.2's own sampler; `euler` is the
+alternative). Timesteps >= boundary_ratio * 1000 run the high-noise expert with `guidance`, the rest the
+low-noise expert with `guidance_2`. The prompt given to the DiT is the full MTSS caption (as in Stage 2);
+VBench prompts are flat text and are used as they are (METHOD §9 item 7 leaves their MTSS rewrite open).
+
+Outputs in `<sample.out_dir>/<run>/`: `<prompt_id>_s<seed>.mp4` + `.png` contact sheet, `index.json`; with VBench
+suites, `vbench/<prompt>-<i>.mp4` (VBench's required naming) and `vbench2/<prompt>-<i>.mp4`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sara.config import Params
+
+BASE_RUN = "base"
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    title: str
+    caption: Any  # MTSSCaption
+    spec: dict | None  # renderer scene spec (synthetic prompts only)
+
+
+def load_prompts(name: str) -> list[PromptItem]:
+    """The 18-prompt set `name` ('synthetic' | 'realworld') from the data module, specs as plain dicts."""
+    from sara.data.prompts import load_prompt_set
+
+    return [
+        PromptItem(it.id, it.title, it.caption, None if it.spec is None else it.spec.model_dump(mode="json"))
+        for it in load_prompt_set(name)
+    ]
+
+
+def load_vbench_prompts(path: str) -> list[str]:
+    """VBench prompts from its full-info JSON (`[{"prompt_en": ...}]`) or a text file with one prompt per line."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"VBench prompt file {path!r} not found (sample.vbench_prompts / sample.vbench2_prompts)")
+    if p.suffix == ".json":
+        data = json.loads(p.read_text())
+        return list(dict.fromkeys(d["prompt_en"] for d in data))  # unique, in suite order
+    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+
+
+def vbench_filename(prompt: str, index: int) -> str:
+    """VBench's required name `{prompt}-{index}.mp4` ('/' cannot be in a file name; VBench prompts have none)."""
+    if "/" in prompt:
+        raise ValueError(f"VBench prompt contains '/', which cannot be a file name: {prompt!r}")
+    return f"{prompt}-{index}.mp4"
+
+
+def _resolve_device(params: Params) -> str:
+    import torch
+
+    want = params.project.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+class Sampler:
+    """Two-expert Wan sampler for one run; `generate(prompt, seed)` -> (F, H, W, 3) uint8."""
+
+    def __init__(self, params: Params, run: str, base_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> None:
+        import torch
+        from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
+
+        from sara.models.dit import load_base, load_trained_transformer
+
+        s = params.sample
+        self.params = params
+        self.device = _resolve_device(params)
+        dtype = torch.bfloat16 if self.device == "cuda" else None
+        base = load_base(base_dir or params.dit.base_dir, params, self.device, dtype)
+        high = base.transformer
+        if run != BASE_RUN:
+            high = load_trained_transformer(Path(runs_dir or params.train.out_dir) / run, self.device, dtype)
+        elif dtype is not None:
+            high = high.to(dtype)
+        high.eval().requires_grad_(False)
+        if s.scheduler == "unipc":
+            sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=s.shift)
+        else:
+            sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=s.shift)
+        self.pipe = WanPipeline(
+            tokenizer=None, text_encoder=None, vae=base.vae, scheduler=sched,
+            transformer=high, transformer_2=base.transformer_2, boundary_ratio=s.boundary_ratio,
+        )
+        self.pipe.set_progress_bar_config(disable=True)
+        self.text = base.text
+        self._neg = None
+
+    def generate(self, prompt: str, seed: int) -> np.ndarray:
+        import torch
+
+        s = self.params.sample
+        emb = self.text([prompt])  # (1, L, D)
+        if self._neg is None:
+            self._neg = self.text([s.negative_prompt])
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        out = self.pipe(
+            prompt_embeds=emb.to(self.pipe.transformer.dtype),
+            negative_prompt_embeds=self._neg.to(self.pipe.transformer.dtype),
+            num_frames=s.frames, height=s.height, width=s.width, num_inference_steps=s.steps,
+            guidance_scale=s.guidance, guidance_scale_2=s.guidance_2 if s.guidance_2 is not None else s.guidance,
+            generator=gen, output_type="np",
+        ).frames[0]  # (F, H, W, 3) float in [0, 1]
+        return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def sampler_settings(params: Params) -> dict[str, Any]:
+    """What produced the videos, written into index.json and shown in the report."""
+    return params.sample.model_dump(mode="json")
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].lower()
+
+
+def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path | None = None, runs_dir: str | Path | None = None, log=print) -> dict:
+    """Generate every prompt x seed of the prompt set (and the VBench suites when set) for one run into `out_dir`."""
+    from tqdm import tqdm
+
+    from evaluation.video import save_video_and_sheet
+    from sara.data.mtss import full_caption
+
+    s = params.sample
+    prompts = load_prompts(s.prompt_set)
+    sampler = Sampler(params, run, base_dir, runs_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos = []
+    jobs = [(p, seed) for p in prompts for seed in s.seeds]
+    for item, seed in tqdm(jobs, desc=f"sample {run}", unit="video"):
+        frames = sampler.generate(full_caption(item.caption), seed)
+        stem = f"{item.id}_s{seed}"
+        save_video_and_sheet(frames, s.fps, out_dir / f"{stem}.mp4", out_dir / f"{stem}.png", label=f"{run} | {item.id} | seed {seed}")
+        videos.append({"prompt_id": item.id, "title": item.title, "seed": seed, "mp4": f"{stem}.mp4", "sheet": f"{stem}.png"})
+    suites = {}
+    for suite, path in (("vbench", s.vbench_prompts), ("vbench2", s.vbench2_prompts)):
+        if not path:
+            continue
+        texts = load_vbench_prompts(path)
+        d = out_dir / suite
+        d.mkdir(exist_ok=True)
+        jobs2 = [(t, i) for t in texts for i in range(s.vbench_videos_per_prompt)]
+        for text, i in tqdm(jobs2, desc=f"{suite} {run}", unit="video"):
+            frames = sampler.generate(text, s.seeds[0] + i)
+            from sara.data.video_io import write_video
+
+            write_video(d / vbench_filename(text, i), frames, s.fps)
+        suites[suite] = {"prompts": len(texts), "videos_per_prompt": s.vbench_videos_per_prompt, "dir": suite}
+    index = {
+        "run": run,
+        "prompt_set": s.prompt_set,
+        "scale": params.project.scale,
+        "device": sampler.device,
+        "sampler": {"pipeline": "diffusers.WanPipeline (two experts, precomputed prompt embeddings)", **sampler_settings(params)},
+        "videos": videos,
+        "suites": suites,
+    }
+    (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+    return index
