@@ -89,6 +89,34 @@ class ProjectedTRD(AuxObjective):
         return {"aux": out.total, "trd_spatial": out.spatial, "trd_temporal": out.temporal}
 
 
+class MoAlignObjective(AuxObjective):
+    """MoAlign: projector DiT -> D_m, TRD (op none, tau) against the motion subspace P_zeta(V_y), plus the flow L1
+    that trains the motion head (sara.losses.moalign; the subspace is a detached target for the DiT)."""
+
+    def __init__(self, params: Params, dit_dim: int, vfm_dim: int) -> None:
+        super().__init__()
+        from sara.models.motion import MotionSubspaceHead
+        from sara.models.projector import TRDProjector
+
+        self.trd, self.cfg = params.trd, params.methods.moalign
+        self.head = MotionSubspaceHead(vfm_dim, self.cfg.dim)
+        self.projector = TRDProjector(dit_dim, self.cfg.dim, self.trd.projector_hidden)
+
+    def forward(self, h: torch.Tensor, dit_grid: tuple[int, int, int], targets: AuxTargets) -> dict[str, torch.Tensor]:
+        from sara.losses.moalign import moalign_losses
+        from sara.models.grid import align_tokens
+
+        if targets.vy is None or targets.vfm_grid is None or targets.flow is None:
+            raise ValueError("MoAlign needs the V-JEPA target vy, its grid and the flow on that grid")
+        vp = align_tokens(self.projector(h), dit_grid, targets.vfm_grid, self.trd.grid_mode)  # (B, T_s, N_s, D_m)
+        _, hh, ww = targets.vfm_grid
+        head_dtype = next(self.head.parameters()).dtype
+        return moalign_losses(
+            self.head, vp, targets.vy.to(head_dtype), targets.flow, (hh, ww), tau=self.cfg.tau,
+            lam_tmp=self.trd.lam_tmp, flow_weight=self.cfg.flow_weight, eps=self.trd.eps,
+        )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------------------------
@@ -120,8 +148,6 @@ def _build_sara(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> A
 
 
 def _build_moalign(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> AuxObjective:
-    from sara.methods_moalign import MoAlignObjective
-
     return MoAlignObjective(params, dit_dim, vfm_dim)
 
 

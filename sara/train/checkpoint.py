@@ -9,7 +9,7 @@ Two places per run:
 - `<train.out_dir>/<run>/` (the DVC output): `transformer/` (diffusers format), `aux.pt` (projector etc.),
   `metrics.json`; written to a temp folder and renamed, so it is complete or absent.
 
-Exactness of resume: data order and all random draws are functions of (seed, step, rank) (see stage2.py), so
+Exactness of resume: data order and all random draws are functions of (seed, sample-stream position) (see stage2.py), so
 the model, optimizer and scheduler state plus the step number are the whole state of a run.
 """
 

@@ -11,7 +11,8 @@ Per step (METHOD §4.4):
   6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end.
 
 Exact resume: the data order and every random draw (timesteps, noise, caption dropout) come from generators
-seeded by (train.seed, step, rank), so nothing but the DeepSpeed state and the step number must be restored.
+seeded by (train.seed, the sample's position in the global sample stream), so nothing but the DeepSpeed state
+and the step number must be restored, and 2 ranks x batch 1 draw exactly what 1 rank x batch 2 draws.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Sample:
     frames: np.ndarray  # (F, H, W, 3) uint8, the whole clip
     caption: str  # the full MTSS caption c (what both the DiT and the aligner see)
     fg: np.ndarray | None = None  # (F, H, W) bool union of entity masks, for the pair-budget log
+    truth: dict[str, Any] | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
 
 
 class ClipSet:
@@ -92,7 +94,7 @@ class ClipSet:
         from sara.data.mtss import full_caption
 
         clip = load_clip(self.records[i].folder(self.root))
-        s = Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip))
+        s = Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth)
         size = s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
         if self._cached_bytes + size <= self.cache_mb * 2**20:
             self._cache[i] = s
@@ -234,6 +236,12 @@ def train_stage2(
     if dataset is None:
         dataset = ClipSet(params.data.out_dir, params.masks.out_dir if method == "sara" else None)
     n = len(dataset)
+    flow_fn, flow_cache = None, {}
+    if spec.needs_flow:
+        from sara.data.flow import flow_source
+
+        m = params.methods.moalign
+        flow_fn = flow_source(m.flow, raft_dir=m.raft_dir, device=str(dev)) if m.flow == "raft" else flow_source(m.flow)
 
     # -- resume ------------------------------------------------------------------------------------------------
     keys = run_params(run)
@@ -297,7 +305,15 @@ def train_stage2(
                     vy = vfm.features(frames)  # (B, T_s, N_s, D_v)
                 if saliency is not None:
                     w = saliency.saliency(vy, [s.caption for s in samples])  # full caption c, clean clip x_0
-            targets = AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), vfm_grid=vfm.grid)
+            flow = None
+            if flow_fn is not None:
+                from sara.losses.moalign import flow_to_grid
+
+                for s in samples:  # a clip's flow is fixed: computed once per clip
+                    if s.clip_id not in flow_cache:
+                        flow_cache[s.clip_id] = flow_to_grid(torch.from_numpy(flow_fn(s.frames, s.truth)), vfm.grid)[0]
+                flow = torch.stack([flow_cache[s.clip_id] for s in samples]).to(dev)  # (B, T_s-1, H_s, W_s, 2)
+            targets = AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), flow=flow, vfm_grid=vfm.grid)
 
         # 4. forward
         terms = engine(zt, timestep, text, target, targets)

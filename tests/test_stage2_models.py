@@ -1,0 +1,140 @@
+"""The Wan DiT side of Stage 2: base model round trips (tiny and local), text conditioning, the feature hook, grids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sara.config import Params, params_from_dict
+from sara.models.dit import (
+    BlockFeatureHook,
+    encode_latents,
+    frames_to_pixels,
+    load_base,
+    load_trained_transformer,
+    read_manifest,
+    save_base,
+    tiny_transformer_config,
+    token_grid,
+)
+
+PARAMS = Params()
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("base")
+    save_base(PARAMS, out)
+    return out
+
+
+def test_tiny_base_round_trips_through_save_pretrained(tiny_base: Path):
+    from diffusers import WanTransformer3DModel
+
+    manifest = read_manifest(tiny_base)
+    assert manifest["kind"] == "tiny" and manifest["text"] == {"kind": "minilm", "path": None, "max_tokens": 64}
+    c = load_base(tiny_base, PARAMS)
+    torch.manual_seed(PARAMS.train.seed)  # the same seeded init init_dit used
+    fresh = WanTransformer3DModel(**tiny_transformer_config(PARAMS.dit))
+    for (k, a), (_, b) in zip(c.transformer.state_dict().items(), fresh.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert c.transformer.training and all(p.requires_grad for p in c.transformer.parameters())
+    assert not any(p.requires_grad for p in c.vae.parameters()) and not any(p.requires_grad for p in c.transformer_2.parameters())
+    # the low-noise expert is a different random init
+    assert not torch.equal(next(c.transformer.parameters()), next(c.transformer_2.parameters()))
+    with pytest.raises(ValueError, match="was built for dit.kind='tiny' but params say 'local'"):
+        load_base(tiny_base, params_from_dict({"dit": {"kind": "local"}}))
+
+
+def test_text_conditioner_pads_with_exact_zeros_to_max_tokens(tiny_base: Path):
+    c = load_base(tiny_base, PARAMS, with_low_noise=False)
+    states = c.text(["a red circle bounces", "a much longer caption " * 40])
+    assert states.shape == (2, 64, 384)
+    n = len(c.text.tokenizer("a red circle bounces")["input_ids"])
+    assert torch.count_nonzero(states[0, n:]) == 0 and torch.count_nonzero(states[0, :n].abs().sum(-1)) == n
+    assert torch.count_nonzero(states[1].abs().sum(-1)) == 64  # truncated, not padded
+
+
+def test_hook_returns_the_output_of_block_layer_minus_one(tiny_base: Path):
+    c = load_base(tiny_base, PARAMS, with_low_noise=False)
+    tr = c.transformer.eval()
+    captured = {}
+    handle = tr.blocks[0].register_forward_hook(lambda m, a, o: captured.__setitem__("b0", o))
+    hook = BlockFeatureHook(tr, 1)  # 1-based: the output of blocks[0]
+    z = torch.randn(1, 16, 3, 8, 8)
+    tr(z, torch.tensor([950.0]), torch.randn(1, 64, 384))
+    torch.testing.assert_close(hook.pop(), captured["b0"])
+    with pytest.raises(RuntimeError, match="no features captured at trd.layer = 1"):
+        hook.pop()
+    handle.remove()
+    hook.remove()
+    with pytest.raises(ValueError, match=r"trd.layer = 3: must be in \[1, 2\]"):
+        BlockFeatureHook(tr, 3)
+
+
+def test_frames_latents_and_token_grid_shapes(tiny_base: Path):
+    c = load_base(tiny_base, PARAMS, with_low_noise=False)
+    frames = torch.randint(0, 256, (2, 16, 48, 48, 3), dtype=torch.uint8)
+    px = frames_to_pixels(frames, 9, (64, 64))
+    assert px.shape == (2, 3, 9, 64, 64) and float(px.min()) >= -1.0 and float(px.max()) <= 1.0
+    # bin-centre frames, the same rule as the V-JEPA preprocessing: frame 0 of 9 from 16 is clip frame 0
+    torch.testing.assert_close(frames_to_pixels(frames[:, :1], None, None)[:, :, 0], frames[:, 0].permute(0, 3, 1, 2).float() / 127.5 - 1)
+    z = encode_latents(c.vae, px)
+    assert z.shape == (2, 16, 3, 8, 8)
+    assert token_grid(c.transformer, z.shape) == (3, 4, 4)
+    torch.testing.assert_close(encode_latents(c.vae, px), z)  # posterior mean: deterministic
+
+
+def test_local_kind_writes_a_manifest_and_loads_the_same_code_path(tmp_path: Path, tiny_base: Path):
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+    from sara.models.dit import minilm_dir
+
+    wan = tmp_path / "Wan2.2-tiny"
+    for sub, src in (("transformer", "transformer"), ("transformer_2", "transformer_2"), ("vae", "vae")):
+        cls = AutoencoderKLWan if sub == "vae" else WanTransformer3DModel
+        model = cls.from_pretrained(tiny_base / src)
+        if sub != "vae":  # the local expert reads UMT5 states of width 32
+            model = WanTransformer3DModel(**{**tiny_transformer_config(PARAMS.dit), "text_dim": 32})
+        model.save_pretrained(wan / sub)
+    UMT5EncoderModel(UMT5Config(vocab_size=31000, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)).save_pretrained(wan / "text_encoder")
+    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(wan / "tokenizer")  # any tokenizer: sibling dir
+    dit = {"kind": "local", "path": str(wan / "transformer"), "low_noise_path": str(wan / "transformer_2"),
+           "vae_path": str(wan / "vae"), "text_encoder_path": str(wan / "text_encoder"), "text_max_tokens": 16}
+    params = params_from_dict({"dit": dit})
+    manifest = save_base(params, tmp_path / "base")
+    assert manifest["transformer"] == str((wan / "transformer").resolve())
+    assert not (tmp_path / "base" / "transformer").exists()  # weights are never copied
+    c = load_base(tmp_path / "base", params)
+    states = c.text(["a caption"])
+    assert states.shape == (1, 16, 32)
+    out = c.transformer(torch.randn(1, 16, 3, 8, 8), torch.tensor([900.0]), states).sample
+    assert out.shape == (1, 16, 3, 8, 8)
+    # a missing directory is one clear error naming the param, the path and what belongs there
+    bad = params_from_dict({"dit": {**dit, "vae_path": str(tmp_path / "nope")}})
+    with pytest.raises(FileNotFoundError, match=r"dit.vae_path = '.*nope' does not exist: it must be a local directory containing the Wan AutoencoderKLWan"):
+        save_base(bad, tmp_path / "base2")
+    with pytest.raises(FileNotFoundError, match="dit.path is not set"):
+        save_base(params_from_dict({"dit": {**dit, "path": None}}), tmp_path / "base3")
+
+
+def test_load_trained_transformer_reads_a_run_dir(tmp_path: Path, tiny_base: Path):
+    from diffusers import WanTransformer3DModel
+
+    WanTransformer3DModel.from_pretrained(tiny_base / "transformer").save_pretrained(tmp_path / "run" / "transformer")
+    m = load_trained_transformer(tmp_path / "run")
+    assert not m.training and not any(p.requires_grad for p in m.parameters())
+    with pytest.raises(FileNotFoundError, match="has no trained transformer"):
+        load_trained_transformer(tmp_path / "missing")
+
+
+def test_dit_frames_must_be_4k_plus_1():
+    from sara.config import ParamsError
+
+    with pytest.raises(ParamsError, match=r"dit.frames: must be 4k\+1"):
+        params_from_dict({"dit": {"frames": 8}})
+    assert json.loads(json.dumps(tiny_transformer_config(PARAMS.dit)))["text_dim"] == 384
