@@ -62,5 +62,7 @@ def test_per_method_against_a_naive_reference():
 
 def test_group_average_is_none_when_a_dimension_never_got_a_valid_score():
     out = per_method([{"j": {d: 4 for d in ALL_DIMS if d != "camera_motion"}}])
-    assert out["MQ"]["mean"] is None and out["TA"]["mean"] == 4.0
+    assert out["MQ"]["mean"] is None and out["TA"]["mean"] == 4.0 and out["MQ"]["n_dims"] == 6
+    relaxed = per_method([{"j": {**{d: 4 for d in ALL_DIMS}, "camera_motion": None, "entity_count": 1}}], skip_inapplicable=True)
+    assert relaxed["MQ"]["mean"] == 4.0 and relaxed["MQ"]["n_dims"] == 6 and relaxed["TA"]["mean"] == 3.5
     assert out["dims"]["camera_motion"] == {"mean": None, "vote": None, "n_valid": 0, "n_videos": 0}

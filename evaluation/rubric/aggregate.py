@@ -42,11 +42,14 @@ def per_video(scores_by_judge: Mapping[str, Mapping[str, int | None]]) -> dict[s
     return out
 
 
-def per_method(videos: Iterable[Mapping[str, Mapping[str, int | None]]]) -> dict:
+def per_method(videos: Iterable[Mapping[str, Mapping[str, int | None]]], *, skip_inapplicable: bool = False) -> dict:
     """All videos of one method -> per-dimension mean/vote, TA/MQ averages and n_valid.
 
-    Returns `{"dims": {dim: {"mean", "vote", "n_valid", "n_videos"}}, "TA": {"mean", "vote"}, "MQ": {...},
-    "n_videos": int}`; a group average is None when any of its dimensions has no valid score at all.
+    Returns `{"dims": {dim: {"mean", "vote", "n_valid", "n_videos"}}, "TA": {"mean", "vote", "n_valid",
+    "n_dims"}, "MQ": {...}, "n_videos": int}`. A group average is None when any of its dimensions has no valid
+    score at all (a judge that never answered it must not be averaged away), unless `skip_inapplicable`: then
+    dimensions with no score are left out of the average (the grounded judge returns None for a dimension that
+    does not apply, e.g. person_appearance without persons) and `n_dims` says how many were averaged.
     """
     per_dim: dict[str, dict[str, list]] = {d: {"mean": [], "vote": [], "n_valid": []} for d in ALL_DIMS}
     n_videos = 0
@@ -71,7 +74,12 @@ def per_method(videos: Iterable[Mapping[str, Mapping[str, int | None]]]) -> dict
         g = {}
         for k in ("mean", "vote"):
             vals = [dims[d][k] for d in names]
-            g[k] = None if any(v is None for v in vals) else mean(vals)
+            if skip_inapplicable:
+                vals = [v for v in vals if v is not None]
+                g[k] = mean(vals) if vals else None
+            else:
+                g[k] = None if any(v is None for v in vals) else mean(vals)
+        g["n_dims"] = sum(dims[d]["mean"] is not None for d in names)
         g["n_valid"] = int(sum(dims[d]["n_valid"] for d in names))
         out[group] = g
     return out

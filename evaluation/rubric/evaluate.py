@@ -25,7 +25,15 @@ GROUNDED_NOTE = (
 
 
 def vlm_note(judges: list[Any]) -> str:
-    names = ", ".join(f"{j.name} ({j.backend}: {j.model}, thinking {'on' if j.thinking else 'off'}, {j.media})" for j in judges)
+    """Which judges produced the VLM tables: name, backend, model, thinking and media of each."""
+
+    def one(j: Any) -> str:
+        p = getattr(j, "p", None)  # the JudgeParams of a configured judge
+        if p is None:
+            return j.name
+        return f"{p.name} ({p.backend}: {p.model}, thinking {'on' if p.thinking else 'off'}, {p.media})"
+
+    names = ", ".join(one(j) for j in judges)
     return f"VLM judges: {names}; paper rubric, 1-5 scales, one call per group (TA, MQ), mean and vote over judges"
 
 
@@ -110,7 +118,7 @@ def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=pr
                 vlm_videos.append(video_scores)
             (out / run / f"{item.id}_s{v['seed']}.json").write_text(json.dumps(rec, indent=2))
         if grounded_videos:
-            per_run["grounded"][run] = per_method(grounded_videos)
+            per_run["grounded"][run] = per_method(grounded_videos, skip_inapplicable=True)
         if vlm_videos:
             per_run["vlm"][run] = per_method(vlm_videos)
     summary = {
@@ -118,8 +126,8 @@ def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=pr
         "scale": params.project.scale,
         "runs": list(folders),
         "protocols": {
-            name: {"note": GROUNDED_NOTE if name == "grounded" else vlm_note(r.judges),
-                   "judges": ["grounded"] if name == "grounded" else [j.name for j in r.judges],
+            name: {"note": GROUNDED_NOTE if name == "grounded" else vlm_note(judges),
+                   "judges": ["grounded"] if name == "grounded" else [j.name for j in judges],
                    "runs": res}
             for name, res in per_run.items() if res
         },

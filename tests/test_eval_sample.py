@@ -1,0 +1,83 @@
+"""Two-expert sampling on tiny models saved with save_pretrained, mp4 + contact sheets, VBench file naming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import sara.sample as sample_mod
+from evaluation.video import contact_sheet
+from sara.config import load_params, params_from_dict
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from sara.models.dit import save_base
+
+    root = tmp_path_factory.mktemp("base")
+    params = load_params("params.yaml")
+    save_base(params, root / "base")
+    return params, root
+
+
+
+def test_sampler_is_deterministic_per_seed_and_uses_both_experts(tiny):
+    params, root = tiny
+    s = sample_mod.Sampler(params, "base", base_dir=root / "base")
+    a, b, c = s.generate("a red circle", 0), s.generate("a red circle", 0), s.generate("a red circle", 1)
+    assert a.shape == (9, 64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert s.pipe.config.boundary_ratio == 0.875 and s.pipe.transformer_2 is not None
+    # 4 shifted UniPC steps: three above the 875 boundary (high-noise expert), one below (low-noise expert)
+    assert [int(t) >= 875 for t in s.pipe.scheduler.timesteps] == [True, True, True, False]
+
+
+def test_trained_run_replaces_only_the_high_noise_expert(tiny, tmp_path):
+    import shutil
+
+    params, root = tiny
+    shutil.copytree(root / "base" / "transformer", tmp_path / "sft" / "transformer")
+    s = sample_mod.Sampler(params, "sft", base_dir=root / "base", runs_dir=tmp_path)
+    base = sample_mod.Sampler(params, "base", base_dir=root / "base")
+    np.testing.assert_array_equal(s.generate("x", 0), base.generate("x", 0))  # same weights -> same video
+    with pytest.raises(FileNotFoundError, match="has no trained transformer"):
+        sample_mod.Sampler(params, "moalign", base_dir=root / "base", runs_dir=tmp_path)
+
+
+def test_sample_run_writes_videos_sheets_index_and_vbench_names(tiny, tmp_path, monkeypatch):
+    params, root = tiny
+    prompts = sample_mod.load_prompts("synthetic")[:2]
+    monkeypatch.setattr(sample_mod, "load_prompts", lambda name: prompts)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([{"prompt_en": "a cat", "dimension": ["x"]}, {"prompt_en": "a dog", "dimension": ["y"]},
+                                 {"prompt_en": "a cat", "dimension": ["z"]}]))
+    raw = params.model_dump(mode="json")
+    raw["sample"].update(vbench_prompts=str(suite), vbench_videos_per_prompt=2, seeds=[0, 3])
+    p = params_from_dict(raw)
+    out = tmp_path / "base"
+    index = sample_mod.sample_run(p, "base", out, base_dir=root / "base", log=lambda s: None)
+    names = sorted(x.name for x in out.iterdir())
+    assert names == ["index.json", "syn_01_s0.mp4", "syn_01_s0.png", "syn_01_s3.mp4", "syn_01_s3.png",
+                     "syn_02_s0.mp4", "syn_02_s0.png", "syn_02_s3.mp4", "syn_02_s3.png", "vbench"]
+    assert sorted(x.name for x in (out / "vbench").iterdir()) == ["a cat-0.mp4", "a cat-1.mp4", "a dog-0.mp4", "a dog-1.mp4"]
+    assert index["sampler"]["steps"] == 4 and index["sampler"]["boundary_ratio"] == 0.875
+    assert index["suites"]["vbench"] == {"prompts": 2, "videos_per_prompt": 2, "dir": "vbench"}
+    from sara.data.video_io import read_video
+
+    frames, fps = read_video(out / "syn_01_s0.mp4")
+    assert frames.shape == (9, 64, 64, 3) and fps == 8
+
+
+def test_contact_sheet_layout_and_vbench_filename():
+    frames = np.zeros((9, 16, 16, 3), np.uint8)
+    frames[4] = 255
+    sheet = contact_sheet(frames, scale=2, gap=2)
+    assert sheet.shape == (32, 9 * 34 - 2, 3)
+    assert sheet[20, 4 * 34 + 20].tolist() == [255, 255, 255] and sheet[20, 3 * 34 + 20].tolist() == [0, 0, 0]
+    assert contact_sheet(frames, label="x").shape[0] == 32 + 14
+    assert sample_mod.vbench_filename("a cat on a mat", 3) == "a cat on a mat-3.mp4"
+    with pytest.raises(ValueError, match="contains '/'"):
+        sample_mod.vbench_filename("AC/DC", 0)
