@@ -11,7 +11,6 @@ flow (F-1, H, W, 2) float32 in pixels, flow[f] = where the content at frame f mo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
