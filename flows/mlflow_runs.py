@@ -4,7 +4,8 @@ Each stage run is opened by the stage itself (`sara.tracking.stage_run`), nested
 through `SARA_MLFLOW_PARENT_RUN_ID`. The child then receives a copy of its stages' metric histories under
 `<stage>/<metric>` (e.g. `train_dit/loss`), so the MLflow compare view and metric charts put routing operators
 side by side with one row per metric. A stage DVC restored from its run cache did not run again: its metrics
-come from the earlier run of the same stage with the same params (recorded in `sara.metrics_from.<stage>`).
+come from the earlier run of the same stage with the same params (recorded in `sara.metrics_from.<stage>`,
+`@` written as `/`).
 All calls use `MlflowClient` with explicit run ids: sweep points run in threads, and MLflow's fluent active-run
 stack is per thread.
 """
@@ -147,6 +148,11 @@ def _copy_metrics(client: MlflowClient, source: Run, target_run_id: str, prefix:
     return finals
 
 
+def metrics_from_tag(stage: str) -> str:
+    """Tag naming the stage run a cached stage's metrics were copied from (`@` is not allowed in tag keys)."""
+    return f"sara.metrics_from.{stage.replace('@', '/')}"
+
+
 def collect_point_metrics(
     client: MlflowClient, experiment_id: str, child_run_id: str, point: PointPlan, stages: Iterable[str]
 ) -> dict[str, float]:
@@ -162,7 +168,7 @@ def collect_point_metrics(
             run = _previous_stage_run(client, experiment_id, stage, point.params)
             if run is None:
                 continue
-            provenance[f"sara.metrics_from.{stage}"] = run.info.run_id
+            provenance[metrics_from_tag(stage)] = run.info.run_id
         finals.update(_copy_metrics(client, run, child_run_id, stage.split("@", 1)[0]))
     for key, value in provenance.items():
         client.set_tag(child_run_id, key, value)

@@ -1,7 +1,7 @@
 """Plan a sweep: which sweep points, which params overrides, which DVC stages each point runs.
 
 A sweep point is one (method, routing operator, seed, lambda_TRD). Each point becomes one `dvc exp run --temp`
-with `-S key=value` overrides; stages every point needs and no swept key touches (data, masks, the aligner, ...)
+with `-S key=value` overrides; stages two or more points need and no swept key touches (data, masks, the aligner, ...)
 are reproduced once beforehand in a shared experiment, so the points restore them from DVC's run cache instead of
 recomputing them side by side. Everything here is pure: it reads files and returns data.
 """
@@ -213,9 +213,13 @@ def plan_sweep(
 
     touched = {s.name for s in dag.stages.values() if any(s.reads(k) for k in varying)}
     touched |= dag.descendants(touched)
-    shared: set[str] = set()
-    if len(points) > 1:  # a single point needs no separate shared experiment
-        shared = set.intersection(*(closure for _, _, closure, _, _ in plans)) - touched
+    # Shared: needed by two or more points and the same for all of them (no swept key reaches it). A stage that
+    # only one point needs stays in that point's experiment.
+    uses: dict[str, int] = {}
+    for _, _, closure, _, _ in plans:
+        for name in closure:
+            uses[name] = uses.get(name, 0) + 1
+    shared = {name for name, n in uses.items() if n > 1} - touched
     experiment = plans[0][4].project.mlflow_experiment
     return SweepPlan(
         sweep_id=sweep_id,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+FAILING_SEED = 13  # the toy train_dit stage fails for this train.seed (a stage error, not a transient one)
 TOY_RUNS = ["sft", "videorepa", "moalign", "sara-and", "sara-or", "sara-xor"]
 OP_FACTOR = {"none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}
 
@@ -24,6 +25,7 @@ from sara.config import load_params
 from sara.tracking import log_metrics, stage_run
 
 OP_FACTOR = {"none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}
+FAILING_SEED = 13
 
 
 def toy_loss(op, seed, lam, step):
@@ -39,6 +41,8 @@ with stage_run(stage, params, sections, variant=variant):
         out = Path(params.data.out_dir)
         log_metrics({"clips": params.data.n_train + params.data.n_heldout})
     else:
+        if params.train.seed == FAILING_SEED:
+            raise SystemExit(f"toy stage fails on purpose for train.seed={FAILING_SEED}")
         out = Path(params.train.out_dir) / variant
         op = variant.split("-", 1)[1] if variant.startswith("sara-") else "none"
         for step in range(3):

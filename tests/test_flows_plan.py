@@ -1,0 +1,144 @@
+"""Sweep planning against a real DVC pipeline: points, overrides, shared stages, targets, refusals."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.states import Failed
+
+from flows.dag import load_dag
+from flows.dvc_runner import DvcError, exp_run, run_dvc
+from flows.env import orchestration_env
+from flows.plan import build_points, dvc_value, exp_name, params_file_overrides, plan_sweep
+from flows.sara_flow import is_transient, tracking_uri
+from flows.testing import TOY_RUNS, make_toy_repo
+from sara.config import ParamsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_repo(tmp_path_factory.mktemp("plan") / "repo", ROOT / "params.yaml")
+
+
+def test_dag_is_read_from_dvc_yaml_with_foreach_expanded(toy: Path) -> None:
+    dag = load_dag(toy)
+    assert set(dag.stages) == {"data", *(f"train_dit@{r}" for r in TOY_RUNS)}
+    sara_or = dag.stages["train_dit@sara-or"]
+    assert sara_or.upstream == {"data"} and sara_or.item == "sara-or" and sara_or.base == "train_dit"
+    assert sara_or.reads("train.seed") and sara_or.reads("trd") and not dag.stages["data"].reads("train.seed")
+    assert dag.leaves({"data", "train_dit@sft"}) == ["train_dit@sft"]
+    assert dag.ancestors({"train_dit@sft"}) == {"data"}
+
+
+def test_dag_refuses_a_directory_without_dvc_yaml(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="dvc.yaml not found"):
+        load_dag(tmp_path)
+
+
+def test_points_cover_methods_ops_seeds_and_lambdas() -> None:
+    points = build_points(["sft", "sara"], ["and", "or"], [1, 2], [0.5, 1.0])
+    assert len(points) == 2 * 2 + 2 * 2 * 2  # sft has the single operator `none`
+    assert {p.run for p in points} == {"sft", "sara-and", "sara-or"}
+    sara_or = next(p for p in points if p.run == "sara-or" and p.seed == 2 and p.lam_trd == 1.0)
+    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0, "methods.sara.ops": ["or"]}
+    assert "methods.sara.ops" not in next(p for p in points if p.method == "sft").overrides()
+    with pytest.raises(ParamsError, match="ops: method 'sara' needs at least one routing operator"):
+        build_points(["sara"], [], [1], [0.5])
+
+
+def test_plan_shares_the_unswept_stages_and_runs_each_point_on_its_own_stage(toy: Path) -> None:
+    points = build_points(["sft", "sara"], ["and", "or"], [1, 2], [0.5])
+    plan = plan_sweep(toy, load_dag(toy), "s1", points, overrides={"train.steps": 2})
+    assert plan.shared_stages == ["data"] and plan.shared_targets == ["data"]
+    assert plan.shared_overrides == {"train.steps": 2, "trd.lam_trd": 0.5}  # constant point keys are global
+    for p in plan.points:
+        assert p.targets == [f"train_dit@{p.point.run}"] and p.stages == p.targets
+        assert p.overrides["train.seed"] == p.point.seed and p.overrides["train.steps"] == 2
+        assert p.params.train.seed == p.point.seed and p.params.train.steps == 2
+        check = subprocess.run(["git", "check-ref-format", f"refs/exps/{p.exp_name}"])
+        assert check.returncode == 0, p.exp_name
+    assert len({p.exp_name for p in plan.points}) == len(points)
+
+
+def test_a_single_point_runs_its_whole_closure_itself(toy: Path) -> None:
+    plan = plan_sweep(toy, load_dag(toy), "s2", build_points(["sara"], ["xor"], [3], [0.5]))
+    assert plan.shared_targets == [] and plan.points[0].stages == ["data", "train_dit@sara-xor"]
+
+
+def test_explicit_targets_are_templates_over_the_point(toy: Path) -> None:
+    dag = load_dag(toy)
+    plan = plan_sweep(toy, dag, "s3", build_points(["sara"], ["and"], [1], [0.5]), targets=["train_dit@{run}"])
+    assert plan.points[0].targets == ["train_dit@sara-and"]
+    with pytest.raises(ParamsError, match=r"targets: 'sample@sara-and' \(from 'sample@\{run\}'\) is not a stage"):
+        plan_sweep(toy, dag, "s3", build_points(["sara"], ["and"], [1], [0.5]), targets=["sample@{run}"])
+
+
+def test_bad_overrides_are_refused_naming_the_key(toy: Path) -> None:
+    dag = load_dag(toy)
+    points = build_points(["sara"], ["and"], [1], [0.5])
+    with pytest.raises(ParamsError, match="train.stepz: unknown key"):
+        plan_sweep(toy, dag, "bad", points, overrides={"train.stepz": 3})
+    with pytest.raises(ParamsError, match=r"sweep point sara-and/seed1/lam-1"):
+        plan_sweep(toy, dag, "bad", build_points(["sara"], ["and"], [1], [-1.0]))
+    with pytest.raises(ParamsError, match="override train.steps.x: train.steps is not a section"):
+        plan_sweep(toy, dag, "bad", points, overrides={"train.steps.x": 1})
+
+
+def test_a_params_file_reaches_dvc_as_overrides_of_its_differences(toy: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((toy / "params.yaml").read_text())
+    raw["data"]["n_train"] = 2
+    raw["methods"]["sara"]["ops"] = ["or"]
+    micro = tmp_path / "micro.yaml"
+    micro.write_text(yaml.safe_dump(raw))
+    assert params_file_overrides(toy, str(micro)) == {"data.n_train": 2, "methods.sara.ops": ["or"]}
+    with pytest.raises(ParamsError, match="params file not found"):
+        params_file_overrides(toy, "configs/nope.yaml")
+
+
+@pytest.mark.parametrize("value", [0.5, 3, "or", ["and", "or"], True, None, math.inf])
+def test_override_values_round_trip_through_yaml(value: object) -> None:
+    assert yaml.safe_load(dvc_value(value)) == value
+
+
+def test_exp_names_are_valid_git_refs() -> None:
+    (point,) = build_points(["sara"], ["or"], [7], [0.25])
+    assert exp_name("2026 sweep", point) == "2026-sweep-sara-or-s7-l0p25"
+
+
+def test_only_lock_races_are_retried() -> None:
+    lock = DvcError(["exp", "run"], 255, "ERROR: Unable to acquire lock. Most likely another DVC process is running")
+    stage = DvcError(["exp", "run"], 255, "ERROR: failed to reproduce 'train_dit@sft': exited with 1")
+    assert lock.transient and not stage.transient
+    assert is_transient(None, None, Failed(data=lock))
+    assert not is_transient(None, None, Failed(data=stage))
+    assert not is_transient(None, None, Failed(data=ValueError("bad")))
+
+
+def test_a_failing_dvc_command_raises_with_its_output(toy: Path) -> None:
+    env = orchestration_env(toy)
+    with pytest.raises(DvcError, match="nonexistent") as err:
+        run_dvc(["exp", "run", "--temp", "nonexistent"], toy, env, log=lambda _: None)
+    assert not err.value.transient
+
+
+def test_an_existing_experiment_is_reused_not_rerun(toy: Path) -> None:
+    env = {**orchestration_env(toy), "MLFLOW_TRACKING_URI": f"sqlite:///{toy / 'plan.db'}"}
+    first = exp_run(toy, "reuse-1", ["data"], {"data.seed": 5}, env, log=lambda _: None)
+    assert first.ran == ["data"] and first.rev and not first.reused
+    again = exp_run(toy, "reuse-1", ["data"], {"data.seed": 5}, env, log=lambda _: None)
+    assert again.reused and again.rev == first.rev and again.ran == []
+    shown = subprocess.run(["git", "-C", str(toy), "show", f"{first.rev}:params.yaml"], capture_output=True, text=True)
+    assert yaml.safe_load(shown.stdout)["data"]["seed"] == 5  # DVC recorded the override with the experiment
+
+
+def test_tracking_uri_is_made_absolute_for_temp_copies(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"

@@ -1,0 +1,159 @@
+"""Flow `sara` end to end under `prefect_test_harness`: real DVC experiments, real MLflow runs, a toy DAG.
+
+The toy DAG has the real pipeline's shape (a shared `data` stage, `train_dit@<run>` per run) and stages that log
+a known loss per (operator, seed, lambda_TRD), so each child run can be checked against its own point.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flows.testing import FAILING_SEED, make_toy_repo, toy_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One temporary Prefect server for the session; persisted results go to a temp folder."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield storage
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> Path:
+    repo = make_toy_repo(tmp_path_factory.mktemp("sweep") / "repo", ROOT / "params.yaml")
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def sweep(prefect_harness: Path, toy: Path) -> dict:
+    """sft and sara-or at one seed, both points at once (two gpu slots)."""
+    from flows.sara_flow import sara
+
+    state = sara(
+        methods=["sft", "sara"], ops=["or"], seeds=[7], overrides={"train.steps": 3},
+        sweep_name="t1", gpu_slots=2, repo=str(toy), return_state=True,
+    )  # fmt: skip
+    assert state.is_completed(), state.message
+    return {"state": state, "result": state.result()}
+
+
+def _runs(toy: Path, kind: str, sweep_id: str) -> list:
+    client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sara")
+    return client.search_runs(
+        [exp.experiment_id], f"tags.`sara.kind` = '{kind}' and tags.`sara.sweep_id` = '{sweep_id}'"
+    )
+
+
+def test_each_point_is_a_child_run_with_its_own_metrics_and_provenance(sweep: dict, toy: Path) -> None:
+    result = sweep["result"]
+    (parent,) = _runs(toy, "sweep", "t1")
+    assert parent.info.run_id == result["parent_run_id"] and parent.info.status == "FINISHED"
+    children = {r.data.tags["sara.run"]: r for r in _runs(toy, "sweep_point", "t1")}
+    assert set(children) == {"sft", "sara-or"}
+    head = subprocess.run(["git", "-C", str(toy), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    flow_run_id = str(sweep["state"].state_details.flow_run_id)
+    task_ids = set()
+    for run_name, child in children.items():
+        tags, op = child.data.tags, run_name.partition("-")[2] or "none"
+        assert child.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["sara.routing_op"] == op and tags["sara.seed"] == "7"
+        assert tags["dvc.stage"] == f"train_dit@{run_name}" and tags["dvc.ran"] == f"train_dit@{run_name}"
+        assert tags["dvc.cached"] == "data"  # the shared experiment ran it once
+        assert tags["git.commit"] == head and tags["prefect.flow_run_id"] == flow_run_id
+        task_ids.add(tags["prefect.task_run_id"])
+        assert child.data.metrics["train_dit/loss"] == pytest.approx(toy_loss(op, 7, 0.5, 2))
+        assert child.data.params["train.steps"] == "3"
+    assert len(task_ids) == 2  # one Prefect task run per point
+
+
+def test_stage_runs_nest_under_their_point_and_shared_stages_under_the_sweep(sweep: dict, toy: Path) -> None:
+    client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
+    parent_id = sweep["result"]["parent_run_id"]
+    for point in sweep["result"]["points"]:
+        (stage_run,) = client.search_runs(
+            [sweep["result"]["experiment_id"]], f"tags.`mlflow.parentRunId` = '{point['mlflow_run_id']}'"
+        )
+        assert stage_run.data.tags["dvc.stage"] == f"train_dit@{point['run']}"
+        history = client.get_metric_history(point["mlflow_run_id"], "train_dit/loss")
+        assert [m.step for m in history] == [0, 1, 2]  # the whole curve, for the metric charts
+    (data_run,) = client.search_runs(
+        [sweep["result"]["experiment_id"]], f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`dvc.stage` = 'data'"
+    )
+    assert data_run.info.status == "FINISHED"
+
+
+def test_each_point_is_a_dvc_experiment_with_its_overrides(sweep: dict, toy: Path) -> None:
+    for point in sweep["result"]["points"]:
+        shown = subprocess.run(
+            ["git", "-C", str(toy), "show", f"{point['exp_rev']}:params.yaml"], capture_output=True, text=True
+        )
+        params = yaml.safe_load(shown.stdout)
+        assert params["train"]["seed"] == 7 and params["train"]["steps"] == 3
+        if point["method"] == "sara":
+            assert params["methods"]["sara"]["ops"] == [point["routing_op"]]
+
+
+def test_the_flow_result_is_persisted_and_the_comparison_logged(sweep: dict, toy: Path, prefect_harness: Path) -> None:
+    stored = [json.loads(p.read_text()) for p in prefect_harness.iterdir() if p.is_file()]
+    assert any("t1" in json.dumps(s) and "parent_run_id" in json.dumps(s) for s in stored)
+    client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
+    table = client.download_artifacts(sweep["result"]["parent_run_id"], "comparison.md")
+    text = Path(table).read_text()
+    assert "| sara | or | 0.5 | 1 |" in text and f"{toy_loss('or', 7, 0.5, 2):.4g}" in text
+
+
+def test_a_repeated_point_reuses_metrics_and_a_failing_stage_fails_only_its_point(sweep: dict, toy: Path) -> None:
+    """Sweep t2: sara-or at seed 7 again (restored by DVC, nothing rerun) and at the failing seed."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.sara_flow import sara
+
+    state = sara(
+        methods=["sara"], ops=["or"], seeds=[7, FAILING_SEED], overrides={"train.steps": 3},
+        sweep_name="t2", repo=str(toy), return_state=True,
+    )  # fmt: skip
+    assert state.is_failed()
+    assert f"points failed: sara-or/seed{FAILING_SEED}/lam0.5" in state.message
+    children = {r.data.tags["sara.seed"]: r for r in _runs(toy, "sweep_point", "t2")}
+    (parent,) = _runs(toy, "sweep", "t2")
+    assert parent.info.status == "FAILED" and children[str(FAILING_SEED)].info.status == "FAILED"
+
+    repeated = children["7"]
+    assert repeated.info.status == "FINISHED" and repeated.data.tags["dvc.ran"] == "-"  # DVC's run cache
+    earlier = next(p for p in sweep["result"]["points"] if p["run"] == "sara-or")
+    stage_run_id = repeated.data.tags["sara.metrics_from.train_dit/sara-or"]
+    client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
+    assert client.get_run(stage_run_id).data.tags["mlflow.parentRunId"] == earlier["mlflow_run_id"]
+    assert repeated.data.metrics["train_dit/loss"] == earlier["metrics"]["train_dit/loss"]
+
+    with get_client(sync_client=True) as prefect:
+        task_runs = prefect.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    (failed,) = [t for t in task_runs if t.name == f"sara-or/seed{FAILING_SEED}/lam0.5"]
+    assert failed.state.is_failed() and failed.run_count == 1  # a stage error is not retried
