@@ -4,7 +4,7 @@ No browser or driver is ever downloaded: `chromium` and `chromedriver` come from
 chromium chromium-driver`), each started with a fresh profile and no background networking. Used by the MLflow
 UI test and to refresh the screenshots in docs/img/.
 
-    python -m flows.browser URL OUT.png [--expect TEXT ...] [--width 1600 --height 1000]
+    python -m flows.browser URL OUT.png [--expect TEXT ...] [--dismiss CSS ...] [--width 1600 --height 1000]
 """
 
 from __future__ import annotations
@@ -101,14 +101,34 @@ def wait_for_texts(driver: Any, texts: Sequence[str], timeout: float) -> str:
     return seen
 
 
+def click_if_present(driver: Any, selectors: Sequence[str]) -> int:
+    """Click every element matching the CSS selectors (e.g. a side panel's close button); return how many."""
+    from selenium.webdriver.common.by import By
+
+    clicked = 0
+    for selector in selectors:
+        for element in driver.find_elements(By.CSS_SELECTOR, selector):
+            if element.is_displayed():
+                element.click()
+                clicked += 1
+    return clicked
+
+
 def screenshot(
-    url: str, out: Path, expect: Sequence[str] = (), timeout: float = 60.0, width: int = 1600, height: int = 1000
+    url: str,
+    out: Path,
+    expect: Sequence[str] = (),
+    timeout: float = 60.0,
+    width: int = 1600,
+    height: int = 1000,
+    dismiss: Sequence[str] = (),
 ) -> str:
-    """Open `url`, wait until `expect` texts are visible, save a PNG to `out`; return the page text."""
+    """Open `url`, wait until `expect` texts are visible, close `dismiss` panels, save a PNG; return the page text."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with chromium(width, height) as driver:
         driver.get(url)
         text = wait_for_texts(driver, expect, timeout)
+        click_if_present(driver, dismiss)
         settle(driver)
         driver.save_screenshot(str(out))
     return text
@@ -137,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--dismiss", nargs="*", default=[], help="CSS selectors of elements to click before the shot")
     args = parser.parse_args(argv)
-    screenshot(args.url, args.out, args.expect, args.timeout, args.width, args.height)
+    screenshot(args.url, args.out, args.expect, args.timeout, args.width, args.height, args.dismiss)
     print(args.out)
     return 0
 

@@ -12,6 +12,7 @@ stack is per thread.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -220,3 +221,19 @@ def comparison_markdown(rows: list[dict[str, Any]]) -> str:
                 cells.append(f"{values.mean():.4g} ± {values.std(ddof=0):.2g}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# The MLflow UI's side panels that cover the page (the assistant); closed before a screenshot.
+UI_PANELS_TO_CLOSE = ('button[aria-label="Close"]',)
+
+
+def compare_url(base_url: str, run_ids: list[str], experiment_ids: list[str]) -> str:
+    """The MLflow UI's compare view of `run_ids`: parallel coordinates, params, metrics and tags side by side."""
+    runs = json.dumps(run_ids, separators=(",", ":"))
+    experiments = json.dumps(experiment_ids, separators=(",", ":"))
+    return f"{base_url.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
+
+
+def runs_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table (sweeps expand into their points, points into their stages)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
