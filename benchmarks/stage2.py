@@ -152,7 +152,7 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
         terms = fwd(zt, sigma * 1000, text, noise - z0, tg)
         backward(terms["loss"])
         step()
-        return {k: float(v) for k, v in terms.items()}
+        return {k: float(v.detach()) for k, v in terms.items()}
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

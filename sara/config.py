@@ -171,16 +171,16 @@ class DiTParams(Section):
 
 
 class TrainParams(Section):
-    steps: int = Field(40, ge=1)
+    steps: int = Field(400, ge=1)  # embedded default: about a minute per run on 2 cores (paper: 3000)
     lr: float = Field(1e-4, gt=0)  # paper: 5e-6, constant after warmup
-    warmup_steps: int = Field(5, ge=0)
+    warmup_steps: int = Field(20, ge=0)  # paper: 500
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(1, ge=1)  # per GPU (paper: 1)
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
-    checkpoint_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
     t_min: float = Field(0.875, ge=0.0, lt=1.0)  # high-noise band lower edge (fraction of 1000)
     t_max: float = Field(1.0, gt=0.0, le=1.0)
     logit_mean: float = 0.0
