@@ -15,6 +15,8 @@ class StageInfo:
     name: str  # DVC address, e.g. `masks` or `train_dit@sara-or`
     params: tuple[str, ...]  # params.yaml keys or sections the stage lists (`train`, `trd.lam_trd`)
     upstream: frozenset[str]  # stages whose outputs this stage reads directly
+    # DVC's run cache can restore the stage (no `persist: true` output): a temp experiment then skips it.
+    restorable: bool = True
 
     @property
     def base(self) -> str:
@@ -100,7 +102,8 @@ def load_dag(repo: Path) -> Dag:
                 if isinstance(dep, ParamsDependency):
                     params.extend(dep.params or [""])  # no keys listed: the stage reads the whole file
             upstream = frozenset(_address(repo, b) for _, b in graph.out_edges(stage))
-            stages[_address(repo, stage)] = StageInfo(_address(repo, stage), tuple(params), upstream)
+            restorable = not any(out.persist for out in stage.outs)
+            stages[_address(repo, stage)] = StageInfo(_address(repo, stage), tuple(params), upstream, restorable)
     return Dag(stages)
 
 

@@ -68,6 +68,7 @@ class SweepPlan:
     shared_stages: list[str]
     shared_overrides: dict[str, Any]
     points: list[PointPlan] = field(default_factory=list)
+    rerun_per_point: list[str] = field(default_factory=list)  # needed by several points, not restorable
 
 
 def flatten_leaves(raw: Any, prefix: str = "") -> dict[str, Any]:
@@ -219,7 +220,11 @@ def plan_sweep(
     for _, _, closure, _, _ in plans:
         for name in closure:
             uses[name] = uses.get(name, 0) + 1
-    shared = {name for name, n in uses.items() if n > 1} - touched
+    # A stage with a `persist` output cannot be restored from DVC's run cache: every point reruns it anyway, so
+    # computing it (and what depends on it) in the shared experiment too would only add one more run.
+    rerun = {s.name for s in dag.stages.values() if not s.restorable}
+    rerun |= dag.descendants(rerun)
+    shared = {name for name, n in uses.items() if n > 1} - touched - rerun
     experiment = plans[0][4].project.mlflow_experiment
     return SweepPlan(
         sweep_id=sweep_id,
@@ -228,6 +233,7 @@ def plan_sweep(
         shared_targets=dag.leaves(shared) if shared else [],
         shared_stages=dag.topological(shared),
         shared_overrides=shared_overrides,
+        rerun_per_point=dag.topological({n for n, k in uses.items() if k > 1} & rerun - touched),
         points=[
             PointPlan(
                 point=point,

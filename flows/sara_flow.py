@@ -100,6 +100,11 @@ def plan_task(
     plan = plan_sweep(repo, dag, sweep_id, points, params_file, overrides, targets)
     logger.info("DAG: %s", ", ".join(dag.topological(set(dag.stages))))
     logger.info("shared stages (once): %s", ", ".join(plan.shared_stages) or "-")
+    if plan.rerun_per_point:
+        logger.warning(
+            "stages with a `persist` output cannot be restored from DVC's run cache and run again in every point: %s",
+            ", ".join(plan.rerun_per_point),
+        )
     for p in plan.points:
         logger.info("point %s: targets %s, own stages %s", p.point.label, p.targets, p.stages or "-")
     return plan

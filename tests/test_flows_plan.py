@@ -10,7 +10,7 @@ import pytest
 import yaml
 from prefect.states import Failed
 
-from flows.dag import load_dag
+from flows.dag import Dag, StageInfo, load_dag
 from flows.dvc_runner import DvcError, exp_run, run_dvc
 from flows.env import orchestration_env
 from flows.plan import build_points, dvc_value, exp_name, params_file_overrides, plan_sweep
@@ -69,6 +69,19 @@ def test_plan_shares_the_unswept_stages_and_runs_each_point_on_its_own_stage(toy
 def test_a_single_point_runs_its_whole_closure_itself(toy: Path) -> None:
     plan = plan_sweep(toy, load_dag(toy), "s2", build_points(["sara"], ["xor"], [3], [0.5]))
     assert plan.shared_targets == [] and plan.points[0].stages == ["data", "train_dit@sara-xor"]
+
+
+def test_a_stage_with_a_persist_output_is_left_to_the_points(toy: Path) -> None:
+    """DVC's run cache cannot restore it, so a shared run of it would be one run more, not one run instead."""
+    dag = Dag({
+        "data": StageInfo("data", ("data",), frozenset()),
+        "aligner": StageInfo("aligner", ("aligner",), frozenset({"data"}), restorable=False),
+        **{f"train_dit@sara-{op}": StageInfo(f"train_dit@sara-{op}", ("train", "trd"), frozenset({"aligner"}))
+           for op in ("and", "or")},
+    })  # fmt: skip
+    plan = plan_sweep(toy, dag, "p", build_points(["sara"], ["and", "or"], [1], [0.5]))
+    assert plan.shared_stages == ["data"] and plan.rerun_per_point == ["aligner"]
+    assert plan.points[0].stages == ["aligner", "train_dit@sara-and"]
 
 
 def test_explicit_targets_are_templates_over_the_point(toy: Path) -> None:
