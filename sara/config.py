@@ -191,7 +191,7 @@ class TrainParams(Section):
     feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
     log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
     keep_checkpoints: int = Field(2, ge=1)  # newest resumable checkpoints kept per run
-    state_dir: str = "models/dit_state"  # resumable DeepSpeed state per run (DVC persist, outside the final output)
+    state_dir: str = "models/dit_state"  # resumable DeepSpeed state per run (git-ignored scratch, not a DVC output)
     out_dir: str = "models/dit"  # final model per run: <out_dir>/<run>/transformer, aux.pt, metrics.json
 
     @model_validator(mode="after")
