@@ -81,7 +81,7 @@ class VFMParams(Section):
     path: str | None = None  # local transformers-format V-JEPA directory (kind local)
     frames: int = Field(8, ge=2)  # frames fed to the encoder (uniformly sampled from the clip)
     image_size: int = Field(64, ge=16)  # square encoder input (paper: 384)
-    patch_size: int = Field(16, ge=1)  # tiny config only; local models read theirs from config.json
+    patch_size: int = Field(8, ge=1)  # tiny config only (8 -> an 8x8 grid per 64x64 frame); local: config.json
     tubelet_size: int = Field(2, ge=1)
     hidden_size: int = Field(64, ge=8)  # tiny config only (paper ViT-G: 1664)
     num_layers: int = Field(2, ge=1)  # tiny config only
@@ -111,11 +111,11 @@ class AlignerParams(Section):
     entity_separated: bool = True  # ablation "w/o entity-separated": one full-caption / union-mask forward
     mask_threshold: float | None = Field(None, ge=0.0, le=1.0)  # None = soft BCE targets after resampling
     sal_prior: float = Field(0.4, gt=0.0, lt=1.0)  # Phi_sal output bias starts at logit(prior) (paper: open)
-    nce_pool: int = Field(1, ge=1)  # per-frame spatial avg-pool of the visual sequence fed to E_lm (1 = all tokens)
+    nce_pool: int = Field(4, ge=1)  # per-frame spatial avg-pool of the visual sequence fed to E_lm (1 = all tokens)
     max_entities: int | None = Field(None, ge=1)  # random subset of entity forwards per clip and step (None = all K)
     steps: int = Field(300, ge=1)
-    clips_per_batch: int = Field(2, ge=1)  # a batch holds whole clips: all K+2 forwards of each
-    lr: float = Field(5e-4, gt=0)  # peak lr (paper: 5e-5 at batch 64)
+    clips_per_batch: int = Field(4, ge=1)  # a batch holds whole clips: all K+2 forwards of each
+    lr: float = Field(1e-3, gt=0)  # peak lr (paper: 5e-5 at batch 64)
     min_lr: float = Field(1e-6, ge=0)
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.01, ge=0)
