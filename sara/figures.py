@@ -110,7 +110,7 @@ def query_sweep_figure(frames: np.ndarray, masks: np.ndarray, rows: list[QueryRo
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / n_rows))  # leave room for the title above the tubelet labels
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")

@@ -303,6 +303,7 @@ class TextEncoder:
             mask = torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
         seq, att = self._wrap(embeds, mask.to(embeds.device))
         extra = {k: v(att) if callable(v) else v for k, v in self.extra_inputs.items()}
+        seq = seq.to(self.input_embeddings.weight.dtype)  # e.g. bf16 weights on GPU; the cast keeps gradients
         hidden = self.model(inputs_embeds=seq, attention_mask=att, **extra).last_hidden_state  # (B, L', D_t)
         return F.normalize(pool_hidden(hidden.float(), att, self.pooling), dim=-1)
 
