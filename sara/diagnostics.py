@@ -135,7 +135,7 @@ def evaluate_aligner(aligner: Any, text: Any, examples: Sequence[Any], grid: tup
     pairs: list[dict[str, float]] = []
     for ex in examples:
         units = list(ex.units)
-        if ex.full_caption:
+        if ex.full_caption and not any(u.kind == "full" for u in units):
             union = next((u.target for u in ex.units if u.kind == "combined"), None)
             if union is None:
                 union = 1.0 - next(u.target for u in ex.units if u.kind == "background")

@@ -161,3 +161,10 @@ def test_missing_text_directory_gives_one_clear_error(tmp_path):
         build_text_model(TextParams(kind="qwen3vl_embedding"))
     with pytest.raises(FileNotFoundError, match=r"text\.path = .*absent.* does not exist"):
         build_text_model(TextParams(kind="minilm", path=str(tmp_path / "absent")))
+
+
+def test_a_sequence_longer_than_the_text_models_positions_is_refused(tmp_path):
+    text = build_text_model(TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert")), max_tokens=256))
+    with pytest.raises(ValueError, match=r"sequence of 202 tokens exceeds the text model's 128 positions: lower "
+                                         r"text\.max_tokens or raise aligner\.nce_pool"):
+        text.encode_embeds(torch.zeros(1, 200, text.dim))

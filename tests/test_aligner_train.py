@@ -100,8 +100,8 @@ def _aligner_for(text):
 # ------------------------------------------------------------------------------------------ stages end to end
 
 
-@pytest.fixture()
-def tiny_project(tmp_path, monkeypatch):
+@pytest.fixture(params=[{}, {"entity_separated": False}], ids=["full", "wo_entity"])
+def tiny_project(tmp_path, monkeypatch, request):
     """Three rendered clips (two train, one held-out) with ground-truth masks, in a temp working directory."""
     import numpy as np
 
@@ -128,8 +128,8 @@ def tiny_project(tmp_path, monkeypatch):
         save_masks(tmp_path / "data/masks", groundtruth_masks(rec.folder(tmp_path / "data/clips"), rec.clip_id))
     params = Params(
         vfm=tiny_vfm_params(),
-        text=TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert"))),
-        aligner=tiny_aligner_params(steps=2, figure_clips=1),
+        text=TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert")), max_tokens=64),
+        aligner=tiny_aligner_params(steps=2, figure_clips=1, **request.param),
     )
     return tmp_path, params
 
@@ -150,7 +150,7 @@ def test_train_and_eval_stages_write_their_outputs(tiny_project):
 
     metrics_file = eval_aligner.run(params, progress=False)
     metrics = json.loads(metrics_file.read_text())
-    for kind in ("entity", "combined", "background", "full"):
+    for kind in ("entity", "combined", "background", "full"):  # every variant is scored on the same queries
         for key in ("saliency_mean", "saliency_max", "saliency_coverage", "saliency_entropy", "ca_focus",
                     "delta_self_attn_entropy", "pca_delta_var_ratio"):
             assert key in metrics[kind], (kind, key)

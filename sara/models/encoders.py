@@ -292,7 +292,7 @@ class TextEncoder:
             att[i, : s.shape[0]] = 1
         if self.max_positions is not None and out.shape[1] > self.max_positions:
             raise ValueError(f"sequence of {out.shape[1]} tokens exceeds the text model's {self.max_positions} "
-                             "positions: lower text.max_tokens or aligner.nce_tokens")
+                             "positions: lower text.max_tokens or raise aligner.nce_pool")
         return out, att
 
     def encode_embeds(self, embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

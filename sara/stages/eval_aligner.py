@@ -49,8 +49,10 @@ def run(params: Params, progress: bool = True) -> Path:
         heldout = [r for r in records if r.split == "heldout"]
         if not heldout:
             raise ValueError(f"no held-out clips in {params.data.out_dir} (data.n_heldout)")
-        train = build_examples([r for r in records if r.split == "train"], params, vfm, progress=progress)
-        examples = build_examples(heldout, params, vfm, with_clip=True, progress=progress)
+        # every variant (also "w/o entity-separated") is scored on the same K+2 queries plus the full caption
+        train = build_examples([r for r in records if r.split == "train"], params, vfm, all_queries=True,
+                               progress=progress)
+        examples = build_examples(heldout, params, vfm, with_clip=True, all_queries=True, progress=progress)
         # A_vj: V-JEPA's last-layer self-attention of each held-out clip (Δ self-attention entropy)
         vjepa_attn = {}
         if hasattr(vfm.model, "set_attn_implementation"):

@@ -100,10 +100,12 @@ def clip_units(caption: Any, masks: Any, frame_idx: torch.Tensor, grid: tuple[in
 
 
 def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_clip: bool = False,
-                   progress: bool = True) -> list[ClipExample]:
+                   all_queries: bool = False, progress: bool = True) -> list[ClipExample]:
     """ClipExamples for clip records (`sara.data.clips.list_clips`): cached V-JEPA features (computed once per clip
-    and encoder under `vfm.cache_dir`), masks from `masks.out_dir`, and the K+2 supervision units. With
-    `with_clip` the loaded frames (sampled, one per tubelet), masks and caption are kept in `extra` for figures."""
+    and encoder under `vfm.cache_dir`), masks from `masks.out_dir`, and the supervision units (K+2, or the single
+    full-caption unit of the "w/o entity-separated" ablation; `all_queries` always gives the K+2 units, which is
+    what evaluation scores every variant on). With `with_clip` the loaded frames (sampled, one per tubelet),
+    masks and caption are kept in `extra` for figures."""
     from tqdm.auto import tqdm
 
     from sara.data import mtss
@@ -120,7 +122,8 @@ def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_cli
                              f"{clip.frames.shape[:3]} (masks.out_dir = {params.masks.out_dir})")
         feats = cached_features(vfm, clip, params.vfm.cache_dir)  # (T_s, N_s, D_v)
         idx = vfm.frame_indices(clip.frames.shape[0])
-        units = clip_units(clip.caption, masks, idx, vfm.grid, params.aligner)
+        p = params.aligner.model_copy(update={"entity_separated": True}) if all_queries else params.aligner
+        units = clip_units(clip.caption, masks, idx, vfm.grid, p)
         extra: dict[str, Any] = {"num_entities": len(masks.ref_ids)}
         if with_clip:
             first = idx[:: vfm.tubelet_size]  # first sampled frame of each tubelet
