@@ -41,6 +41,8 @@ def upsample(grid_map: torch.Tensor, grid: tuple[int, int, int], size: tuple[int
 def pca_rgb(features: list[torch.Tensor]) -> list[torch.Tensor]:
     """Joint 3-component PCA of several (T_s, N_s, D) feature maps -> RGB in [0, 1] with shared axes and scale,
     so colours are comparable across the queries of one figure."""
+    if not features:
+        return []
     flat = torch.cat([f.reshape(-1, f.shape[-1]) for f in features]).double()  # (sum N, D)
     mean = flat.mean(0, keepdim=True)
     _, _, v = torch.pca_lowrank(flat - mean, q=min(3, flat.shape[1]), center=False)
