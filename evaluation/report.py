@@ -161,7 +161,7 @@ def _plot_dims(block: dict, main_run: str, path: Path, title: str) -> None:
         ax.bar(x + i * width - 0.4 + width / 2, [np.nan if v is None else v for v in vals], width, label=label(r, main_run))
     ax.set_xticks(x, [SHORT[d] for d in dims])
     ax.axvline(len(TA_DIMS) - 0.5, color="grey", lw=0.8)
-    ax.set_ylim(1, 5.2)
+    ax.set_ylim(0, 5.2)  # from 0, so a dimension scored 1 still shows a bar
     ax.set_ylabel("score (1-5)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=4, loc="lower right")
