@@ -16,6 +16,7 @@ from sara.config import ParamsError, load_params
 STAGES = {
     "data": "data",
     "masks": "masks",
+    "features": "features",
     "train-aligner": "train_aligner",
     "eval-aligner": "eval_aligner",
     "init-dit": "init_dit",

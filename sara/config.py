@@ -65,7 +65,7 @@ class MasksParams(Section):
     sam3_dir: str | None = None  # local transformers-format SAM 3 video model directory (backend sam3)
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 detection score kept as an entity mask
     mask_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 mask logit probability -> binary
-    budget_grid: list[int] = [4, 4, 4]  # (T_s, H_s, W_s) token grid of the p_fg / pair-budget statistic (V-JEPA grid)
+    budget_grid: list[int] = [4, 8, 8]  # (T_s, H_s, W_s) token grid of the p_fg / pair-budget statistic (V-JEPA grid)
     out_dir: str = "data/masks"
 
     @field_validator("budget_grid")

@@ -164,3 +164,15 @@ def test_train_and_eval_stages_write_their_outputs(tiny_project):
     clip = load_clip(root / "data/clips/clip_2")
     w = model.saliency(torch.as_tensor(clip.frames)[None], ["a caption"])
     assert w.shape == (1, 2, 4)
+
+
+def test_features_stage_writes_every_clip_and_train_aligner_only_reads_them(tiny_project):
+    from sara.stages import features, train_aligner as train_stage
+
+    root, params = tiny_project
+    assert features.run(params, progress=False) == 3
+    files = sorted((root / "data/features").glob("*/*.pt"))
+    assert [f.name for f in files] == ["clip_0.pt", "clip_1.pt", "clip_2.pt"]
+    before = {f: f.stat().st_mtime_ns for f in files}
+    train_stage.run(params, progress=False)
+    assert {f: f.stat().st_mtime_ns for f in files} == before  # read from the cache, never rewritten

@@ -1,7 +1,7 @@
 """`sara train-aligner`: train the Stage 1 saliency aligner (METHOD §3) on the train split.
 
-1. builds the frozen encoders (`vfm`, `text`) and caches V-JEPA features of *every* clip (train and held-out) under
-   `vfm.cache_dir/<encoder_tag>/`, so later stages only read them;
+1. builds the frozen encoders (`vfm`, `text`) and reads the V-JEPA features of every clip from
+   `vfm.cache_dir/<encoder_tag>/` (written by the `features` stage; computed here only when missing);
 2. builds the K+2 supervision units per training clip from its MTSS caption and `masks.out_dir`;
 3. trains Phi_CA + Phi_sal + Phi_proj (sara.train.stage1), logging per-step losses to MLflow; a resumable train
    state lives in `aligner.work_dir` (picked up automatically by a rerun with the same params and clips unless
@@ -47,7 +47,7 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
         text = build_text_model(params.text, device)
         records = list_clips(params.data.out_dir)
         train_records = [r for r in records if r.split == "train"]
-        # 1. features of every clip, cached once per (clip, encoder); Stage 2 and eval read them
+        # 1. features of every clip, cached once per (clip, encoder) by the features stage; a no-op read here
         from sara.data.clips import load_clip
 
         for rec in records:
