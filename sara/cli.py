@@ -22,6 +22,7 @@ STAGES = {
     "init-dit": "init_dit",
     "train-dit": "train_dit",
     "sample": "sample",
+    "clipscore": "clipscore",
     "vbench": "vbench",
     "rubric": "rubric",
     "report": "report",

@@ -306,6 +306,14 @@ class VBenchParams(Section):
     out_dir: str = "outputs/vbench"
 
 
+class ClipScoreParams(Section):
+    enabled: bool = False  # off by default: no CLIP weights are shipped (disabled: metrics.json says so, no numbers)
+    model: str = Field("ViT-B-32", min_length=1)  # open_clip architecture name of the checkpoint
+    checkpoint: str | None = None  # local open_clip state-dict file (.pt/.pth/.bin/.safetensors); never downloaded
+    frames: int = Field(8, ge=1)  # frames per video, uniformly sampled (first and last included)
+    out_dir: str = "outputs/clipscore"  # scores.csv (per video) and metrics.json (per run)
+
+
 class ReportParams(Section):
     main_run: str = "sara-or"  # the run shown as "SARA" in Tables 1, 2, 5 and 6 (paper: the OR operator)
     out_dir: str = "outputs/report"
@@ -325,6 +333,7 @@ class Params(Section):
     sample: SampleParams = SampleParams()
     rubric: RubricParams = RubricParams()
     vbench: VBenchParams = VBenchParams()
+    clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
 
 
