@@ -33,7 +33,7 @@ def _resolve_device(params: Params) -> str:
 
 
 def run(params: Params) -> dict:
-    from evaluation.io import atomic_dir, write_json
+    from sara.io import atomic_dir, write_json
     from sara.tracking import log_artifact, log_metrics, stage_run
 
     c = params.clipscore

@@ -10,8 +10,6 @@ The whole output folder is built under a temporary name and renamed at the end.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,28 +103,19 @@ def summarise(records: list[Any], out: Path) -> dict[str, float]:
 
 def run(params: Params) -> Path:
     from sara.data.clips import write_index
+    from sara.io import atomic_dir
     from sara.tracking import log_artifact, log_metrics, stage_run
 
     out = Path(params.data.out_dir)
     with stage_run("data", params, SECTIONS, tags={"sara.data.source": params.data.source}):
         start = time.perf_counter()
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
+        with atomic_dir(out) as tmp:
             if params.data.source == "synthetic":
                 records = render_synthetic(params, tmp)
             else:
                 records = import_folder(params, tmp)
             write_index(tmp, records, params.data.source, params.project.scale)
             metrics = summarise(records, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
         metrics["seconds"] = time.perf_counter() - start
         log_metrics(metrics)
         log_artifact(out / "index.json")

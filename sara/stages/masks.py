@@ -10,8 +10,6 @@ shares per routing operator), built in a temporary folder and renamed at the end
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ def run(params: Params) -> Path:
     from sara.data.clips import list_clips
     from sara.masks.stats import budget_summary, summary_metrics, token_foreground
     from sara.masks.store import save_masks
+    from sara.io import atomic_dir
     from sara.tracking import log_artifact, log_metrics, stage_run
 
     m = params.masks
@@ -61,11 +60,7 @@ def run(params: Params) -> Path:
         start = time.perf_counter()
         records = list_clips(params.data.out_dir)
         masks_for = _backend(params)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(out) as tmp:
             fg_tokens, per_clip = [], {}
             for i, rec in enumerate(tqdm(records, desc=f"masks: {m.backend}", unit="clip")):
                 em = masks_for(rec.folder(params.data.out_dir), rec.clip_id)
@@ -89,12 +84,6 @@ def run(params: Params) -> Path:
             total = sum(c["entities"] for c in per_clip.values())
             summary["entities_found_fraction"] = found / total if total else 1.0
             (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
         metrics = summary_metrics(summary)
         metrics["entities_found_fraction"] = summary["entities_found_fraction"]
         metrics["seconds"] = time.perf_counter() - start

@@ -20,7 +20,7 @@ def _read(path: Path) -> dict:
 
 
 def run(params: Params) -> dict:
-    from evaluation.io import atomic_dir, write_json
+    from sara.io import atomic_dir, write_json
     from evaluation.report import build_report
     from sara.tracking import SCALE_NOTE, log_artifact, log_metrics, stage_run
 

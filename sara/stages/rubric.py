@@ -29,7 +29,7 @@ def flat_metrics(summary: dict) -> dict[str, float]:
 
 
 def run(params: Params) -> dict:
-    from evaluation.io import atomic_dir, write_json
+    from sara.io import atomic_dir, write_json
     from evaluation.rubric.evaluate import evaluate_all
     from sara.tracking import log_artifact, log_metrics, stage_run
 

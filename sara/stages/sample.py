@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: Params, run: str) -> dict:
-    from evaluation.io import atomic_dir
+    from sara.io import atomic_dir
     from sara.sample import sample_run
     from sara.tracking import log_artifact, log_metrics, stage_run
 

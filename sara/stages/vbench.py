@@ -111,7 +111,7 @@ def evaluate(params: Params, out: Path, log=print) -> dict:
 
 
 def run(params: Params) -> dict:
-    from evaluation.io import atomic_dir, write_json
+    from sara.io import atomic_dir, write_json
     from sara.tracking import log_artifact, log_metrics, stage_run
 
     out = Path(params.vbench.out_dir)

@@ -1,4 +1,7 @@
-"""Small output helpers shared by the evaluation stages: atomic output folders and JSON files."""
+"""Output helpers shared by every stage: atomic output folders and JSON files.
+
+A stage builds its output under a temporary sibling name and renames it into place only when it succeeded, so
+an error never leaves a half-written output behind."""
 
 from __future__ import annotations
 
