@@ -123,13 +123,31 @@ def _bin(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def _set_gpu_limit(api_url: str, slots: int) -> None:
+def _set_gpu_limit(api_url: str, slots: int, timeout: float = 60.0) -> None:
+    """Create (or update) the `gpu` tag concurrency limit.
+
+    A freshly started Prefect server can answer its health endpoint while its database is still migrating and
+    answer 503 to writes, so a 5xx or a refused connection is retried until `timeout`.
+    """
     body = json.dumps({"tag": "gpu", "concurrency_limit": slots}).encode()
-    req = urllib.request.Request(
-        f"{api_url}/concurrency_limits/", data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        resp.read()
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        req = urllib.request.Request(
+            f"{api_url}/concurrency_limits/", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                resp.read()
+            return
+        except urllib.error.HTTPError as err:
+            if err.code < 500 or time.monotonic() > deadline:
+                raise
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(delay)  # polling interval while the server finishes starting
+        delay = min(delay * 2, 2.0)
 
 
 def start(
