@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+def _wan_frame_count(v: int) -> int:
+    if (v - 1) % 4:
+        raise ValueError("must be 4k+1 (the Wan VAE compresses time 4x after the first frame)")
+    return v
+
+
+WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
 RoutingOp = Literal["none", "and", "or", "xor"]
 MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
@@ -156,18 +163,11 @@ class DiTParams(Section):
     num_layers: int = Field(2, ge=1)  # tiny config only
     num_heads: int = Field(2, ge=1)  # tiny config only
     head_dim: int = Field(16, ge=1)  # tiny config only
-    frames: int = Field(9, ge=1)  # training clip frames (4k+1 for the Wan VAE)
+    frames: WanFrames = Field(9, ge=1)  # training clip frames (4k+1 for the Wan VAE)
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
     base_dir: str = "models/base"  # written by init_dit: the starting point of every method
-
-    @field_validator("frames")
-    @classmethod
-    def _wan_frames(cls, v: int) -> int:
-        if (v - 1) % 4:
-            raise ValueError("must be 4k+1 (the Wan VAE compresses time 4x after the first frame)")
-        return v
 
 
 class TrainParams(Section):
@@ -241,7 +241,7 @@ class SampleParams(Section):
     guidance_2: float | None = Field(None, ge=1.0)  # CFG scale of the low-noise expert; None = guidance (Wan2.2: 3.0)
     negative_prompt: str = ""
     seeds: list[int] = Field([0], min_length=1)  # one video per prompt and seed
-    frames: int = Field(9, ge=1)  # 4k+1 for the Wan VAE
+    frames: WanFrames = Field(9, ge=1)  # 4k+1 for the Wan VAE
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     fps: int = Field(8, ge=1)
@@ -251,13 +251,6 @@ class SampleParams(Section):
     vbench2_prompts: str | None = None  # VBench-2.0 suite, same formats; None = skip
     vbench_videos_per_prompt: int = Field(5, ge=1)  # VBench-1.0 standard: 5 (VBench-2.0: 3, Diversity 20)
     out_dir: str = "outputs/samples"
-
-    @field_validator("frames")
-    @classmethod
-    def _wan_frames(cls, v: int) -> int:
-        if (v - 1) % 4:
-            raise ValueError("must be 4k+1 (the Wan VAE compresses time 4x after the first frame)")
-        return v
 
 
 class JudgeParams(Section):

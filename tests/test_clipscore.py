@@ -11,7 +11,6 @@ import csv
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import torch
@@ -44,15 +43,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     torch.save(state, d / "tiny.pt")
     save_file(state, str(d / "tiny.safetensors"))
     return model, d / "tiny.pt", d / "tiny.safetensors"
-
-
-@pytest.fixture()
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield mlflow.tracking.MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
 
 
 def _frames(seed: int, n: int = 9, h: int = 40, w: int = 48) -> np.ndarray:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import mlflow
 import pytest
 
 from sara.config import Params
 from sara.tracking import flatten, log_metrics, stage_run
-
-
-@pytest.fixture()
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield mlflow.tracking.MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
 
 
 def test_stage_run_logs_listed_sections_and_tags(tracking) -> None:
