@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from sara.config import Params
+from sara.data.video_io import save_video_and_sheet, write_video
 
 BASE_RUN = "base"
 
@@ -138,7 +139,6 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
     """Generate every prompt x seed of the prompt set (and the VBench suites when set) for one run into `out_dir`."""
     from tqdm import tqdm
 
-    from evaluation.video import save_video_and_sheet
     from sara.data.mtss import full_caption
 
     s = params.sample
@@ -162,8 +162,6 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
         jobs2 = [(t, i) for t in texts for i in range(s.vbench_videos_per_prompt)]
         for text, i in tqdm(jobs2, desc=f"{suite} {run}", unit="video"):
             frames = sampler.generate(text, s.seeds[0] + i)
-            from sara.data.video_io import write_video
-
             write_video(d / vbench_filename(text, i), frames, s.fps)
         suites[suite] = {"prompts": len(texts), "videos_per_prompt": s.vbench_videos_per_prompt, "dir": suite}
     index = {

@@ -46,7 +46,7 @@ def list_runs(samples_dir: Path) -> list[str]:
 
 def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
     """Render each synthetic prompt's ground truth at the sampling settings: the "real video (oracle)" row."""
-    from evaluation.video import save_video_and_sheet
+    from sara.data.video_io import save_video_and_sheet
     from sara.data.synthetic import SceneSpec, render
 
     s = params.sample

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from sara.losses.aligner import same_caption_matrix  # noqa: F401  (re-exported for callers of the diagnostics)
 
 
 # ---------------------------------------------------------------------------------------------- Table 4 metrics
