@@ -25,10 +25,14 @@ RoutingOp = Literal["none", "and", "or", "xor"]
 MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
 
-class Section(BaseModel):
-    """Base for every params section: unknown keys are errors, instances are immutable."""
+class StrictModel(BaseModel):
+    """Base of every typed record (params sections, scene specs, captions, truth): unknown keys are errors, so a
+    misspelt field never silently disappears, and instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Section = StrictModel  # every params section
 
 
 class ProjectParams(Section):

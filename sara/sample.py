@@ -18,35 +18,22 @@ suites, `vbench/<prompt>-<i>.mp4` (VBench's required naming) and `vbench2/<promp
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sara.config import Params
+from sara.data.prompts import PromptItem, load_prompt_set
 from sara.data.video_io import save_video_and_sheet, write_video
 
 BASE_RUN = "base"
 
 
-@dataclass(frozen=True)
-class PromptItem:
-    id: str
-    title: str
-    caption: Any  # MTSSCaption
-    spec: dict | None  # renderer scene spec (synthetic prompts only)
-
-
 def load_prompts(name: str) -> list[PromptItem]:
-    """The 18-prompt set `name` ('synthetic' | 'realworld') from the data module, specs as plain dicts."""
-    from sara.data.prompts import load_prompt_set
-
-    return [
-        PromptItem(it.id, it.title, it.caption, None if it.spec is None else it.spec.model_dump(mode="json"))
-        for it in load_prompt_set(name)
-    ]
+    """The 18-prompt set `name` ('synthetic' | 'realworld') that sampling and its evaluation share (typed items:
+    MTSS caption, and the `SceneSpec` of synthetic prompts)."""
+    return load_prompt_set(name)
 
 
 def load_vbench_prompts(path: str) -> list[str]:
@@ -129,10 +116,6 @@ class Sampler:
 def sampler_settings(params: Params) -> dict[str, Any]:
     """What produced the videos, written into index.json and shown in the report."""
     return params.sample.model_dump(mode="json")
-
-
-def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].lower()
 
 
 def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path | None = None, runs_dir: str | Path | None = None, log=print) -> dict:

@@ -20,7 +20,7 @@ from evaluation.rubric.dimensions import GROUPS
 ORACLE = "oracle"
 GROUNDED_NOTE = (
     "grounded judge: measured against the renderer's ground truth (palette segmentation, entity tracks, "
-    "background statistics), mapped to the paper's 1-5 scales by documented cuts (evaluation/grounded.py)"
+    "background statistics), mapped to the paper's 1-5 scales by documented cuts (evaluation/grounded/)"
 )
 
 
@@ -46,8 +46,8 @@ def list_runs(samples_dir: Path) -> list[str]:
 
 def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
     """Render each synthetic prompt's ground truth at the sampling settings: the "real video (oracle)" row."""
+    from sara.data.synthetic import render
     from sara.data.video_io import save_video_and_sheet
-    from sara.data.synthetic import SceneSpec, render
 
     s = params.sample
     out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,7 @@ def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
     for item in prompts:
         if item.spec is None:
             continue
-        frames, _, _ = render(SceneSpec.model_validate(item.spec), s.frames, s.height, s.width, s.fps)
+        frames, _, _ = render(item.spec, s.frames, s.height, s.width, s.fps)
         for seed in s.seeds:  # the renderer is deterministic: one clip, listed per seed so rows align
             stem = f"{item.id}_s{seed}"
             save_video_and_sheet(frames, s.fps, out / f"{stem}.mp4", out / f"{stem}.png", label=f"oracle | {item.id}")
@@ -71,7 +71,6 @@ def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=pr
     from evaluation.grounded import build_reference, grounded_scores
     from evaluation.rubric.judges import make_judge, score_group
     from evaluation.rubric.prompts import description_from_caption
-    from sara.data.synthetic import SceneSpec
     from sara.data.video_io import read_video
     from sara.sample import load_prompts
 
@@ -100,8 +99,8 @@ def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=pr
             rec: dict[str, Any] = {"run": run, "prompt_id": item.id, "seed": v["seed"], "video": str(folder / v["mp4"])}
             if r.grounded and item.spec is not None:
                 if item.id not in refs:
-                    refs[item.id] = build_reference(SceneSpec.model_validate(item.spec), *frames.shape[:3], s.fps)
-                g = grounded_scores(SceneSpec.model_validate(item.spec), frames, s.fps, ref=refs[item.id])
+                    refs[item.id] = build_reference(item.spec, *frames.shape[:3], s.fps)
+                g = grounded_scores(item.spec, frames, s.fps, ref=refs[item.id])
                 rec["grounded"] = g
                 grounded_videos.append({"grounded": {d: x["score"] for d, x in g.items()}})
             if judges:

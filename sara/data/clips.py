@@ -5,7 +5,7 @@
 <root>/<clip_id>/video.mp4   H.264 RGB frames
 <root>/<clip_id>/meta.json   clip_id, split, fps, frames, height, width, num_entities, ref_ids, source
 <root>/<clip_id>/caption.json MTSS caption (sara.data.mtss)
-<root>/<clip_id>/truth.json  renderer ground truth (synthetic clips only)
+<root>/<clip_id>/truth.json  renderer ground truth, a `Truth` record (synthetic clips only)
 <root>/<clip_id>/masks.npz   ground-truth masks: ref_ids (K,) str, entities (K, F, H, W) bool (synthetic only)
 ```
 A clip folder is written under a temporary name and renamed into place, so a crash never leaves a half clip.
@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from sara.data.mtss import MTSSCaption, caption_to_dict, entity_count, foreground_references, load_caption
+from sara.data.synthetic.truth import Truth
 
 Split = Literal["train", "heldout"]
 SPLITS: tuple[str, str] = ("train", "heldout")
@@ -49,7 +51,7 @@ class Clip:
     frames: np.ndarray  # (F, H, W, 3) uint8
     fps: float
     caption: MTSSCaption
-    truth: dict[str, Any] | None  # renderer ground truth (synthetic only)
+    truth: Truth | None  # renderer ground truth (synthetic only)
     masks: np.ndarray | None  # (K, F, H, W) bool ground-truth masks, rows in `mask_ref_ids` order
     mask_ref_ids: list[str] | None
     path: Path
@@ -99,7 +101,7 @@ def write_clip(
     frames: np.ndarray,
     fps: int,
     caption: MTSSCaption,
-    truth: dict[str, Any] | None = None,
+    truth: Truth | None = None,
     masks: np.ndarray | None = None,
     mask_ref_ids: list[str] | None = None,
     source: str = "synthetic",
@@ -123,7 +125,7 @@ def write_clip(
         write_video(tmp / "video.mp4", frames, fps, pixel_format)
         _write_json(tmp / "caption.json", caption_to_dict(caption))
         if truth is not None:
-            _write_json(tmp / "truth.json", truth)
+            _write_json(tmp / "truth.json", truth.model_dump(mode="json"))
         if masks is not None:
             save_mask_array(tmp / "masks.npz", mask_ref_ids, masks)
         meta = {
@@ -196,6 +198,16 @@ def load_mask_array(path: str | Path) -> tuple[list[str], np.ndarray]:
         return [str(x) for x in z["ref_ids"]], z["entities"].astype(bool)
 
 
+def load_truth(path: Path) -> Truth:
+    """The typed renderer truth of a clip; a malformed file is a one-line error naming it and the field."""
+    try:
+        return Truth.model_validate_json(path.read_text())
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ValueError(f"{path}: invalid truth record at {where or '<root>'}: {err['msg']}") from None
+
+
 def load_clip(path: str | Path) -> Clip:
     """Load one clip folder: frames, fps, MTSS caption, and truth / ground-truth masks when present."""
     from sara.data.video_io import read_video
@@ -207,7 +219,7 @@ def load_clip(path: str | Path) -> Clip:
     meta = json.loads(meta_path.read_text())
     frames, _ = read_video(path / "video.mp4")
     caption = load_caption(path / "caption.json")
-    truth = json.loads((path / "truth.json").read_text()) if (path / "truth.json").is_file() else None
+    truth = load_truth(path / "truth.json") if (path / "truth.json").is_file() else None
     masks = ids = None
     if (path / "masks.npz").is_file():
         ids, masks = load_mask_array(path / "masks.npz")

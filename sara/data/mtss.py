@@ -23,7 +23,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sara.config import StrictModel
 
 REF_ID_PATTERN = re.compile(r"^(PERSON|OBJECT|SCENE)_([1-9][0-9]*)$")
 # ref_ids mentioned inside narrative text (visual_description)
@@ -35,9 +37,8 @@ class MTSSError(ValueError):
     """A malformed MTSS caption; the message names the offending field by its dotted path."""
 
 
-class _Strict(BaseModel):
-    # unknown keys are refused so a misspelt field never silently disappears; instances are immutable
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+class _Strict(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)  # on top of StrictModel's: captions are typed by hand
 
 
 NonEmpty = Field(min_length=1)

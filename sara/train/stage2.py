@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from sara.config import Params
+from sara.data.synthetic.truth import Truth
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
 from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset, parse_run, run_params
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
@@ -53,7 +54,7 @@ class Sample:
     frames: np.ndarray  # (F, H, W, 3) uint8, the whole clip
     caption: str  # the full MTSS caption c (what both the DiT and the aligner see)
     fg: np.ndarray | None = None  # (F, H, W) bool union of entity masks, for the pair-budget log
-    truth: dict[str, Any] | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
+    truth: Truth | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
 
 
 class ClipSet:
