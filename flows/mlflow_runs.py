@@ -232,8 +232,3 @@ def compare_url(base_url: str, run_ids: list[str], experiment_ids: list[str]) ->
     runs = json.dumps(run_ids, separators=(",", ":"))
     experiments = json.dumps(experiment_ids, separators=(",", ":"))
     return f"{base_url.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
-
-
-def runs_url(base_url: str, experiment_id: str) -> str:
-    """The experiment's runs table (sweeps expand into their points, points into their stages)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"

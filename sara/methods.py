@@ -25,7 +25,6 @@ from torch import nn
 
 from sara.config import Params
 
-METHODS = ("sft", "videorepa", "moalign", "sara")
 # params every run reads: the data it trains on, the base model, the schedule, the scale tag and seed
 COMMON_PARAMS = ("project", "data", "dit", "train")
 # DVC deps of every run (code + upstream outputs); a method adds its own

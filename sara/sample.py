@@ -26,6 +26,7 @@ import numpy as np
 from sara.config import Params
 from sara.data.prompts import PromptItem, load_prompt_set
 from sara.data.video_io import save_video_and_sheet, write_video
+from sara.env import resolve_device
 
 BASE_RUN = "base"
 
@@ -54,15 +55,6 @@ def vbench_filename(prompt: str, index: int) -> str:
     return f"{prompt}-{index}.mp4"
 
 
-def _resolve_device(params: Params) -> str:
-    import torch
-
-    want = params.project.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
-
-
 class Sampler:
     """Two-expert Wan sampler for one run; `generate(prompt, seed)` -> (F, H, W, 3) uint8."""
 
@@ -74,8 +66,8 @@ class Sampler:
 
         s = params.sample
         self.params = params
-        self.device = _resolve_device(params)
-        dtype = torch.bfloat16 if self.device == "cuda" else None
+        self.device = resolve_device(params.project.device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else None
         base = load_base(base_dir or params.dit.base_dir, params, self.device, dtype)
         high = base.transformer
         if run != BASE_RUN:
@@ -151,7 +143,7 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
         "run": run,
         "prompt_set": s.prompt_set,
         "scale": params.project.scale,
-        "device": sampler.device,
+        "device": str(sampler.device),
         "sampler": {"pipeline": "diffusers.WanPipeline (two experts, precomputed prompt embeddings)", **sampler_settings(params)},
         "videos": videos,
         "suites": suites,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -132,9 +131,13 @@ def test_load_trained_transformer_reads_a_run_dir(tmp_path: Path, tiny_base: Pat
         load_trained_transformer(tmp_path / "missing")
 
 
-def test_dit_frames_must_be_4k_plus_1():
+@pytest.mark.parametrize("section", ["dit", "sample"])
+def test_frame_counts_must_be_4k_plus_1(section: str):
+    """Both frame counts the Wan VAE sees (training clips and sampled videos) are checked at params time."""
     from sara.config import ParamsError
 
-    with pytest.raises(ParamsError, match=r"dit.frames: must be 4k\+1"):
-        params_from_dict({"dit": {"frames": 8}})
-    assert json.loads(json.dumps(tiny_transformer_config(PARAMS.dit)))["text_dim"] == 384
+    for bad in (8, 10, 12):
+        with pytest.raises(ParamsError, match=rf"{section}\.frames: must be 4k\+1"):
+            params_from_dict({section: {"frames": bad}})
+    for good in (1, 9, 17, 81):
+        assert getattr(params_from_dict({section: {"frames": good}}), section).frames == good

@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from sara.data.mtss import MTSSCaption, caption_to_dict, entity_count, foreground_references, load_caption
 from sara.data.synthetic.truth import Truth
 
-Split = Literal["train", "heldout"]
 SPLITS: tuple[str, str] = ("train", "heldout")
 INDEX = "index.json"
 

@@ -294,11 +294,6 @@ def token_grid(transformer: nn.Module, latent_shape: tuple[int, ...]) -> tuple[i
     return f // p_t, h // p_h, w // p_w
 
 
-def check_dit_frames(frames: int) -> None:
-    if (frames - 1) % 4:
-        raise ValueError(f"dit.frames = {frames}: the Wan VAE needs 4k+1 frames (e.g. 9, 17, 81)")
-
-
 class BlockFeatureHook:
     """Keeps the output of `transformer.blocks[layer - 1]` (1-based `layer`, see the module docstring).
 

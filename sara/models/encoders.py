@@ -30,20 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from sara.config import TextParams, VFMParams, require_dir
+from sara.env import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESS_VERSION = "bin-centre-frames/full-frame-bilinear-resize/imagenet-norm/v1"
-QWEN_EMBEDDING_INSTRUCTION = "Represent the user's input."
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from sara.config import Params
+from sara.env import resolve_device
 
 SECTIONS = ["project", "sample", "clipscore"]
 CSV_FIELDS = ["run", "prompt_id", "seed", "video", "frames_used", "clip_score", "text"]
@@ -21,15 +22,6 @@ DISABLED_REASON = (
     "clipscore.enabled is false: no CLIP weights are configured (set clipscore.enabled: true and "
     "clipscore.checkpoint to a local open_clip checkpoint of clipscore.model)"
 )
-
-
-def _resolve_device(params: Params) -> str:
-    import torch
-
-    want = params.project.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
 
 
 def run(params: Params) -> dict:
@@ -50,7 +42,7 @@ def run(params: Params) -> dict:
         from evaluation.clipscore import CONVENTION, TEXT_FIELD, load_clip_model, score_runs
 
         t0 = time.time()
-        device = _resolve_device(params)
+        device = str(resolve_device(params.project.device))
         scorer = load_clip_model(c.model, c.checkpoint, device)  # fails before any work when the checkpoint is missing
         rows, per_run = score_runs(scorer, params.sample.out_dir, c.frames, params.sample.prompt_set)
         metrics = {

@@ -34,7 +34,7 @@ def run(params: Params, progress: bool = True) -> Path:
     from sara.data.clips import list_clips
     from evaluation.aligner import evaluate_aligner, prior_target_maps
     from sara.models.aligner import load_saliency_model
-    from sara.models.encoders import resolve_device
+    from sara.env import resolve_device
     from sara.stages.train_aligner import ablation_name
     from sara.tracking import log_artifact, log_metrics, stage_run
     from sara.train.stage1 import build_examples

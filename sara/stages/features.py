@@ -22,7 +22,8 @@ def run(params: Params, progress: bool = True) -> int:
     from tqdm import tqdm
 
     from sara.data.clips import list_clips, load_clip
-    from sara.models.encoders import build_vfm, cached_features, resolve_device
+    from sara.env import resolve_device
+    from sara.models.encoders import build_vfm, cached_features
     from sara.tracking import log_metrics, stage_run
 
     with stage_run("features", params, SECTIONS):

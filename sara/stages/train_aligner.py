@@ -33,7 +33,8 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
 
     from sara.data.clips import list_clips
     from sara.models.aligner import CHECKPOINT_NAME, save_aligner
-    from sara.models.encoders import build_text_model, build_vfm, cached_features, resolve_device
+    from sara.env import resolve_device
+    from sara.models.encoders import build_text_model, build_vfm, cached_features
     from sara.tracking import log_artifact, log_metrics, stage_run
     from sara.train.stage1 import TRAIN_STATE, build_examples, run_fingerprint, train_aligner
 

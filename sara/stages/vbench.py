@@ -14,16 +14,9 @@ import os
 from pathlib import Path
 
 from sara.config import Params
+from sara.env import resolve_device
 
 SECTIONS = ["project", "sample", "vbench"]
-
-
-def _device(want: str) -> str:
-    if want != "auto":
-        return want
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def link_videos(src: Path, dst: Path) -> int:
@@ -89,7 +82,7 @@ def evaluate(params: Params, out: Path, log=print) -> dict:
             return _cache["py"]
 
         r1 = run_vbench1(videos, list(v.dimensions), work_dir=out / run / "work", cache_dir=v.cache_dir, mode=mode,
-                         venv=v.venv, python=python, device=_device(v.device), build_env=build, log=log)
+                         venv=v.venv, python=python, device=str(resolve_device(v.device)), build_env=build, log=log)
         res["vbench1"] = r1.to_dict()
         if v.vbench2_dimensions:
             suite2 = folder / "vbench2"

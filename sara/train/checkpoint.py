@@ -33,10 +33,6 @@ def tag_for(step: int) -> str:
     return f"{TAG_PREFIX}{step:07d}"
 
 
-def step_of(tag: str) -> int:
-    return int(tag[len(TAG_PREFIX):])
-
-
 def fingerprint(run: str, params_subset: dict[str, Any], world_size: int) -> str:
     """Hash of what determines a run's trajectory: its name, the params it reads, the number of ranks."""
     blob = json.dumps({"run": run, "params": params_subset, "world_size": world_size}, sort_keys=True, default=str)

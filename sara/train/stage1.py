@@ -23,7 +23,6 @@ from sara.config import AlignerParams, Params
 from sara.losses.aligner import info_nce, masks_to_grid, same_caption_matrix, saliency_bce
 from sara.models.aligner import SaliencyAligner, pool_visual_tokens
 
-QUERY_KINDS = ("entity", "combined", "background", "full")
 TRAIN_STATE = "train_state.pt"
 
 
