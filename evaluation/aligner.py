@@ -1,4 +1,4 @@
-"""Stage 1 diagnostics: the seven Table 4 metrics (METHOD §3.8), IoU / AUROC of the saliency against the
+"""Stage 1 diagnostics: the seven metrics of the paper's Table 4, IoU / AUROC of the saliency against the
 ground-truth mask, entity-separation measures, and the evaluation loop over held-out clips.
 
 Each Table 4 metric is defined per (clip, frame) on tensors and averaged by `evaluate_aligner`:

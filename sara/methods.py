@@ -1,7 +1,7 @@
-"""Method registry: run name -> auxiliary objective of Stage 2 (METHOD §5), and the params each run reads.
+"""Method registry: run name -> auxiliary objective of Stage 2 (the paper's baselines), and the params each run reads.
 
 Every method trains the same high-noise DiT with the same data and schedule; only the auxiliary loss changes:
-    L = L_diff + lam_TRD * L_aux                                                           (METHOD §2.6)
+    L = L_diff + lam_TRD * L_aux                                                           (the paper's Stage 2 loss)
 - `sft`: no auxiliary loss.
 - `videorepa`: TRD on the frozen V-JEPA target without routing (Eq. 2 as masked TRD with op `none`, or the
   original hinge form, `methods.videorepa.form`).

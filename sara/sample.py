@@ -9,7 +9,7 @@ Sampler: diffusers `WanPipeline(transformer=high, transformer_2=low, boundary_ra
 the pipeline), the flow-matching UniPC solver with Wan's timestep shift (Wan2.2's own sampler; `euler` is the
 alternative). Timesteps >= boundary_ratio * 1000 run the high-noise expert with `guidance`, the rest the
 low-noise expert with `guidance_2`. The prompt given to the DiT is the full MTSS caption (as in Stage 2);
-VBench prompts are flat text and are used as they are (METHOD §9 item 7 leaves their MTSS rewrite open).
+VBench prompts are flat text and are used as they are (their MTSS rewrite is open; docs/evaluation.md).
 
 Outputs in `<sample.out_dir>/<run>/`: `<prompt_id>_s<seed>.mp4` + `.png` contact sheet, `index.json`; with VBench
 suites, `vbench/<prompt>-<i>.mp4` (VBench's required naming) and `vbench2/<prompt>-<i>.mp4`.
@@ -68,7 +68,7 @@ class Sampler:
         self.params = params
         self.device = resolve_device(params.project.device)
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        base = load_base(base_dir or params.dit.base_dir, params, self.device, dtype)
+        base = load_base(base_dir or params.dit.base_dir, params.dit.kind, self.device, dtype)
         high = base.transformer
         if run != BASE_RUN:
             high = load_trained_transformer(Path(runs_dir or params.train.out_dir) / run, self.device, dtype)

@@ -139,3 +139,22 @@ def test_only_the_pipeline_and_flows_talk_to_mlflow():
              if _layer(_module_name(p)) in ("library", "evaluation")
              for line, mod in _imports(p) if mod.split(".")[0] == "mlflow"]
     assert not wrong, "\n".join(wrong)
+CITATION = re.compile(r"\bMETHOD(\.md)?\b")  # the outside notes file, by any section, table or item
+
+
+@pytest.mark.parametrize("folder", ["sara", "evaluation", "flows", "benchmarks", "tests", "docs", "scripts", "configs"])
+def test_no_file_cites_a_document_the_repository_does_not_hold(folder: str):
+    """Cite the paper's own sections and equations or docs/, never an outside notes file."""
+    hits = []
+    for p in sorted((ROOT / folder).rglob("*")):
+        if p.is_file() and p.suffix in (".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".json") and p != Path(__file__):
+            for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+                if CITATION.search(line):
+                    hits.append(f"{p.relative_to(ROOT)}:{i}")
+    assert not hits, f"{len(hits)} citations of METHOD:\n" + "\n".join(hits[:20])
+
+
+def test_top_level_files_cite_no_outside_document():
+    hits = [f"{name}:{i}" for name in ("README.md", "params.yaml", "dvc.yaml", "pyproject.toml")
+            for i, line in enumerate((ROOT / name).read_text().splitlines(), 1) if CITATION.search(line)]
+    assert not hits, "\n".join(hits)

@@ -1,4 +1,4 @@
-"""Optical-flow sources for MoAlign's flow supervision (METHOD §5, baseline 4; open point 27).
+"""Optical-flow sources for MoAlign's flow supervision (the paper's MoAlign baseline; docs/stage2.md).
 
 `flow_source(name, **kw)` returns a callable `(frames, truth=None) -> flow`: frames (F, H, W, 3) uint8 RGB,
 flow (F-1, H, W, 2) float32 in pixels, flow[f] = where the content at frame f moves by frame f+1 (x, y).

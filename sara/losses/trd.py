@@ -1,8 +1,8 @@
 """Token-relation distillation (TRD): saliency-routed masked TRD (Eqs. 9-11), vanilla TRD (Eq. 2) and the
 original VideoREPA hinge form, with an exact materialising reference and memory-efficient fast paths.
 
-Notation (METHOD §2): `vp` (B, T, N, D) projected DiT tokens, `vy` (B, T, N, D) frozen VFM tokens on the same grid,
-both L2-normalised along D here. A clip's T*N tokens are flattened to one axis a = t*N + i. For a pair (a, b):
+Notation (paper Eqs. 2, 8-11): `vp` (B, T, N, D) projected DiT tokens, `vy` (B, T, N, D) frozen VFM tokens on the
+same grid, both L2-normalised along D here. A clip's T*N tokens are flattened to one axis a = t*N + i. For a pair (a, b):
 Sp_ab = <vp_a, vp_b>, Sy_ab = <vy_a, vy_b>; the pair is spatial (same frame, Eq. 9) or temporal (t != u, Eq. 10).
 
 Fast path (never builds a (T*N) x (T*N) tensor): the loss is a weighted L1 over pairs, so
@@ -477,7 +477,7 @@ def masked_trd(
     mask_temporal: bool = True,
     impl: str = "auto",
 ) -> TRDLoss:
-    """Saliency-routed masked TRD, Eqs. 9-11 (METHOD §2.4), without materialising any pair tensor.
+    """Saliency-routed masked TRD, the paper's Eqs. 9-11, without materialising any pair tensor.
 
     vp, vy: (B, T, N, D) on the common grid (L2-normalised here along D); vy is a frozen target (no gradient).
     w: (B, T, N) saliency in [0, 1], or None for w = 1; it carries no gradient. op: none | and | or | xor (Eq. 8).
@@ -495,7 +495,7 @@ def masked_trd(
 
 
 def vanilla_trd(vp: torch.Tensor, vy: torch.Tensor, *, lam_tmp: float = 1.0, impl: str = "auto") -> TRDLoss:
-    """Eq. 2 exactly (METHOD §2.1): plain means 1/(T N^2) and 1/(T (T-1) N^2) of |S^y - S^p|, batch-averaged.
+    """Eq. 2 of the paper exactly: plain means 1/(T N^2) and 1/(T (T-1) N^2) of |S^y - S^p|, batch-averaged.
 
     The same as `masked_trd(op="none", eps=0)`; with the default eps the two differ by a relative ~eps/(B T N^2).
     """

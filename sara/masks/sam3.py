@@ -1,6 +1,6 @@
 """Mask backend `sam3`: transformers' SAM 3 video model, text-prompted with each entity's noun phrase.
 
-Pipeline per clip (METHOD §1.6 step 2): every PERSON_*/OBJECT_* reference gives a 2-5 word noun phrase
+Pipeline per clip (the paper's mask preparation): every PERSON_*/OBJECT_* reference gives a 2-5 word noun phrase
 (`sara.data.mtss.noun_phrase`); all distinct phrases are added as text prompts to one video session; SAM 3 detects
 and tracks instances through the clip; each entity gets the best-scoring instance of its phrase. When several
 entities share a phrase (e.g. two "red circle"s) its top instances are handed out by area rank, largest first, in

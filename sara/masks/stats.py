@@ -1,4 +1,4 @@
-"""Pair-budget statistics of the masks (METHOD §8.1, App. A / Fig. 8): p_fg per clip and FG-FG / FG-BG / BG-BG shares.
+"""Pair-budget statistics of the masks (the paper's App. A, Fig. 8): p_fg per clip and FG-FG / FG-BG / BG-BG shares.
 
 Tokens: the union mask M_fg is area-averaged onto the token grid `masks.budget_grid` = (T_s, H_s, W_s) (the V-JEPA
 grid of the embedded default: 8 frames / tubelet 2, 64 px / patch 16 -> 4 x 4 x 4); a token is FG when more than

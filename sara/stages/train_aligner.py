@@ -1,4 +1,4 @@
-"""`sara train-aligner`: train the Stage 1 saliency aligner (METHOD §3) on the train split.
+"""`sara train-aligner`: train the Stage 1 saliency aligner (the paper's Stage 1; docs/aligner.md) on the train split.
 
 1. builds the frozen encoders (`vfm`, `text`) and reads the V-JEPA features of every clip from
    `vfm.cache_dir/<encoder_tag>/` (written by the `features` stage; computed here only when missing);

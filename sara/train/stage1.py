@@ -28,7 +28,7 @@ TRAIN_STATE = "train_state.pt"
 
 @dataclass
 class Unit:
-    """One supervision forward: a caption and its target on the encoder grid (METHOD §3.4)."""
+    """One supervision forward: a caption and its target on the encoder grid (the paper's K + 2 forwards per video)."""
 
     kind: str  # entity | combined | background | full
     caption: str
@@ -196,7 +196,7 @@ class StepOutput:
 
 def stage1_loss(aligner: SaliencyAligner, text: Any, batch: Batch, p: AlignerParams,
                 grid: tuple[int, int, int], caption_states: dict[str, torch.Tensor] | None = None) -> StepOutput:
-    """L_stage1 = lam_BCE * L_BCE + lam_InfoNCE * L_InfoNCE for one batch of forwards (METHOD §3.7).
+    """L_stage1 = lam_BCE * L_BCE + lam_InfoNCE * L_InfoNCE for one batch of forwards (the paper's Table 10).
 
     `caption_states` caches H_y per caption (the caption side is frozen and has no gradient)."""
     dev = next(aligner.parameters()).device

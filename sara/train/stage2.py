@@ -1,7 +1,7 @@
-"""Stage 2: continual training of the Wan high-noise DiT with L = L_diff + lam_TRD * L_aux (METHOD §2.6, §4.4).
+"""Stage 2: continual training of the Wan high-noise DiT with L = L_diff + lam_TRD * L_aux (paper Table 11).
 
 One loop for every method (sft, videorepa, moalign, sara-<op>); `sara.methods` supplies the auxiliary loss.
-Per step (METHOD §4.4):
+Per step (assembled from the paper's Stage 2 description; docs/stage2.md):
   1. batch: clips chosen by (seed, step, rank); the DiT takes `dit.frames` frames at bin centres of the clip,
      V-JEPA takes its own `vfm.frames` by the same rule, so both span the whole clip (docs/stage2.md);
   2. z_0 = VAE(x_0) (frozen); sigma from the band-limited shifted logit-normal; z_t on the flow path;
@@ -216,7 +216,7 @@ def train_stage2(
     torch.manual_seed(tp.seed + dist.rank)
 
     # -- models: base DiT (+ frozen VAE and text encoder), frozen targets, the method's trainable head --------------
-    base = load_base(params.dit.base_dir, params, dev, frozen_dtype, with_low_noise=False)
+    base = load_base(params.dit.base_dir, params.dit.kind, dev, frozen_dtype, with_low_noise=False)
     if tp.grad_checkpointing:
         base.transformer.enable_gradient_checkpointing()
     saliency = vfm = None
@@ -224,7 +224,7 @@ def train_stage2(
         from sara.models.aligner import load_saliency_model
 
         saliency = load_saliency_model(params.aligner.out_dir, params, dev)
-        vfm = saliency.vfm  # V_y is shared by the aligner and the TRD target (METHOD §2.3)
+        vfm = saliency.vfm  # V_y is shared by the aligner and the TRD target (as the paper states)
     elif spec.needs_vfm:
         vfm = build_vfm(params.vfm, dev)
     dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim

@@ -1,4 +1,4 @@
-"""The two 18-prompt MTSS sets shipped with the package (METHOD §6.4: the paper gives no list, these are ours).
+"""The two 18-prompt MTSS sets shipped with the package (the paper gives no such list, these are ours; docs/data.md).
 
 - `synthetic.json`: synthetic-domain prompts; each item carries the `SceneSpec` the renderer draws as ground truth
   (for the grounded judge) and a caption equal to `spec_to_mtss(spec)` at the file's `render` settings.
