@@ -1,7 +1,7 @@
 """Process-wide defaults that keep every tool offline and quiet.
 
 Set by the project (at `import sara`) rather than left to the user: no model hub, no telemetry, and MLflow
-writing to `mlflow.db` in the repository root. Values already in the environment win, so a user can point
+writing to `mlflow.db` in the workspace root (also from a DVC experiment's temporary copy). Values already in the environment win, so a user can point
 MLflow at a server or a test at a temp database.
 """
 

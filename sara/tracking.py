@@ -94,7 +94,7 @@ def stage_run(
         "sara.stage": stage,
         "sara.scale": params.project.scale,
         "sara.scale_note": SCALE_NOTE[params.project.scale],
-        # DVC sets DVC_STAGE (the stage's address, e.g. `train_dit@sara-or`) for every command it runs.
+        # DVC sets DVC_STAGE (the stage's address, e.g. `train_dit-sara-or`) for every command it runs.
         "dvc.stage": os.environ.get("SARA_DVC_STAGE")
         or os.environ.get("DVC_STAGE")
         or (f"{stage}@{variant}" if variant else stage),
