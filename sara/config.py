@@ -167,6 +167,7 @@ class DiTParams(Section):
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
+    init_seed: int = Field(1024, ge=0)  # tiny config only: seeds the random init of the base model (init_dit)
     base_dir: str = "models/base"  # written by init_dit: the starting point of every method
 
 
@@ -186,7 +187,7 @@ class TrainParams(Section):
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     shift: float = Field(12.0, gt=0)  # timestep shift (paper: 12.0)
-    seed: int = Field(1024, ge=0)
+    seed: int = Field(1024, ge=0)  # Stage 2 only: data order, noise, timesteps, caption dropout
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance a caption is replaced by "" (CFG; paper: open)
     feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
     log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
@@ -199,17 +200,6 @@ class TrainParams(Section):
         if self.t_min >= self.t_max:
             raise ValueError("t_min must be < t_max")
         return self
-
-
-class SaraParams(Section):
-    ops: list[RoutingOp] = ["and", "or", "xor"]  # routing operators trained (one run each)
-
-    @field_validator("ops")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("routing operators must be unique")
-        return v
 
 
 class VideoREPAParams(Section):
@@ -226,9 +216,9 @@ class MoAlignParams(Section):
 
 
 class MethodsParams(Section):
-    """Method-specific settings, one subsection per method, so a change retrains only that method."""
+    """Method-specific settings, one subsection per method, so a change retrains only that method. Which runs the
+    pipeline trains (the methods and SARA's routing operators) is the run registry, `sara.runs.DAG_RUNS`."""
 
-    sara: SaraParams = SaraParams()
     videorepa: VideoREPAParams = VideoREPAParams()
     moalign: MoAlignParams = MoAlignParams()
 

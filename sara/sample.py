@@ -27,7 +27,7 @@ import numpy as np
 
 from sara.config import Params
 
-BASE_RUN = "base"
+from sara.runs import BASE as BASE_RUN  # the untrained base model
 
 
 @dataclass(frozen=True)

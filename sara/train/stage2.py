@@ -31,8 +31,9 @@ from torch import nn
 
 from sara.config import Params
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
-from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset, parse_run, run_params
+from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
+from sara.runs import Run
 from sara.train import checkpoint as ckpt
 
 FAULT_ENV = "SARA_FAULT"  # test hook: "kill@K" SIGKILLs the process after step K, "nan@K" poisons step K's loss
@@ -201,12 +202,17 @@ def train_stage2(
     log: Callable[[dict[str, float], int], None] | None = None,
     resume: bool = True,
     progress: bool = True,
+    code_entry: str = "sara/train/stage2.py",
 ) -> Stage2Result:
-    """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single)."""
+    """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single).
+
+    `code_entry` is the module whose import closure the resume fingerprint hashes (the stage passes its own).
+    """
     from sara.models.encoders import build_vfm
     from sara.train.engine import TrainEngine, init_distributed, peak_memory_bytes
 
-    method, op = parse_run(run)
+    parsed = Run.parse(run)
+    method, op = parsed.method, parsed.op
     spec = REGISTRY[method]
     tp = params.train
     dist = init_distributed(params.project.device)
@@ -227,7 +233,7 @@ def train_stage2(
     elif spec.needs_vfm:
         vfm = build_vfm(params.vfm, dev)
     dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
-    aux = build_objective(run, params, dit_dim, vfm.dim if vfm is not None else 0)
+    aux = build_objective(parsed, params, dit_dim, vfm.dim if vfm is not None else 0)
     layer = params.trd.layer if spec.needs_vfm else None
     model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
     engine = TrainEngine(model, tp, dist)
@@ -244,8 +250,8 @@ def train_stage2(
         flow_fn = flow_source(m.flow, raft_dir=m.raft_dir, device=str(dev)) if m.flow == "raft" else flow_source(m.flow)
 
     # -- resume ------------------------------------------------------------------------------------------------
-    keys = run_params(run)
-    fp = ckpt.fingerprint(run, params_subset(params, keys), dist.world_size)
+    inputs = ckpt.inputs_digests(code_entry, parsed.inputs(params))
+    fp = ckpt.fingerprint(run, params_subset(params, parsed.params), dist.world_size, inputs)
     state_dir = Path(tp.state_dir) / run
     if dist.is_main:
         ckpt.prepare_state_dir(state_dir, fp, resume=resume)
@@ -372,6 +378,8 @@ def train_stage2(
         if dist.is_main:
             ckpt.export_final(run_dir, m.transformer, m.aux, final)
     engine.barrier()
+    if dist.is_main:
+        ckpt.discard_state(state_dir)  # exported: a later run with changed code or data can never resume it
     if model.hook is not None:
         model.hook.remove()
     return Stage2Result(run, tp.steps, start, last, run_dir)
