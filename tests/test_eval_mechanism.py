@@ -88,3 +88,72 @@ def test_budget_readout_on_binary_saliency():
     assert b["xor"]["shares"] == {"fg_fg": 0.0, "fg_bg": 1.0, "bg_bg": 0.0}
     np.testing.assert_allclose([b["none"]["shares"][k] for k in ("fg_fg", "fg_bg", "bg_bg")], [0.25, 0.5, 0.25])
     assert b["or"]["coverage"]["bg_bg"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the stage on tiny random models: base (before) and a run with a projector (after), same clips and noise
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _heldout_clips(root, n: int = 2) -> None:
+    from sara.data.clips import write_clip, write_index
+    from sara.data.synthetic import random_spec, render, spec_to_mtss
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        spec = random_spec(rng)
+        frames, masks, truth = render(spec, 16, 64, 64, 8)
+        caption = spec_to_mtss(spec, frames=16, height=64, width=64, fps=8)
+        ids = [r.ref_id for r in caption.structured_caption.english.references if r.type != "scene"]
+        records.append(write_clip(root, f"held{i:03d}", "heldout", frames, 8, caption, truth, masks, ids))
+    write_index(root, records, "synthetic", "embedded")
+
+
+def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from sara.cli import main
+    from sara.config import load_params
+    from sara.methods import build_objective
+    from sara.models.dit import save_base
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["data"]["out_dir"] = str(tmp_path / "clips")
+    raw["dit"]["base_dir"] = str(tmp_path / "base")
+    raw["train"]["out_dir"] = str(tmp_path / "dit")
+    raw["aligner"]["out_dir"] = str(tmp_path / "no-aligner")
+    raw["mechanism"] = {"clips": 2, "sigmas": [0.9], "n_boot": 100, "out_dir": str(tmp_path / "mech")}
+    raw["project"]["device"] = "cpu"
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    params = load_params(pfile)
+    _heldout_clips(tmp_path / "clips")
+    save_base(params, tmp_path / "base")
+    # a "trained" videorepa run: the base transformer plus a random projector
+    from diffusers import WanTransformer3DModel
+
+    run_dir = tmp_path / "dit" / "videorepa"
+    WanTransformer3DModel.from_pretrained(tmp_path / "base" / "transformer").save_pretrained(run_dir / "transformer")
+    cfg = WanTransformer3DModel.load_config(tmp_path / "base" / "transformer")
+    from sara.models.encoders import build_vfm
+
+    aux = build_objective("videorepa", params, cfg["num_attention_heads"] * cfg["attention_head_dim"], build_vfm(params.vfm).dim)
+    torch.save(aux.state_dict(), run_dir / "aux.pt")
+
+    assert main(["mechanism", "--params", str(pfile), "--run", "base"]) == 0
+    assert main(["mechanism", "--params", str(pfile), "--run", "videorepa"]) == 0
+    before = json.loads((tmp_path / "mech" / "base.json").read_text())
+    after = json.loads((tmp_path / "mech" / "videorepa.json").read_text())
+    assert before["clips"] == after["clips"] == ["held000", "held001"]
+    assert "projected" not in before["features"] and "projected" in after["features"]
+    # same transformer weights, same clips and noise: identical raw readout
+    assert before["features"]["raw"] == after["features"]["raw"]
+    a = after["features"]["projected"]["all"]
+    assert all(a[p]["pairs"] >= 0 for p in ("fg_fg", "fg_bg", "bg_bg"))
+    assert a["fg_fg"]["pairs"] + a["fg_bg"]["pairs"] + a["bg_bg"]["pairs"] == a["total"]["pairs"]
+    assert before["budget"] is None  # no aligner here
