@@ -126,7 +126,7 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     raw["data"]["out_dir"] = str(tmp_path / "clips")
     raw["dit"]["base_dir"] = str(tmp_path / "base")
     raw["train"]["out_dir"] = str(tmp_path / "dit")
-    raw["aligner"]["out_dir"] = str(tmp_path / "no-aligner")
+    raw["aligner"]["out_dir"] = str(tmp_path / "aligner")
     raw["mechanism"] = {"clips": 2, "sigmas": [0.9], "n_boot": 100, "out_dir": str(tmp_path / "mech")}
     raw["project"]["device"] = "cpu"
     pfile = tmp_path / "params.yaml"
@@ -144,6 +144,15 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
 
     aux = build_objective("videorepa", params, cfg["num_attention_heads"] * cfg["attention_head_dim"], build_vfm(params.vfm).dim)
     torch.save(aux.state_dict(), run_dir / "aux.pt")
+    # a random aligner in the trained-aligner format: the budget readout of every operator under its saliency
+    from sara.models.aligner import SaliencyAligner, save_aligner
+    from sara.models.encoders import build_text_model
+
+    vfm, text = build_vfm(params.vfm), build_text_model(params.text)
+    torch.manual_seed(0)
+    save_aligner(tmp_path / "aligner" / "aligner.pt", SaliencyAligner(vfm.dim, text.dim, params.aligner), params,
+                 {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
+                  "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()}})
 
     assert main(["mechanism", "--params", str(pfile), "--run", "base"]) == 0
     assert main(["mechanism", "--params", str(pfile), "--run", "videorepa"]) == 0
@@ -156,4 +165,6 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     a = after["features"]["projected"]["all"]
     assert all(a[p]["pairs"] >= 0 for p in ("fg_fg", "fg_bg", "bg_bg"))
     assert a["fg_fg"]["pairs"] + a["fg_bg"]["pairs"] + a["bg_bg"]["pairs"] == a["total"]["pairs"]
-    assert before["budget"] is None  # no aligner here
+    assert set(before["budget"]) == {"none", "and", "or", "xor"} and before["budget"] == after["budget"]
+    for b in before["budget"].values():
+        assert sum(b["shares"].values()) == pytest.approx(1.0)
