@@ -294,7 +294,7 @@ def render_markdown(result: dict, protocol: str, note: str, mechanism: dict[str,
         rows = []
         for name, d in per_run.items():
             rows.append([label(name), fmt_iv(d["TA"]), d["TA"]["verdict"], fmt_iv(d["MQ"]), d["MQ"]["verdict"], str(d["TA"]["n_paired"])])
-        md += _table(["Method", f"ΔTA [CI]", "TA", f"ΔMQ [CI]", "MQ", "paired videos"], rows) + [""]
+        md += _table(["Method", "ΔTA [CI]", "TA", "ΔMQ [CI]", "MQ", "paired videos"], rows) + [""]
 
     md += ["## The paper's orderings at this scale", ""]
     rows = []
@@ -316,13 +316,19 @@ def mechanism_markdown(mechanism: dict[str, dict]) -> list[str]:
     md = ["## Mechanism: relational error |S_p - S_y| of the hook-layer tokens on held-out clips", ""]
     first = next(iter(mechanism.values()))
     md += [f"_{first.get('note', '')}_", ""]
+    before = mechanism.get("base", {}).get("features", {}).get("raw", {}).get("all")  # the untrained DiT
     rows = []
     for run, m in mechanism.items():
         for kind, f in m["features"].items():
             a = f["all"]
+            moved = "-"
+            if kind == "raw" and before is not None and run != "base":
+                moved = " / ".join("-" if a[p]["estimate"] is None or before[p]["estimate"] is None
+                                   else f"{a[p]['estimate'] - before[p]['estimate']:+.3f}" for p in ("fg_fg", "fg_bg", "bg_bg"))
             rows.append([label(run), kind, fmt_iv(a["total"], 3), fmt_iv(a["fg_fg"], 3), fmt_iv(a["fg_bg"], 3), fmt_iv(a["bg_bg"], 3),
-                         fmt_iv(f["spatial"]["total"], 3), fmt_iv(f["temporal"]["total"], 3)])
-    md += _table(["Run", "features", "all pairs", "FG-FG", "FG-BG", "BG-BG", "within-frame", "cross-frame"], rows) + [""]
+                         fmt_iv(f["spatial"]["total"], 3), fmt_iv(f["temporal"]["total"], 3), moved])
+    md += _table(["Run", "features", "all pairs", "FG-FG", "FG-BG", "BG-BG", "within-frame", "cross-frame",
+                  "raw change vs base (FG-FG / FG-BG / BG-BG)"], rows) + [""]
     budget = next((m["budget"] for m in mechanism.values() if m.get("budget")), None)
     if budget:
         md += ["Pair-budget shares each operator assigns under the aligner's saliency on the same clips "

@@ -71,6 +71,13 @@ def relational_error_sums(feats: torch.Tensor, target: torch.Tensor, fg: torch.T
     return out
 
 
+def add_sums(views: Sequence[dict[str, dict[str, tuple[float, float]]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Sum the error sums and pair counts of several views of one clip (e.g. noise levels): the bootstrap
+    resamples clips, so all views of a clip travel together."""
+    return {scope: {part: (sum(v[scope][part][0] for v in views), sum(v[scope][part][1] for v in views))
+                    for part in PARTS} for scope in SCOPES}
+
+
 def _ratio_interval(num: np.ndarray, pairs: np.ndarray, weights: np.ndarray, level: float) -> dict[str, float | None]:
     """Pooled mean sum(num)/sum(pairs) over clips and its percentile bootstrap interval (weights (B, clips))."""
     if pairs.sum() <= 0:

@@ -60,7 +60,7 @@ def _projected(aux: Any, h: torch.Tensor, dit_grid: tuple, vy: torch.Tensor, vfm
 
 @torch.no_grad()
 def readout(params: Params, run: str, log=print) -> dict[str, Any]:
-    from evaluation.mechanism import budget_readout, relational_error_sums, summarise
+    from evaluation.mechanism import add_sums, budget_readout, relational_error_sums, summarise
     from sara.losses.diffusion import flow_match_xt, sigma_to_timestep
     from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, load_trained_transformer, token_grid
     from sara.models.encoders import build_vfm, resolve_device
@@ -97,6 +97,7 @@ def readout(params: Params, run: str, log=print) -> dict[str, Any]:
         z0 = encode_latents(base.vae, pixels.to(dev))  # (1, 16, F', H', W')
         text = base.text([s.caption])
         gen = torch.Generator().manual_seed(m.noise_seed * 1_000_003 + i)  # same noise for every run
+        raw_views, proj_views = [], []
         for sigma in m.sigmas:
             noise = torch.randn(z0.shape, generator=gen).to(dev)
             sig = torch.tensor([sigma], device=dev)
@@ -104,10 +105,13 @@ def readout(params: Params, run: str, log=print) -> dict[str, Any]:
             h = hook.pop()  # (1, F'*H'*W', D_dit)
             grid = token_grid(transformer, z0.shape)
             feats = align_tokens(h.float(), grid, vfm.grid, params.trd.grid_mode)  # (1, T_s, N_s, D_dit)
-            raw.append(relational_error_sums(feats[0], vy[0], fg[0]))
+            raw_views.append(relational_error_sums(feats[0], vy[0], fg[0]))
             p = _projected(aux, h.float(), grid, vy, vfm.grid, params.trd.grid_mode) if aux is not None else None
             if p is not None:
-                proj.append(relational_error_sums(p[0][0].float(), p[1][0].float(), fg[0]))
+                proj_views.append(relational_error_sums(p[0][0].float(), p[1][0].float(), fg[0]))
+        raw.append(add_sums(raw_views))  # one entry per clip: the bootstrap resamples clips
+        if proj_views:
+            proj.append(add_sums(proj_views))
         if saliency is not None:
             ws.append(saliency.saliency(vy, [s.caption]).cpu())
             fgs.append(fg)
