@@ -297,6 +297,40 @@ class ClipScoreParams(Section):
     out_dir: str = "outputs/clipscore"  # scores.csv (per video) and metrics.json (per run)
 
 
+class ComparisonParams(Section):
+    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison.py)."""
+
+    runs: list[str] | None = None  # rows, in this order; None = every run with rubric scores (a listed run must exist)
+    references: list[str] = ["sft", "videorepa"]  # paired differences of every run against each of these
+    protocol: Literal["grounded", "vlm"] = "grounded"  # which rubric scores (never mixed)
+    n_boot: int = Field(2000, ge=100)  # bootstrap replicates
+    level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval
+    scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
+    seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
+    grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
+    mechanism_dir: str = "outputs/mechanism"  # the mechanism readout shown in comparison.md when present
+    out_dir: str = "outputs/comparison"
+
+
+class MechanismParams(Section):
+    """`sara mechanism --run <run>`: relational error of the DiT's hook-layer tokens on held-out clips."""
+
+    split: Literal["train", "heldout"] = "heldout"  # clips of `data.out_dir` (ground-truth FG masks needed)
+    clips: int = Field(8, ge=1)  # the first k clips of the split
+    sigmas: list[float] = Field([0.9, 0.97], min_length=1)  # noise levels the DiT reads the clip at (Stage 2 band)
+    noise_seed: int = Field(0, ge=0)  # the same noise for every run, so runs differ only in their weights
+    n_boot: int = Field(1000, ge=100)  # bootstrap over clips for the intervals
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    out_dir: str = "outputs/mechanism"  # <out_dir>/<run>.json
+
+    @field_validator("sigmas")
+    @classmethod
+    def _sigmas(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < s <= 1.0 for s in v):
+            raise ValueError("every sigma must be in (0, 1]")
+        return v
+
+
 class ReportParams(Section):
     main_run: str = "sara-or"  # the run shown as "SARA" in Tables 1, 2, 5 and 6 (paper: the OR operator)
     out_dir: str = "outputs/report"
@@ -315,6 +349,8 @@ class Params(Section):
     methods: MethodsParams = MethodsParams()
     sample: SampleParams = SampleParams()
     rubric: RubricParams = RubricParams()
+    comparison: ComparisonParams = ComparisonParams()
+    mechanism: MechanismParams = MechanismParams()
     vbench: VBenchParams = VBenchParams()
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
