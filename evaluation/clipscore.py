@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sara.data.video_io import read_video
+from sara.sample import load_prompts
 
 CHECKPOINT_PARAM = "clipscore.checkpoint"
 CHECKPOINT_WHAT = (
@@ -163,9 +165,6 @@ def score_runs(scorer: ClipScorer, samples_dir: str | Path, n_frames: int, defau
     Only the prompt-set videos (`videos` of index.json) are scored; the VBench suites have no MTSS caption.
     """
     from tqdm import tqdm
-
-    from sara.data.video_io import read_video
-    from sara.sample import load_prompts
 
     samples_dir = Path(samples_dir)
     runs = list_sample_runs(samples_dir)

@@ -26,6 +26,8 @@ STAGES = {
     "vbench": "vbench",
     "rubric": "rubric",
     "report": "report",
+    "mechanism": "mechanism",
+    "compare": "compare",
 }
 
 

@@ -171,6 +171,7 @@ class DiTParams(Section):
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
+    init_seed: int = Field(1024, ge=0)  # tiny config only: seeds the random init of the base model (init_dit)
     base_dir: str = "models/base"  # written by init_dit: the starting point of every method
 
 
@@ -190,7 +191,7 @@ class TrainParams(Section):
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     shift: float = Field(12.0, gt=0)  # timestep shift (paper: 12.0)
-    seed: int = Field(1024, ge=0)
+    seed: int = Field(1024, ge=0)  # Stage 2 only: data order, noise, timesteps, caption dropout
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance a caption is replaced by "" (CFG; paper: open)
     feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
     log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
@@ -203,17 +204,6 @@ class TrainParams(Section):
         if self.t_min >= self.t_max:
             raise ValueError("t_min must be < t_max")
         return self
-
-
-class SaraParams(Section):
-    ops: list[RoutingOp] = ["and", "or", "xor"]  # routing operators trained (one run each)
-
-    @field_validator("ops")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("routing operators must be unique")
-        return v
 
 
 class VideoREPAParams(Section):
@@ -230,9 +220,9 @@ class MoAlignParams(Section):
 
 
 class MethodsParams(Section):
-    """Method-specific settings, one subsection per method, so a change retrains only that method."""
+    """Method-specific settings, one subsection per method, so a change retrains only that method. Which runs the
+    pipeline trains (the methods and SARA's routing operators) is the run registry, `sara.runs.DAG_RUNS`."""
 
-    sara: SaraParams = SaraParams()
     videorepa: VideoREPAParams = VideoREPAParams()
     moalign: MoAlignParams = MoAlignParams()
 
@@ -311,6 +301,40 @@ class ClipScoreParams(Section):
     out_dir: str = "outputs/clipscore"  # scores.csv (per video) and metrics.json (per run)
 
 
+class ComparisonParams(Section):
+    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison.py)."""
+
+    runs: list[str] | None = None  # rows, in this order; None = every run with rubric scores (a listed run must exist)
+    references: list[str] = ["sft", "videorepa"]  # paired differences of every run against each of these
+    protocol: Literal["grounded", "vlm"] = "grounded"  # which rubric scores (never mixed)
+    n_boot: int = Field(2000, ge=100)  # bootstrap replicates
+    level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval
+    scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
+    seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
+    grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
+    mechanism_dir: str = "outputs/mechanism"  # the mechanism readout shown in comparison.md when present
+    out_dir: str = "outputs/comparison"
+
+
+class MechanismParams(Section):
+    """`sara mechanism --run <run>`: relational error of the DiT's hook-layer tokens on held-out clips."""
+
+    split: Literal["train", "heldout"] = "heldout"  # clips of `data.out_dir` (ground-truth FG masks needed)
+    clips: int = Field(8, ge=1)  # the first k clips of the split
+    sigmas: list[float] = Field([0.9, 0.97], min_length=1)  # noise levels the DiT reads the clip at (Stage 2 band)
+    noise_seed: int = Field(0, ge=0)  # the same noise for every run, so runs differ only in their weights
+    n_boot: int = Field(1000, ge=100)  # bootstrap over clips for the intervals
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    out_dir: str = "outputs/mechanism"  # <out_dir>/<run>.json
+
+    @field_validator("sigmas")
+    @classmethod
+    def _sigmas(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < s <= 1.0 for s in v):
+            raise ValueError("every sigma must be in (0, 1]")
+        return v
+
+
 class ReportParams(Section):
     main_run: str = "sara-or"  # the run shown as "SARA" in Tables 1, 2, 5 and 6 (paper: the OR operator)
     out_dir: str = "outputs/report"
@@ -329,6 +353,8 @@ class Params(Section):
     methods: MethodsParams = MethodsParams()
     sample: SampleParams = SampleParams()
     rubric: RubricParams = RubricParams()
+    comparison: ComparisonParams = ComparisonParams()
+    mechanism: MechanismParams = MechanismParams()
     vbench: VBenchParams = VBenchParams()
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()

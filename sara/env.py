@@ -1,7 +1,7 @@
 """Process-wide defaults that keep every tool offline and quiet.
 
 Set by the project (at `import sara`) rather than left to the user: no model hub, no telemetry, and MLflow
-writing to `mlflow.db` in the repository root. Values already in the environment win, so a user can point
+writing to `mlflow.db` in the workspace root (also from a DVC experiment's temporary copy). Values already in the environment win, so a user can point
 MLflow at a server or a test at a temp database.
 """
 
@@ -50,7 +50,19 @@ def resolve_device(want: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def workspace_root(start: Path | None = None) -> Path:
+    """The repository whose tracking store a stage logs to: `repo_root`, except inside a DVC experiment's temporary
+    copy (`<workspace>/.dvc/tmp/exps/<tmp>/`, `dvc exp run --temp` or a queued run), which is deleted afterwards:
+    there it is the workspace the experiment was started from."""
+    root = repo_root(start)
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 def apply_offline_defaults() -> None:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{repo_root() / 'mlflow.db'}")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workspace_root() / 'mlflow.db'}")

@@ -28,7 +28,9 @@ from sara.data.prompts import PromptItem, load_prompt_set
 from sara.data.video_io import save_video_and_sheet, write_video
 from sara.env import resolve_device
 
-BASE_RUN = "base"
+from sara.data.mtss import full_caption
+from sara.models.dit import load_base, load_trained_transformer
+from sara.runs import BASE as BASE_RUN  # the untrained base model
 
 
 def load_prompts(name: str) -> list[PromptItem]:
@@ -61,8 +63,6 @@ class Sampler:
     def __init__(self, params: Params, run: str, base_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> None:
         import torch
         from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
-
-        from sara.models.dit import load_base, load_trained_transformer
 
         s = params.sample
         self.params = params
@@ -113,8 +113,6 @@ def sampler_settings(params: Params) -> dict[str, Any]:
 def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path | None = None, runs_dir: str | Path | None = None, log=print) -> dict:
     """Generate every prompt x seed of the prompt set (and the VBench suites when set) for one run into `out_dir`."""
     from tqdm import tqdm
-
-    from sara.data.mtss import full_caption
 
     s = params.sample
     prompts = load_prompts(s.prompt_set)

@@ -94,7 +94,7 @@ def stage_run(
         "sara.stage": stage,
         "sara.scale": params.project.scale,
         "sara.scale_note": SCALE_NOTE[params.project.scale],
-        # DVC sets DVC_STAGE (the stage's address, e.g. `train_dit@sara-or`) for every command it runs.
+        # DVC sets DVC_STAGE (the stage's address, e.g. `train_dit-sara-or`) for every command it runs.
         "dvc.stage": os.environ.get("SARA_DVC_STAGE")
         or os.environ.get("DVC_STAGE")
         or (f"{stage}@{variant}" if variant else stage),
@@ -112,8 +112,11 @@ def stage_run(
     run = mlflow.start_run(run_name=name, tags=all_tags)
     try:
         flat: dict[str, str] = {}
-        for section in sections:
-            flat.update(flatten(section, getattr(params, section)))
+        for section in sections:  # a section (`dit`) or a dotted key (`train.out_dir`)
+            value: Any = params
+            for part in section.split("."):
+                value = getattr(value, part)
+            flat.update(flatten(section, value))
         flat.update(flatten("", dict(extra_params or {})))
         items = list(flat.items())
         for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params

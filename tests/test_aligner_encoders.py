@@ -17,6 +17,7 @@ from sara.models.encoders import (
     build_text_model,
     build_vfm,
     cached_features,
+    clip_content_hash,
     feature_cache_path,
     sample_frame_indices,
 )
@@ -98,8 +99,8 @@ def test_feature_cache_writes_once_then_reads(tmp_path):
     vfm = build_vfm(tiny_vfm_params())
     clip = SimpleNamespace(clip_id="clip_0", frames=_video()[0].numpy())
     first = cached_features(vfm, clip, tmp_path)
-    path = feature_cache_path(vfm, tmp_path, "clip_0")
-    assert path == tmp_path / vfm.tag / "clip_0.pt" and path.is_file()
+    path = feature_cache_path(vfm, tmp_path, "clip_0", clip_content_hash(clip.frames))
+    assert path.parent == tmp_path / vfm.tag and path.is_file()
     assert first.shape == (2, 4, 16)
 
     def boom(_):
@@ -107,6 +108,60 @@ def test_feature_cache_writes_once_then_reads(tmp_path):
 
     vfm.features = boom
     assert_close(cached_features(vfm, clip, tmp_path), first)
+
+
+def test_feature_cache_is_keyed_by_clip_content_not_clip_id(tmp_path):
+    """Re-rendered clips (same ids, new pixels) must never read the old tensors."""
+    vfm = build_vfm(tiny_vfm_params())
+    old = SimpleNamespace(clip_id="clip_0", frames=_video()[0].numpy())
+    cached_features(vfm, old, tmp_path)
+    new = SimpleNamespace(clip_id="clip_0", frames=(255 - old.frames).copy())  # same id and shape, other content
+    feats = cached_features(vfm, new, tmp_path)
+    assert_close(feats, vfm.features(torch.as_tensor(new.frames)[None])[0].cpu())
+    assert not torch.allclose(feats, cached_features(vfm, old, tmp_path))
+    assert len(list((tmp_path / vfm.tag).glob("clip_0-*.pt"))) == 1  # the superseded entry is gone
+
+
+def test_feature_cache_key_covers_the_whole_vfm_config_and_the_preprocessing_version(monkeypatch):
+    import sara.models.encoders as enc
+
+    a = build_vfm(tiny_vfm_params())
+    assert build_vfm(tiny_vfm_params()).tag == a.tag  # deterministic
+    assert a.identity["vfm"]["frames"] == a.frames and "cache_dir" not in a.identity["vfm"]
+    monkeypatch.setattr(enc, "PREPROCESS_VERSION", "next-preprocessing")
+    assert build_vfm(tiny_vfm_params()).tag != a.tag
+
+
+def test_a_failed_features_stage_leaves_no_partial_cache(tmp_path, monkeypatch, tracking):
+    import numpy as np
+
+    from sara.config import Params
+    from sara.data import clips, synthetic as S
+    from sara.models.encoders import VideoEncoder
+    from sara.stages import features as stage
+
+    records = []
+    for i in range(3):
+        sp = S.random_spec(np.random.default_rng([5, i]), height=32, width=32)
+        video, _, _ = S.render(sp, 4, 32, 32, 8)
+        records.append(clips.write_clip(tmp_path / "clips", f"train_{i}", "train", video, 8,
+                                        S.spec_to_mtss(sp, frames=4, height=32, width=32, fps=8)))
+    clips.write_index(tmp_path / "clips", records, "folder", "embedded")
+    cache = tmp_path / "features"
+    params = Params.model_validate({"data": {"out_dir": str(tmp_path / "clips")},
+                                    "vfm": tiny_vfm_params(cache_dir=str(cache)).model_dump()})
+    real, calls = VideoEncoder.features, []
+
+    def crash_on_third_clip(self, frames):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("encoder crashed")
+        return real(self, frames)
+
+    monkeypatch.setattr(VideoEncoder, "features", crash_on_third_clip)
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        stage.run(params, progress=False)
+    assert not cache.exists() and not list(tmp_path.glob(".features*"))  # nothing half-built is left
 
 
 def test_minilm_loader_embeds_with_the_lookup_and_encodes_with_the_full_model(tmp_path):

@@ -13,10 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Layers, lowest first. A module may import its own layer and the layers below it, never one above.
-LIBRARY = ("sara", "sara.config", "sara.env", "sara.io", "sara.data", "sara.masks", "sara.models", "sara.losses",
+LIBRARY = ("sara", "sara.config", "sara.env", "sara.io", "sara.runs", "sara.deps", "sara.data", "sara.masks", "sara.models", "sara.losses",
            "sara.methods", "sara.train", "sara.sample")
 EVALUATION = ("evaluation",)
-PIPELINE = ("sara.stages", "sara.cli", "sara.tracking")
+PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline")
 ORCHESTRATION = ("flows",)
 LAYERS = {"library": LIBRARY, "evaluation": EVALUATION, "pipeline": PIPELINE, "orchestration": ORCHESTRATION}
 ORDER = list(LAYERS)

@@ -46,8 +46,7 @@ def test_points_cover_methods_ops_seeds_and_lambdas() -> None:
     assert len(points) == 2 * 2 + 2 * 2 * 2  # sft has the single operator `none`
     assert {p.run for p in points} == {"sft", "sara-and", "sara-or"}
     sara_or = next(p for p in points if p.run == "sara-or" and p.seed == 2 and p.lam_trd == 1.0)
-    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0, "methods.sara.ops": ["or"]}
-    assert "methods.sara.ops" not in next(p for p in points if p.method == "sft").overrides()
+    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0}  # the run is picked by the targets
     with pytest.raises(ParamsError, match="ops: method 'sara' needs at least one routing operator"):
         build_points(["sara"], [], [1], [0.5])
 
@@ -106,10 +105,10 @@ def test_bad_overrides_are_refused_naming_the_key(toy: Path) -> None:
 def test_a_params_file_reaches_dvc_as_overrides_of_its_differences(toy: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load((toy / "params.yaml").read_text())
     raw["data"]["n_train"] = 2
-    raw["methods"]["sara"]["ops"] = ["or"]
+    raw["methods"]["videorepa"]["margin"] = 0.3
     micro = tmp_path / "micro.yaml"
     micro.write_text(yaml.safe_dump(raw))
-    assert params_file_overrides(toy, str(micro)) == {"data.n_train": 2, "methods.sara.ops": ["or"]}
+    assert params_file_overrides(toy, str(micro)) == {"data.n_train": 2, "methods.videorepa.margin": 0.3}
     with pytest.raises(ParamsError, match="params file not found"):
         params_file_overrides(toy, "configs/nope.yaml")
 

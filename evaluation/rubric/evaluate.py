@@ -14,8 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluation.grounded import build_reference, grounded_scores
 from evaluation.rubric.aggregate import per_method
 from evaluation.rubric.dimensions import GROUPS
+from evaluation.rubric.judges import make_judge, score_group
+from evaluation.rubric.prompts import description_from_caption
+from sara.data.synthetic import render
+from sara.data.video_io import read_video, save_video_and_sheet
+from sara.sample import load_prompts
 
 ORACLE = "oracle"
 GROUNDED_NOTE = (
@@ -46,9 +52,6 @@ def list_runs(samples_dir: Path) -> list[str]:
 
 def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
     """Render each synthetic prompt's ground truth at the sampling settings: the "real video (oracle)" row."""
-    from sara.data.synthetic import render
-    from sara.data.video_io import save_video_and_sheet
-
     s = params.sample
     out.mkdir(parents=True, exist_ok=True)
     videos = []
@@ -67,12 +70,6 @@ def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
 def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=print) -> dict:
     """Score all runs found under `sample.out_dir` plus the oracle; write per-video JSON and summary.json."""
     from tqdm import tqdm
-
-    from evaluation.grounded import build_reference, grounded_scores
-    from evaluation.rubric.judges import make_judge, score_group
-    from evaluation.rubric.prompts import description_from_caption
-    from sara.data.video_io import read_video
-    from sara.sample import load_prompts
 
     r, s = params.rubric, params.sample
     prompts = {p.id: p for p in load_prompts(s.prompt_set)}

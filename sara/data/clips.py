@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from sara.data.mtss import MTSSCaption, caption_to_dict, entity_count, foreground_references, load_caption
 from sara.data.synthetic.truth import Truth
+from sara.data.video_io import read_video, write_video
 
 SPLITS: tuple[str, str] = ("train", "heldout")
 INDEX = "index.json"
@@ -110,8 +111,6 @@ def write_clip(
 
     `pixel_format` of the mp4 (sara.data.video_io): yuv444p keeps the synthetic colours and edges sharp.
     """
-    from sara.data.video_io import write_video
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if (masks is None) != (mask_ref_ids is None):
@@ -142,8 +141,6 @@ def write_clip(
 
 def import_clip(src: str | Path, root: str | Path, clip_id: str, split: str) -> ClipRecord:
     """Validate a real clip folder (video.mp4 + caption.json [+ masks.npz]) and copy it into `root` atomically."""
-    from sara.data.video_io import read_video
-
     src = Path(src)
     for name in ("video.mp4", "caption.json"):
         if not (src / name).is_file():
@@ -209,8 +206,6 @@ def load_truth(path: Path) -> Truth:
 
 def load_clip(path: str | Path) -> Clip:
     """Load one clip folder: frames, fps, MTSS caption, and truth / ground-truth masks when present."""
-    from sara.data.video_io import read_video
-
     path = Path(path)
     meta_path = path / "meta.json"
     if not meta_path.is_file():

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from sara.losses.budget import CATEGORIES, pair_budget_coverage, pair_budget_shares
+from sara.losses.routing import ROUTING_OPS
 from sara.masks.store import EntityMasks, resample_to_grid
 
 FG_COVERAGE = 0.5  # a token is FG when the union mask covers more than half of its cell
@@ -34,9 +36,6 @@ def token_foreground(m: EntityMasks, grid: tuple[int, int, int]) -> np.ndarray:
 def budget_summary(fg_tokens: list[np.ndarray], clip_ids: list[str]) -> dict[str, Any]:
     """p_fg per clip and pooled pair-budget shares/coverage per routing operator for a list of (T, N) FG maps."""
     import torch
-
-    from sara.losses.budget import CATEGORIES, pair_budget_coverage, pair_budget_shares
-    from sara.losses.routing import ROUTING_OPS
 
     p_fg = {cid: float(fg.mean()) for cid, fg in zip(clip_ids, fg_tokens)}
     out: dict[str, Any] = {"clips": len(clip_ids), "p_fg": p_fg}

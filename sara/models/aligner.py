@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from sara.config import AlignerParams, Params
+from sara.env import resolve_device
+from sara.models.encoders import build_text_model, build_vfm
 
 CHECKPOINT_NAME = "aligner.pt"
 
@@ -265,9 +267,6 @@ def load_saliency_model(aligner_dir: str | Path, params: Params, device: str | t
     The encoders are built from `params.vfm` / `params.text` (so local weight paths may differ per machine) and
     must match the checkpoint: same encoder tag (architecture + preprocessing) and the same widths. A tiny random
     V-JEPA is restored from the weights stored in the checkpoint."""
-    from sara.env import resolve_device
-    from sara.models.encoders import build_text_model, build_vfm
-
     device = resolve_device(device)
     aligner, payload = load_aligner(aligner_dir, device)
     vfm = build_vfm(params.vfm, device)

@@ -137,7 +137,7 @@ def build_tiny_base(params: Params) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Seeded random-init high-noise and low-noise transformers and a tiny VAE (embedded default)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    seed = params.train.seed
+    seed = params.dit.init_seed  # its own param: a Stage 2 seed sweep (train.seed) keeps the same base model
     cfg = tiny_transformer_config(params.dit)
     torch.manual_seed(seed)
     high = WanTransformer3DModel(**cfg)
@@ -182,7 +182,7 @@ def save_base(params: Params, out_dir: str | Path) -> dict[str, Any]:
             "transformer_2": "transformer_2",
             "vae": "vae",
             "text": {"kind": "minilm", "path": None, "max_tokens": params.dit.text_max_tokens},
-            "seed": params.train.seed,
+            "init_seed": params.dit.init_seed,
         }
     else:
         manifest = local_manifest(params)

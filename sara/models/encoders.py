@@ -185,8 +185,11 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
         if p.frames % tubelet:
             raise ValueError(f"vfm.frames ({p.frames}) must be a multiple of the model's tubelet size ({tubelet})")
     model = freeze(model).to(device)
+    # The whole vfm section (so a new preprocessing or sampling field is covered without touching this), minus
+    # where the cache lives, plus the preprocessing code's version.
+    config = p.model_dump(mode="json", exclude={"cache_dir"})
     identity |= {"frames": p.frames, "image_size": p.image_size, "patch": patch, "tubelet": tubelet,
-                 "preprocess": PREPROCESS_VERSION}
+                 "preprocess": PREPROCESS_VERSION, "vfm": config}
     return VideoEncoder(model=model, frames=p.frames, image_size=p.image_size, patch_size=patch,
                         tubelet_size=tubelet, dim=model.config.hidden_size, tag=_vfm_tag(identity), device=device,
                         kind=p.kind, identity=identity)
@@ -196,28 +199,46 @@ def _vfm_tag(identity: dict[str, Any]) -> str:
     return "vjepa2-" + hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def feature_cache_path(vfm: VideoEncoder, cache_dir: str | Path, clip_id: str) -> Path:
-    """`<cache_dir>/<encoder_tag>/<clip_id>.pt` (docs/architecture.md)."""
-    return Path(cache_dir) / vfm.tag / f"{clip_id}.pt"
+def clip_content_hash(frames: Any) -> str:
+    """Hash of a clip's decoded frames (F, H, W, 3) uint8: what the encoder sees, independent of its id or file."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(np.asarray(frames))
+    h = hashlib.sha256(f"{arr.dtype}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+def feature_cache_path(vfm: VideoEncoder, cache_dir: str | Path, clip_id: str, content: str) -> Path:
+    """`<cache_dir>/<encoder_tag>/<clip_id>-<content_hash>.pt` (docs/architecture.md).
+
+    The encoder tag hashes the encoder's identity (weights or local path), the whole vfm config and
+    PREPROCESS_VERSION; the content hash the clip's frames. Re-rendered clips or another encoder never hit old
+    entries.
+    """
+    return Path(cache_dir) / vfm.tag / f"{clip_id}-{content}.pt"
 
 
 def cached_features(vfm: VideoEncoder, clip: Any, cache_dir: str | Path) -> torch.Tensor:
-    """V_y of one clip (T_s, H_s*W_s, D_v) on CPU, computed once per (clip, encoder) and then read from the cache.
+    """V_y of one clip (T_s, H_s*W_s, D_v) on CPU, computed once per (clip content, encoder) then read back.
 
     `clip` needs `clip_id` and `frames` (F, H, W, 3) uint8 (a `sara.data.clips.Clip`). The file is written to a
-    temp name and renamed, so a crash never leaves a truncated cache entry.
+    temp name and renamed, so a crash never leaves a truncated entry; entries of the same clip id under an older
+    content hash are removed when a new one is written.
     """
-    path = feature_cache_path(vfm, cache_dir, clip.clip_id)
+    content = clip_content_hash(clip.frames)
+    path = feature_cache_path(vfm, cache_dir, clip.clip_id, content)
     if path.is_file():
-        feats = torch.load(path, map_location="cpu", weights_only=True)
-        if feats.shape[:2] == (vfm.grid[0], vfm.grid[1] * vfm.grid[2]) and feats.shape[2] == vfm.dim:
-            return feats
+        return torch.load(path, map_location="cpu", weights_only=True)
     frames = torch.as_tensor(clip.frames)[None]  # (1, F, H, W, 3)
     feats = vfm.features(frames)[0].cpu()  # (T_s, N_s, D_v)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(feats, tmp)
     os.replace(tmp, path)
+    for old in path.parent.glob(f"{clip.clip_id}-*.pt"):
+        if old != path:
+            old.unlink(missing_ok=True)
     return feats
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "dit", "train"]  # train.seed seeds the tiny random init
+SECTIONS = ["project", "dit"]  # dit.init_seed seeds the tiny random init (train.seed is Stage 2 only)
 
 
 def run(params: Params) -> Path:

@@ -20,8 +20,13 @@ from typing import Any
 import torch
 
 from sara.config import AlignerParams, Params
+from sara.data import mtss
+from sara.data.clips import load_clip
 from sara.losses.aligner import info_nce, masks_to_grid, same_caption_matrix, saliency_bce
+from sara.masks.store import load_masks
 from sara.models.aligner import SaliencyAligner, pool_visual_tokens
+from sara.models.encoders import cached_features
+from sara.train.schedules import warmup_cosine
 
 TRAIN_STATE = "train_state.pt"
 
@@ -90,8 +95,6 @@ def supervision_units(
 def clip_units(caption: Any, masks: Any, frame_idx: torch.Tensor, grid: tuple[int, int, int],
                p: AlignerParams) -> list[Unit]:
     """`supervision_units` from an MTSS caption (`sara.data.mtss`) and stored masks (`sara.masks.store`)."""
-    from sara.data import mtss
-
     return supervision_units(
         mtss.entity_captions(caption), mtss.foreground_caption(caption), mtss.background_caption(caption),
         mtss.full_caption(caption), list(masks.ref_ids), torch.as_tensor(masks.entities), frame_idx, grid,
@@ -106,11 +109,6 @@ def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_cli
     what evaluation scores every variant on). With `with_clip` the loaded frames (sampled, one per tubelet),
     masks and caption are kept in `extra` for figures."""
     from tqdm.auto import tqdm
-
-    from sara.data import mtss
-    from sara.data.clips import load_clip
-    from sara.masks.store import load_masks
-    from sara.models.encoders import cached_features
 
     out = []
     for rec in tqdm(records, desc="features + targets", disable=not progress, unit="clip"):
@@ -279,8 +277,6 @@ def train_aligner(
     steps; with `resume`, a state left there by an interrupted run with the same `fingerprint` is picked up.
     """
     from tqdm.auto import tqdm
-
-    from sara.train.schedules import warmup_cosine
 
     p = params.aligner
     if not examples:
