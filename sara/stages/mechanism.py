@@ -33,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_aux(run: str, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
     """The run's trained auxiliary module (projector / motion head), or None for base and sft."""
     from sara.methods import build_objective
+    from sara.runs import Run
 
     if run in ("base", "sft"):
         return None
-    aux = build_objective(run, params, dit_dim, vfm_dim)
+    aux = build_objective(Run.parse(run), params, dit_dim, vfm_dim)
     path = run_dir / "aux.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `sara train-dit --run {run}` first")
