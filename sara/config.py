@@ -86,7 +86,14 @@ class MasksParams(Section):
 class VFMParams(Section):
     kind: Literal["tiny", "local"] = "tiny"  # tiny random-init VJEPA2Model, or V-JEPA 2/2.1 from `path`
     path: str | None = None  # local transformers-format V-JEPA directory (kind local)
-    frames: int = Field(8, ge=2)  # frames fed to the encoder (uniformly sampled from the clip)
+    frames: int = Field(8, ge=2)  # frames fed to the encoder (taken by `frame_sampling`)
+    # which frames: bin_centres = n frames at the centres of n equal bins (span the whole clip; Stage 2 needs it);
+    # stride = n consecutive frames `frame_stride` apart from frame 0, as V-JEPA 2's examples (docs/aligner.md)
+    frame_sampling: Literal["bin_centres", "stride"] = "bin_centres"
+    frame_stride: int = Field(1, ge=1)  # frame_sampling stride only: step between the sampled frames (1 = consecutive)
+    # which pixels: square = whole frame resized to image_size^2, no crop (masks map exactly; Stage 2 needs it);
+    # short_side_crop = the official video processor: short side to image_size*256/224, centre crop (masks cropped too)
+    resize: Literal["square", "short_side_crop"] = "square"
     image_size: int = Field(64, ge=16)  # square encoder input (paper: 384)
     patch_size: int = Field(8, ge=1)  # tiny config only (8 -> an 8x8 grid per 64x64 frame); local: config.json
     tubelet_size: int = Field(2, ge=1)
