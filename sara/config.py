@@ -299,6 +299,9 @@ class VBenchParams(Section):
     venv: str = ".venv-vbench"  # isolated environment created on demand
     cache_dir: str | None = None  # VBENCH_CACHE_DIR with the models; None = weight-free dimensions only
     dimensions: list[str] = ["temporal_flickering"]  # VBench-1.0 dimensions to run (missing weights: reported missing)
+    # VBench (standard) or VBench-Long (splits each video into clips first); auto = VBench's rule on the sampled
+    # clips' length sample.frames / sample.fps: >= 5 s -> long (Wan2.2's 81 frames at 16 fps: 5.06 s), else standard
+    mode: Literal["auto", "standard", "long"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     vbench2_dir: str | None = None  # VBench-2.0 source checkout (its VBench-2.0/ folder); None = VBench-2.0 off
     vbench2_python: str | None = None  # python of the VBench-2.0 environment
