@@ -71,7 +71,7 @@ class MasksParams(Section):
     backend: Literal["groundtruth", "sam3"] = "groundtruth"  # synthetic ground truth, or SAM 3 from local weights
     sam3_dir: str | None = None  # local transformers-format SAM 3 video model directory (backend sam3)
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 detection score kept as an entity mask
-    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 mask logit probability -> binary
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # SAM 3 mask probability -> binary (0.5: the processor's own)
     budget_grid: list[int] = [4, 8, 8]  # (T_s, H_s, W_s) token grid of the p_fg / pair-budget statistic (V-JEPA grid)
     out_dir: str = "data/masks"
 
@@ -86,7 +86,14 @@ class MasksParams(Section):
 class VFMParams(Section):
     kind: Literal["tiny", "local"] = "tiny"  # tiny random-init VJEPA2Model, or V-JEPA 2/2.1 from `path`
     path: str | None = None  # local transformers-format V-JEPA directory (kind local)
-    frames: int = Field(8, ge=2)  # frames fed to the encoder (uniformly sampled from the clip)
+    frames: int = Field(8, ge=2)  # frames fed to the encoder (taken by `frame_sampling`)
+    # which frames: bin_centres = n frames at the centres of n equal bins (span the whole clip; Stage 2 needs it);
+    # stride = n consecutive frames `frame_stride` apart from frame 0, as V-JEPA 2's examples (docs/aligner.md)
+    frame_sampling: Literal["bin_centres", "stride"] = "bin_centres"
+    frame_stride: int = Field(1, ge=1)  # frame_sampling stride only: step between the sampled frames (1 = consecutive)
+    # which pixels: square = whole frame resized to image_size^2, no crop (masks map exactly; Stage 2 needs it);
+    # short_side_crop = the official video processor: short side to image_size*256/224, centre crop (masks cropped too)
+    resize: Literal["square", "short_side_crop"] = "square"
     image_size: int = Field(64, ge=16)  # square encoder input (paper: 384)
     patch_size: int = Field(8, ge=1)  # tiny config only (8 -> an 8x8 grid per 64x64 frame); local: config.json
     tubelet_size: int = Field(2, ge=1)
@@ -282,6 +289,9 @@ class VBenchParams(Section):
     venv: str = ".venv-vbench"  # isolated environment created on demand
     cache_dir: str | None = None  # VBENCH_CACHE_DIR with the models; None = weight-free dimensions only
     dimensions: list[str] = ["temporal_flickering"]  # VBench-1.0 dimensions to run (missing weights: reported missing)
+    # VBench (standard) or VBench-Long (splits each video into clips first); auto = VBench's rule on the sampled
+    # clips' length sample.frames / sample.fps: >= 5 s -> long (Wan2.2's 81 frames at 16 fps: 5.06 s), else standard
+    mode: Literal["auto", "standard", "long"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     vbench2_dir: str | None = None  # VBench-2.0 source checkout (its VBench-2.0/ folder); None = VBench-2.0 off
     vbench2_python: str | None = None  # python of the VBench-2.0 environment

@@ -1,7 +1,8 @@
 """`sara vbench`: VBench-1.0 (isolated venv, built on first use) and VBench-2.0 (given by path) on every run.
 
 Per run: the VBench-1.0 standard suite in `<run>/vbench/` (mode vbench_standard, files `{prompt}-{i}.mp4`) when
-it was sampled, else the prompt-set mp4s in custom_input mode. Only dimensions whose weights pass the
+it was sampled, else the prompt-set mp4s in custom_input mode. `vbench.mode` picks VBench or VBench-Long (auto: by
+the clip length, VBench's 5 s rule, evaluation/vbench/modes.py); the choice is in the summary and every result. Only dimensions whose weights pass the
 preflight run (temporal_flickering needs none); the rest are reported missing with every file and its source.
 VBench-2.0 runs when `vbench.vbench2_dimensions` is set and needs `vbench.vbench2_dir` + `vbench.vbench2_python`
 (a clear error otherwise). Writes `vbench.out_dir/summary.json` and `<out_dir>_metrics.json`; MLflow run `vbench`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from sara.config import Params
@@ -56,12 +58,21 @@ def flat_metrics(summary: dict) -> dict[str, float]:
     return out
 
 
+def benchmark_choice(params: Params) -> dict:
+    """`vbench.mode` resolved on the sampled clips: {"param", "benchmark" (standard | long), "clip_seconds", "rule"}."""
+    from evaluation.vbench.modes import resolve_benchmark
+
+    return resolve_benchmark(params.vbench.mode, params.sample.frames, params.sample.fps)
+
+
 def evaluate(params: Params, out: Path, log=print) -> dict:
     from evaluation.rubric.evaluate import list_runs
+    from evaluation.vbench.modes import vbench1_mode
     from evaluation.vbench.runner import run_vbench1, run_vbench2
 
     v, s = params.vbench, params.sample
-    summary: dict = {"enabled": v.enabled, "scale": params.project.scale, "runs": {}}
+    choice = benchmark_choice(params)
+    summary: dict = {"enabled": v.enabled, "scale": params.project.scale, "benchmark": choice, "runs": {}}
     if not v.enabled:
         return summary
     if v.vbench2_dimensions and not v.vbench2_dir:
@@ -76,10 +87,10 @@ def evaluate(params: Params, out: Path, log=print) -> dict:
     for run in runs:
         folder = Path(s.out_dir) / run
         standard = folder / "vbench"
-        mode = "vbench_standard" if standard.is_dir() else "custom_input"
+        mode = vbench1_mode(choice["benchmark"], standard.is_dir())
         videos = out / run / "videos"
-        n = link_videos(standard if mode == "vbench_standard" else folder, videos)
-        res: dict = {"mode": mode, "n_videos": n}
+        n = link_videos(standard if standard.is_dir() else folder, videos)
+        res: dict = {"mode": mode, "benchmark": choice["benchmark"], "n_videos": n}
 
         def build(venv, _cache={}):  # noqa: B006  (memo: one build per stage)
             from evaluation.vbench.env import ensure_env
@@ -89,7 +100,8 @@ def evaluate(params: Params, out: Path, log=print) -> dict:
             return _cache["py"]
 
         r1 = run_vbench1(videos, list(v.dimensions), work_dir=out / run / "work", cache_dir=v.cache_dir, mode=mode,
-                         venv=v.venv, python=python, device=_device(v.device), build_env=build, log=log)
+                         venv=v.venv, python=python, device=_device(v.device), build_env=build, log=log,
+                         videos_per_prompt=s.vbench_videos_per_prompt)
         res["vbench1"] = r1.to_dict()
         if v.vbench2_dimensions:
             suite2 = folder / "vbench2"
@@ -100,11 +112,9 @@ def evaluate(params: Params, out: Path, log=print) -> dict:
                              vbench2_python=v.vbench2_python, mode=mode2)
             res["vbench2"] = r2.to_dict()
         summary["runs"][run] = res
-        for d in (videos, out / run / "videos2"):  # symlink scaffolding only: the results name the videos
-            if d.is_dir():
-                for link in d.iterdir():
-                    link.unlink()
-                d.rmdir()
+        for d in (videos, out / run / "videos2"):  # scaffolding only (links, VBench-Long's split_clip/): the results
+            if d.is_dir():                          # name the videos; rmtree unlinks links, never their targets
+                shutil.rmtree(d)
         log(f"[vbench] {run}: raw {r1.raw}; missing {sorted(r1.missing)}")
     summary["vbench2"] = "on" if v.vbench2_dimensions else "off (vbench.vbench2_dimensions is empty)"
     return summary
@@ -115,7 +125,8 @@ def run(params: Params) -> dict:
     from sara.tracking import log_artifact, log_metrics, stage_run
 
     out = Path(params.vbench.out_dir)
-    with stage_run("vbench", params, SECTIONS):
+    choice = benchmark_choice(params)
+    with stage_run("vbench", params, SECTIONS, tags={"vbench.benchmark": choice["benchmark"]}):
         with atomic_dir(out) as tmp:
             summary = evaluate(params, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -60,12 +60,15 @@ def supervision_units(
     *,
     entity_separated: bool = True,
     threshold: float | None = None,
+    seen: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[Unit]:
     """The K+2 forwards of one clip: (c_k, M_k) for k = 1..K, (c_fg, M_fg = union), (c_bg, M_bg = 1 - M_fg).
 
     `entity_masks` (K, F, H, W) bool is ordered as `ref_ids`; captions are matched to masks by ref_id. With
     `entity_separated=False` (the "w/o entity-separated" ablation) the clip gives one forward: the full caption c
     with the union mask. A clip with K = 0 gives only the background forward (M_bg = 1 everywhere).
+    `seen` (the encoder's `masks_seen`) maps a clip mask (F, H, W) to what the encoder saw of it, its frames
+    through its resize and crop (`vfm.resize`); None = the sampled frames `frame_idx` of the full frame.
     """
     masks = torch.as_tensor(entity_masks).bool()  # (K, F, H, W)
     if masks.ndim != 4 or masks.shape[0] != len(ref_ids):
@@ -73,7 +76,13 @@ def supervision_units(
                          f"got {tuple(masks.shape)}")
     union = masks.any(0)  # (F, H, W)
     background = ~union
-    to_grid = lambda m: masks_to_grid(m, frame_idx, grid, threshold)  # noqa: E731  (T_s, N_s)
+
+    def to_grid(m: torch.Tensor) -> torch.Tensor:  # (F, H, W) -> (T_s, N_s)
+        if seen is None:
+            return masks_to_grid(m, frame_idx, grid, threshold)
+        view = seen(m)  # (T, S, S): the encoder's frames, resized and cropped as its pixels were
+        return masks_to_grid(view, torch.arange(view.shape[-3]), grid, threshold)
+
     if not entity_separated:
         return [Unit("full", full_text, to_grid(union))]
     index = {r: i for i, r in enumerate(ref_ids)}
@@ -89,14 +98,14 @@ def supervision_units(
 
 
 def clip_units(caption: Any, masks: Any, frame_idx: torch.Tensor, grid: tuple[int, int, int],
-               p: AlignerParams) -> list[Unit]:
+               p: AlignerParams, seen: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Unit]:
     """`supervision_units` from an MTSS caption (`sara.data.mtss`) and stored masks (`sara.masks.store`)."""
     from sara.data import mtss
 
     return supervision_units(
         mtss.entity_captions(caption), mtss.foreground_caption(caption), mtss.background_caption(caption),
         mtss.full_caption(caption), list(masks.ref_ids), torch.as_tensor(masks.entities), frame_idx, grid,
-        entity_separated=p.entity_separated, threshold=p.mask_threshold)
+        entity_separated=p.entity_separated, threshold=p.mask_threshold, seen=seen)
 
 
 def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_clip: bool = False,
@@ -123,7 +132,7 @@ def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_cli
         feats = cached_features(vfm, clip, params.vfm.cache_dir)  # (T_s, N_s, D_v)
         idx = vfm.frame_indices(clip.frames.shape[0])
         p = params.aligner.model_copy(update={"entity_separated": True}) if all_queries else params.aligner
-        units = clip_units(clip.caption, masks, idx, vfm.grid, p)
+        units = clip_units(clip.caption, masks, idx, vfm.grid, p, seen=vfm.masks_seen)
         extra: dict[str, Any] = {"num_entities": len(masks.ref_ids)}
         if with_clip:
             first = idx[:: vfm.tubelet_size]  # first sampled frame of each tubelet

@@ -214,6 +214,10 @@ def train_stage2(
     parsed = Run.parse(run)
     method, op = parsed.method, parsed.op
     spec = REGISTRY[method]
+    if spec.needs_saliency or spec.needs_vfm:
+        from sara.models.video_view import require_full_clip_view
+
+        require_full_clip_view(params.vfm.frame_sampling, params.vfm.resize, f"Stage 2 run {run!r}")
     tp = params.train
     dist = init_distributed(params.project.device)
     dev = dist.device
