@@ -128,7 +128,7 @@ def test_feature_cache_key_covers_the_whole_vfm_config_and_the_preprocessing_ver
     a = build_vfm(tiny_vfm_params())
     assert build_vfm(tiny_vfm_params()).tag == a.tag  # deterministic
     assert a.identity["vfm"]["frames"] == a.frames and "cache_dir" not in a.identity["vfm"]
-    monkeypatch.setattr(enc, "PREPROCESS_VERSION", "next-preprocessing")
+    monkeypatch.setattr(enc, "PREPROCESS_CODE_VERSION", "v2")
     assert build_vfm(tiny_vfm_params()).tag != a.tag
 
 

@@ -36,7 +36,9 @@ from sara.models.video_view import VJEPA2_SHORT_SIDE_RATIO, SpatialView, sample_
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESS_VERSION = "bin-centre-frames/full-frame-bilinear-resize/imagenet-norm/v1"  # the default view's id
+# Bump when the preprocessing code changes what an encoder sees: every feature-cache key includes it.
+PREPROCESS_CODE_VERSION = "v1"
+PREPROCESS_VERSION = f"bin-centre-frames/full-frame-bilinear-resize/imagenet-norm/{PREPROCESS_CODE_VERSION}"  # default
 QWEN_EMBEDDING_INSTRUCTION = "Represent the user's input."
 
 
@@ -60,7 +62,7 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
 def preprocess_id(frame_sampling: str, frame_stride: int, view: SpatialView) -> str:
     """Names the whole preprocessing (frames, view, normalisation) in the encoder identity; the default gives
     PREPROCESS_VERSION."""
-    return f"{sampling_id(frame_sampling, frame_stride)}/{view.id}/imagenet-norm/v1"
+    return f"{sampling_id(frame_sampling, frame_stride)}/{view.id}/imagenet-norm/{PREPROCESS_CODE_VERSION}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
