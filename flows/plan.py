@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from flows.dag import Dag
 from sara.config import MethodName, Params, ParamsError, RoutingOp, params_from_dict
+from sara.config import read_yaml as parse_params_yaml
 
 SEED_KEY = "train.seed"
 LAM_TRD_KEY = "trd.lam_trd"
 OPS_KEY = "methods.sara.ops"
+MAIN_RUN_KEY = "report.main_run"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class SweepPoint:
         out: dict[str, Any] = {SEED_KEY: self.seed, LAM_TRD_KEY: self.lam_trd}
         if self.method == "sara":
             out[OPS_KEY] = [self.op]  # train only this operator's run in this point's experiment
+            out[MAIN_RUN_KEY] = self.run  # the report's SARA row must be a run the point trains
         return out
 
 
@@ -96,7 +98,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{what} not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = parse_params_yaml(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{what} {path}: top level must be a mapping of sections")
     return raw

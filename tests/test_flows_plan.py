@@ -46,7 +46,7 @@ def test_points_cover_methods_ops_seeds_and_lambdas() -> None:
     assert len(points) == 2 * 2 + 2 * 2 * 2  # sft has the single operator `none`
     assert {p.run for p in points} == {"sft", "sara-and", "sara-or"}
     sara_or = next(p for p in points if p.run == "sara-or" and p.seed == 2 and p.lam_trd == 1.0)
-    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0, "methods.sara.ops": ["or"]}
+    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0, "methods.sara.ops": ["or"], "report.main_run": "sara-or"}
     assert "methods.sara.ops" not in next(p for p in points if p.method == "sft").overrides()
     with pytest.raises(ParamsError, match="ops: method 'sara' needs at least one routing operator"):
         build_points(["sara"], [], [1], [0.5])
