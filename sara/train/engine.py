@@ -223,13 +223,17 @@ class TrainEngine:
 @contextmanager
 def weights_only_loads() -> Iterator[None]:
     """Make every torch.load inside the block a weights_only load, whatever its caller asked for."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
 
+    # plain data classes DeepSpeed pickles into its optimizer states (ZeRO stage, partition addresses, loss scaler)
+    allowed = [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
     key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
     before = os.environ.get(key)
     os.environ[key] = "1"
     try:
-        with torch.serialization.safe_globals([ZeroStageEnum]):
+        with torch.serialization.safe_globals(allowed):
             yield
     finally:
         if before is None:
