@@ -282,7 +282,6 @@ def test_a_crafted_aligner_or_train_state_runs_no_code(tmp_path: Path):
     import pickle
 
     from sara.models.aligner import load_aligner
-    from sara.train.engine import weights_only_loads
 
     marker = tmp_path / "pwned"
     crafted = tmp_path / "aligner.pt"
@@ -290,6 +289,8 @@ def test_a_crafted_aligner_or_train_state_runs_no_code(tmp_path: Path):
     with pytest.raises(pickle.UnpicklingError):
         load_aligner(crafted)
     assert not marker.exists()
+    from sara.train.engine import weights_only_loads
+
     with weights_only_loads(), pytest.raises(pickle.UnpicklingError):  # what DeepSpeed's own loads go through
         torch.load(crafted, map_location="cpu", weights_only=False)
     assert not marker.exists()
