@@ -8,11 +8,16 @@ silently falls back to a default. Every field carries a short comment saying why
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from sara.errors import InputError, MissingWeightsError
+
 
 def _wan_frame_count(v: int) -> int:
     if (v - 1) % 4:
@@ -20,15 +25,25 @@ def _wan_frame_count(v: int) -> int:
     return v
 
 
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):  # True == 1 in Python: a Literal of ints would otherwise take `true` for 1
+        raise ValueError("must be an integer, not a boolean")
+    return v
+
+
 WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
+ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
 RoutingOp = Literal["none", "and", "or", "xor"]
 MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
 
 class Section(BaseModel):
-    """Base for every params section: unknown keys are errors, instances are immutable."""
+    """Base for every params section: unknown keys are errors, instances are immutable, types are strict.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: `true` is not an integer, `'1e-4'` (a quoted string) is not a number, and every float must be
+    finite unless its field says otherwise (`trd.tau: .inf` means uniform cross-frame weights)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ProjectParams(Section):
@@ -155,7 +170,7 @@ class TRDParams(Section):
     lam_trd: float = Field(0.5, ge=0)  # weight of the auxiliary loss (paper: 0.5)
     lam_tmp: float = Field(1.0, ge=0)  # weight of the cross-frame term (paper: 1.0)
     eps: float = Field(1e-6, gt=0)
-    tau: float = Field(math.inf, gt=0)  # temporal decay; inf = uniform cross-frame weights
+    tau: float = Field(math.inf, gt=0, allow_inf_nan=True)  # temporal decay; inf = uniform cross-frame weights
     mask_temporal: bool = True  # ablation "w/o temporal mask"
     projector_hidden: int = Field(256, ge=1)  # REPA projector MLP width (paper: open; REPA uses 2048)
     grid_mode: Literal["trilinear", "area"] = "trilinear"  # DiT grid -> VFM grid interpolation
@@ -185,7 +200,7 @@ class TrainParams(Section):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(1, ge=1)  # per GPU (paper: 1)
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: ZeroStage = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
     checkpoint_every: int = Field(100, ge=1)
@@ -365,20 +380,38 @@ class Params(Section):
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
 
+    @model_validator(mode="after")
+    def _main_run_is_trained(self) -> "Params":
+        from sara.runs import dag_run_names  # the run registry (sara.runs imports this module)
 
-class ParamsError(ValueError):
+        runs = dag_run_names()
+        if self.report.main_run not in runs:
+            raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "
+                             f"(runs: {', '.join(runs)})")
+        return self
+
+
+class ParamsError(InputError, ValueError):
     """Raised for an invalid params file; the message names every offending key path."""
+
+
+# pydantic error types whose message is clearer with the refused value beside it
+_SHOW_INPUT = {"finite_number", "float_type", "int_type", "bool_type", "string_type", "literal_error", "list_type",
+               "value_error", "int_from_float", "float_parsing", "int_parsing"}
 
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.replace("Input should be greater than", "must be >").replace("Value error, ", "")
-        lines.append(f"{path}: {msg}")
+        msg = msg.replace("Input should be a finite number", "must be a finite number").replace("Input should be", "must be")
+        if e["type"] in _SHOW_INPUT and e["loc"] and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        path = ".".join(str(p) for p in e["loc"])
+        lines.append(f"{path}: {msg}" if path else msg)  # a whole-file check names its keys itself
     return "\n".join(lines)
 
 
@@ -389,7 +422,28 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(f"invalid params in {source}:\n{_format_errors(err)}") from None
+        errors = _format_errors(err)
+        sep = "\n" if "\n" in errors else " "  # one bad key: one line
+        raise ParamsError(f"invalid params in {source}:{sep}{errors}") from None
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does (and as DVC does): `1e-4` is a float, not a string.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`); without this, `lr: 1e-4` would reach the
+    strict params as the string '1e-4' and be refused. A quoted `'1e-4'` stays a string and is refused."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse a params YAML document (safe loader, YAML 1.2 floats)."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -397,8 +451,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path.read_text()) or {}
     return params_from_dict(raw, str(path))
 
 
@@ -408,8 +461,32 @@ def require_dir(param: str, value: str | None, what: str) -> Path:
     Nothing is ever downloaded: real models load from directories named in params.
     """
     if not value:
-        raise FileNotFoundError(f"{param} is not set: it must name a local directory containing {what}")
+        raise MissingWeightsError(f"{param} is not set: it must name a local directory containing {what}")
     p = Path(value).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
+        raise MissingWeightsError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
     return p
+
+
+def local_weight_dirs(params: Params, sections: list[str]) -> list[tuple[str, str | None, str]]:
+    """(param, value, contents) of every local weights directory that the given params sections need."""
+    out: list[tuple[str, str | None, str]] = []
+    if "dit" in sections and params.dit.kind == "local":
+        d = params.dit
+        out += [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
+                ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
+                ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
+                ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")]
+    if "vfm" in sections and params.vfm.kind == "local":
+        out.append(("vfm.path", params.vfm.path, "a V-JEPA 2 / 2.1 model in transformers format"))
+    if "text" in sections and params.text.kind == "qwen3vl_embedding":
+        out.append(("text.path", params.text.path, "Qwen3-VL-Embedding in transformers format"))
+    if "masks" in sections and params.masks.backend == "sam3":
+        out.append(("masks.sam3_dir", params.masks.sam3_dir, "a transformers-format SAM 3 video model"))
+    return out
+
+
+def check_local_weights(params: Params, sections: list[str]) -> None:
+    """Refuse, before any work, a params key that names missing local weights (one line: the key and the path)."""
+    for param, value, what in local_weight_dirs(params, sections):
+        require_dir(param, value, what)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sara.config import DiTParams, Params, require_dir
+from sara.errors import MissingWeightsError
 
 MANIFEST = "manifest.json"
 MINILM_DIM = 384  # all-MiniLM-L6-v2 hidden size: the tiny DiT's text_dim
@@ -151,7 +152,7 @@ def build_tiny_base(params: Params) -> tuple[nn.Module, nn.Module, nn.Module]:
 def _check_model_dir(param: str, value: str | None, what: str) -> str:
     path = require_dir(param, value, what)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
+        raise MissingWeightsError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
     return str(path.resolve())
 
 

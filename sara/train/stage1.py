@@ -22,6 +22,7 @@ import torch
 from sara.config import AlignerParams, Params
 from sara.losses.aligner import info_nce, masks_to_grid, same_caption_matrix, saliency_bce
 from sara.models.aligner import SaliencyAligner, pool_visual_tokens
+from sara.train import health
 
 QUERY_KINDS = ("entity", "combined", "background", "full")
 TRAIN_STATE = "train_state.pt"
@@ -125,10 +126,7 @@ def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_cli
     out = []
     for rec in tqdm(records, desc="features + targets", disable=not progress, unit="clip"):
         clip = load_clip(rec.folder(params.data.out_dir))
-        masks = load_masks(params.masks.out_dir, rec.clip_id)
-        if tuple(masks.entities.shape[1:]) != tuple(clip.frames.shape[:3]):
-            raise ValueError(f"{rec.clip_id}: masks {masks.entities.shape[1:]} do not match frames "
-                             f"{clip.frames.shape[:3]} (masks.out_dir = {params.masks.out_dir})")
+        masks = load_masks(params.masks.out_dir, rec.clip_id, clip.frames.shape)
         feats = cached_features(vfm, clip, params.vfm.cache_dir)  # (T_s, N_s, D_v)
         idx = vfm.frame_indices(clip.frames.shape[0])
         p = params.aligner.model_copy(update={"entity_separated": True}) if all_queries else params.aligner
@@ -306,13 +304,18 @@ def train_aligner(
     start = 0
     state_path = work_dir / TRAIN_STATE
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
         if state.get("fingerprint") == fingerprint:
+            health.check_weights(state["aligner"], f"train_aligner: train state {state_path} not resumed (delete it "
+                                                   "or rerun with --fresh)")
             aligner.load_state_dict(state["aligner"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start = int(state["step"])
     history: list[dict[str, float]] = list(state["history"]) if start else []
+    if log_fn is not None:
+        for i, rec in enumerate(history):  # a resumed run shows the whole curve, not only the steps after `start`
+            log_fn(rec, i)
     caption_states: dict[str, torch.Tensor] = {}
     amp = autocast_context(device, p.precision)
     t0 = time.perf_counter()
@@ -342,9 +345,13 @@ def train_aligner(
         if log_fn is not None:
             log_fn(rec, step)
         bar.set_postfix(bce=f"{rec['loss/bce']:.3f}", nce=f"{rec.get('loss/nce', float('nan')):.3f}")
-        # 5. train state for resume
+        # 5. train state for resume, only from a healthy step (sara.train.health)
+        where = f"train_aligner: step {step + 1} diverged, no train state written"
+        health.check_grad_norm(grad_norm, where)
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < p.steps:
+            health.check_weights(aligner, where)
             save_train_state(state_path, aligner, opt, sched, step + 1, history, fingerprint)
+    health.check_weights(aligner, f"train_aligner: the trained aligner diverged (step {p.steps})")
     aligner.eval()
     return TrainResult(aligner, history, time.perf_counter() - t0, start)
 
