@@ -21,6 +21,7 @@ from typing import Any
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
+from flows.dag import stage_base
 from flows.plan import PointPlan, SweepPlan
 from sara.config import Params
 from sara.tracking import flatten
@@ -170,7 +171,7 @@ def collect_point_metrics(
             if run is None:
                 continue
             provenance[metrics_from_tag(stage)] = run.info.run_id
-        finals.update(_copy_metrics(client, run, child_run_id, stage.split("@", 1)[0]))
+        finals.update(_copy_metrics(client, run, child_run_id, stage_base(stage)))
     for key, value in provenance.items():
         client.set_tag(child_run_id, key, value)
     return finals
