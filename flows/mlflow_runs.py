@@ -133,6 +133,8 @@ def _previous_stage_run(client: MlflowClient, experiment_id: str, stage: str, pa
         max_results=200,
     )
     for run in candidates:
+        if "sara.kind" in run.data.tags:  # a sweep or sweep-point run carries its targets' dvc.stage tag: not a stage
+            continue
         if all(mine[k] == v for k, v in run.data.params.items() if k in mine):
             return run
     return None
