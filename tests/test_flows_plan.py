@@ -154,3 +154,20 @@ def test_tracking_uri_is_made_absolute_for_temp_copies(monkeypatch: pytest.Monke
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_a_cached_stage_takes_its_metrics_from_the_stage_run_never_from_another_point(tracking) -> None:
+    """Two sweep points with the same params (their runs differ only by their targets) must not copy each other's
+    copied metrics: a point run carries its targets' `dvc.stage` tag but is no stage run."""
+    from flows.mlflow_runs import _previous_stage_run
+    from sara.config import Params
+    from sara.tracking import log_metrics, stage_run
+
+    params = Params()
+    with stage_run("masks", params, ["project", "data", "masks"]) as stage:
+        log_metrics({"coverage.or.fg_fg": 0.5})
+    exp = tracking.get_experiment_by_name(params.project.mlflow_experiment).experiment_id
+    other = tracking.create_run(exp, tags={"dvc.stage": "masks", "sara.kind": "sweep_point"})
+    tracking.log_metric(other.info.run_id, "masks/coverage.or.fg_fg", 0.5)
+    tracking.set_terminated(other.info.run_id, "FINISHED")
+    assert _previous_stage_run(tracking, exp, "masks", params).info.run_id == stage.info.run_id
