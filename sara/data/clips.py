@@ -81,8 +81,8 @@ def _check_masks(ref_ids: list[str], entities: np.ndarray, frames: np.ndarray, c
     check_mask_shape(entities, len(ref_ids), frames.shape, clip_id, path)
     expected = [r.ref_id for r in foreground_references(caption)]
     if sorted(ref_ids) != sorted(expected):
-        raise BadDataError(f"clip {clip_id!r}: {path} has mask ref_ids {ref_ids}, the caption's entities are "
-                           f"{expected}")
+        raise BadDataError(f"clip {clip_id!r}: {path} has mask ref_ids {ref_ids}, which do not match the caption's "
+                           f"entities {expected}")
 
 
 def _atomic_clip_dir(root: Path, clip_id: str):
@@ -125,7 +125,7 @@ def write_clip(
     if (masks is None) != (mask_ref_ids is None):
         raise ValueError("masks and mask_ref_ids go together")
     if masks is not None:
-        _check_masks(mask_ref_ids, masks, frames, caption)
+        _check_masks(mask_ref_ids, masks, frames, caption, clip_id, "the masks given to write_clip")
     root = Path(root)
     tmp, final = _atomic_clip_dir(root, clip_id)
     try:
