@@ -16,6 +16,9 @@ from sara.config import ParamsError, load_params
 STAGES = {
     "data": "data",
     "masks": "masks",
+    "corpus": "corpus",
+    "pretrain-vae": "pretrain_vae",
+    "pretrain-vfm": "pretrain_vfm",
     "features": "features",
     "train-aligner": "train_aligner",
     "eval-aligner": "eval_aligner",

@@ -3,7 +3,8 @@
 kind tiny: seeded random-init high-noise and low-noise WanTransformer3DModel, a tiny AutoencoderKLWan and the
 text-conditioning description (MiniLM), all with save_pretrained. kind local: only a manifest pointing at the
 local Wan2.2 directories (`dit.path`, `dit.low_noise_path`, `dit.vae_path`, `dit.text_encoder_path`), each
-checked to exist; 14B weights are never copied.
+checked to exist; 14B weights are never copied. Lab scale (`project.scale: lab`): the base DiT is pretrained here
+on the corpus with the lab VAE (sara.stages.pretrain_dit).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "dit", "train"]  # train.seed seeds the tiny random init
+SECTIONS = ["project", "dit", "train", "pretrain", "sample"]  # train.seed seeds the init; lab: pretrain, sample
 
 
 def run(params: Params) -> Path:
@@ -26,7 +27,13 @@ def run(params: Params) -> Path:
         tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
         if tmp.exists():
             shutil.rmtree(tmp)
-        manifest = save_base(params, tmp)
+        if params.project.scale == "lab":  # pretrain the base DiT here (docs/lab/base.md)
+            from sara.stages.pretrain_dit import pretrain_base
+
+            tmp.mkdir(parents=True)
+            manifest = pretrain_base(params, tmp)
+        else:
+            manifest = save_base(params, tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
