@@ -142,6 +142,7 @@ def train_base_dit(
     t0 = time.time()
     step = 0
     done = 0
+    first_step_train_s = 0.0
     for step in range(p.steps):
         if on_eval is not None and step % p.eval_every == 0 and step > 0:
             if cuda:
@@ -161,8 +162,12 @@ def train_base_dit(
             with torch.no_grad():
                 torch._foreach_lerp_(list(ema.parameters()), list(transformer.parameters()), 1.0 - p.ema_decay)
         done = step + 1
+        if step == 0:  # the first step compiles (torch.compile): steady-state timing starts after it
+            if cuda:
+                torch.cuda.synchronize()
+            first_step_train_s = t_train + (time.time() - t_mark)
         if step % 100 == 0 or step == p.steps - 1:
-            lv = float(loss)  # syncs
+            lv = float(loss.detach())  # syncs
             history.append({"step": step, "loss": lv, "seconds": round(time.time() - t0, 2)})
             log(f"[dit] step {step}/{p.steps} loss {lv:.4f} ({time.time() - t0:.0f} s)")
         if max_minutes is not None and t_train + (time.time() - t_mark) > 60 * max_minutes:
@@ -175,9 +180,10 @@ def train_base_dit(
     if on_eval is not None:
         curve.append({"step": done, "train_seconds": round(t_train, 1), **on_eval(done, final)})
     # steady-state throughput over the whole run (evaluation excluded); first steps include compile/warm-up
-    step_s = t_train / max(done, 1)
+    step_s = (t_train - first_step_train_s) / max(done - 1, 1) if done > 1 else t_train
     metrics = {
-        "steps_done": done, "train_seconds": round(t_train, 2), "seconds_per_step": round(step_s, 5),
+        "steps_done": done, "train_seconds": round(t_train, 2), "first_step_seconds": round(first_step_train_s, 2),
+        "seconds_per_step": round(step_s, 5),  # steady state: after the first (compiling) step, evaluation excluded
         "batch_size": p.batch_size, "flops_per_step": flops_per_step,
         "achieved_tflops": round(flops_per_step / step_s / 1e12, 2),
         "matmul_peak_tflops": round(peak, 1) if peak else None,

@@ -6,7 +6,8 @@ downstream (`VideoEncoder.preprocess`: bin-centre frames, full-frame resize, Ima
 
 Gates (`encoder_probes`), on frozen held-out features, pretrained against the same config at random init:
 - linear probes (logistic regression, clips split in two halves) for each entity's shape and net motion
-  direction, from the mean of the entity's tokens (tokens whose tubelet/patch is over half covered by its mask);
+  direction, from the entity's tokens (tokens whose tubelet/patch is over half covered by its mask), averaged per
+  tubelet and concatenated over time;
 - same-entity vs different-entity token-pair cosine similarity (AUROC over every entity-token pair of a clip).
 """
 
@@ -81,8 +82,8 @@ def train_vfm(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 50 == 0 or step == p.steps - 1:
-            history.append({"step": step, "loss": float(loss), "seconds": time.time() - t0})
-            log(f"[vfm] step {step}/{p.steps} loss {float(loss):.4f} ({time.time() - t0:.0f} s)")
+            history.append({"step": step, "loss": float(loss.detach()), "seconds": time.time() - t0})
+            log(f"[vfm] step {step}/{p.steps} loss {float(loss.detach()):.4f} ({time.time() - t0:.0f} s)")
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             log(f"[vfm] time limit {max_minutes} min reached at step {step + 1}")
             break
@@ -128,7 +129,10 @@ def entity_features(view: VideoEncoder, heldout: Corpus, n_clips: int, batch_siz
             for k, lab in enumerate(labels):
                 sel = own == k
                 if sel.any():
-                    feats.append(tokens[sel].mean(0).numpy())
+                    # per-tubelet means, concatenated (T_s * D): a clip-wide mean could not show where it went
+                    per_t = [v[j, t][owner[t] == k].mean(0) if (owner[t] == k).any() else torch.zeros(v.shape[-1])
+                             for t in range(v.shape[1])]
+                    feats.append(torch.cat(per_t).numpy())
                     shapes.append(SHAPE_CLASSES.index(lab["shape"]))
                     motions.append(MOTION_CLASSES.index(lab["motion"]))
             idx = torch.nonzero(own >= 0).flatten()
@@ -141,7 +145,7 @@ def entity_features(view: VideoEncoder, heldout: Corpus, n_clips: int, batch_siz
                 iu = torch.triu_indices(len(idx), len(idx), 1)
                 pair_scores.append(sim[iu[0], iu[1]].numpy())
                 pair_same.append(same[iu[0], iu[1]].numpy())
-    return {"features": np.stack(feats) if feats else np.zeros((0, view.dim)), "shape": np.array(shapes),
+    return {"features": np.stack(feats) if feats else np.zeros((0, view.grid[0] * view.dim)), "shape": np.array(shapes),
             "motion": np.array(motions),
             "pair_scores": np.concatenate(pair_scores) if pair_scores else np.zeros(0),
             "pair_same": np.concatenate(pair_same) if pair_same else np.zeros(0, bool)}
