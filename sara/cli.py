@@ -17,6 +17,9 @@ from sara.errors import InputError
 STAGES = {
     "data": "data",
     "masks": "masks",
+    "corpus": "corpus",
+    "pretrain-vae": "pretrain_vae",
+    "pretrain-vfm": "pretrain_vfm",
     "features": "features",
     "train-aligner": "train_aligner",
     "eval-aligner": "eval_aligner",

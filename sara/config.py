@@ -47,7 +47,7 @@ class Section(BaseModel):
 
 
 class ProjectParams(Section):
-    scale: Literal["embedded", "gpu", "paper"] = "embedded"  # says in every output which size produced it
+    scale: Literal["embedded", "gpu", "lab", "paper"] = "embedded"  # which size produced an output; lab = pretrain here
     seed: int = Field(1024, ge=0)  # global seed (Table 11 uses 1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     mlflow_experiment: str = Field("sara", min_length=1)  # MLflow experiment every stage logs into
@@ -99,8 +99,8 @@ class MasksParams(Section):
 
 
 class VFMParams(Section):
-    kind: Literal["tiny", "local"] = "tiny"  # tiny random-init VJEPA2Model, or V-JEPA 2/2.1 from `path`
-    path: str | None = None  # local transformers-format V-JEPA directory (kind local)
+    kind: Literal["tiny", "local", "videomae"] = "tiny"  # tiny random-init VJEPA2Model, V-JEPA 2/2.1 or VideoMAE from `path`
+    path: str | None = None  # local transformers-format V-JEPA (kind local) or VideoMAE (kind videomae) directory
     frames: int = Field(8, ge=2)  # frames fed to the encoder (taken by `frame_sampling`)
     # which frames: bin_centres = n frames at the centres of n equal bins (span the whole clip; Stage 2 needs it);
     # stride = n consecutive frames `frame_stride` apart from frame 0, as V-JEPA 2's examples (docs/aligner.md)
@@ -188,9 +188,19 @@ class DiTParams(Section):
     frames: WanFrames = Field(9, ge=1)  # training clip frames (4k+1 for the Wan VAE)
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
-    text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
+    patch_size: list[int] = [1, 2, 2]  # tiny config only: (t, h, w) latent patch (Wan: 1x2x2)
+    ffn_mult: int = Field(2, ge=1)  # tiny config only: FFN width = ffn_mult * num_heads * head_dim
+    text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512; lab MiniLM: 512)
     init_seed: int = Field(1024, ge=0)  # tiny config only: seeds the random init of the base model (init_dit)
     base_dir: str = "models/base"  # written by init_dit: the starting point of every method
+
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: list[int]) -> list[int]:
+        if len(v) != 3 or min(v) < 1:
+            raise ValueError("must be three positive sizes [t, h, w]")
+        return v
 
 
 class TrainParams(Section):
@@ -361,6 +371,89 @@ class ReportParams(Section):
     out_dir: str = "outputs/report"
 
 
+class CorpusParams(Section):
+    """The lab pretraining corpus (sara.data.corpus): random synthetic scenes, rendered once on every core."""
+
+    n_train: int = Field(4096, ge=1)  # clips every base model pretrains on
+    n_heldout: int = Field(256, ge=1)  # held-out clips (VAE PSNR, encoder probes), with entity masks
+    frames: WanFrames = Field(17, ge=1)  # 4k+1 for the Wan VAE (the DiT trains on these clips)
+    height: int = Field(64, ge=16)
+    width: int = Field(64, ge=16)
+    fps: int = Field(8, ge=1)
+    min_entities: int = Field(1, ge=1, le=4)
+    max_entities: int = Field(4, ge=1, le=4)
+    interaction_prob: float = Field(0.3, ge=0.0, le=1.0)
+    person_prob: float = Field(0.2, ge=0.0, le=1.0)
+    pan_prob: float = Field(0.15, ge=0.0, le=1.0)
+    workers: int = Field(0, ge=0)  # render processes; 0 = every core
+    seed: int = Field(7, ge=0)  # separate from data.seed: the corpus never contains a CT or held-out clip
+    out_dir: str = "data/corpus"
+
+
+class VAEPretrainParams(Section):
+    """AutoencoderKLWan trained on the corpus (sara.train.pretrain_vae); embedded: tiny random init."""
+
+    base_dim: int = Field(3, ge=3)  # Wan2.1 VAE: 96; the embedded tiny VAE: 3
+    dim_mult: list[int] = [1, 1, 1, 1]  # Wan2.1 VAE: [1, 2, 4, 4]
+    num_res_blocks: int = Field(1, ge=1)  # Wan2.1 VAE: 2
+    steps: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)  # small: the latent must stay informative (a near-deterministic AE)
+    eval_clips: int = Field(64, ge=1)  # held-out clips of the PSNR gate
+    min_psnr_db: float = 30.0  # gate of the lab scale
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    seed: int = Field(0, ge=0)
+    out_dir: str = "models/vae"
+
+
+class VFMPretrainParams(Section):
+    """Self-supervised VideoMAE pretraining of the frozen TRD target (sara.train.pretrain_vfm)."""
+
+    hidden_size: int = Field(64, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    decoder_hidden_size: int = Field(32, ge=8)
+    decoder_num_layers: int = Field(1, ge=1)
+    mask_ratio: float = Field(0.9, gt=0.0, lt=1.0)  # tube masking (VideoMAE: 0.9)
+    steps: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(1.5e-3, gt=0)
+    probe_clips: int = Field(64, ge=4)  # held-out clips of the probe / AUROC gates
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    seed: int = Field(0, ge=0)
+    out_dir: str = "models/vfm"
+
+
+class DiTPretrainParams(Section):
+    """Base Wan DiT pretraining over all timesteps on the corpus (sara.train.pretrain_dit)."""
+
+    steps: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    shift: float = Field(3.0, gt=0)  # timestep shift of the uniform-in-u training law (all timesteps)
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0)  # captions replaced by "" so sampling can use CFG
+    compile: bool = False  # torch.compile the transformer (CUDA)
+    eval_every: int = Field(1, ge=1)  # sample the held-out prompts every k steps (the learning curve)
+    eval_steps: int = Field(2, ge=1)  # denoising steps of the learning-curve samples
+    eval_guidance: float = Field(1.0, ge=1.0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = no EMA
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    seed: int = Field(0, ge=0)
+
+
+class PretrainParams(Section):
+    """Lab scale: every base model is pretrained here. Read only when project.scale is lab (docs/lab/base.md)."""
+
+    corpus: CorpusParams = CorpusParams()
+    vae: VAEPretrainParams = VAEPretrainParams()
+    vfm: VFMPretrainParams = VFMPretrainParams()
+    dit: DiTPretrainParams = DiTPretrainParams()
+
+
 class Params(Section):
     project: ProjectParams = ProjectParams()
     data: DataParams = DataParams()
@@ -379,6 +472,7 @@ class Params(Section):
     vbench: VBenchParams = VBenchParams()
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
+    pretrain: PretrainParams = PretrainParams()
 
     @model_validator(mode="after")
     def _main_run_is_trained(self) -> "Params":

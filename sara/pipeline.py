@@ -75,19 +75,28 @@ def stages(params: Params) -> list[StageSpec]:
     p = params
     clips, masks, feats = p.data.out_dir, p.masks.out_dir, p.vfm.cache_dir
     samples = [f"{p.sample.out_dir}/{r}" for r in DAG_SAMPLE_RUNS]
+    corpus, vae, vfm = p.pretrain.corpus.out_dir, p.pretrain.vae.out_dir, p.pretrain.vfm.out_dir
     out = [
+        StageSpec("corpus", "sara corpus", stage_file("corpus"), _sections("corpus"), outs=(corpus,),
+                  comment="The base models, one stage each with one behaviour per scale (random init embedded, "
+                          "pretrained here lab, local weights paper): docs/lab/base.md."),
+        StageSpec("pretrain_vae", "sara pretrain-vae", stage_file("pretrain_vae"), _sections("pretrain_vae"),
+                  (corpus,), (vae,)),
+        StageSpec("pretrain_vfm", "sara pretrain-vfm", stage_file("pretrain_vfm"), _sections("pretrain_vfm"),
+                  (corpus,), (vfm,)),
         StageSpec("data", "sara data", stage_file("data"), _sections("data"), outs=(clips,)),
         StageSpec("masks", "sara masks", stage_file("masks"), _sections("masks"), (clips,), (masks,),
                   metrics=(f"{Path(masks).parent}/masks_metrics.json",)),
-        StageSpec("features", "sara features", stage_file("features"), _sections("features"), (clips,), (feats,),
+        StageSpec("features", "sara features", stage_file("features"), _sections("features"), (clips, vfm), (feats,),
                   comment="V-JEPA features of every clip, content-keyed (clip bytes, encoder, preprocessing); their own "
                           "stage, so the run cache restores every stage that reads them."),
         StageSpec("train_aligner", "sara train-aligner", stage_file("train_aligner"), _sections("train_aligner"),
-                  (clips, masks, feats), (p.aligner.out_dir,)),
+                  (clips, masks, feats, vfm), (p.aligner.out_dir,)),
         StageSpec("eval_aligner", "sara eval-aligner", stage_file("eval_aligner"), _sections("eval_aligner"),
                   (p.aligner.out_dir, clips, masks, feats), (f"{p.aligner.eval_dir}/figures",),
                   metrics=(f"{p.aligner.eval_dir}/metrics.json",)),
-        StageSpec("init_dit", "sara init-dit", stage_file("init_dit"), _sections("init_dit"), outs=(p.dit.base_dir,)),
+        StageSpec("init_dit", "sara init-dit", stage_file("init_dit"), _sections("init_dit"), (corpus, vae),
+                  (p.dit.base_dir,)),
     ]
     for i, run in enumerate(DAG_RUNS):
         out.append(StageSpec(

