@@ -141,7 +141,8 @@ def comparison_artifact(flow_run_id: Any) -> str | None:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
                                            type=ArtifactFilterType(any_=["markdown"]))
         )
-    return found[-1].data if found else None
+    tables = [a for a in found if (a.key or "").startswith("comparison-")]
+    return tables[-1].data if tables else None
 
 
 def main(argv: list[str] | None = None, out=print) -> int:
