@@ -159,7 +159,8 @@ def point_identity(point: PointPlan) -> dict[str, str]:
 def _copy_metrics(client: MlflowClient, source: Run, target_run_id: str, prefix: str) -> dict[str, float]:
     copied: list[Metric] = []
     finals: dict[str, float] = {}
-    for key, value in source.data.metrics.items():
+    for key in metric_order(source.data.metrics):
+        value = source.data.metrics[key]
         history = client.get_metric_history(source.info.run_id, key)[-MAX_POINTS_PER_KEY:]
         # Evaluation stages already log stable `<stage>/<metric>` names (rubric/grounded/TA_mean): kept as they are.
         name = key if key.startswith(f"{prefix}/") else f"{prefix}/{key}"
@@ -182,7 +183,9 @@ def collect_point_metrics(
     nested = {r.data.tags.get("dvc.stage"): r for r in _children(client, experiment_id, child_run_id)}
     finals: dict[str, float] = {}
     provenance: dict[str, str] = {}
-    for stage in stages:
+    # Evaluation stages first, headline metrics first: the MLflow compare view opens its parallel-coordinates plot
+    # on the first metric the runs share, in the order the metrics were first logged.
+    for stage in sorted(stages, key=lambda s: s.split("@", 1)[0] not in EVALUATION_STAGES):
         run = nested.get(stage)
         if run is not None and run.info.status != "FINISHED":
             continue
@@ -219,6 +222,7 @@ def comparison_rows(client: MlflowClient, experiment_id: str, parent_run_id: str
     return sorted(rows, key=lambda r: (r["method"], r["routing_op"], r["seed"], r["lam_trd"]))
 
 
+EVALUATION_STAGES = ("rubric", "vbench", "clipscore")
 # Evaluation metrics lead the comparison, in this order; then training, then bookkeeping (timings, counts).
 EVALUATION_PREFIXES = ("rubric/", "vbench/", "clipscore/")
 HEADLINE_METRICS = ("rubric/grounded/TA_mean", "rubric/grounded/MQ_mean", "rubric/vlm/TA_mean", "rubric/vlm/MQ_mean",
