@@ -31,6 +31,20 @@ def repo_root(start: Path | None = None) -> Path:
     return here
 
 
+def workspace_root(start: Path | None = None) -> Path:
+    """The checkout a stage runs for: `repo_root()`, or, inside a DVC temporary experiment copy
+    (`<checkout>/.dvc/tmp/exps/standalone/tmp*/`, one per sweep point), the checkout that copy was made from.
+
+    For git-ignored tools built once per checkout (the VBench venv), so each sweep point does not build its own.
+    """
+    root = repo_root(start)
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 4] == (".dvc", "tmp", "exps", "standalone"):
+            return Path(*parts[:i])
+    return root
+
+
 def apply_offline_defaults() -> None:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)

@@ -146,3 +146,20 @@ def test_vbench2_runs_each_dimension_and_aggregates(tmp_path):
     assert res.raw == {"Human_Anatomy": 0.9}
     assert "CUDA out of memory" in res.missing["Human_Clothes"][0]
     assert res.scores["categories"]["Human Fidelity"]["score"] == 0.9 and res.scores["Final"]["partial"] is True
+
+
+def test_a_sweep_points_temp_copy_uses_the_checkouts_vbench_venv(tmp_path, monkeypatch):
+    """A DVC temp experiment copy (one per sweep point) must not build a VBench venv of its own."""
+    import evaluation.vbench.env as env
+    from sara.env import workspace_root
+
+    checkout = tmp_path / "repo"
+    copy = checkout / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    (checkout / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    assert workspace_root(copy) == checkout and workspace_root(checkout) == checkout
+    seen = []
+    monkeypatch.setattr(env, "is_ready", lambda venv, root: seen.append(venv) or True)
+    env.ensure_env(".venv-vbench", root=copy)
+    assert seen == [checkout / ".venv-vbench"]
