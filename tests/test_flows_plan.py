@@ -28,7 +28,8 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_dag_is_read_from_dvc_yaml_with_foreach_expanded(toy: Path) -> None:
     dag = load_dag(toy)
-    assert set(dag.stages) == {"data", *(f"train_dit@{r}" for r in TOY_RUNS)}
+    assert set(dag.stages) == {"data", *(f"{stage}@{r}" for r in TOY_RUNS for stage in ("train_dit", "rubric"))}
+    assert dag.stages["rubric@sara-or"].upstream == {"train_dit@sara-or"}  # each run's evaluation reads its model
     sara_or = dag.stages["train_dit@sara-or"]
     assert sara_or.upstream == {"data"} and sara_or.item == "sara-or" and sara_or.base == "train_dit"
     assert sara_or.reads("train.seed") and sara_or.reads("trd") and not dag.stages["data"].reads("train.seed")
