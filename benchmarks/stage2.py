@@ -81,12 +81,14 @@ class SaliencyStub:
 def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, warmup: int, use_ds: bool) -> dict[str, Any]:
     from diffusers import WanTransformer3DModel
 
-    from sara.methods import REGISTRY, AuxTargets, build_objective, parse_run
+    from sara.methods import REGISTRY, AuxTargets, build_objective
     from sara.models.encoders import build_vfm
     from sara.train.stage2 import Stage2Model
 
-    method, _ = parse_run(run)
-    spec = REGISTRY[method]
+    from sara.runs import Run
+
+    run = Run.parse(run)
+    spec = REGISTRY[run.method]
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     params = Params(trd=TRDParams(layer=size["layer"], projector_hidden=size["proj_hidden"]),
                     vfm=VFMParams(kind="tiny", patch_size=16, tubelet_size=2, **size["vfm"]))

@@ -18,30 +18,16 @@ from typing import Any
 
 from evaluation.rubric.dimensions import MQ_DIMS, SHORT, TA_DIMS
 from evaluation.vbench.scores import VB2_CATEGORIES
+from sara.runs import ALL_RUNS, BASE
 
 RUN_LABEL = {
     "oracle": "Real video (oracle)",
-    "base": "Pretrained Wan2.2",
-    "sft": "SFT",
-    "videorepa": "VideoREPA",
-    "moalign": "MoAlign",
-    "sara-or": "SARA (OR)",
-    "sara-and": "SARA (AND)",
-    "sara-xor": "SARA (XOR)",
-    "sara-none": "SARA (none)",
+    BASE: "Pretrained Wan2.2",
+    **{r.name: r.label for r in ALL_RUNS},  # SFT, VideoREPA, MoAlign, SARA (AND) ... from the run registry
 }
 # method x routing-operator grid of the heatmap: "no TRD" (no auxiliary loss), "none" (constant weights)
 OPERATORS = ["no TRD", "none", "and", "or", "xor"]
-METHOD_OP = {
-    "base": ("Pretrained", "no TRD"),
-    "sft": ("SFT", "no TRD"),
-    "videorepa": ("VideoREPA", "none"),
-    "moalign": ("MoAlign", "none"),
-    "sara-none": ("SARA", "none"),
-    "sara-and": ("SARA", "and"),
-    "sara-or": ("SARA", "or"),
-    "sara-xor": ("SARA", "xor"),
-}
+METHOD_OP = {BASE: ("Pretrained", "no TRD"), **{r.name: r.report_cell for r in ALL_RUNS}}
 
 
 def label(run: str, main_run: str) -> str:

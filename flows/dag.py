@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def stage_base(name: str) -> str:
+    """`train_dit-sara-or` (or a foreach `train_dit@sara-or`) -> `train_dit`; a plain stage name is its own base."""
+    return name.split("@", 1)[0] if "@" in name else name.split("-", 1)[0]
+
+
 @dataclass(frozen=True)
 class StageInfo:
-    name: str  # DVC address, e.g. `masks` or `train_dit@sara-or`
+    name: str  # DVC address, e.g. `masks` or `train_dit-sara-or`
     params: tuple[str, ...]  # params.yaml keys or sections the stage lists (`train`, `trd.lam_trd`)
     upstream: frozenset[str]  # stages whose outputs this stage reads directly
     # DVC's run cache can restore the stage (no `persist: true` output): a temp experiment then skips it.
@@ -20,13 +25,16 @@ class StageInfo:
 
     @property
     def base(self) -> str:
-        """Stage name without its foreach/matrix item: `train_dit@sara-or` -> `train_dit`."""
-        return self.name.split("@", 1)[0]
+        """Stage name without its run: `train_dit-sara-or` (or a foreach `train_dit@sara-or`) -> `train_dit`."""
+        return stage_base(self.name)
 
     @property
     def item(self) -> str | None:
-        """The foreach/matrix item: `train_dit@sara-or` -> `sara-or`; None for a plain stage."""
-        return self.name.split("@", 1)[1] if "@" in self.name else None
+        """The run of a per-run stage (`train_dit-sara-or` -> `sara-or`; a foreach/matrix item after `@`); None
+        for a plain stage. Stage names themselves never contain `-` (sara/pipeline.py)."""
+        if "@" in self.name:
+            return self.name.split("@", 1)[1]
+        return self.name.split("-", 1)[1] if "-" in self.name else None
 
     def reads(self, key: str) -> bool:
         """True when the stage depends on params key `key` (listed itself, or through its section)."""

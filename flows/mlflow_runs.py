@@ -21,6 +21,7 @@ from typing import Any
 from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
+from flows.dag import stage_base
 from flows.plan import PointPlan, SweepPlan
 from sara.config import Params
 from sara.tracking import flatten
@@ -135,6 +136,8 @@ def _previous_stage_run(
         max_results=200,
     )
     for run in candidates:
+        if "sara.kind" in run.data.tags:  # a sweep or sweep-point run carries its targets' dvc.stage tag: not a stage
+            continue
         if all(_same(mine[k], v) for k, v in run.data.params.items() if k in mine):
             return run
     return None
@@ -194,7 +197,7 @@ def collect_point_metrics(
             if run is None:
                 continue
             provenance[metrics_from_tag(stage)] = run.info.run_id
-        finals.update(_copy_metrics(client, run, child_run_id, stage.split("@", 1)[0]))
+        finals.update(_copy_metrics(client, run, child_run_id, stage_base(stage)))
     for key, value in provenance.items():
         client.set_tag(child_run_id, key, value)
     return finals

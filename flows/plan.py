@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from flows.dag import Dag
 from sara.config import MethodName, Params, ParamsError, RoutingOp, params_from_dict
+from sara.config import read_yaml as parse_params_yaml
+from sara.runs import ALL_RUNS, Run
 
 SEED_KEY = "train.seed"
 LAM_TRD_KEY = "trd.lam_trd"
-OPS_KEY = "methods.sara.ops"
 
 
 @dataclass(frozen=True)
@@ -34,19 +34,22 @@ class SweepPoint:
     lam_trd: float
 
     @property
+    def registry_run(self) -> Run:
+        """The point's run in the run registry (sara.runs)."""
+        return Run("sara", self.op) if self.method == "sara" else Run(self.method)
+
+    @property
     def run(self) -> str:
         """The run name used by dvc.yaml's per-run stages and the checkpoints: `sft`, `sara-or`, ..."""
-        return f"sara-{self.op}" if self.method == "sara" else self.method
+        return self.registry_run.name
 
     @property
     def label(self) -> str:
         return f"{self.run}/seed{self.seed}/lam{self.lam_trd:g}"
 
     def overrides(self) -> dict[str, Any]:
-        out: dict[str, Any] = {SEED_KEY: self.seed, LAM_TRD_KEY: self.lam_trd}
-        if self.method == "sara":
-            out[OPS_KEY] = [self.op]  # train only this operator's run in this point's experiment
-        return out
+        # The point's own run is chosen by its targets (`train_dit-<run>`), not by a param.
+        return {SEED_KEY: self.seed, LAM_TRD_KEY: self.lam_trd}
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{what} not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = parse_params_yaml(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{what} {path}: top level must be a mapping of sections")
     return raw
@@ -155,7 +158,7 @@ def resolve_targets(dag: Dag, point: SweepPoint, templates: list[str] | None) ->
     """Stages a point must reproduce.
 
     Explicit `templates` may use `{run}`, `{method}`, `{op}`, `{seed}`. Otherwise: the stages of dvc.yaml whose
-    foreach/matrix item is the point's run (`train_dit@sara-or`, `sample@sara-or`); while the DAG has no per-run
+    run is the point's run (`train_dit-sara-or`, `sample-sara-or`); while the DAG has no per-run
     stage yet, the whole pipeline (its leaves).
     """
     if templates:
@@ -177,8 +180,8 @@ def resolve_targets(dag: Dag, point: SweepPoint, templates: list[str] | None) ->
 
 
 def _has_run_stages(dag: Dag) -> bool:
-    """True once the DAG has per-run stages (`<stage>@<run>` for a known run name)."""
-    known = {"sft", "videorepa", "moalign"} | {f"sara-{op}" for op in ("none", "and", "or", "xor")}
+    """True once the DAG has per-run stages (`<stage>-<run>` for a run of the registry)."""
+    known = {r.name for r in ALL_RUNS}
     return any(s.item in known for s in dag.stages.values())
 
 

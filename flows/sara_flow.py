@@ -28,6 +28,7 @@ from flows.env import apply_orchestration_defaults
 from flows.plan import PointPlan, SweepPlan, build_points, effective_params, params_file_overrides, plan_sweep, read_yaml
 from sara.config import MethodName, RoutingOp
 from sara.env import repo_root
+from sara.runs import DAG_RUNS
 
 GPU_TAG = "gpu"
 RETRIES = 2
@@ -267,13 +268,13 @@ def sara(
 
     Args:
         methods: methods to train (default ["sara"]).
-        ops: routing operators of method sara (default: methods.sara.ops of the params).
+        ops: routing operators of method sara (default: those of the run registry's DAG runs, sara.runs.DAG_RUNS).
         seeds: values of train.seed (default: the params' train.seed).
         lam_trd: values of trd.lam_trd (default: the params' trd.lam_trd).
         params_file: params file relative to the repository; its differences from params.yaml become overrides.
         overrides: dotted params keys -> values applied to every point (e.g. {"train.steps": 2}).
         targets: DVC stages each point reproduces; may use {run}, {method}, {op}, {seed}
-            (default: the per-run stages of dvc.yaml, e.g. train_dit@{run}, or the whole pipeline while there are none).
+            (default: the per-run stages of dvc.yaml, e.g. train_dit-{run}, or the whole pipeline while there are none).
         sweep_name: names the MLflow parent run and the DVC experiments (default: time and flow run id).
         gpu_slots: sets the `gpu` tag concurrency limit (default: keep the server's, 1 when unset).
         repo: repository root (default: the serve process's repository).
@@ -291,7 +292,7 @@ def sara(
         f"{params_file} + overrides",
     )
     methods = list(methods or ["sara"])
-    ops = list(ops or base.methods.sara.ops)
+    ops = list(ops or [r.op for r in DAG_RUNS if r.method == "sara"])
     seeds = list(seeds or [base.train.seed])
     lam_trd = list(lam_trd or [base.trd.lam_trd])
     sweep_id = sweep_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{str(flow_run.id or 'local')[:8]}"

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from sara.config import ParamsError, load_params
+from sara.errors import InputError
 
 # stage name on the command line -> module under sara.stages (one module per DVC stage)
 STAGES = {
@@ -28,6 +29,8 @@ STAGES = {
     "vbench": "vbench",
     "rubric": "rubric",
     "report": "report",
+    "mechanism": "mechanism",
+    "compare": "compare",
 }
 
 
@@ -55,7 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
-    module.run(params, **options)
+    try:
+        module.run(params, **options)
+    except InputError as err:  # bad params, weights or data: the message says what to fix, a traceback would not
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM (sara.tracking.Terminated); the MLflow run is KILLED
+        print(f"interrupted: {err or 'SIGINT'}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(err) else 130
     return 0
 
 

@@ -8,11 +8,16 @@ silently falls back to a default. Every field carries a short comment saying why
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from sara.errors import InputError, MissingWeightsError
+
 
 def _wan_frame_count(v: int) -> int:
     if (v - 1) % 4:
@@ -20,15 +25,25 @@ def _wan_frame_count(v: int) -> int:
     return v
 
 
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):  # True == 1 in Python: a Literal of ints would otherwise take `true` for 1
+        raise ValueError("must be an integer, not a boolean")
+    return v
+
+
 WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
+ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
 RoutingOp = Literal["none", "and", "or", "xor"]
 MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
 
 class Section(BaseModel):
-    """Base for every params section: unknown keys are errors, instances are immutable."""
+    """Base for every params section: unknown keys are errors, instances are immutable, types are strict.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: `true` is not an integer, `'1e-4'` (a quoted string) is not a number, and every float must be
+    finite unless its field says otherwise (`trd.tau: .inf` means uniform cross-frame weights)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ProjectParams(Section):
@@ -71,7 +86,7 @@ class MasksParams(Section):
     backend: Literal["groundtruth", "sam3"] = "groundtruth"  # synthetic ground truth, or SAM 3 from local weights
     sam3_dir: str | None = None  # local transformers-format SAM 3 video model directory (backend sam3)
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 detection score kept as an entity mask
-    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 mask logit probability -> binary
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # SAM 3 mask probability -> binary (0.5: the processor's own)
     budget_grid: list[int] = [4, 8, 8]  # (T_s, H_s, W_s) token grid of the p_fg / pair-budget statistic (V-JEPA grid)
     out_dir: str = "data/masks"
 
@@ -86,7 +101,14 @@ class MasksParams(Section):
 class VFMParams(Section):
     kind: Literal["tiny", "local"] = "tiny"  # tiny random-init VJEPA2Model, or V-JEPA 2/2.1 from `path`
     path: str | None = None  # local transformers-format V-JEPA directory (kind local)
-    frames: int = Field(8, ge=2)  # frames fed to the encoder (uniformly sampled from the clip)
+    frames: int = Field(8, ge=2)  # frames fed to the encoder (taken by `frame_sampling`)
+    # which frames: bin_centres = n frames at the centres of n equal bins (span the whole clip; Stage 2 needs it);
+    # stride = n consecutive frames `frame_stride` apart from frame 0, as V-JEPA 2's examples (docs/aligner.md)
+    frame_sampling: Literal["bin_centres", "stride"] = "bin_centres"
+    frame_stride: int = Field(1, ge=1)  # frame_sampling stride only: step between the sampled frames (1 = consecutive)
+    # which pixels: square = whole frame resized to image_size^2, no crop (masks map exactly; Stage 2 needs it);
+    # short_side_crop = the official video processor: short side to image_size*256/224, centre crop (masks cropped too)
+    resize: Literal["square", "short_side_crop"] = "square"
     image_size: int = Field(64, ge=16)  # square encoder input (paper: 384)
     patch_size: int = Field(8, ge=1)  # tiny config only (8 -> an 8x8 grid per 64x64 frame); local: config.json
     tubelet_size: int = Field(2, ge=1)
@@ -148,7 +170,7 @@ class TRDParams(Section):
     lam_trd: float = Field(0.5, ge=0)  # weight of the auxiliary loss (paper: 0.5)
     lam_tmp: float = Field(1.0, ge=0)  # weight of the cross-frame term (paper: 1.0)
     eps: float = Field(1e-6, gt=0)
-    tau: float = Field(math.inf, gt=0)  # temporal decay; inf = uniform cross-frame weights
+    tau: float = Field(math.inf, gt=0, allow_inf_nan=True)  # temporal decay; inf = uniform cross-frame weights
     mask_temporal: bool = True  # ablation "w/o temporal mask"
     projector_hidden: int = Field(256, ge=1)  # REPA projector MLP width (paper: open; REPA uses 2048)
     grid_mode: Literal["trilinear", "area"] = "trilinear"  # DiT grid -> VFM grid interpolation
@@ -167,6 +189,7 @@ class DiTParams(Section):
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
+    init_seed: int = Field(1024, ge=0)  # tiny config only: seeds the random init of the base model (init_dit)
     base_dir: str = "models/base"  # written by init_dit: the starting point of every method
 
 
@@ -177,7 +200,7 @@ class TrainParams(Section):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(1, ge=1)  # per GPU (paper: 1)
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: ZeroStage = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
     checkpoint_every: int = Field(100, ge=1)
@@ -186,7 +209,7 @@ class TrainParams(Section):
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     shift: float = Field(12.0, gt=0)  # timestep shift (paper: 12.0)
-    seed: int = Field(1024, ge=0)
+    seed: int = Field(1024, ge=0)  # Stage 2 only: data order, noise, timesteps, caption dropout
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance a caption is replaced by "" (CFG; paper: open)
     feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
     log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
@@ -199,17 +222,6 @@ class TrainParams(Section):
         if self.t_min >= self.t_max:
             raise ValueError("t_min must be < t_max")
         return self
-
-
-class SaraParams(Section):
-    ops: list[RoutingOp] = ["and", "or", "xor"]  # routing operators trained (one run each)
-
-    @field_validator("ops")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("routing operators must be unique")
-        return v
 
 
 class VideoREPAParams(Section):
@@ -226,9 +238,9 @@ class MoAlignParams(Section):
 
 
 class MethodsParams(Section):
-    """Method-specific settings, one subsection per method, so a change retrains only that method."""
+    """Method-specific settings, one subsection per method, so a change retrains only that method. Which runs the
+    pipeline trains (the methods and SARA's routing operators) is the run registry, `sara.runs.DAG_RUNS`."""
 
-    sara: SaraParams = SaraParams()
     videorepa: VideoREPAParams = VideoREPAParams()
     moalign: MoAlignParams = MoAlignParams()
 
@@ -292,6 +304,9 @@ class VBenchParams(Section):
     venv: str = ".venv-vbench"  # isolated environment created on demand
     cache_dir: str | None = None  # VBENCH_CACHE_DIR with the models; None = weight-free dimensions only
     dimensions: list[str] = ["temporal_flickering"]  # VBench-1.0 dimensions to run (missing weights: reported missing)
+    # VBench (standard) or VBench-Long (splits each video into clips first); auto = VBench's rule on the sampled
+    # clips' length sample.frames / sample.fps: >= 5 s -> long (Wan2.2's 81 frames at 16 fps: 5.06 s), else standard
+    mode: Literal["auto", "standard", "long"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     vbench2_dir: str | None = None  # VBench-2.0 source checkout (its VBench-2.0/ folder); None = VBench-2.0 off
     vbench2_python: str | None = None  # python of the VBench-2.0 environment
@@ -305,6 +320,40 @@ class ClipScoreParams(Section):
     checkpoint: str | None = None  # local open_clip state-dict file (.pt/.pth/.bin/.safetensors); never downloaded
     frames: int = Field(8, ge=1)  # frames per video, uniformly sampled (first and last included)
     out_dir: str = "outputs/clipscore"  # scores.csv (per video) and metrics.json (per run)
+
+
+class ComparisonParams(Section):
+    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison.py)."""
+
+    runs: list[str] | None = None  # rows, in this order; None = every run with rubric scores (a listed run must exist)
+    references: list[str] = ["sft", "videorepa"]  # paired differences of every run against each of these
+    protocol: Literal["grounded", "vlm"] = "grounded"  # which rubric scores (never mixed)
+    n_boot: int = Field(2000, ge=100)  # bootstrap replicates
+    level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval
+    scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
+    seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
+    grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
+    mechanism_dir: str = "outputs/mechanism"  # the mechanism readout shown in comparison.md when present
+    out_dir: str = "outputs/comparison"
+
+
+class MechanismParams(Section):
+    """`sara mechanism --run <run>`: relational error of the DiT's hook-layer tokens on held-out clips."""
+
+    split: Literal["train", "heldout"] = "heldout"  # clips of `data.out_dir` (ground-truth FG masks needed)
+    clips: int = Field(8, ge=1)  # the first k clips of the split
+    sigmas: list[float] = Field([0.9, 0.97], min_length=1)  # noise levels the DiT reads the clip at (Stage 2 band)
+    noise_seed: int = Field(0, ge=0)  # the same noise for every run, so runs differ only in their weights
+    n_boot: int = Field(1000, ge=100)  # bootstrap over clips for the intervals
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    out_dir: str = "outputs/mechanism"  # <out_dir>/<run>.json
+
+    @field_validator("sigmas")
+    @classmethod
+    def _sigmas(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < s <= 1.0 for s in v):
+            raise ValueError("every sigma must be in (0, 1]")
+        return v
 
 
 class ReportParams(Section):
@@ -325,24 +374,44 @@ class Params(Section):
     methods: MethodsParams = MethodsParams()
     sample: SampleParams = SampleParams()
     rubric: RubricParams = RubricParams()
+    comparison: ComparisonParams = ComparisonParams()
+    mechanism: MechanismParams = MechanismParams()
     vbench: VBenchParams = VBenchParams()
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
 
+    @model_validator(mode="after")
+    def _main_run_is_trained(self) -> "Params":
+        from sara.runs import dag_run_names  # the run registry (sara.runs imports this module)
 
-class ParamsError(ValueError):
+        runs = dag_run_names()
+        if self.report.main_run not in runs:
+            raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "
+                             f"(runs: {', '.join(runs)})")
+        return self
+
+
+class ParamsError(InputError, ValueError):
     """Raised for an invalid params file; the message names every offending key path."""
+
+
+# pydantic error types whose message is clearer with the refused value beside it
+_SHOW_INPUT = {"finite_number", "float_type", "int_type", "bool_type", "string_type", "literal_error", "list_type",
+               "value_error", "int_from_float", "float_parsing", "int_parsing"}
 
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.replace("Input should be greater than", "must be >").replace("Value error, ", "")
-        lines.append(f"{path}: {msg}")
+        msg = msg.replace("Input should be a finite number", "must be a finite number").replace("Input should be", "must be")
+        if e["type"] in _SHOW_INPUT and e["loc"] and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        path = ".".join(str(p) for p in e["loc"])
+        lines.append(f"{path}: {msg}" if path else msg)  # a whole-file check names its keys itself
     return "\n".join(lines)
 
 
@@ -353,7 +422,28 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(f"invalid params in {source}:\n{_format_errors(err)}") from None
+        errors = _format_errors(err)
+        sep = "\n" if "\n" in errors else " "  # one bad key: one line
+        raise ParamsError(f"invalid params in {source}:{sep}{errors}") from None
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does (and as DVC does): `1e-4` is a float, not a string.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`); without this, `lr: 1e-4` would reach the
+    strict params as the string '1e-4' and be refused. A quoted `'1e-4'` stays a string and is refused."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse a params YAML document (safe loader, YAML 1.2 floats)."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -361,8 +451,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path.read_text()) or {}
     return params_from_dict(raw, str(path))
 
 
@@ -372,8 +461,32 @@ def require_dir(param: str, value: str | None, what: str) -> Path:
     Nothing is ever downloaded: real models load from directories named in params.
     """
     if not value:
-        raise FileNotFoundError(f"{param} is not set: it must name a local directory containing {what}")
+        raise MissingWeightsError(f"{param} is not set: it must name a local directory containing {what}")
     p = Path(value).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
+        raise MissingWeightsError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
     return p
+
+
+def local_weight_dirs(params: Params, sections: list[str]) -> list[tuple[str, str | None, str]]:
+    """(param, value, contents) of every local weights directory that the given params sections need."""
+    out: list[tuple[str, str | None, str]] = []
+    if "dit" in sections and params.dit.kind == "local":
+        d = params.dit
+        out += [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
+                ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
+                ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
+                ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")]
+    if "vfm" in sections and params.vfm.kind == "local":
+        out.append(("vfm.path", params.vfm.path, "a V-JEPA 2 / 2.1 model in transformers format"))
+    if "text" in sections and params.text.kind == "qwen3vl_embedding":
+        out.append(("text.path", params.text.path, "Qwen3-VL-Embedding in transformers format"))
+    if "masks" in sections and params.masks.backend == "sam3":
+        out.append(("masks.sam3_dir", params.masks.sam3_dir, "a transformers-format SAM 3 video model"))
+    return out
+
+
+def check_local_weights(params: Params, sections: list[str]) -> None:
+    """Refuse, before any work, a params key that names missing local weights (one line: the key and the path)."""
+    for param, value, what in local_weight_dirs(params, sections):
+        require_dir(param, value, what)

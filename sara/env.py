@@ -1,7 +1,7 @@
 """Process-wide defaults that keep every tool offline and quiet.
 
 Set by the project (at `import sara`) rather than left to the user: no model hub, no telemetry, and MLflow
-writing to `mlflow.db` in the repository root. Values already in the environment win, so a user can point
+writing to `mlflow.db` in the workspace root (also from a DVC experiment's temporary copy). Values already in the environment win, so a user can point
 MLflow at a server or a test at a temp database.
 """
 
@@ -32,15 +32,15 @@ def repo_root(start: Path | None = None) -> Path:
 
 
 def workspace_root(start: Path | None = None) -> Path:
-    """The checkout a stage runs for: `repo_root()`, or, inside a DVC temporary experiment copy
-    (`<checkout>/.dvc/tmp/exps/standalone/tmp*/`, one per sweep point), the checkout that copy was made from.
-
-    For git-ignored tools built once per checkout (the VBench venv), so each sweep point does not build its own.
+    """The checkout a stage runs for: `repo_root`, except inside a DVC experiment's temporary copy
+    (`<workspace>/.dvc/tmp/exps/<tmp>/`: `dvc exp run --temp`, a queued run, one per sweep point), which is deleted
+    afterwards: there it is the workspace the experiment was started from. The tracking store is logged there, and
+    git-ignored tools built once per checkout (the VBench venv) are found there, so a sweep point builds none.
     """
     root = repo_root(start)
     parts = root.parts
     for i in range(len(parts) - 3):
-        if parts[i : i + 4] == (".dvc", "tmp", "exps", "standalone"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return root
 
@@ -48,4 +48,4 @@ def workspace_root(start: Path | None = None) -> Path:
 def apply_offline_defaults() -> None:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{repo_root() / 'mlflow.db'}")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workspace_root() / 'mlflow.db'}")

@@ -9,31 +9,21 @@ Every method trains the same high-noise DiT with the same data and schedule; onl
 - `sara`: masked TRD (Eqs. 9-11) with a routing operator (and | or | xor | none) on w from the frozen Stage 1
   aligner queried with the clean clip and the full caption.
 
-A run is `sft`, `videorepa`, `moalign` or `sara-<op>`. `run_params(run)` lists the params keys that run reads:
-it is what dvc.yaml's `train_dit` entry lists for that run and what its MLflow run records, so changing SARA's
-params (trd, aligner, ...) never makes SFT stale. The auxiliary module (projector, motion head) is an nn.Module
-so DeepSpeed owns and checkpoints its parameters together with the DiT.
+Which runs exist and what each reads (params keys, upstream outputs) is the run registry, `sara.runs`; this
+module says what each method computes. The auxiliary module (projector, motion head) is an nn.Module so DeepSpeed
+owns and checkpoints its parameters together with the DiT.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from sara.config import Params
-
-METHODS = ("sft", "videorepa", "moalign", "sara")
-# params every run reads: the data it trains on, the base model, the schedule, the scale tag and seed
-COMMON_PARAMS = ("project", "data", "dit", "train")
-# DVC deps of every run (code + upstream outputs); a method adds its own
-COMMON_DEPS = (
-    "sara/models/dit.py", "sara/losses/diffusion.py", "sara/methods.py", "sara/train/engine.py", "sara/train/stage2.py",
-    "sara/train/checkpoint.py", "configs/deepspeed", "sara/stages/train_dit.py", "data/clips", "models/base",
-)
-
+from sara.runs import Run
 
 @dataclass
 class AuxTargets:
@@ -125,8 +115,6 @@ class MoAlignObjective(AuxObjective):
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    params: tuple[str, ...]  # params keys read beyond COMMON_PARAMS (dvc.yaml `params`, MLflow params)
-    deps: tuple[str, ...]  # DVC deps beyond COMMON_DEPS
     needs_vfm: bool  # frozen V-JEPA target
     needs_saliency: bool  # frozen Stage 1 aligner
     needs_flow: bool  # optical flow (MoAlign)
@@ -152,53 +140,15 @@ def _build_moalign(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -
 
 
 REGISTRY: dict[str, MethodSpec] = {
-    "sft": MethodSpec("sft", (), (), False, False, False, _build_sft),
-    "videorepa": MethodSpec(
-        "videorepa", ("vfm", "trd", "methods.videorepa"), ("sara/models", "sara/losses"), True, False, False, _build_videorepa
-    ),
-    "moalign": MethodSpec(
-        "moalign", ("vfm", "trd", "methods.moalign"), ("sara/models", "sara/losses", "sara/data/flow.py"), True, False, True,
-        _build_moalign,
-    ),
-    "sara": MethodSpec(
-        "sara", ("vfm", "text", "aligner", "masks", "trd"), ("sara/models", "sara/losses", "models/aligner", "data/masks"),
-        True, True, False, _build_sara,
-    ),
+    "sft": MethodSpec("sft", False, False, False, _build_sft),
+    "videorepa": MethodSpec("videorepa", True, False, False, _build_videorepa),
+    "moalign": MethodSpec("moalign", True, False, True, _build_moalign),
+    "sara": MethodSpec("sara", True, True, False, _build_sara),
 }
 
 
-def run_names(params: Params) -> list[str]:
-    """Every Stage 2 run the params ask for: sft, videorepa, moalign, and sara-<op> per `methods.sara.ops`."""
-    return ["sft", "videorepa", "moalign", *(f"sara-{op}" for op in params.methods.sara.ops)]
-
-
-def parse_run(run: str) -> tuple[str, str | None]:
-    """`sara-or` -> ("sara", "or"); `sft` -> ("sft", None). Unknown names are refused."""
-    method, _, op = run.partition("-")
-    if method not in REGISTRY:
-        raise ValueError(f"unknown run {run!r}: expected one of sft, videorepa, moalign, sara-<op>")
-    if method == "sara":
-        if op not in ("none", "and", "or", "xor"):
-            raise ValueError(f"unknown run {run!r}: sara runs are sara-<op> with op in none, and, or, xor")
-        return method, op
-    if op:
-        raise ValueError(f"unknown run {run!r}: only sara takes a routing operator")
-    return method, None
-
-
-def run_params(run: str) -> list[str]:
-    """Params keys the run reads (dvc.yaml `params` of `train_dit@<run>`)."""
-    method, _ = parse_run(run)
-    return [*COMMON_PARAMS, *REGISTRY[method].params]
-
-
-def run_deps(run: str) -> list[str]:
-    method, _ = parse_run(run)
-    return [*COMMON_DEPS, *REGISTRY[method].deps]
-
-
-def params_subset(params: Params, keys: list[str]) -> dict[str, Any]:
-    """{key: value-dict} for dotted params keys (`methods.sara` -> params.methods.sara)."""
+def params_subset(params: Params, keys: Sequence[str]) -> dict[str, Any]:
+    """{key: value-dict} for dotted params keys (`methods.moalign` -> params.methods.moalign)."""
     out: dict[str, Any] = {}
     for key in keys:
         obj: Any = params
@@ -208,6 +158,5 @@ def params_subset(params: Params, keys: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_objective(run: str, params: Params, dit_dim: int, vfm_dim: int) -> AuxObjective:
-    method, op = parse_run(run)
-    return REGISTRY[method].build(params, dit_dim, vfm_dim, op)
+def build_objective(run: Run, params: Params, dit_dim: int, vfm_dim: int) -> AuxObjective:
+    return REGISTRY[run.method].build(params, dit_dim, vfm_dim, run.op)

@@ -144,8 +144,8 @@ def test_train_and_eval_stages_write_their_outputs(tiny_project):
     summary = json.loads((out / "train_metrics.json").read_text())
     assert summary["steps"] == 2 and summary["train_clips"] == 2
     vfm_tag = summary["vfm_tag"]
-    assert sorted(p.name for p in (root / "data/features" / vfm_tag).iterdir()) == ["clip_0.pt", "clip_1.pt",
-                                                                                    "clip_2.pt"]
+    assert sorted(p.name.split("-")[0] for p in (root / "data/features" / vfm_tag).iterdir()) == [
+        "clip_0", "clip_1", "clip_2"]  # one content-keyed entry per clip
     assert not (root / params.aligner.work_dir / "train_state.pt").exists()
 
     metrics_file = eval_aligner.run(params, progress=False)
@@ -172,7 +172,7 @@ def test_features_stage_writes_every_clip_and_train_aligner_only_reads_them(tiny
     root, params = tiny_project
     assert features.run(params, progress=False) == 3
     files = sorted((root / "data/features").glob("*/*.pt"))
-    assert [f.name for f in files] == ["clip_0.pt", "clip_1.pt", "clip_2.pt"]
+    assert [f.name.split("-")[0] for f in files] == ["clip_0", "clip_1", "clip_2"]  # <clip_id>-<content hash>.pt
     before = {f: f.stat().st_mtime_ns for f in files}
     train_stage.run(params, progress=False)
     assert {f: f.stat().st_mtime_ns for f in files} == before  # read from the cache, never rewritten

@@ -67,10 +67,10 @@ def test_wrong_type_is_refused_with_its_path() -> None:
 
 
 def test_bad_routing_operator_is_refused() -> None:
-    raw = _raw()
-    raw["methods"]["sara"]["ops"] = ["or", "nand"]
-    with pytest.raises(ParamsError, match=r"methods\.sara\.ops\.1: "):
-        params_from_dict(raw)
+    from sara.runs import Run
+
+    with pytest.raises(ValueError, match="unknown run 'sara-nand'"):
+        Run.parse("sara-nand")
 
 
 def test_cross_field_rule_is_refused() -> None:

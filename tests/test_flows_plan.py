@@ -47,8 +47,7 @@ def test_points_cover_methods_ops_seeds_and_lambdas() -> None:
     assert len(points) == 2 * 2 + 2 * 2 * 2  # sft has the single operator `none`
     assert {p.run for p in points} == {"sft", "sara-and", "sara-or"}
     sara_or = next(p for p in points if p.run == "sara-or" and p.seed == 2 and p.lam_trd == 1.0)
-    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0, "methods.sara.ops": ["or"]}
-    assert "methods.sara.ops" not in next(p for p in points if p.method == "sft").overrides()
+    assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0}  # the run is picked by the targets
     with pytest.raises(ParamsError, match="ops: method 'sara' needs at least one routing operator"):
         build_points(["sara"], [], [1], [0.5])
 
@@ -109,10 +108,10 @@ def test_bad_overrides_are_refused_naming_the_key(toy: Path) -> None:
 def test_a_params_file_reaches_dvc_as_overrides_of_its_differences(toy: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load((toy / "params.yaml").read_text())
     raw["data"]["n_train"] = 2
-    raw["methods"]["sara"]["ops"] = ["or"]
+    raw["methods"]["videorepa"]["margin"] = 0.3
     micro = tmp_path / "micro.yaml"
     micro.write_text(yaml.safe_dump(raw))
-    assert params_file_overrides(toy, str(micro)) == {"data.n_train": 2, "methods.sara.ops": ["or"]}
+    assert params_file_overrides(toy, str(micro)) == {"data.n_train": 2, "methods.videorepa.margin": 0.3}
     with pytest.raises(ParamsError, match="params file not found"):
         params_file_overrides(toy, "configs/nope.yaml")
 
@@ -158,3 +157,20 @@ def test_tracking_uri_is_made_absolute_for_temp_copies(monkeypatch: pytest.Monke
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_a_cached_stage_takes_its_metrics_from_the_stage_run_never_from_another_point(tracking) -> None:
+    """Two sweep points with the same params (their runs differ only by their targets) must not copy each other's
+    copied metrics: a point run carries its targets' `dvc.stage` tag but is no stage run."""
+    from flows.mlflow_runs import _previous_stage_run
+    from sara.config import Params
+    from sara.tracking import log_metrics, stage_run
+
+    params = Params()
+    with stage_run("masks", params, ["project", "data", "masks"]) as stage:
+        log_metrics({"coverage.or.fg_fg": 0.5})
+    exp = tracking.get_experiment_by_name(params.project.mlflow_experiment).experiment_id
+    other = tracking.create_run(exp, tags={"dvc.stage": "masks", "sara.kind": "sweep_point"})
+    tracking.log_metric(other.info.run_id, "masks/coverage.or.fg_fg", 0.5)
+    tracking.set_terminated(other.info.run_id, "FINISHED")
+    assert _previous_stage_run(tracking, exp, "masks", params).info.run_id == stage.info.run_id

@@ -10,51 +10,70 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sara.config import load_params
-from sara.methods import COMMON_DEPS, parse_run, run_deps, run_names, run_params
+from sara.config import Params, ParamsError, load_params, params_from_dict
+from sara.runs import Run, dag_run_names
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_dit_entries() -> dict[str, dict[str, list[str]]]:
-    """Each train_dit@<run> of dvc.yaml with its ${item.*} slots filled in (set semantics: repeats collapse)."""
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_dit"]
-    out = {}
-    for run, item in stage["foreach"].items():
-        fill = lambda s: re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), s)  # noqa: E731
-        out[run] = {
-            "params": sorted({fill(p) for p in stage["do"]["params"]}),
-            "deps": sorted({fill(d) for d in stage["do"]["deps"]}),
-            "cmd": fill(stage["do"]["cmd"].replace("${key}", run)),
-        }
-    return out
+    """Each train_dit-<run> stage of dvc.yaml."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name.split("-", 1)[1]: stage for name, stage in stages.items() if name.startswith("train_dit-")}
 
 
-def test_dvc_runs_agree_with_methods_sara_ops_and_the_registry():
-    params = load_params(REPO / "params.yaml")
+def test_dvc_runs_are_the_registry_runs():
     entries = _train_dit_entries()
-    assert list(entries) == run_names(params)  # sft, videorepa, moalign, then one sara-<op> per methods.sara.ops
+    assert list(entries) == dag_run_names() == ["sft", "videorepa", "moalign", "sara-and", "sara-or", "sara-xor"]
+    params = load_params(REPO / "params.yaml")
     for run, e in entries.items():
-        assert e["params"] == sorted(set(run_params(run))), run
-        assert e["deps"] == sorted(set(run_deps(run))), run
+        parsed = Run.parse(run)
+        assert e["params"] == list(parsed.params), run
+        assert e["deps"][: len(parsed.inputs(params))] == list(parsed.inputs(params)), run
         assert e["cmd"] == f"sara train-dit --run {run}"
 
 
+def test_methods_sara_ops_is_gone_the_registry_picks_the_runs():
+    """`methods.sara.ops` had no effect on the DAG: it is no param any more (the registry is the one run list)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert "sara" not in raw["methods"]
+    raw["methods"]["sara"] = {"ops": ["or"]}
+    with pytest.raises(ParamsError, match=r"methods\.sara: unknown key"):
+        params_from_dict(raw)
+
+
+def test_report_labels_sampling_and_sweep_runs_come_from_the_registry():
+    from evaluation.report import METHOD_OP, RUN_LABEL
+    from flows.plan import build_points
+    from sara.runs import ALL_RUNS, SAMPLE_RUNS
+
+    assert set(RUN_LABEL) == {"oracle", "base", *(r.name for r in ALL_RUNS)}
+    assert RUN_LABEL["sara-or"] == "SARA (OR)" and METHOD_OP["sft"] == ("SFT", "no TRD")
+    assert set(METHOD_OP) == {"base", *(r.name for r in ALL_RUNS)}
+    assert SAMPLE_RUNS == ("base", *(r.name for r in ALL_RUNS))
+    points = build_points(["sft", "videorepa", "moalign", "sara"], ["and", "or", "xor"], [1], [0.5])
+    assert [p.run for p in points] == dag_run_names()
+    assert all(p.registry_run == Run.parse(p.run) for p in points)
+
+
 def test_sft_reads_no_alignment_params():
-    assert run_params("sft") == ["project", "data", "dit", "train"]
-    assert "trd" not in run_params("sft") and not any(k.startswith("methods") for k in run_params("sft"))
-    assert "models/aligner" not in run_deps("sft") and "sara/losses" not in run_deps("sft")
-    assert set(COMMON_DEPS) <= set(run_deps("sara-or"))
+    assert Run.parse("sft").params == ("project", "data", "dit", "train")
+    assert not any(k.startswith(("trd", "methods", "aligner")) for k in Run.parse("sft").params)
+    assert "models/aligner" not in Run.parse("sft").inputs(Params())
+    assert {"models/aligner", "data/masks"} <= set(Run.parse("sara-or").inputs(Params()))
 
 
 def test_run_names_are_parsed_strictly():
-    assert parse_run("sara-xor") == ("sara", "xor") and parse_run("videorepa") == ("videorepa", None)
+    assert Run.parse("sara-xor") == Run("sara", "xor") and Run.parse("videorepa") == Run("videorepa")
+    assert str(Run("sara", "or")) == "sara-or" and Run.parse("sara-none").label == "SARA (none)"
     with pytest.raises(ValueError, match="unknown run 'sara-nand'"):
-        parse_run("sara-nand")
+        Run.parse("sara-nand")
     with pytest.raises(ValueError, match="only sara takes a routing operator"):
-        parse_run("sft-or")
+        Run.parse("sft-or")
     with pytest.raises(ValueError, match="unknown run 'repa'"):
-        parse_run("repa")
+        Run.parse("repa")
+    with pytest.raises(ValueError, match="sara needs a routing operator"):
+        Run("sara")
 
 
 def test_paper_config_validates_and_carries_table_11():
@@ -72,16 +91,15 @@ def test_paper_config_validates_and_carries_table_11():
 
 @pytest.mark.slow
 def test_changing_sara_params_does_not_make_sft_stale(tmp_path: Path):
-    """Real DVC: record a lock for every train_dit run, then change trd and methods.sara.ops."""
+    """Real DVC: record a lock for every train_dit run, then change trd and a method's own params."""
     if shutil.which("dvc") is None:
         pytest.skip("dvc not installed")
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    entries = _train_dit_entries()
-    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    paths = {d for e in entries.values() for d in e["deps"]}
-    paths |= {o for e in stage["init_dit"]["outs"] for o in [e]} | {f"models/dit/{r}" for r in entries}
-    paths |= {f"models/dit_state/{r}" for r in entries}
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    targets = [name for name in stages if name.startswith("train_dit-")]
+    paths = {d for t in targets for d in stages[t]["deps"]} | {o for t in targets for o in stages[t]["outs"]}
+    paths |= set(stages["init_dit"]["outs"])
     for p in sorted(paths):  # placeholder deps and outs: only their hashes matter here
         target = tmp_path / p
         if target.suffix == ".py":
@@ -98,17 +116,21 @@ def test_changing_sara_params_does_not_make_sft_stale(tmp_path: Path):
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     dvc("init", "-q")
-    targets = [f"train_dit@{r}" for r in entries]
     dvc("commit", "-f", *targets)
     assert dvc("status", *targets).strip().endswith("up to date.")
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     raw["trd"]["lam_trd"] = 0.25
-    raw["methods"]["sara"]["ops"] = ["or"]
     raw["methods"]["videorepa"]["margin"] = 0.2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     stale = dvc("status", *targets)
-    assert "train_dit@sft" not in stale and "train_dit@moalign" in stale  # moalign reads trd
-    assert "train_dit@videorepa" in stale and "train_dit@sara-or" in stale
+    assert "train_dit-sft:" not in stale and "train_dit-moalign:" in stale  # moalign reads trd
+    assert "train_dit-videorepa:" in stale and "train_dit-sara-or:" in stale
     raw["train"]["lr"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert "train_dit@sft" in dvc("status", *targets)
+    assert "train_dit-sft:" in dvc("status", *targets)
+    (tmp_path / "sara/data/mtss.py").write_text("# the caption builder changed\n")  # finding: it was no dep
+    raw["train"]["lr"] = 0.0001
+    dvc("commit", "-f", *targets)
+    assert "train_dit-sft:" not in dvc("status", *targets)
+    (tmp_path / "sara/data/mtss.py").write_text("# changed again\n")
+    assert all(f"{t}:" in dvc("status", *targets) for t in targets)

@@ -107,6 +107,55 @@ def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(wo
     assert metrics["resumed_from"] == 2 and metrics["steps"] == 6
 
 
+def test_resume_never_outlives_its_inputs(workspace: Path):
+    """A killed run whose clips then change starts afresh, and a finished run leaves no state to resume.
+
+    Before: the fingerprint was run name + params + world size, and the final checkpoint stayed on disk, so a
+    repro after a code or data change printed `resumed from <steps>` and re-exported the old weights.
+    """
+    c = workspace / "inputs_changed"
+    c.mkdir()
+    make_clips(c / "clips", seed=0)
+    pc = write_params(c, "p", steps=4)
+    raw = yaml.safe_load(pc.read_text())
+    raw["data"]["out_dir"] = str(c / "clips")
+    pc.write_text(yaml.safe_dump(raw, sort_keys=False))
+    killed = sara(c, "train-dit", "--params", str(pc), "--run", "sft", fault="kill@3")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert ckpt.latest_tag(c / "state" / "sft") == "step_0000002"
+    shutil.rmtree(c / "clips")
+    make_clips(c / "clips", seed=1)  # the data stage re-rendered the clips: same ids, other pixels
+    rerun = sara(c, "train-dit", "--params", str(pc), "--run", "sft")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from 0" in rerun.stdout  # the state of the old clips was discarded
+    assert not (c / "state" / "sft").exists()  # exported: no resumable state outlives the run
+
+
+def test_the_fingerprint_covers_code_and_upstream_outputs(tmp_path: Path):
+    """Editing any module of the stage's import closure (here the diffusion loss) or an input changes it."""
+    from sara.deps import ROOT
+
+    src = tmp_path / "src"
+    for top in ("sara", "configs"):
+        shutil.copytree(ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"one")
+
+    def fp() -> str:
+        from sara.deps import code_digest, tree_digest
+
+        inputs = {"code": code_digest("sara/stages/train_dit.py", src), "clips": tree_digest(tmp_path / "clips")}
+        return ckpt.fingerprint("sft", {"train": {"lr": 1e-4}}, 1, inputs)
+
+    first = fp()
+    loss = src / "sara" / "losses" / "diffusion.py"
+    loss.write_text(loss.read_text() + "\n# loss scaled by 5\n")
+    second = fp()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"two")
+    assert len({first, second, fp()}) == 3
+    assert ckpt.fingerprint("sft", {}, 1, {"code": "x"}) != ckpt.fingerprint("sft", {}, 2, {"code": "x"})
+
+
 def test_nan_loss_stops_the_run_marks_mlflow_failed_and_keeps_the_last_good_checkpoint(workspace: Path):
     import mlflow
 

@@ -37,7 +37,7 @@ def test_tiny_base_round_trips_through_save_pretrained(tiny_base: Path):
     manifest = read_manifest(tiny_base)
     assert manifest["kind"] == "tiny" and manifest["text"] == {"kind": "minilm", "path": None, "max_tokens": 64}
     c = load_base(tiny_base, PARAMS)
-    torch.manual_seed(PARAMS.train.seed)  # the same seeded init init_dit used
+    torch.manual_seed(PARAMS.dit.init_seed)  # the same seeded init init_dit used
     fresh = WanTransformer3DModel(**tiny_transformer_config(PARAMS.dit))
     for (k, a), (_, b) in zip(c.transformer.state_dict().items(), fresh.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
@@ -138,3 +138,24 @@ def test_dit_frames_must_be_4k_plus_1():
     with pytest.raises(ParamsError, match=r"dit.frames: must be 4k\+1"):
         params_from_dict({"dit": {"frames": 8}})
     assert json.loads(json.dumps(tiny_transformer_config(PARAMS.dit)))["text_dim"] == 384
+
+
+def test_the_base_model_seed_is_its_own_param(tmp_path):
+    """`train.seed` (a Stage 2 sweep axis) must not change the base model; `dit.init_seed` does."""
+    from safetensors.torch import load_file
+
+    from sara.models.dit import save_base
+
+    def base_weights(name: str, **overrides) -> dict:
+        raw = PARAMS.model_dump()
+        for key, value in overrides.items():
+            section, field = key.split(".")
+            raw[section][field] = value
+        save_base(Params.model_validate(raw), tmp_path / name)
+        return load_file(tmp_path / name / "transformer" / "diffusion_pytorch_model.safetensors")
+
+    ref = base_weights("ref")
+    same = base_weights("train_seed", **{"train.seed": PARAMS.train.seed + 1})
+    other = base_weights("init_seed", **{"dit.init_seed": PARAMS.dit.init_seed + 1})
+    assert all(torch.equal(ref[k], same[k]) for k in ref)
+    assert any(not torch.equal(ref[k], other[k]) for k in ref)

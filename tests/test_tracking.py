@@ -46,3 +46,28 @@ def test_parent_run_and_orchestration_ids_come_from_the_environment(tracking, mo
 
 def test_flatten_nests_with_dots() -> None:
     assert flatten("a", {"b": {"c": 1}, "d": [1, 2]}) == {"a.b.c": "1", "a.d": "[1, 2]"}
+
+
+def test_a_temp_dvc_experiment_logs_to_the_workspace_store(tmp_path, monkeypatch) -> None:
+    """`dvc exp run --temp` runs stages in <workspace>/.dvc/tmp/exps/<tmp>/, deleted afterwards: the default
+    store must be the workspace's mlflow.db, not the copy's."""
+    import os
+
+    from sara.env import apply_offline_defaults
+
+    workspace = tmp_path / "ws"
+    copy = workspace / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    apply_offline_defaults()
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
+
+
+def test_stage_run_logs_a_dotted_key_alone(tracking) -> None:
+    with stage_run("sample", Params(), ["project", "train.out_dir"], variant="sft") as run:
+        pass
+    logged = tracking.get_run(run.info.run_id).data.params
+    assert logged["train.out_dir"] == "models/dit" and "train.lr" not in logged

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from sara.env import repo_root, workspace_root
 
-VBENCH_PINS = ["vbench==0.1.5", "torch==2.13.0", "torchvision==0.28.0", "setuptools<81"]
+# scenedetect and moviepy<2 (moviepy.editor): VBench-Long's imports, not among the wheel's requirements
+VBENCH_PINS = ["vbench==0.1.5", "torch==2.13.0", "torchvision==0.28.0", "setuptools<81", "scenedetect==0.6.5.2",
+               "moviepy==1.0.3"]
 HOOK = "scripts/torchvision_cpu_hook.py"  # relative to the source tree this module lives in
 STAMP = ".sara-vbench-stamp"
 

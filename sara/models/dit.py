@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sara.config import DiTParams, Params, require_dir
+from sara.errors import MissingWeightsError
 
 MANIFEST = "manifest.json"
 MINILM_DIM = 384  # all-MiniLM-L6-v2 hidden size: the tiny DiT's text_dim
@@ -137,7 +138,7 @@ def build_tiny_base(params: Params) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Seeded random-init high-noise and low-noise transformers and a tiny VAE (embedded default)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-    seed = params.train.seed
+    seed = params.dit.init_seed  # its own param: a Stage 2 seed sweep (train.seed) keeps the same base model
     cfg = tiny_transformer_config(params.dit)
     torch.manual_seed(seed)
     high = WanTransformer3DModel(**cfg)
@@ -151,7 +152,7 @@ def build_tiny_base(params: Params) -> tuple[nn.Module, nn.Module, nn.Module]:
 def _check_model_dir(param: str, value: str | None, what: str) -> str:
     path = require_dir(param, value, what)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
+        raise MissingWeightsError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
     return str(path.resolve())
 
 
@@ -182,7 +183,7 @@ def save_base(params: Params, out_dir: str | Path) -> dict[str, Any]:
             "transformer_2": "transformer_2",
             "vae": "vae",
             "text": {"kind": "minilm", "path": None, "max_tokens": params.dit.text_max_tokens},
-            "seed": params.train.seed,
+            "init_seed": params.dit.init_seed,
         }
     else:
         manifest = local_manifest(params)

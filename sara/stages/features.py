@@ -1,8 +1,10 @@
 """`sara features`: V-JEPA features of every clip, computed once per (clip, encoder) into `vfm.cache_dir`.
 
 A stage of its own (not part of `train_aligner`) so that changing an aligner or Stage 2 param never recomputes
-features, and so DVC's run cache can restore both this stage and the stages that read the cache. Each file is
-written atomically by `sara.models.encoders.cached_features`.
+features, and so DVC's run cache can restore both this stage and the stages that read the cache. Entries are keyed
+by the clip's content hash, the encoder's identity and the preprocessing version
+(`sara.models.encoders.feature_cache_path`). The cache is built under a temporary name and renamed when every clip
+is done, so a failed run leaves the previous cache (or none), never a partial one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def run(params: Params, progress: bool = True) -> int:
     from tqdm import tqdm
 
     from sara.data.clips import list_clips, load_clip
+    from sara.io import atomic_dir
     from sara.models.encoders import build_vfm, cached_features, resolve_device
     from sara.tracking import log_metrics, stage_run
 
@@ -30,7 +33,8 @@ def run(params: Params, progress: bool = True) -> int:
         records = list_clips(params.data.out_dir)
         if not records:
             raise FileNotFoundError(f"no clips in {params.data.out_dir} (data.out_dir): run the data stage first")
-        for rec in tqdm(records, desc="V-JEPA features", disable=not progress):
-            cached_features(vfm, load_clip(rec.folder(params.data.out_dir)), params.vfm.cache_dir)
+        with atomic_dir(params.vfm.cache_dir) as tmp:
+            for rec in tqdm(records, desc="V-JEPA features", disable=not progress):
+                cached_features(vfm, load_clip(rec.folder(params.data.out_dir)), tmp)
         log_metrics({"clips": len(records), "tokens_per_clip": vfm.grid[0] * vfm.grid[1] * vfm.grid[2]})
     return len(records)

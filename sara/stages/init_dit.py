@@ -8,28 +8,24 @@ checked to exist; 14B weights are never copied.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "dit", "train"]  # train.seed seeds the tiny random init
+SECTIONS = ["project", "dit"]  # dit.init_seed seeds the tiny random init (train.seed is Stage 2 only)
 
 
 def run(params: Params) -> Path:
-    from sara.models.dit import save_base
+    from sara.io import atomic_dir
+    from sara.models.dit import local_manifest, save_base
     from sara.tracking import log_artifact, stage_run
 
     out = Path(params.dit.base_dir)
+    if params.dit.kind == "local":
+        local_manifest(params)  # every weights directory exists and holds a config.json, before a run is opened
     with stage_run("init_dit", params, SECTIONS):
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        manifest = save_base(params, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with atomic_dir(out) as tmp:
+            manifest = save_base(params, tmp)
         log_artifact(out / "manifest.json")
         print(f"[init_dit] {manifest['kind']} base model -> {out}")
     return out

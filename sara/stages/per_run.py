@@ -16,8 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-# Runs that can be sampled and evaluated: the untrained base model and every Stage 2 run.
-RUNS = ("base", "sft", "videorepa", "moalign", "sara-and", "sara-or", "sara-xor", "sara-none")
+from sara.runs import SAMPLE_RUNS
+
+# Runs that can be sampled and evaluated: the untrained base model and every Stage 2 run (the run registry).
+RUNS = SAMPLE_RUNS
 ORACLE = "oracle"  # the renderer's ground truth of the synthetic prompts (rubric only)
 METRICS_DIR = Path("outputs/metrics")  # one folder per run; one JSON file per evaluation stage (DVC metrics)
 

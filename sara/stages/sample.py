@@ -13,12 +13,13 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "dit", "sample"]
-from sara.stages.per_run import RUNS
+SECTIONS = ["project", "dit", "sample", "train.out_dir"]  # train.out_dir: where the trained runs are
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, choices=RUNS, help="base (untrained) or a Stage 2 run")
+    from sara.runs import SAMPLE_RUNS
+
+    parser.add_argument("--run", required=True, choices=SAMPLE_RUNS, help="base (untrained) or a Stage 2 run")
 
 
 def run(params: Params, run: str) -> dict:

@@ -4,7 +4,7 @@ Works as a plain process (one rank) and under `deepspeed --num_gpus N` / `torchr
 (every rank runs this; only rank 0 talks to MLflow):
     deepspeed --num_gpus 8 sara/cli.py train-dit --params configs/paper.yaml --run sara-or
     torchrun --nproc_per_node 8 sara/cli.py train-dit --params configs/paper.yaml --dit-run sara-or The MLflow run `train_dit/<run>` records exactly the
-params keys that dvc.yaml lists for `train_dit@<run>` (`sara.methods.run_params`), per-step metrics, and is
+params keys that dvc.yaml lists for `train_dit-<run>` (`sara.runs.Run.params`), per-step metrics, and is
 marked FAILED when training stops (e.g. a NaN loss).
 """
 
@@ -26,13 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: Params, run: str, resume: bool = True, local_rank: int | None = None) -> None:
-    from sara.methods import params_subset, parse_run, run_params
+    from sara.methods import params_subset
+    from sara.runs import Run
     from sara.train.stage2 import train_stage2
 
-    parse_run(run)  # refuse unknown names before anything heavy starts
+    parsed = Run.parse(run)  # refuse unknown names before anything heavy starts
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
-    keys = run_params(run)
+    keys = list(parsed.params)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         from sara.tracking import log_metrics, stage_run
@@ -47,7 +48,7 @@ def run(params: Params, run: str, resume: bool = True, local_rank: int | None = 
     else:
         ctx, log = nullcontext(), None
     with ctx:
-        result = train_stage2(params, run, log=log, resume=resume)
+        result = train_stage2(params, run, log=log, resume=resume, code_entry="sara/stages/train_dit.py")
         if is_main:
             from sara.tracking import log_artifact
 

@@ -1,7 +1,9 @@
 """`sara vbench --run <run>`: VBench-1.0 (isolated venv, built on first use) and VBench-2.0 (given by path) on one run.
 
 The VBench-1.0 standard suite in `<run>/vbench/` (mode vbench_standard, files `{prompt}-{i}.mp4`) when
-it was sampled, else the prompt-set mp4s in custom_input mode. Only dimensions whose weights pass the
+it was sampled, else the prompt-set mp4s in custom_input mode. `vbench.mode` picks VBench or VBench-Long (auto: by
+the clip length, VBench's 5 s rule, evaluation/vbench/modes.py); the choice is in the summary, the result and the
+MLflow tag `vbench.benchmark`. Only dimensions whose weights pass the
 preflight run (temporal_flickering needs none); the rest are reported missing with every file and its source.
 VBench-2.0 runs when `vbench.vbench2_dimensions` is set and needs `vbench.vbench2_dir` + `vbench.vbench2_python`
 (a clear error otherwise). Writes `<vbench.out_dir>/<run>/summary.json` and `outputs/metrics/<run>/vbench.json`
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from pathlib import Path
 
 from sara.config import Params
@@ -68,12 +71,21 @@ def run_metrics(summary: dict) -> dict[str, float]:
     return out
 
 
+def benchmark_choice(params: Params) -> dict:
+    """`vbench.mode` resolved on the sampled clips: {"param", "benchmark" (standard | long), "clip_seconds", "rule"}."""
+    from evaluation.vbench.modes import resolve_benchmark
+
+    return resolve_benchmark(params.vbench.mode, params.sample.frames, params.sample.fps)
+
+
 def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
     """VBench of one sampled run into `out` (work dirs); returns that run's summary."""
+    from evaluation.vbench.modes import vbench1_mode
     from evaluation.vbench.runner import run_vbench1, run_vbench2
 
     v, s = params.vbench, params.sample
-    summary: dict = {"enabled": v.enabled, "scale": params.project.scale, "run": run}
+    choice = benchmark_choice(params)
+    summary: dict = {"enabled": v.enabled, "scale": params.project.scale, "run": run, "benchmark": choice}
     if not v.enabled:
         return summary
     if v.vbench2_dimensions and not v.vbench2_dir:
@@ -85,9 +97,9 @@ def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
     if not (folder / "index.json").is_file():
         raise FileNotFoundError(f"{folder / 'index.json'} not found: run `sara sample --run {run}` first")
     standard = folder / "vbench"
-    mode = "vbench_standard" if standard.is_dir() else "custom_input"
+    mode = vbench1_mode(choice["benchmark"], standard.is_dir())
     videos = out / "videos"
-    n = link_videos(standard if mode == "vbench_standard" else folder, videos)
+    n = link_videos(standard if standard.is_dir() else folder, videos)
     summary.update(mode=mode, n_videos=n)
 
     def build(venv):
@@ -96,7 +108,8 @@ def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
         return ensure_env(venv, log=log)
 
     r1 = run_vbench1(videos, list(v.dimensions), work_dir=out / "work", cache_dir=v.cache_dir, mode=mode,
-                     venv=v.venv, python=None, device=_device(v.device), build_env=build, log=log)
+                     venv=v.venv, python=None, device=_device(v.device), build_env=build, log=log,
+                     videos_per_prompt=s.vbench_videos_per_prompt)
     summary["vbench1"] = r1.to_dict()
     if v.vbench2_dimensions:
         suite2 = folder / "vbench2"
@@ -106,11 +119,9 @@ def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
         r2 = run_vbench2(videos2, list(v.vbench2_dimensions), work_dir=out / "work2", vbench2_dir=v.vbench2_dir,
                          vbench2_python=v.vbench2_python, mode=mode2)
         summary["vbench2"] = r2.to_dict()
-    for d in (videos, out / "videos2"):  # symlink scaffolding only: the results name the videos
-        if d.is_dir():
-            for link in d.iterdir():
-                link.unlink()
-            d.rmdir()
+    for d in (videos, out / "videos2"):  # scaffolding only (links, VBench-Long's split_clip/): the results name
+        if d.is_dir():                   # the videos; rmtree unlinks links, never their targets
+            shutil.rmtree(d)
     log(f"[vbench] {run}: raw {r1.raw}; missing {sorted(r1.missing)}")
     summary["vbench2_note"] = "on" if v.vbench2_dimensions else "off (vbench.vbench2_dimensions is empty)"
     return summary
@@ -130,6 +141,7 @@ def run(params: Params, run: str) -> dict:
 
     out = Path(params.vbench.out_dir) / run
     identity, tags = run_identity(params, run)
+    tags = {**tags, "vbench.benchmark": benchmark_choice(params)["benchmark"]}
     with stage_run("vbench", params, SECTIONS, variant=run, tags=tags, extra_params=identity):
         with atomic_dir(out) as tmp:
             summary = evaluate(params, run, tmp)

@@ -1,11 +1,13 @@
 """Stage 2 checkpoints: the resumable train state and the final exported model.
 
 Two places per run:
-- `<train.state_dir>/<run>/` (DVC `persist: true`, not cached): DeepSpeed checkpoints `step_XXXXXXX/` (model,
-  optimizer, lr scheduler, client state = step + fingerprint) with `latest` written last, and `fingerprint.json`.
-  DVC deletes a stage's outputs before it runs, so the resumable state cannot live inside the final output.
-  A state is resumed only if its fingerprint (the run name, the params the run reads, the world size) equals
-  the current one; a stale state (params changed) is discarded, never silently continued.
+- `<train.state_dir>/<run>/` (git-ignored scratch, not a DVC output): DeepSpeed checkpoints `step_XXXXXXX/`
+  (model, optimizer, lr scheduler, client state = step + fingerprint) with `latest` written last, and
+  `fingerprint.json`. DVC deletes a stage's outputs before it runs, so the resumable state cannot live inside the
+  final output. A state is resumed only if its fingerprint equals the current one: the run name, the params the
+  run reads, the content hash of the code the run can import, the content hashes of its upstream outputs
+  (clips, base model, aligner, masks) and the world size. A stale state is discarded, never silently continued,
+  and a finished run deletes its state once its final model is exported, so no state outlives its run.
 - `<train.out_dir>/<run>/` (the DVC output): `transformer/` (diffusers format), `aux.pt` (projector etc.),
   `metrics.json`; written to a temp folder and renamed, so it is complete or absent.
 
@@ -20,7 +22,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -37,10 +39,24 @@ def step_of(tag: str) -> int:
     return int(tag[len(TAG_PREFIX):])
 
 
-def fingerprint(run: str, params_subset: dict[str, Any], world_size: int) -> str:
-    """Hash of what determines a run's trajectory: its name, the params it reads, the number of ranks."""
-    blob = json.dumps({"run": run, "params": params_subset, "world_size": world_size}, sort_keys=True, default=str)
+def fingerprint(run: str, params_subset: dict[str, Any], world_size: int, inputs: dict[str, str]) -> str:
+    """Hash of what determines a run's trajectory: its name, the params it reads, the number of ranks and the
+    content digests of its code and upstream outputs (`inputs_digests`)."""
+    blob = json.dumps({"run": run, "params": params_subset, "world_size": world_size, "inputs": inputs},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def inputs_digests(code_entry: str, input_dirs: Sequence[str | Path]) -> dict[str, str]:
+    """{"code": digest of `code_entry`'s import closure, <dir>: content digest of each upstream output}."""
+    from sara.deps import code_digest, tree_digest
+
+    return {"code": code_digest(code_entry), **{str(d): tree_digest(d) for d in input_dirs}}
+
+
+def discard_state(state_dir: str | Path) -> None:
+    """Rank 0, after the final export: the run is done, its resumable state must not outlive it."""
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def latest_tag(state_dir: str | Path) -> str | None:

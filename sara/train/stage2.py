@@ -8,7 +8,9 @@ Per step (METHOD §4.4):
   3. frozen targets without grad: V_y = V-JEPA(x_0) (or the Stage 1 cache), w = aligner(V_y, full caption);
   4. DiT forward; the hook keeps the output of block `trd.layer`; the method's loss projects it and compares;
   5. non-finite loss on any rank -> stop with NonFiniteLossError (weights untouched, last good checkpoint kept);
-  6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end.
+  6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end, each one
+     only after the gradient norm and every weight passed `sara.train.health` (a resumed state is checked too).
+The logged metrics travel inside each checkpoint, so a resumed run logs the whole curve again from step 1.
 
 Exact resume: the data order and every random draw (timesteps, noise, caption dropout) come from generators
 seeded by (train.seed, the sample's position in the global sample stream), so nothing but the DeepSpeed state
@@ -31,11 +33,13 @@ from torch import nn
 
 from sara.config import Params
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
-from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset, parse_run, run_params
+from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
+from sara.runs import Run
 from sara.train import checkpoint as ckpt
+from sara.train import health
 
-FAULT_ENV = "SARA_FAULT"  # test hook: "kill@K" SIGKILLs the process after step K, "nan@K" poisons step K's loss
+FAULT_ENV = "SARA_FAULT"  # test hook after step K: "kill@K" SIGKILL, "term@K" SIGTERM; "nan@K" poisons step K's loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,7 +85,7 @@ class ClipSet:
         if self.masks_dir is not None and (self.masks_dir / f"{clip.clip_id}.npz").is_file():
             from sara.masks.store import load_masks
 
-            m = load_masks(self.masks_dir, clip.clip_id)
+            m = load_masks(self.masks_dir, clip.clip_id, clip.frames.shape)
             return np.asarray(m.union, dtype=bool)
         if clip.masks is not None and len(clip.masks):
             return np.asarray(clip.masks, dtype=bool).any(0)  # (F, H, W)
@@ -188,8 +192,8 @@ def _fault() -> tuple[str, int] | None:
     if not spec:
         return None
     kind, _, k = spec.partition("@")
-    if kind not in ("kill", "nan") or not k.isdigit():
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@<step> or nan@<step>")
+    if kind not in ("kill", "term", "nan") or not k.isdigit():
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@<step>, term@<step> or nan@<step>")
     return kind, int(k)
 
 
@@ -201,13 +205,22 @@ def train_stage2(
     log: Callable[[dict[str, float], int], None] | None = None,
     resume: bool = True,
     progress: bool = True,
+    code_entry: str = "sara/train/stage2.py",
 ) -> Stage2Result:
-    """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single)."""
+    """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single).
+
+    `code_entry` is the module whose import closure the resume fingerprint hashes (the stage passes its own).
+    """
     from sara.models.encoders import build_vfm
     from sara.train.engine import TrainEngine, init_distributed, peak_memory_bytes
 
-    method, op = parse_run(run)
+    parsed = Run.parse(run)
+    method, op = parsed.method, parsed.op
     spec = REGISTRY[method]
+    if spec.needs_saliency or spec.needs_vfm:
+        from sara.models.video_view import require_full_clip_view
+
+        require_full_clip_view(params.vfm.frame_sampling, params.vfm.resize, f"Stage 2 run {run!r}")
     tp = params.train
     dist = init_distributed(params.project.device)
     dev = dist.device
@@ -227,7 +240,7 @@ def train_stage2(
     elif spec.needs_vfm:
         vfm = build_vfm(params.vfm, dev)
     dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
-    aux = build_objective(run, params, dit_dim, vfm.dim if vfm is not None else 0)
+    aux = build_objective(parsed, params, dit_dim, vfm.dim if vfm is not None else 0)
     layer = params.trd.layer if spec.needs_vfm else None
     model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
     engine = TrainEngine(model, tp, dist)
@@ -244,19 +257,27 @@ def train_stage2(
         flow_fn = flow_source(m.flow, raft_dir=m.raft_dir, device=str(dev)) if m.flow == "raft" else flow_source(m.flow)
 
     # -- resume ------------------------------------------------------------------------------------------------
-    keys = run_params(run)
-    fp = ckpt.fingerprint(run, params_subset(params, keys), dist.world_size)
+    inputs = ckpt.inputs_digests(code_entry, parsed.inputs(params))
+    fp = ckpt.fingerprint(run, params_subset(params, parsed.params), dist.world_size, inputs)
     state_dir = Path(tp.state_dir) / run
     if dist.is_main:
         ckpt.prepare_state_dir(state_dir, fp, resume=resume)
     engine.barrier()
     start = 0
+    history: list[tuple[int, dict[str, float]]] = []  # (step, metrics) of every logged step, kept in checkpoints
     tag = ckpt.resumable_tag(state_dir, fp) if resume else None
     if tag is not None:
         client = engine.load(state_dir, tag)
         if client.get("fingerprint") != fp:
             raise RuntimeError(f"checkpoint {state_dir / tag} belongs to another configuration (fingerprint mismatch)")
+        with engine.full_parameters() as m:
+            health.check_weights(m, f"train_dit/{run}: checkpoint {state_dir / tag} not resumed (delete "
+                                    f"{state_dir} or rerun with --no-resume)")
         start = int(client["step"])
+        history = [(int(k), dict(v)) for k, v in client.get("history", [])]
+        if log is not None and dist.is_main:
+            for k, rec in history:  # the resumed run shows the whole curve, not only the steps after `start`
+                log(rec, k)
 
     fault = _fault()
     last: dict[str, float] = {}
@@ -349,10 +370,16 @@ def train_stage2(
         )
         if w is not None and op is not None:
             last.update(_budget(w, op, samples, vfm))
-        if log is not None and dist.is_main and (done % tp.log_every == 0 or done == tp.steps):
-            log(last, done)
+        if done % tp.log_every == 0 or done == tp.steps:
+            history.append((done, dict(last)))
+            if log is not None and dist.is_main:
+                log(last, done)
+        health.check_grad_norm(last["grad_norm"], _unhealthy(run, done, state_dir))
         if done % tp.checkpoint_every == 0 or done == tp.steps:
-            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run})
+            with engine.full_parameters() as m:
+                health.check_weights(m, _unhealthy(run, done, state_dir))
+            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run,
+                                                          "history": [[k, v] for k, v in history]})
             engine.barrier()
             if dist.is_main:
                 ckpt.prune_checkpoints(state_dir, tp.keep_checkpoints)
@@ -361,6 +388,8 @@ def train_stage2(
             bar.set_postfix(loss=f"{last['loss']:.4f}")
         if fault == ("kill", done):
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard crash, nothing gets cleaned up
+        if fault == ("term", done):
+            os.kill(os.getpid(), signal.SIGTERM)  # test hook: what a cancelled sweep sends
     if bar is not None:
         bar.close()
 
@@ -372,9 +401,18 @@ def train_stage2(
         if dist.is_main:
             ckpt.export_final(run_dir, m.transformer, m.aux, final)
     engine.barrier()
+    if dist.is_main:
+        ckpt.discard_state(state_dir)  # exported: a later run with changed code or data can never resume it
     if model.hook is not None:
         model.hook.remove()
     return Stage2Result(run, tp.steps, start, last, run_dir)
+
+
+def _unhealthy(run: str, step: int, state_dir: Path) -> str:
+    """Start of the error when step `step` diverged: no checkpoint is written, the last good one is named."""
+    good = ckpt.latest_tag(state_dir)
+    where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
+    return f"train_dit/{run}: step {step} diverged, no checkpoint written (last good checkpoint: {where})"
 
 
 def _budget(w: torch.Tensor, op: str, samples: list[Sample], vfm: Any) -> dict[str, float]:

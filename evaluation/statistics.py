@@ -1,0 +1,211 @@
+"""Bootstrap confidence intervals, training-seed spread and paired differences for rubric scores.
+
+Data model: one run is a `RunScores` array `values` (S, V, D): S training seeds x V videos x D rubric dimensions,
+NaN where a dimension has no valid score (the grounded judge's "not applicable", or an invalid judge reply).
+A video is a unit (prompt_id, sampling seed); every training seed of a run must have scored the same units.
+
+Statistic. A metric is a set of dimensions (TA = the 6 TA dimensions, MQ = the 7 MQ dimensions, or one
+dimension). Its value for one training seed is exactly the rubric's per-method aggregation
+(`evaluation.rubric.aggregate.per_method` with `skip_inapplicable`): per dimension the mean over the videos that
+have a score, then the mean over the dimensions that have any score. A run's value is the mean of that over its
+training seeds. A bootstrap replicate applies the same formula with each video weighted by how often the
+resample drew it, so the point estimate is the number of the paper-style table and never the bootstrap mean.
+
+Resampling (`scheme`):
+- `prompt` (default): the cluster bootstrap. Prompts are drawn with replacement, each drawn prompt brings all of
+  its sampling seeds. Videos of one prompt are not independent (same scene, same difficulty), so drawing videos
+  independently would understate the spread; a prompt's mean already carries its seeds' sampling noise, so this
+  interval covers both sources, prompts x sampling seeds.
+- `prompt_seed`: two-stage: prompts with replacement, then within each drawn prompt its sampling seeds with
+  replacement (slightly wider than `prompt`; the classical two-stage bootstrap is conservative).
+- `video`: every (prompt, seed) video drawn independently (only right when seeds behave like new prompts).
+The interval is the percentile interval of the replicates at `level` (default 95%). Every run of one comparison
+uses the same replicate weights (one seeded draw over the union of units), so differences are paired by
+(prompt, sampling seed): a paired difference is the difference of the two runs' statistics on the same resample,
+over the units both runs scored. A difference whose interval includes zero is "no difference".
+
+The spread across training seeds is reported beside the interval (per-seed values, std with ddof 1, range); it is
+not folded into the interval: with two or three training seeds a resampled estimate of it would mean nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+Scheme = Literal["prompt", "prompt_seed", "video"]
+SCHEMES: tuple[str, ...] = ("prompt", "prompt_seed", "video")
+Unit = tuple[str, int]  # (prompt_id, sampling seed)
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """Per-video rubric scores of one run over its training seeds."""
+
+    run: str
+    units: tuple[Unit, ...]  # V videos, sorted
+    dims: tuple[str, ...]  # D dimension names, the last axis of `values`
+    train_seeds: tuple[int, ...]  # S training seeds, the first axis of `values`
+    values: np.ndarray  # (S, V, D) float, NaN = no valid score
+
+    def __post_init__(self) -> None:
+        s, v, d = self.values.shape
+        if (s, v, d) != (len(self.train_seeds), len(self.units), len(self.dims)):
+            raise ValueError(f"run {self.run}: values {self.values.shape} do not match {len(self.train_seeds)} training "
+                             f"seeds x {len(self.units)} videos x {len(self.dims)} dimensions")
+        if list(self.units) != sorted(set(self.units)):
+            raise ValueError(f"run {self.run}: units must be sorted and unique")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Point estimate and percentile bootstrap interval."""
+
+    estimate: float | None
+    lo: float | None
+    hi: float | None
+
+    def includes_zero(self) -> bool:
+        return self.lo is None or self.hi is None or (self.lo <= 0.0 <= self.hi)
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"estimate": _r(self.estimate), "lo": _r(self.lo), "hi": _r(self.hi)}
+
+
+def _r(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), nd)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# resampling weights
+# --------------------------------------------------------------------------------------------------------------
+
+
+def bootstrap_weights(units: Sequence[Unit], n_boot: int, seed: int, scheme: Scheme = "prompt") -> np.ndarray:
+    """(n_boot, V) multiplicity of each unit in each bootstrap replicate (each row sums to V for balanced designs).
+
+    Seeded (numpy PCG64 with `seed`), vectorised; see the module docstring for the schemes.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown bootstrap scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    V = len(units)
+    if V == 0:
+        raise ValueError("no videos to resample")
+    rng = np.random.default_rng(seed)
+    if scheme == "video":
+        return rng.multinomial(V, np.full(V, 1.0 / V), size=n_boot).astype(np.float64)  # (B, V)
+    prompts = sorted({p for p, _ in units})
+    members = [np.array([i for i, (p, _) in enumerate(units) if p == q]) for q in prompts]  # unit indices per prompt
+    P = len(prompts)
+    drawn = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot)  # (B, P) times each prompt was drawn
+    weights = np.zeros((n_boot, V), dtype=np.float64)
+    for p, idx in enumerate(members):
+        if scheme == "prompt":
+            weights[:, idx] = drawn[:, [p]]  # every seed of a drawn prompt, once per draw
+        else:
+            # k draws of this prompt, each resampling its m seeds with replacement: the seed counts of k independent
+            # multinomial(m, uniform) draws sum to one multinomial(k * m, uniform)
+            m = len(idx)
+            weights[:, idx] = rng.multinomial(drawn[:, p] * m, np.full(m, 1.0 / m))  # (B, m)
+    return weights
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the statistic
+# --------------------------------------------------------------------------------------------------------------
+
+
+def metric_value(values: np.ndarray, dim_idx: Sequence[int], weights: np.ndarray | None = None) -> np.ndarray:
+    """Metric of `values` (S, V, D) over dimensions `dim_idx`: per training seed, per dimension the weighted mean
+    over videos with a score, then the mean over dimensions with any score; then the mean over training seeds.
+
+    `weights` (B, V) gives one value per replicate (B,); None means every video once (returns shape (1,)).
+    A replicate where no dimension has a score is NaN.
+    """
+    x = values[:, :, list(dim_idx)]  # (S, V, d)
+    valid = np.isfinite(x)
+    x0 = np.where(valid, x, 0.0)
+    w = np.ones((1, x.shape[1])) if weights is None else weights  # (B, V)
+    sums = np.einsum("bv,svd->bsd", w, x0)  # (B, S, d) weighted sums per dimension
+    counts = np.einsum("bv,svd->bsd", w, valid.astype(np.float64))  # (B, S, d) weighted number of scores
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dim_means = np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), np.nan)  # (B, S, d)
+        has = np.isfinite(dim_means)
+        per_seed = np.where(has.any(-1), np.nansum(dim_means, -1) / np.maximum(has.sum(-1), 1), np.nan)  # (B, S)
+    return per_seed.mean(-1)  # (B,) NaN if any training seed has no score in that replicate
+
+
+def _percentile_interval(estimate: float, reps: np.ndarray, level: float) -> Interval:
+    if not np.isfinite(estimate):
+        return Interval(None, None, None)
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return Interval(float(estimate), None, None)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(reps, [a, 1.0 - a])
+    return Interval(float(estimate), float(lo), float(hi))
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+
+
+def _columns(run: RunScores, units: Sequence[Unit]) -> np.ndarray:
+    pos = {u: i for i, u in enumerate(run.units)}
+    missing = [u for u in units if u not in pos]
+    if missing:
+        p, s = missing[0]
+        raise ValueError(f"run {run.run}: no score for video {p}_s{s} ({len(missing)} missing)")
+    return np.array([pos[u] for u in units], dtype=int)
+
+
+def run_interval(run: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit], level: float = 0.95) -> Interval:
+    """Estimate and bootstrap interval of one run's metric; `weights` (B, len(units)) over `units` (a superset of
+    the run's units: columns of units the run did not score are dropped)."""
+    _check_level(level)
+    have = set(run.units)
+    cols = [i for i, u in enumerate(units) if u in have]
+    sub_units = [units[i] for i in cols]
+    vals = run.values[:, _columns(run, sub_units)]  # (S, V', D)
+    est = float(metric_value(vals, dim_idx)[0])
+    return _percentile_interval(est, metric_value(vals, dim_idx, weights[:, cols]), level)
+
+
+def paired_difference(a: RunScores, b: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit],
+                      level: float = 0.95) -> tuple[Interval, int]:
+    """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed).
+    Returns the interval and the number of paired videos."""
+    _check_level(level)
+    common = set(a.units) & set(b.units)
+    cols = [i for i, u in enumerate(units) if u in common]
+    if not cols:
+        raise ValueError(f"runs {a.run} and {b.run} share no (prompt, seed) video: nothing to pair")
+    sub = [units[i] for i in cols]
+    va, vb = a.values[:, _columns(a, sub)], b.values[:, _columns(b, sub)]
+    est = float(metric_value(va, dim_idx)[0] - metric_value(vb, dim_idx)[0])
+    w = weights[:, cols]
+    return _percentile_interval(est, metric_value(va, dim_idx, w) - metric_value(vb, dim_idx, w), level), len(cols)
+
+
+def seed_spread(run: RunScores, dim_idx: Sequence[int]) -> dict:
+    """The metric per training seed, their std (ddof 1; None with one seed) and range."""
+    per = [float(metric_value(run.values[s : s + 1], dim_idx)[0]) for s in range(len(run.train_seeds))]
+    fin = [x for x in per if np.isfinite(x)]
+    return {
+        "per_seed": {str(s): _r(x) for s, x in zip(run.train_seeds, per)},
+        "std": _r(float(np.std(fin, ddof=1))) if len(fin) > 1 else None,
+        "min": _r(min(fin)) if fin else None,
+        "max": _r(max(fin)) if fin else None,
+    }
+
+
+def verdict(diff: Interval) -> str:
+    """`higher` / `lower` when the interval excludes zero, else `no difference`."""
+    if diff.includes_zero():
+        return "no difference"
+    return "higher" if diff.estimate is not None and diff.estimate > 0 else "lower"

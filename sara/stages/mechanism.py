@@ -1,0 +1,157 @@
+"""`sara mechanism --run <run>`: relational error of the DiT's hook-layer tokens against the frozen encoder on
+held-out clips, split by FG/BG pairs, raw and projected (evaluation/mechanism.py).
+
+`base` reads the untrained high-noise expert (`dit.base_dir`): the "before" of every run. A Stage 2 run reads
+`<train.out_dir>/<run>/` (its transformer, and its projector from aux.pt when the method has one). Every run sees
+the same clips (`mechanism.clips` of `mechanism.split` in `data.out_dir`, ground-truth FG masks), the same noise
+(`mechanism.noise_seed`) at the same noise levels (`mechanism.sigmas`), and the full MTSS caption, as in Stage 2.
+Raw features: the hook-layer tokens (block `trd.layer`) resampled onto the encoder grid (`trd.grid_mode`).
+Projected: the run's TRD projector against V_y (videorepa, sara-<op>), or MoAlign's projector against its
+motion subspace of V_y. With a trained aligner (`aligner.out_dir`), the pair-budget shares each routing operator
+assigns under its saliency on the same clips. Writes `<mechanism.out_dir>/<run>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sara.config import Params
+
+SECTIONS = ["project", "data", "vfm", "text", "aligner", "trd", "dit", "train", "methods", "mechanism"]
+RUNS = ("base", "sft", "videorepa", "moalign", "sara-none", "sara-and", "sara-or", "sara-xor")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, choices=RUNS, help="base (before Stage 2) or a trained Stage 2 run")
+
+
+def _load_aux(run: str, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
+    """The run's trained auxiliary module (projector / motion head), or None for base and sft."""
+    from sara.methods import build_objective
+
+    if run in ("base", "sft"):
+        return None
+    aux = build_objective(run, params, dit_dim, vfm_dim)
+    path = run_dir / "aux.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `sara train-dit --run {run}` first")
+    aux.load_state_dict(torch.load(path, map_location="cpu"))
+    return aux.eval()
+
+
+def _projected(aux: Any, h: torch.Tensor, dit_grid: tuple, vy: torch.Tensor, vfm_grid: tuple, grid_mode: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(features, target) of the run's own objective on one clip: (1, T, N, D) each, or None without a projector."""
+    from sara.methods import MoAlignObjective, ProjectedTRD
+    from sara.models.grid import align_tokens
+
+    if isinstance(aux, ProjectedTRD):
+        return aux.project(h, dit_grid, vfm_grid), vy
+    if isinstance(aux, MoAlignObjective):
+        vp = align_tokens(aux.projector(h), dit_grid, vfm_grid, grid_mode)  # (1, T, N, D_m)
+        m_y, _ = aux.head(vy, vfm_grid[1:])  # (1, T, N, D_m) motion subspace of V_y
+        return vp, m_y
+    return None
+
+
+@torch.no_grad()
+def readout(params: Params, run: str, log=print) -> dict[str, Any]:
+    from evaluation.mechanism import add_sums, budget_readout, relational_error_sums, summarise
+    from sara.losses.diffusion import flow_match_xt, sigma_to_timestep
+    from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, load_trained_transformer, token_grid
+    from sara.models.encoders import build_vfm, resolve_device
+    from sara.models.grid import align_tokens
+    from sara.train.stage2 import ClipSet, fg_on_grid
+
+    m, dev = params.mechanism, resolve_device(params.project.device)
+    base = load_base(params.dit.base_dir, params, dev, torch.float32, with_low_noise=False)
+    run_dir = Path(params.train.out_dir) / run
+    transformer = base.transformer if run == "base" else load_trained_transformer(run_dir, dev, torch.float32)
+    transformer.eval()
+    saliency = None
+    if (Path(params.aligner.out_dir)).exists():
+        from sara.models.aligner import load_saliency_model
+
+        saliency = load_saliency_model(params.aligner.out_dir, params, dev)
+    vfm = saliency.vfm if saliency is not None and run.startswith("sara") else build_vfm(params.vfm, dev)
+    dit_dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    aux = _load_aux(run, params, run_dir, dit_dim, vfm.dim)
+    if aux is not None:
+        aux.to(dev)
+    hook = BlockFeatureHook(transformer, params.trd.layer)
+    clips = ClipSet(params.data.out_dir, None, split=m.split)
+    n = min(m.clips, len(clips))
+    raw, proj, ws, fgs, ids = [], [], [], [], []
+    for i in range(n):
+        s = clips[i]
+        if s.fg is None:
+            raise ValueError(f"clip {s.clip_id} in {params.data.out_dir} has no FG masks: the readout needs ground-truth masks")
+        frames = torch.from_numpy(s.frames[None])  # (1, F, H, W, 3) uint8
+        vy = vfm.features(frames).to(dev)  # (1, T_s, N_s, D_v)
+        fg = fg_on_grid(torch.from_numpy(s.fg[None]), vfm.frame_indices(s.frames.shape[0]), vfm.grid)  # (1, T_s, N_s)
+        pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
+        z0 = encode_latents(base.vae, pixels.to(dev))  # (1, 16, F', H', W')
+        text = base.text([s.caption])
+        gen = torch.Generator().manual_seed(m.noise_seed * 1_000_003 + i)  # same noise for every run
+        raw_views, proj_views = [], []
+        for sigma in m.sigmas:
+            noise = torch.randn(z0.shape, generator=gen).to(dev)
+            sig = torch.tensor([sigma], device=dev)
+            transformer(flow_match_xt(z0, noise, sig), sigma_to_timestep(sig), text, return_dict=False)
+            h = hook.pop()  # (1, F'*H'*W', D_dit)
+            grid = token_grid(transformer, z0.shape)
+            feats = align_tokens(h.float(), grid, vfm.grid, params.trd.grid_mode)  # (1, T_s, N_s, D_dit)
+            raw_views.append(relational_error_sums(feats[0], vy[0], fg[0]))
+            p = _projected(aux, h.float(), grid, vy, vfm.grid, params.trd.grid_mode) if aux is not None else None
+            if p is not None:
+                proj_views.append(relational_error_sums(p[0][0].float(), p[1][0].float(), fg[0]))
+        raw.append(add_sums(raw_views))  # one entry per clip: the bootstrap resamples clips
+        if proj_views:
+            proj.append(add_sums(proj_views))
+        if saliency is not None:
+            ws.append(saliency.saliency(vy, [s.caption]).cpu())
+            fgs.append(fg)
+        ids.append(s.clip_id)
+        log(f"[mechanism] {run} clip {i + 1}/{n} {s.clip_id}")
+    hook.remove()
+    features = {"raw": summarise(raw, m.n_boot, 0, m.level)}
+    if proj:
+        features["projected"] = summarise(proj, m.n_boot, 0, m.level)
+    budget = budget_readout(torch.cat(ws), torch.cat(fgs)) if ws else None
+    return {
+        "run": run,
+        "model": str(params.dit.base_dir if run == "base" else run_dir),
+        "clips": ids,
+        "split": m.split,
+        "sigmas": list(m.sigmas),
+        "layer": params.trd.layer,
+        "vfm_grid": list(vfm.grid),
+        "note": (f"mean |S_p - S_y| over ordered token pairs (a != b) of {n} {m.split} clips at sigma "
+                 f"{', '.join(map(str, m.sigmas))}, hook layer {params.trd.layer}, on the encoder grid "
+                 f"{'x'.join(map(str, vfm.grid))}; {int(100 * m.level)}% bootstrap intervals over clips; lower is closer "
+                 "to the frozen encoder's relations"),
+        "features": features,
+        "budget": budget,
+    }
+
+
+def run(params: Params, run: str) -> dict[str, Any]:
+    from sara.io import write_json
+    from sara.tracking import log_metrics, stage_run
+
+    out = Path(params.mechanism.out_dir) / f"{run}.json"
+    with stage_run("mechanism", params, SECTIONS, variant=run):
+        result = readout(params, run)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, result)
+        log_metrics({f"mechanism/{kind}/{scope}/{part}": v["estimate"] for kind, f in result["features"].items()
+                     for scope, parts in f.items() for part, v in parts.items() if v["estimate"] is not None})
+        for kind, f in result["features"].items():
+            a = f["all"]
+            print(f"[mechanism] {run} {kind:9s} total {a['total']['estimate']} FG-FG {a['fg_fg']['estimate']} "
+                  f"FG-BG {a['fg_bg']['estimate']} BG-BG {a['bg_bg']['estimate']}")
+    return result

@@ -1,0 +1,137 @@
+"""`sara compare` end to end on synthetic per-run rubric records (no GPU, no model): tables, JSON, figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from evaluation.comparison import claim_verdict, discover_runs, load_run, prompts_needed, video_scores
+from evaluation.rubric.dimensions import ALL_DIMS
+from evaluation.statistics import Interval
+
+PROMPTS = ["p00", "p01", "p02", "p03"]
+SEEDS = [0, 1]
+# per-run offset added to a shared per-(prompt, seed) base score: sara-or is clearly above sft on every dimension
+OFFSET = {"oracle": None, "base": -1.0, "sft": 0.0, "videorepa": 0.0, "sara-and": 0.5, "sara-or": 1.0, "sara-xor": 0.0}
+
+
+def _scores(run: str, prompt: int, seed: int, train_seed: int) -> dict:
+    rng = np.random.default_rng(100 * prompt + seed)  # shared by every run: the prompt's difficulty
+    base = rng.integers(2, 4, len(ALL_DIMS))
+    if OFFSET[run] is None:
+        vals = np.full(len(ALL_DIMS), 5)
+    else:
+        vals = np.clip(base + OFFSET[run] + (0.5 if train_seed == 1 and run == "sft" else 0.0), 1, 5)
+    return {d: {"score": None if d == "person_appearance" else float(v), "value": 0.0, "note": ""} for d, v in zip(ALL_DIMS, vals)}
+
+
+def write_records(root: Path, run: str, folder: str, train_seed: int, with_video: bool) -> None:
+    import shutil
+
+    from sara.data.video_io import write_video
+
+    out = root / folder
+    out.mkdir(parents=True)
+    for i, p in enumerate(PROMPTS):
+        clip = root / f".{p}.mp4"  # one encoded clip per prompt, copied: encoding is the slow part
+        if with_video and not clip.is_file():
+            frames = np.full((9, 32, 32, 3), 40 * (i + 1), np.uint8)
+            for t in range(9):
+                frames[t, 8:16, 2 * t : 2 * t + 8] = 255  # a square moving right
+            write_video(clip, frames, 8)
+        for s in SEEDS:
+            video = out / f"{p}_s{s}.mp4"
+            if with_video:
+                shutil.copy(clip, video)
+            rec = {"run": run, "prompt_id": p, "seed": s, "video": video.name if run == "oracle" else str(video),
+                   "grounded": _scores(run, i, s, train_seed)}
+            (out / f"{p}_s{s}.json").write_text(json.dumps(rec))
+    (out / "summary.json").write_text("{}")  # never read as a record
+
+
+@pytest.fixture()
+def rubric_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "rubric"
+    for run in OFFSET:
+        write_records(root, run, run, 0, with_video=True)
+    write_records(root, "sft", "sft.seed1", 1, with_video=False)
+    return root
+
+
+def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sara.cli import main
+
+    mech = tmp_path / "mechanism"
+    mech.mkdir()
+    part = {"total": {"estimate": 0.2, "lo": 0.1, "hi": 0.3}, **{k: {"estimate": 0.2, "lo": 0.1, "hi": 0.3} for k in ("fg_fg", "fg_bg", "bg_bg")}}
+    (mech / "sara-or.json").write_text(json.dumps({
+        "note": "test readout", "features": {"raw": {"all": part, "spatial": part, "temporal": part}},
+        "budget": {"or": {"shares": {"fg_fg": 0.5, "fg_bg": 0.4, "bg_bg": 0.1}}}}))
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["rubric"]["out_dir"] = str(rubric_dir)
+    params["train"]["seed"] = 0
+    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "mechanism_dir": str(mech), "grid_frames": 4}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    assert main(["compare", "--params", str(pfile)]) == 0
+
+    out = tmp_path / "comparison"
+    res = json.loads((out / "comparison.json").read_text())
+    assert list(res["runs"]) == ["oracle", "base", "sft", "videorepa", "sara-and", "sara-or", "sara-xor"]
+    assert res["runs"]["sft"]["train_seeds"] == [0, 1] and res["runs"]["sft"]["n_videos"] == len(PROMPTS) * len(SEEDS)
+    assert res["runs"]["oracle"]["metrics"]["TA"]["estimate"] == 5.0
+    assert res["runs"]["sft"]["metrics"]["TA"]["spread"]["std"] > 0  # training seed 1 of sft scores higher
+    # videorepa equals sft's training seed 0 on every video; sft averages seeds 0 and 1 (+0.5 on unclipped scores)
+    d = res["differences"]["sft"]
+    assert d["sara-or"]["TA"]["verdict"] == "higher" and d["base"]["TA"]["verdict"] == "lower"
+    assert res["differences"]["videorepa"]["sara-xor"]["MQ"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "verdict": "no difference", "n_paired": 8}
+    claims = {c["claim"]: c for c in res["claims"]}
+    assert claims["SARA (OR) > VideoREPA on TA"]["verdict"] == "holds"
+    assert claims["SARA (OR) > SARA (AND) on TA"]["verdict"] == "holds"
+    assert claims["SARA (AND) > SARA (XOR) on MQ"]["verdict"] == "holds"
+    md = (out / "comparison.md").read_text()
+    for heading in ("Table 1 (grounded)", "Table 3 (grounded)", "Table 5 (grounded)", "Table 6 (grounded)",
+                    "Paired differences against SFT", "Paired differences against VideoREPA", "orderings", "Mechanism"):
+        assert heading in md
+    figs = out / "figures"
+    assert (figs / "dims_grounded.png").stat().st_size > 0 and (figs / "operator_heatmap_grounded.png").stat().st_size > 0
+    grids = sorted(p.name for p in (figs / "qualitative").glob("*.png"))
+    assert grids == [f"{p}.png" for p in PROMPTS]
+    from PIL import Image
+
+    w, h = Image.open(figs / "qualitative" / "p00.png").size
+    assert h > 7 * 64 and w > 4 * 64  # seven method rows, four frames at 2x
+    runs = tracking.search_runs([tracking.get_experiment_by_name(params["project"]["mlflow_experiment"]).experiment_id])
+    assert any(r.info.run_name == "compare" and r.info.status == "FINISHED" for r in runs)
+
+
+def test_training_seed_folders_and_one_line_errors(rubric_dir: Path) -> None:
+    found = discover_runs(rubric_dir, default_seed=7)
+    assert found["sft"] == {7: rubric_dir / "sft", 1: rubric_dir / "sft.seed1"}
+    bad = rubric_dir / "videorepa" / "p00_s0.json"
+    bad.write_text(json.dumps({"run": "videorepa", "prompt_id": "p00", "seed": 0}))
+    with pytest.raises(ValueError, match=r"videorepa/p00_s0.json: no 'grounded' scores"):
+        load_run("videorepa", found["videorepa"], "grounded")
+    (rubric_dir / "sft.seed1" / "p03_s1.json").unlink()
+    with pytest.raises(ValueError, match=r"run sft: training seeds 1 and 7 scored different videos \(e.g. p03_s1\)"):
+        load_run("sft", found["sft"], "grounded")
+
+
+def test_vlm_reader_means_over_valid_judges() -> None:
+    rec = {"judges": {"a": {"TA": {"scores": {"entity_count": {"score": 4}}}, "MQ": {"scores": {}}},
+                      "b": {"TA": {"scores": {"entity_count": {"score": 2}}}, "MQ": {"scores": {}}}}}
+    s = video_scores(rec, "vlm")
+    assert s["entity_count"] == 3.0 and s["scene_style"] is None
+
+
+def test_claim_verdicts_and_prompts_needed() -> None:
+    assert claim_verdict(">", Interval(0.3, 0.1, 0.5)) == "holds"
+    assert claim_verdict(">", Interval(-0.3, -0.5, -0.1)) == "does not hold (reversed)"
+    assert claim_verdict(">", Interval(0.1, -0.1, 0.3)) == "cannot tell at this size"
+    assert claim_verdict(">=", Interval(0.0, -0.1, 0.1)).startswith("no difference")
+    assert prompts_needed(Interval(0.1, -0.1, 0.3), 18) == 72  # half-width 0.2 = 2 x the difference: 4x the prompts
+    assert prompts_needed(Interval(0.3, 0.1, 0.5), 18) is None

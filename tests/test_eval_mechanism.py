@@ -1,0 +1,170 @@
+"""Mechanism readout (evaluation/mechanism.py): relational error split by FG/BG pairs, checked against a brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from evaluation.mechanism import budget_readout, relational_error_sums, summarise
+
+
+def brute_force(feats: torch.Tensor, target: torch.Tensor, fg: torch.Tensor) -> dict:
+    """Materialised Grams: mean |S_p - S_y| per (scope, part) over ordered pairs a != b."""
+    T, N, _ = feats.shape
+    xp = F.normalize(feats.double().reshape(T * N, -1), dim=-1)
+    xy = F.normalize(target.double().reshape(T * N, -1), dim=-1)
+    err = (xp @ xp.T - xy @ xy.T).abs()  # (T*N, T*N)
+    frame = torch.arange(T).repeat_interleave(N)
+    f = fg.reshape(-1)
+    not_self = ~torch.eye(T * N, dtype=torch.bool)
+    scopes = {"spatial": frame[:, None] == frame[None, :], "temporal": frame[:, None] != frame[None, :]}
+    parts = {"total": torch.ones_like(err, dtype=torch.bool), "fg_fg": f[:, None] & f[None, :],
+             "fg_bg": f[:, None] ^ f[None, :], "bg_bg": ~f[:, None] & ~f[None, :]}
+    return {s: {p: (float(err[m & pm & not_self].sum()), float((m & pm & not_self).sum())) for p, pm in parts.items()}
+            for s, m in scopes.items()}
+
+
+def clip(seed: int, T: int = 3, N: int = 16, d_f: int = 24, d_y: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    feats, target = torch.randn(T, N, d_f, generator=g), torch.randn(T, N, d_y, generator=g)
+    fg = torch.rand(T, N, generator=g) < 0.3
+    return feats, target, fg
+
+
+def test_matches_the_materialised_grams_with_different_widths():
+    feats, target, fg = clip(0)
+    got, ref = relational_error_sums(feats, target, fg), brute_force(feats, target, fg)
+    for scope in ("spatial", "temporal"):
+        for part in ("total", "fg_fg", "fg_bg", "bg_bg"):
+            assert got[scope][part][1] == ref[scope][part][1], (scope, part)  # pair counts exactly
+            assert got[scope][part][0] == pytest.approx(ref[scope][part][0], rel=1e-9, abs=1e-9), (scope, part)
+
+
+def test_parts_partition_the_total():
+    feats, target, fg = clip(1)
+    got = relational_error_sums(feats, target, fg)
+    for scope in ("spatial", "temporal"):
+        parts = [got[scope][p] for p in ("fg_fg", "fg_bg", "bg_bg")]
+        assert sum(n for n, _ in parts) == pytest.approx(got[scope]["total"][0], rel=1e-12)
+        assert sum(c for _, c in parts) == got[scope]["total"][1]
+    s = summarise([got, relational_error_sums(*clip(2))], n_boot=200)
+    for scope in ("all", "spatial", "temporal"):
+        tot = s[scope]["total"]
+        weighted = sum(s[scope][p]["estimate"] * s[scope][p]["pairs"] for p in ("fg_fg", "fg_bg", "bg_bg"))
+        assert weighted / tot["pairs"] == pytest.approx(tot["estimate"], abs=1e-5)  # pair-count weighted mean
+        assert tot["lo"] <= tot["estimate"] <= tot["hi"]
+
+
+def test_features_equal_to_the_target_give_zero_error():
+    _, target, fg = clip(3)
+    got = summarise([relational_error_sums(target * 3.0, target, fg)], n_boot=100)  # scale does not matter
+    for scope in got.values():
+        for part in scope.values():
+            assert part["estimate"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_all_background_clip_has_no_fg_pairs():
+    feats, target, _ = clip(4)
+    got = relational_error_sums(feats, target, torch.zeros(feats.shape[:2], dtype=torch.bool))
+    assert got["spatial"]["fg_fg"] == (0.0, 0.0) and got["temporal"]["fg_bg"] == (0.0, 0.0)
+    s = summarise([got], n_boot=100)
+    assert s["all"]["fg_fg"]["estimate"] is None and s["all"]["bg_bg"]["estimate"] == pytest.approx(s["all"]["total"]["estimate"])
+
+
+def test_bad_mask_names_the_shapes():
+    feats, target, fg = clip(5)
+    with pytest.raises(ValueError, match="fg must be a bool"):
+        relational_error_sums(feats, target, fg.float())
+
+
+def test_budget_readout_on_binary_saliency():
+    """w equal to the FG mask: AND spends everything on FG-FG, XOR on FG-BG, none gives p^2, 2p(1-p), (1-p)^2."""
+    fg = torch.zeros(1, 2, 8, dtype=torch.bool)
+    fg[..., :4] = True  # p = 1/2
+    b = budget_readout(fg.float(), fg)
+    assert b["and"]["shares"] == {"fg_fg": 1.0, "fg_bg": 0.0, "bg_bg": 0.0}
+    assert b["xor"]["shares"] == {"fg_fg": 0.0, "fg_bg": 1.0, "bg_bg": 0.0}
+    np.testing.assert_allclose([b["none"]["shares"][k] for k in ("fg_fg", "fg_bg", "bg_bg")], [0.25, 0.5, 0.25])
+    assert b["or"]["coverage"]["bg_bg"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the stage on tiny random models: base (before) and a run with a projector (after), same clips and noise
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _heldout_clips(root, n: int = 2) -> None:
+    from sara.data.clips import write_clip, write_index
+    from sara.data.synthetic import random_spec, render, spec_to_mtss
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n):
+        spec = random_spec(rng)
+        frames, masks, truth = render(spec, 16, 64, 64, 8)
+        caption = spec_to_mtss(spec, frames=16, height=64, width=64, fps=8)
+        ids = [r.ref_id for r in caption.structured_caption.english.references if r.type != "scene"]
+        records.append(write_clip(root, f"held{i:03d}", "heldout", frames, 8, caption, truth, masks, ids))
+    write_index(root, records, "synthetic", "embedded")
+
+
+def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from sara.cli import main
+    from sara.config import load_params
+    from sara.methods import build_objective
+    from sara.models.dit import save_base
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["data"]["out_dir"] = str(tmp_path / "clips")
+    raw["dit"]["base_dir"] = str(tmp_path / "base")
+    raw["train"]["out_dir"] = str(tmp_path / "dit")
+    raw["aligner"]["out_dir"] = str(tmp_path / "aligner")
+    raw["mechanism"] = {"clips": 2, "sigmas": [0.9], "n_boot": 100, "out_dir": str(tmp_path / "mech")}
+    raw["project"]["device"] = "cpu"
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    params = load_params(pfile)
+    _heldout_clips(tmp_path / "clips")
+    save_base(params, tmp_path / "base")
+    # a "trained" videorepa run: the base transformer plus a random projector
+    from diffusers import WanTransformer3DModel
+
+    run_dir = tmp_path / "dit" / "videorepa"
+    WanTransformer3DModel.from_pretrained(tmp_path / "base" / "transformer").save_pretrained(run_dir / "transformer")
+    cfg = WanTransformer3DModel.load_config(tmp_path / "base" / "transformer")
+    from sara.models.encoders import build_vfm
+
+    aux = build_objective("videorepa", params, cfg["num_attention_heads"] * cfg["attention_head_dim"], build_vfm(params.vfm).dim)
+    torch.save(aux.state_dict(), run_dir / "aux.pt")
+    # a random aligner in the trained-aligner format: the budget readout of every operator under its saliency
+    from sara.models.aligner import SaliencyAligner, save_aligner
+    from sara.models.encoders import build_text_model
+
+    vfm, text = build_vfm(params.vfm), build_text_model(params.text)
+    torch.manual_seed(0)
+    save_aligner(tmp_path / "aligner" / "aligner.pt", SaliencyAligner(vfm.dim, text.dim, params.aligner), params,
+                 {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
+                  "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()}})
+
+    assert main(["mechanism", "--params", str(pfile), "--run", "base"]) == 0
+    assert main(["mechanism", "--params", str(pfile), "--run", "videorepa"]) == 0
+    before = json.loads((tmp_path / "mech" / "base.json").read_text())
+    after = json.loads((tmp_path / "mech" / "videorepa.json").read_text())
+    assert before["clips"] == after["clips"] == ["held000", "held001"]
+    assert "projected" not in before["features"] and "projected" in after["features"]
+    # same transformer weights, same clips and noise: identical raw readout
+    assert before["features"]["raw"] == after["features"]["raw"]
+    a = after["features"]["projected"]["all"]
+    assert all(a[p]["pairs"] >= 0 for p in ("fg_fg", "fg_bg", "bg_bg"))
+    assert a["fg_fg"]["pairs"] + a["fg_bg"]["pairs"] + a["bg_bg"]["pairs"] == a["total"]["pairs"]
+    assert set(before["budget"]) == {"none", "and", "or", "xor"} and before["budget"] == after["budget"]
+    for b in before["budget"].values():
+        assert sum(b["shares"].values()) == pytest.approx(1.0)

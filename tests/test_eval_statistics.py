@@ -1,0 +1,141 @@
+"""Bootstrap intervals, paired differences and seed spread (evaluation/statistics.py), on hand-checkable cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.rubric.aggregate import per_method
+from evaluation.rubric.dimensions import ALL_DIMS, TA_DIMS
+from evaluation.statistics import (
+    RunScores,
+    bootstrap_weights,
+    metric_value,
+    paired_difference,
+    run_interval,
+    seed_spread,
+    verdict,
+)
+
+TA = [ALL_DIMS.index(d) for d in TA_DIMS]
+
+
+def units(n_prompts: int = 6, n_seeds: int = 3) -> list[tuple[str, int]]:
+    return sorted((f"p{p:02d}", s) for p in range(n_prompts) for s in range(n_seeds))
+
+
+def random_run(name: str, u: list, n_train: int = 2, seed: int = 0, shift: float = 0.0) -> RunScores:
+    rng = np.random.default_rng(seed)
+    vals = rng.integers(1, 6, size=(n_train, len(u), len(ALL_DIMS))).astype(float) + shift
+    vals[:, :, ALL_DIMS.index("person_appearance")] = np.nan  # not applicable without persons
+    return RunScores(name, tuple(u), ALL_DIMS, tuple(range(n_train)), vals)
+
+
+def test_weights_rows_sum_to_the_sample_size_and_are_seeded():
+    u = units()
+    for scheme in ("prompt", "prompt_seed", "video"):
+        w = bootstrap_weights(u, 200, seed=3, scheme=scheme)
+        assert w.shape == (200, len(u))
+        np.testing.assert_array_equal(w.sum(1), len(u))
+        np.testing.assert_array_equal(w, bootstrap_weights(u, 200, seed=3, scheme=scheme))
+    assert not np.array_equal(bootstrap_weights(u, 50, 1), bootstrap_weights(u, 50, 2))
+
+
+def test_prompt_scheme_keeps_all_seeds_of_a_drawn_prompt_together():
+    u = units(5, 3)
+    w = bootstrap_weights(u, 100, seed=0, scheme="prompt")
+    by_prompt = w.reshape(100, 5, 3)  # units are sorted by prompt, then seed
+    assert (by_prompt == by_prompt[:, :, :1]).all()
+
+
+def test_bad_scheme_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown bootstrap scheme 'bogus'"):
+        bootstrap_weights(units(), 10, 0, scheme="bogus")  # type: ignore[arg-type]
+
+
+def test_point_estimate_is_the_rubric_aggregation():
+    """The estimate equals per_method's TA (skip_inapplicable) for one training seed: the table's number."""
+    u = units(4, 2)
+    run = random_run("sft", u, n_train=1, seed=5)
+    run.values[0, 0, ALL_DIMS.index("entity_count")] = np.nan  # one invalid score: that dim averages over 7 videos
+    videos = [{"grounded": {d: (None if np.isnan(run.values[0, i, k]) else int(run.values[0, i, k]))
+                            for k, d in enumerate(ALL_DIMS)}} for i in range(len(u))]
+    expected = per_method(videos, skip_inapplicable=True)["TA"]["mean"]
+    assert metric_value(run.values, TA)[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_identical_runs_give_a_zero_difference_interval():
+    u = units()
+    a = random_run("sara-or", u, seed=1)
+    b = RunScores("sft", a.units, a.dims, a.train_seeds, a.values.copy())
+    w = bootstrap_weights(u, 500, seed=0)
+    diff, n = paired_difference(a, b, TA, w, u)
+    assert (diff.estimate, diff.lo, diff.hi) == (0.0, 0.0, 0.0)
+    assert n == len(u) and verdict(diff) == "no difference"
+
+
+def test_constant_shift_gives_exactly_that_shift():
+    u = units()
+    b = random_run("sft", u, seed=2)
+    a = RunScores("sara-or", b.units, b.dims, b.train_seeds, b.values + 0.25)
+    diff, _ = paired_difference(a, b, TA, bootstrap_weights(u, 500, seed=0), u)
+    for x in (diff.estimate, diff.lo, diff.hi):
+        assert x == pytest.approx(0.25, abs=1e-12)
+    assert verdict(diff) == "higher"
+    neg, _ = paired_difference(b, a, TA, bootstrap_weights(u, 500, seed=0), u)
+    assert verdict(neg) == "lower"
+
+
+def test_pairing_removes_shared_prompt_difficulty():
+    """Prompt difficulty shared by both runs widens each run's interval but cancels in the paired difference."""
+    u = units(12, 3)
+    rng = np.random.default_rng(0)
+    difficulty = np.repeat(rng.normal(0, 1.0, 12), 3)[None, :, None]  # (1, V, 1) per prompt
+    noise = rng.normal(0, 0.05, (1, len(u), len(ALL_DIMS)))
+    base = 3 + difficulty + noise
+    a = RunScores("a", tuple(u), ALL_DIMS, (0,), base + 0.1)
+    b = RunScores("b", tuple(u), ALL_DIMS, (0,), base + rng.normal(0, 0.05, base.shape))
+    w = bootstrap_weights(u, 2000, seed=1)
+    ia = run_interval(a, TA, w, u)
+    diff, _ = paired_difference(a, b, TA, w, u)
+    assert ia.hi - ia.lo > 0.5  # the prompts differ a lot
+    assert diff.hi - diff.lo < 0.1 and verdict(diff) == "higher"
+
+
+def test_coverage_of_the_mean_on_a_known_distribution():
+    """95% cluster-bootstrap intervals of a mean cover the true mean in about 95% of repeated experiments."""
+    rng = np.random.default_rng(123)
+    u = units(40, 1)
+    hits, trials = 0, 200
+    for _ in range(trials):
+        x = rng.exponential(1.0, size=(1, len(u), 1)) + 2.0  # skewed, true mean 3
+        run = RunScores("r", tuple(u), ("d",), (0,), x)
+        iv = run_interval(run, [0], bootstrap_weights(u, 400, seed=int(rng.integers(1 << 30))), u)
+        hits += iv.lo <= 3.0 <= iv.hi
+    assert 0.88 <= hits / trials <= 0.99
+
+
+def test_seed_spread_reports_each_training_seed():
+    u = units(3, 1)
+    vals = np.full((2, len(u), 1), 3.0)
+    vals[1] = 4.0
+    run = RunScores("sft", tuple(u), ("d",), (0, 1), vals)
+    sp = seed_spread(run, [0])
+    assert sp["per_seed"] == {"0": 3.0, "1": 4.0}
+    assert sp["std"] == pytest.approx(np.std([3, 4], ddof=1)) and (sp["min"], sp["max"]) == (3.0, 4.0)
+    assert metric_value(run.values, [0])[0] == 3.5  # a run's value is the mean over its training seeds
+    assert seed_spread(RunScores("x", tuple(u), ("d",), (0,), vals[:1]), [0])["std"] is None
+
+
+def test_missing_videos_pair_on_the_common_set_only():
+    u = units(4, 2)
+    a = random_run("a", u, n_train=1, seed=3)
+    keep = [i for i, x in enumerate(u) if x != ("p00", 0)]
+    b = RunScores("b", tuple(u[i] for i in keep), ALL_DIMS, (0,), a.values[:, keep])
+    diff, n = paired_difference(a, b, TA, bootstrap_weights(u, 100, 0), u)
+    assert n == len(u) - 1 and diff.estimate == 0.0 and diff.lo == diff.hi == 0.0
+
+
+def test_shape_mismatch_names_the_run():
+    with pytest.raises(ValueError, match="run sft: values"):
+        RunScores("sft", (("p", 0),), ("d",), (0,), np.zeros((2, 1, 1)))

@@ -1,0 +1,172 @@
+"""dvc.yaml tells the truth: it is what the code says (sara/pipeline.py), every stage's deps cover the import
+closure of its command, and every stage lists exactly the params sections or keys its code reads."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sara.config import Params, load_params
+from sara.deps import NEUTRAL, ROOT, RUNTIME_DEPS, import_closure, is_marker
+from sara.pipeline import render, run_of, stages
+from sara.runs import DAG_RUNS, DAG_SAMPLE_RUNS, Run
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# Every stage opens its MLflow run in experiment `project.mlflow_experiment` with the `project.scale` tag
+# (sara.tracking, neutral), so `project` is listed everywhere even where no computation reads it.
+ALWAYS = {"project"}
+# The run registry names each run's upstream output folders for the DAG and the resume fingerprint; no stage
+# computes anything from those reads.
+NOT_SCANNED = {"sara/runs.py"}
+# Calls through a registry (the callee is looked up at run time): the functions such a call can reach.
+DISPATCH = {"build": ["_build_sft", "_build_videorepa", "_build_moalign", "_build_sara"]}  # sara.methods.REGISTRY
+
+
+def test_dvc_yaml_is_what_the_code_says():
+    assert (REPO / "dvc.yaml").read_text() == render(stages(load_params(REPO / "params.yaml"))), \
+        "dvc.yaml is out of date: run `python -m sara.pipeline`"
+
+
+def _module_of(cmd: str) -> str:
+    from sara.cli import STAGES
+
+    return f"sara/stages/{STAGES[cmd.split()[1]]}.py"
+
+
+@pytest.mark.parametrize("name", list(DVC))
+def test_every_stage_depends_on_the_import_closure_of_its_command(name: str):
+    """Computed from the command in dvc.yaml (`sara <stage>` -> sara/stages/<module>.py), not from the generator."""
+    deps = DVC[name]["deps"]
+    covered = lambda f: any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)  # noqa: E731
+    missing = [f for f in import_closure(_module_of(DVC[name]["cmd"])) if not covered(f)]
+    assert not missing, f"stage {name} misses deps on {', '.join(missing)}"
+
+
+def test_the_closure_follows_lazy_imports_and_the_code_that_builds_captions():
+    closure = import_closure("sara/stages/train_dit.py")
+    for f in ("sara/data/mtss.py", "sara/data/clips.py", "sara/data/video_io.py", "sara/masks/store.py",
+              "sara/models/encoders.py", "sara/losses/diffusion.py", "configs/deepspeed"):
+        assert f in closure, f
+    assert "sara/tracking.py" not in closure and "sara/cli.py" not in closure  # neutral
+    assert {"sara/models/aligner.py", "sara/train/stage1.py", "sara/losses/aligner.py"} <= set(
+        import_closure("sara/stages/eval_aligner.py"))
+    assert "sara/data/synthetic.py" in import_closure("sara/stages/sample.py")
+
+
+def test_neutral_modules_exist_and_package_markers_hold_no_code():
+    for rel in NEUTRAL:
+        assert (ROOT / rel).is_file(), rel
+    for init in ROOT.glob("sara/**/__init__.py"):
+        rel = init.relative_to(ROOT).as_posix()
+        if rel not in NEUTRAL and rel not in RUNTIME_DEPS:
+            assert is_marker(rel), f"{rel} holds code: it is no longer a neutral package marker"
+
+
+def test_files_found_through_dunder_file_or_resources_are_declared_runtime_deps():
+    """A module that locates files next to itself reads or runs them at run time: they must be declared."""
+    for path in [*ROOT.glob("sara/**/*.py"), *ROOT.glob("evaluation/**/*.py")]:
+        rel = path.relative_to(ROOT).as_posix()
+        text = path.read_text()
+        if rel in NEUTRAL or rel == "evaluation/vbench/worker.py":  # the worker locates the installed vbench package
+            continue
+        if re.search(r"Path\(__file__\)|resources\.files\(", text):
+            assert rel in RUNTIME_DEPS, f"{rel} reads files next to it: declare them in sara.deps.RUNTIME_DEPS"
+
+
+def _definitions(files: list[str]) -> dict[str, list[ast.AST]]:
+    """Function and class definitions of the closure by simple name (a name defined twice keeps both)."""
+    defs: dict[str, list[ast.AST]] = {}
+    for rel in files:
+        if rel.endswith(".py") and rel not in NOT_SCANNED:
+            for node in ast.walk(ast.parse((ROOT / rel).read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    defs.setdefault(node.name, []).append(node)
+    return defs
+
+
+def _passes_params(call: ast.Call) -> bool:
+    args = [*call.args, *(k.value for k in call.keywords)]
+    return any(isinstance(a, ast.Name) and a.id == "params" for a in args)
+
+
+def _reads(module: str) -> set[str]:
+    """`params.<section>[.<key>]` chains read where the params object goes: the stage's `run`, then every function
+    or class of the import closure it is passed to, transitively (a section passed on whole reads as the section)."""
+    sections = set(Params.model_fields)
+    defs = _definitions(import_closure(module))
+    stage_tree = ast.parse((ROOT / module).read_text())
+    todo = [n for n in stage_tree.body if isinstance(n, ast.FunctionDef) and n.name == "run"]
+    seen: set[int] = set()
+    out: set[str] = set()
+    while todo:
+        fn = todo.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        parents = {id(c): n for n in ast.walk(fn) for c in ast.iter_child_nodes(n)}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params" \
+                    and node.attr in sections:
+                up = parents.get(id(node))
+                out.add(f"{node.attr}.{up.attr}" if isinstance(up, ast.Attribute) else node.attr)
+            if isinstance(node, ast.Call) and _passes_params(node):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                for callee in DISPATCH.get(name or "", [name or ""]):
+                    todo.extend(defs.get(callee, []))
+    return out
+
+
+def _covers(listed: str, read: str) -> bool:
+    return read == listed or read.startswith(listed + ".") or listed.startswith(read + ".")
+
+
+@pytest.mark.parametrize("name", [n for n in DVC if run_of(n) is None] + ["train_dit", "sample"])
+def test_every_stage_lists_exactly_the_params_its_code_reads(name: str):
+    if name == "train_dit":  # one module for every run: its reads are the union over the runs
+        listed = {k for r in DAG_RUNS for k in DVC[f"train_dit-{r}"]["params"]}
+        module = "sara/stages/train_dit.py"
+    elif name == "sample":
+        listed, module = set(DVC["sample-base"]["params"]), "sara/stages/sample.py"
+    else:
+        listed, module = set(DVC[name]["params"]), _module_of(DVC[name]["cmd"])
+    reads = _reads(module)
+    missing = sorted(r for r in reads if not any(_covers(k, r) for k in listed))
+    extra = sorted(k for k in listed - ALWAYS if not any(_covers(k, r) for r in reads))
+    assert not missing, f"stage {name} reads params {missing} it does not list"
+    assert not extra, f"stage {name} lists params {extra} it never reads"
+
+
+def test_per_run_stages_come_from_the_run_registry():
+    assert [n for n in DVC if n.startswith("train_dit-")] == [f"train_dit-{r}" for r in DAG_RUNS]
+    assert [n for n in DVC if n.startswith("sample-")] == [f"sample-{r}" for r in DAG_SAMPLE_RUNS]
+    for r in DAG_RUNS:
+        stage = DVC[f"train_dit-{r}"]
+        assert stage["cmd"] == f"sara train-dit --run {r}" and stage["params"] == list(r.params)
+        assert len(set(stage["deps"])) == len(stage["deps"]) and len(set(stage["params"])) == len(stage["params"])
+    for name in ("clipscore", "vbench", "rubric"):  # evaluation per run: each reads its own run's samples only
+        runs = (["oracle"] if name == "rubric" else []) + list(DAG_SAMPLE_RUNS)
+        assert [n for n in DVC if n.startswith(f"{name}-")] == [f"{name}-{r}" for r in runs]
+        for r in runs:
+            stage = DVC[f"{name}-{r}"]
+            assert stage["cmd"] == f"sara {name} --run {r}"
+            assert [d for d in stage["deps"] if d.startswith("outputs/samples/")] == (
+                [] if r == "oracle" else [f"outputs/samples/{r}"])
+            assert stage["metrics"] == [{f"outputs/metrics/{r}/{name}.json": {"cache": False}}]
+    report = DVC["report"]
+    assert [d for d in report["deps"] if d.startswith("outputs/")] == [
+        *(f"outputs/rubric/{r}" for r in ("oracle", *DAG_SAMPLE_RUNS)), *(f"outputs/vbench/{r}" for r in DAG_SAMPLE_RUNS)]
+    assert "metrics" not in report  # the numbers live per run
+
+
+def test_sft_reads_no_alignment_params_or_inputs():
+    sft = DVC["train_dit-sft"]
+    assert sft["params"] == ["project", "data", "dit", "train"]
+    assert "models/aligner" not in sft["deps"] and "data/masks" not in sft["deps"]
+    assert {"models/aligner", "data/masks"} <= set(DVC["train_dit-sara-or"]["deps"])
+    assert Run.parse("sara-or").params[-1] == "trd"
