@@ -1,5 +1,7 @@
 """`sara <stage> [--params params.yaml] [stage options]`: thin entry points used by dvc.yaml.
 
+`sara sweep [...]` is the one command that is not a stage: it starts an ablation sweep (flows/sweep.py).
+
 Each stage lives in `sara/stages/<module>.py` and exposes `add_arguments(parser)` (optional) and
 `run(params, **options)`. The CLI only parses arguments, loads and validates params, and calls `run`.
 """
@@ -36,6 +38,11 @@ STAGES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # orchestration, not a stage: `flows/sweep.py` drives the Prefect deployment
+        from flows.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     parser = argparse.ArgumentParser(prog="sara", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, module_name in STAGES.items():

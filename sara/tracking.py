@@ -248,3 +248,23 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 def client() -> MlflowClient:
     return MlflowClient()
+
+
+def run_identity(params: Params, run: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(MLflow params, MLflow tags) naming the model a per-run stage trains or evaluates.
+
+    Every per-run stage run (`train_dit/<run>`, `sample/<run>`, `rubric/<run>`, ...) carries them, as the sweep's
+    point runs do, so runs group by `routing_op` and filter by `method`, `seed` or `lam_trd` in the MLflow UI even
+    outside a sweep. `<run>` is `sara-<op>`, a method without routing (`sft`: routing operator `none`), `base` (the
+    untrained model) or `oracle` (the renderer's ground truth). seed and lam_trd are the run's `train.seed` and
+    `trd.lam_trd`.
+    """
+    method, _, op = run.partition("-")
+    identity = {
+        "method": method,
+        "routing_op": op if method == "sara" and op else "none",
+        "seed": str(params.train.seed),
+        "lam_trd": f"{params.trd.lam_trd:g}",
+    }
+    tags = {"sara.run": run, **{f"sara.{k}": v for k, v in identity.items()}}
+    return identity, tags

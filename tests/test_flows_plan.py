@@ -28,7 +28,8 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_dag_is_read_from_dvc_yaml_with_foreach_expanded(toy: Path) -> None:
     dag = load_dag(toy)
-    assert set(dag.stages) == {"data", *(f"train_dit@{r}" for r in TOY_RUNS)}
+    assert set(dag.stages) == {"data", *(f"{stage}@{r}" for r in TOY_RUNS for stage in ("train_dit", "rubric"))}
+    assert dag.stages["rubric@sara-or"].upstream == {"train_dit@sara-or"}  # each run's evaluation reads its model
     sara_or = dag.stages["train_dit@sara-or"]
     assert sara_or.upstream == {"data"} and sara_or.item == "sara-or" and sara_or.base == "train_dit"
     assert sara_or.reads("train.seed") and sara_or.reads("trd") and not dag.stages["data"].reads("train.seed")
@@ -57,7 +58,9 @@ def test_plan_shares_the_unswept_stages_and_runs_each_point_on_its_own_stage(toy
     assert plan.shared_stages == ["data"] and plan.shared_targets == ["data"]
     assert plan.shared_overrides == {"train.steps": 2, "trd.lam_trd": 0.5}  # constant point keys are global
     for p in plan.points:
-        assert p.targets == [f"train_dit@{p.point.run}"] and p.stages == p.targets
+        # each point trains and evaluates its own model
+        assert p.targets == [f"rubric@{p.point.run}", f"train_dit@{p.point.run}"]
+        assert p.stages == [f"train_dit@{p.point.run}", f"rubric@{p.point.run}"]
         assert p.overrides["train.seed"] == p.point.seed and p.overrides["train.steps"] == 2
         assert p.params.train.seed == p.point.seed and p.params.train.steps == 2
         check = subprocess.run(["git", "check-ref-format", f"refs/exps/{p.exp_name}"])
@@ -67,7 +70,7 @@ def test_plan_shares_the_unswept_stages_and_runs_each_point_on_its_own_stage(toy
 
 def test_a_single_point_runs_its_whole_closure_itself(toy: Path) -> None:
     plan = plan_sweep(toy, load_dag(toy), "s2", build_points(["sara"], ["xor"], [3], [0.5]))
-    assert plan.shared_targets == [] and plan.points[0].stages == ["data", "train_dit@sara-xor"]
+    assert plan.shared_targets == [] and plan.points[0].stages == ["data", "train_dit@sara-xor", "rubric@sara-xor"]
 
 
 def test_a_stage_with_a_persist_output_is_left_to_the_points(toy: Path) -> None:

@@ -148,6 +148,23 @@ def test_vbench2_runs_each_dimension_and_aggregates(tmp_path):
     assert res.scores["categories"]["Human Fidelity"]["score"] == 0.9 and res.scores["Final"]["partial"] is True
 
 
+def test_a_sweep_points_temp_copy_uses_the_checkouts_vbench_venv(tmp_path, monkeypatch):
+    """A DVC temp experiment copy (one per sweep point) must not build a VBench venv of its own."""
+    import evaluation.vbench.env as env
+    from sara.env import workspace_root
+
+    checkout = tmp_path / "repo"
+    copy = checkout / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    (checkout / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    assert workspace_root(copy) == checkout and workspace_root(checkout) == checkout
+    seen = []
+    monkeypatch.setattr(env, "is_ready", lambda venv, root: seen.append(venv) or True)
+    env.ensure_env(".venv-vbench", root=copy)
+    assert seen == [checkout / ".venv-vbench"]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # vbench.mode: VBench or VBench-Long by VBench's documented 5-second rule
 
@@ -208,12 +225,11 @@ def test_both_benchmarks_plumb_temporal_flickering_and_record_the_choice(tmp_pat
         "sample": {"out_dir": str(tmp_path / "samples"), "frames": frames, "fps": fps},
         "vbench": {"mode": mode, "out_dir": str(tmp_path / "vb"), "device": "cpu"},
     })
-    summary = evaluate(params, tmp_path / "vb", log=lambda s: None)
-    assert summary["benchmark"]["benchmark"] == benchmark and summary["benchmark"]["param"] == mode
-    assert summary["benchmark"]["clip_seconds"] == round(frames / fps, 4)
-    for run in ("base", "sara-or"):
-        res = summary["runs"][run]
-        assert res["benchmark"] == benchmark and res["mode"] == vb_mode and res["vbench1"]["mode"] == vb_mode
+    for run in ("base", "sara-or"):  # one run per call (the per-run vbench stage)
+        res = evaluate(params, run, tmp_path / "vb" / run, log=lambda s: None)
+        assert res["benchmark"]["benchmark"] == benchmark and res["benchmark"]["param"] == mode
+        assert res["benchmark"]["clip_seconds"] == round(frames / fps, 4)
+        assert res["mode"] == vb_mode and res["vbench1"]["mode"] == vb_mode
         assert res["vbench1"]["raw"] == {"temporal_flickering": 0.95}
         assert not (tmp_path / "vb" / run / "videos").exists()  # scaffolding (and split_clip/) removed
         assert (tmp_path / "samples" / run / "a red circle moves right-0.mp4").is_file()  # never the videos

@@ -65,7 +65,8 @@ def run(params: Params, progress: bool = True) -> Path:
         summary = json.loads((Path(p.out_dir) / "train_metrics.json").read_text())
         for k in ("train_seconds", "steps", "final_loss_bce", "final_loss_nce", "first_loss_bce", "first_loss_nce"):
             if k in summary:
-                metrics[f"train/{k}"] = summary[k]
+                # `fit.*`, not `train.*`: in `dvc exp show` a metric `train.steps` would read as the params key
+                metrics[f"fit/{k}"] = summary[k]
         metrics["heldout_clips"] = float(len(examples))
 
         # write outputs in temp paths, then rename
