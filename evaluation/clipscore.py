@@ -152,43 +152,29 @@ def summarise(values: list[float]) -> dict[str, float | int | None]:
     return {"clip_score": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()), "n_videos": len(a)}
 
 
-def list_sample_runs(samples_dir: Path) -> list[str]:
-    """Folders under `sample.out_dir` holding an index.json, sorted by name."""
-    if not samples_dir.is_dir():
-        return []
-    return sorted(p.name for p in samples_dir.iterdir() if (p / "index.json").is_file())
-
-
-def score_runs(scorer: ClipScorer, samples_dir: str | Path, n_frames: int, default_prompt_set: str) -> tuple[list[dict], dict[str, dict]]:
-    """Score every video listed in `<samples_dir>/<run>/index.json`; (per-video rows, per-run summaries).
+def score_run(scorer: ClipScorer, folder: str | Path, n_frames: int, default_prompt_set: str) -> tuple[list[dict], dict]:
+    """Score every prompt-set video of one sampled run (`folder/index.json`); (per-video rows, the run's summary).
 
     Only the prompt-set videos (`videos` of index.json) are scored; the VBench suites have no MTSS caption.
     """
     from tqdm import tqdm
 
-    samples_dir = Path(samples_dir)
-    runs = list_sample_runs(samples_dir)
-    if not runs:
-        raise FileNotFoundError(f"no sampled runs under sample.out_dir = {str(samples_dir)!r}: run `sara sample --run <run>` first")
-    prompt_sets: dict[str, dict[str, Any]] = {}
+    folder = Path(folder)
+    run = folder.name
+    if not (folder / "index.json").is_file():
+        raise FileNotFoundError(f"{folder / 'index.json'} not found: run `sara sample --run {run}` first")
+    index = json.loads((folder / "index.json").read_text())
+    set_name = index.get("prompt_set", default_prompt_set)
+    prompts = {p.id: p for p in load_prompts(set_name)}
     rows: list[dict] = []
-    per_run: dict[str, dict] = {}
-    for run in runs:
-        folder = samples_dir / run
-        index = json.loads((folder / "index.json").read_text())
-        set_name = index.get("prompt_set", default_prompt_set)
-        if set_name not in prompt_sets:
-            prompt_sets[set_name] = {p.id: p for p in load_prompts(set_name)}
-        prompts = prompt_sets[set_name]
-        values = []
-        for v in tqdm(index["videos"], desc=f"clipscore {run}", unit="video"):
-            if v["prompt_id"] not in prompts:
-                raise KeyError(f"{folder / 'index.json'}: prompt_id {v['prompt_id']!r} is not in prompt set {set_name!r}")
-            text = prompt_text(prompts[v["prompt_id"]].caption)
-            frames, _ = read_video(folder / v["mp4"])
-            s = scorer.score(frames, text, n_frames)
-            values.append(s)
-            rows.append({"run": run, "prompt_id": v["prompt_id"], "seed": v["seed"], "video": v["mp4"],
-                         "frames_used": len(frame_indices(len(frames), n_frames)), "clip_score": s, "text": text})
-        per_run[run] = summarise(values)
-    return rows, per_run
+    values = []
+    for v in tqdm(index["videos"], desc=f"clipscore {run}", unit="video"):
+        if v["prompt_id"] not in prompts:
+            raise KeyError(f"{folder / 'index.json'}: prompt_id {v['prompt_id']!r} is not in prompt set {set_name!r}")
+        text = prompt_text(prompts[v["prompt_id"]].caption)
+        frames, _ = read_video(folder / v["mp4"])
+        s = scorer.score(frames, text, n_frames)
+        values.append(s)
+        rows.append({"run": run, "prompt_id": v["prompt_id"], "seed": v["seed"], "video": v["mp4"],
+                     "frames_used": len(frame_indices(len(frames), n_frames)), "clip_score": s, "text": text})
+    return rows, summarise(values)

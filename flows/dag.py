@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def stage_base(name: str) -> str:
+    """`train_dit-sara-or` (or a foreach `train_dit@sara-or`) -> `train_dit`; a plain stage name is its own base."""
+    return name.split("@", 1)[0] if "@" in name else name.split("-", 1)[0]
+
+
 @dataclass(frozen=True)
 class StageInfo:
     name: str  # DVC address, e.g. `masks` or `train_dit-sara-or`
@@ -21,7 +26,7 @@ class StageInfo:
     @property
     def base(self) -> str:
         """Stage name without its run: `train_dit-sara-or` (or a foreach `train_dit@sara-or`) -> `train_dit`."""
-        return self.name.split("@", 1)[0] if "@" in self.name else self.name.split("-", 1)[0]
+        return stage_base(self.name)
 
     @property
     def item(self) -> str | None:

@@ -42,7 +42,16 @@ class DvcError(RuntimeError):
         self.tail = tail
         self.transient = any(p in tail for p in TRANSIENT_PATTERNS)
         kind = "transient " if self.transient else ""
-        super().__init__(f"{kind}failure of `dvc {' '.join(args)}` (exit {returncode}):\n{tail}")
+        super().__init__(f"{kind}failure of `dvc {' '.join(args)}` (exit {returncode}): {self.reason}\n{tail}")
+
+    @property
+    def reason(self) -> str:
+        """The failing stage and its last output line (the error), e.g. `train_dit@sara-or: ValueError: ...`."""
+        lines = [ln.strip() for ln in self.tail.splitlines() if ln.strip()]
+        stage = next((m.group(1) for ln in reversed(lines) if (m := _RAN.match(ln))), None)
+        own = [ln for ln in lines if not ln.startswith(("ERROR: failed to reproduce", "ERROR: failed to run", "Running stage", "> "))]
+        last = own[-1] if own else (lines[-1] if lines else f"exit {self.returncode}")
+        return f"{stage}: {last}" if stage else last
 
 
 @dataclass

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from flows.dag import Dag
 from sara.config import MethodName, Params, ParamsError, RoutingOp, params_from_dict
+from sara.config import read_yaml as parse_params_yaml
 from sara.runs import ALL_RUNS, Run
 
 SEED_KEY = "train.seed"
@@ -99,7 +99,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{what} not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = parse_params_yaml(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{what} {path}: top level must be a mapping of sections")
     return raw

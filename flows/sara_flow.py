@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
+from prefect.futures import as_completed
 from prefect.runtime import flow_run, task_run
 
 from flows.dag import load_dag
@@ -39,6 +39,21 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry condition: only failures another process caused (a lock), never a stage's own error."""
     exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
     return isinstance(exc, DvcError) and exc.transient
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """The point's headline evaluation numbers for the log, e.g. `rubric/grounded/TA_mean 2.31, ...`."""
+    from flows.mlflow_runs import HEADLINE_METRICS
+
+    shown = [f"{k} {metrics[k]:.4g}" for k in HEADLINE_METRICS if k in metrics]
+    return ", ".join(shown) or f"{len(metrics)} metrics, no evaluation metric (targets without rubric/vbench)"
+
+
+def failure_reason(exc: Any) -> str:
+    """One line: the stage's own last words for a DVC failure (not DVC's `failed to reproduce` line)."""
+    if isinstance(exc, DvcError):
+        return exc.reason
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
 def ensure_gpu_limit(slots: int | None) -> int:
@@ -192,16 +207,47 @@ def _existing_child(client: Any, experiment_id: str, parent_run_id: str, exp_nam
 
 
 @task(name="summary", cache_policy=NO_CACHE)
-def summary_task(uri: str, experiment_id: str, parent_run_id: str) -> str:
-    from flows.mlflow_runs import comparison_markdown, comparison_rows
+def summary_task(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, repo: Path) -> str:
+    """The comparison by routing operator: on the MLflow parent (table + plot), as a Prefect artifact, in the log."""
+    import tempfile
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.mlflow_runs import comparison_markdown, comparison_plot, comparison_rows, run_url
 
     client = _client(uri)
     rows = comparison_rows(client, experiment_id, parent_run_id)
     table = comparison_markdown(rows)
     client.log_text(parent_run_id, table, "comparison.md")
     client.log_dict(parent_run_id, {"points": rows}, "comparison.json")
-    get_run_logger().info("comparison by routing operator:\n%s", table)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = comparison_plot(rows, Path(tmp) / "comparison.png")
+        if plot is not None:
+            client.log_artifact(parent_run_id, str(plot))
+    link = run_url(mlflow_ui_url(repo), experiment_id, parent_run_id)
+    create_markdown_artifact(
+        key=f"comparison-{_artifact_key(sweep_id)}",
+        markdown=f"## Sweep {sweep_id}: comparison by routing operator\n\n{table}\n"
+        f"MLflow sweep run (comparison.md, comparison.png, one child run per point): [{link}]({link})\n",
+        description=f"sweep {sweep_id}: evaluation metrics per method x routing operator x lambda_TRD",
+    )
+    get_run_logger().info("comparison by routing operator (MLflow: %s):\n%s", link, table)
     return table
+
+
+def _artifact_key(sweep_id: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    import re
+
+    return re.sub(r"[^a-z0-9-]", "-", sweep_id.lower())
+
+
+def mlflow_ui_url(repo: Path) -> str:
+    """The MLflow UI the services helper started for this checkout, else `SARA_MLFLOW_UI_URL`, else port 5000."""
+    from flows.services import read_state
+
+    ui = next((s.url for s in read_state(repo) if s.name == "mlflow"), None)
+    return os.environ.get("SARA_MLFLOW_UI_URL") or ui or "http://127.0.0.1:5000"
 
 
 @flow(name="sara", persist_result=True, result_serializer="json", log_prints=True)
@@ -272,14 +318,18 @@ def sara(
     try:
         shared = shared_task(plan, uri, parent) if plan.shared_targets else None
         futures = [point_task.submit(plan, p, uri, experiment_id, parent) for p in plan.points]
-        wait(futures)
-        points, failed = [], []
-        for p, future in zip(plan.points, futures):
+        label_of = {id(f): p.point.label for p, f in zip(plan.points, futures)}
+        reasons: dict[str, str] = {}
+        for done, future in enumerate(as_completed(futures), 1):  # progress as each point finishes
+            label = label_of[id(future)]
             if future.state.is_completed():
-                points.append(future.result())
+                logger.info("[%d/%d] point %s finished: %s", done, len(futures), label, headline(future.result()["metrics"]))
             else:
-                failed.append(p.point.label)
-        table = summary_task(uri, experiment_id, parent)
+                reasons[label] = failure_reason(future.result(raise_on_failure=False))
+                logger.error("[%d/%d] point %s FAILED: %s", done, len(futures), label, reasons[label])
+        points = [f.result() for f in futures if f.state.is_completed()]
+        failed = [f"{p.point.label} ({reasons[p.point.label]})" for p, f in zip(plan.points, futures) if not f.state.is_completed()]
+        table = summary_task(uri, experiment_id, parent, sweep_id, root)
     except BaseException:
         client.set_terminated(parent, "FAILED")
         raise
@@ -288,7 +338,7 @@ def sara(
     client.log_metric(parent, "sweep/points", len(points))
     client.set_terminated(parent, "FAILED" if failed else "FINISHED")
     if failed:
-        raise RuntimeError(f"sweep {sweep_id}: points failed: {', '.join(failed)} (see their task logs)")
+        raise RuntimeError(f"sweep {sweep_id}: points failed: {'; '.join(failed)}")
     return {
         "sweep_id": sweep_id,
         "experiment": plan.experiment,

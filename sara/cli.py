@@ -1,5 +1,7 @@
 """`sara <stage> [--params params.yaml] [stage options]`: thin entry points used by dvc.yaml.
 
+`sara sweep [...]` is the one command that is not a stage: it starts an ablation sweep (flows/sweep.py).
+
 Each stage lives in `sara/stages/<module>.py` and exposes `add_arguments(parser)` (optional) and
 `run(params, **options)`. The CLI only parses arguments, loads and validates params, and calls `run`.
 """
@@ -11,11 +13,15 @@ import importlib
 import sys
 
 from sara.config import ParamsError, load_params
+from sara.errors import InputError
 
 # stage name on the command line -> module under sara.stages (one module per DVC stage)
 STAGES = {
     "data": "data",
     "masks": "masks",
+    "corpus": "corpus",
+    "pretrain-vae": "pretrain_vae",
+    "pretrain-vfm": "pretrain_vfm",
     "features": "features",
     "train-aligner": "train_aligner",
     "eval-aligner": "eval_aligner",
@@ -32,6 +38,11 @@ STAGES = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:  # orchestration, not a stage: `flows/sweep.py` drives the Prefect deployment
+        from flows.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     parser = argparse.ArgumentParser(prog="sara", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, module_name in STAGES.items():
@@ -50,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
-    module.run(params, **options)
+    try:
+        module.run(params, **options)
+    except InputError as err:  # bad params, weights or data: the message says what to fix, a traceback would not
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM (sara.tracking.Terminated); the MLflow run is KILLED
+        print(f"interrupted: {err or 'SIGINT'}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(err) else 130
     return 0
 
 

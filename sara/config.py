@@ -8,11 +8,16 @@ silently falls back to a default. Every field carries a short comment saying why
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from sara.errors import InputError, MissingWeightsError
+
 
 def _wan_frame_count(v: int) -> int:
     if (v - 1) % 4:
@@ -20,7 +25,14 @@ def _wan_frame_count(v: int) -> int:
     return v
 
 
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):  # True == 1 in Python: a Literal of ints would otherwise take `true` for 1
+        raise ValueError("must be an integer, not a boolean")
+    return v
+
+
 WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
+ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
 RoutingOp = Literal["none", "and", "or", "xor"]
 MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
@@ -32,11 +44,17 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Section = StrictModel  # every params section
+class Section(StrictModel):
+    """Base for every params section: a StrictModel whose types are strict too.
+
+    Strict: `true` is not an integer, `'1e-4'` (a quoted string) is not a number, and every float must be
+    finite unless its field says otherwise (`trd.tau: .inf` means uniform cross-frame weights)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 class ProjectParams(Section):
-    scale: Literal["embedded", "gpu", "paper"] = "embedded"  # says in every output which size produced it
+    scale: Literal["embedded", "gpu", "lab", "paper"] = "embedded"  # which size produced an output; lab = pretrain here
     seed: int = Field(1024, ge=0)  # global seed (Table 11 uses 1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     mlflow_experiment: str = Field("sara", min_length=1)  # MLflow experiment every stage logs into
@@ -75,7 +93,7 @@ class MasksParams(Section):
     backend: Literal["groundtruth", "sam3"] = "groundtruth"  # synthetic ground truth, or SAM 3 from local weights
     sam3_dir: str | None = None  # local transformers-format SAM 3 video model directory (backend sam3)
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 detection score kept as an entity mask
-    mask_threshold: float = Field(0.5, ge=0.0, le=1.0)  # SAM 3 mask logit probability -> binary
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # SAM 3 mask probability -> binary (0.5: the processor's own)
     budget_grid: list[int] = [4, 8, 8]  # (T_s, H_s, W_s) token grid of the p_fg / pair-budget statistic (V-JEPA grid)
     out_dir: str = "data/masks"
 
@@ -88,9 +106,16 @@ class MasksParams(Section):
 
 
 class VFMParams(Section):
-    kind: Literal["tiny", "local"] = "tiny"  # tiny random-init VJEPA2Model, or V-JEPA 2/2.1 from `path`
-    path: str | None = None  # local transformers-format V-JEPA directory (kind local)
-    frames: int = Field(8, ge=2)  # frames fed to the encoder (uniformly sampled from the clip)
+    kind: Literal["tiny", "local", "videomae"] = "tiny"  # tiny random-init VJEPA2Model, V-JEPA 2/2.1 or VideoMAE from `path`
+    path: str | None = None  # local transformers-format V-JEPA (kind local) or VideoMAE (kind videomae) directory
+    frames: int = Field(8, ge=2)  # frames fed to the encoder (taken by `frame_sampling`)
+    # which frames: bin_centres = n frames at the centres of n equal bins (span the whole clip; Stage 2 needs it);
+    # stride = n consecutive frames `frame_stride` apart from frame 0, as V-JEPA 2's examples (docs/aligner.md)
+    frame_sampling: Literal["bin_centres", "stride"] = "bin_centres"
+    frame_stride: int = Field(1, ge=1)  # frame_sampling stride only: step between the sampled frames (1 = consecutive)
+    # which pixels: square = whole frame resized to image_size^2, no crop (masks map exactly; Stage 2 needs it);
+    # short_side_crop = the official video processor: short side to image_size*256/224, centre crop (masks cropped too)
+    resize: Literal["square", "short_side_crop"] = "square"
     image_size: int = Field(64, ge=16)  # square encoder input (paper: 384)
     patch_size: int = Field(8, ge=1)  # tiny config only (8 -> an 8x8 grid per 64x64 frame); local: config.json
     tubelet_size: int = Field(2, ge=1)
@@ -152,7 +177,7 @@ class TRDParams(Section):
     lam_trd: float = Field(0.5, ge=0)  # weight of the auxiliary loss (paper: 0.5)
     lam_tmp: float = Field(1.0, ge=0)  # weight of the cross-frame term (paper: 1.0)
     eps: float = Field(1e-6, gt=0)
-    tau: float = Field(math.inf, gt=0)  # temporal decay; inf = uniform cross-frame weights
+    tau: float = Field(math.inf, gt=0, allow_inf_nan=True)  # temporal decay; inf = uniform cross-frame weights
     mask_temporal: bool = True  # ablation "w/o temporal mask"
     projector_hidden: int = Field(256, ge=1)  # REPA projector MLP width (paper: open; REPA uses 2048)
     grid_mode: Literal["trilinear", "area"] = "trilinear"  # DiT grid -> VFM grid interpolation
@@ -170,9 +195,19 @@ class DiTParams(Section):
     frames: WanFrames = Field(9, ge=1)  # training clip frames (4k+1 for the Wan VAE)
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
-    text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512)
+    patch_size: list[int] = [1, 2, 2]  # tiny config only: (t, h, w) latent patch (Wan: 1x2x2)
+    ffn_mult: int = Field(2, ge=1)  # tiny config only: FFN width = ffn_mult * num_heads * head_dim
+    text_max_tokens: int = Field(64, ge=8)  # prompt tokens given to the DiT (paper UMT5: 512; lab MiniLM: 512)
     init_seed: int = Field(1024, ge=0)  # tiny config only: seeds the random init of the base model (init_dit)
     base_dir: str = "models/base"  # written by init_dit: the starting point of every method
+
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: list[int]) -> list[int]:
+        if len(v) != 3 or min(v) < 1:
+            raise ValueError("must be three positive sizes [t, h, w]")
+        return v
 
 
 class TrainParams(Section):
@@ -182,7 +217,7 @@ class TrainParams(Section):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(1, ge=1)  # per GPU (paper: 1)
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    zero_stage: ZeroStage = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
     checkpoint_every: int = Field(100, ge=1)
@@ -286,6 +321,9 @@ class VBenchParams(Section):
     venv: str = ".venv-vbench"  # isolated environment created on demand
     cache_dir: str | None = None  # VBENCH_CACHE_DIR with the models; None = weight-free dimensions only
     dimensions: list[str] = ["temporal_flickering"]  # VBench-1.0 dimensions to run (missing weights: reported missing)
+    # VBench (standard) or VBench-Long (splits each video into clips first); auto = VBench's rule on the sampled
+    # clips' length sample.frames / sample.fps: >= 5 s -> long (Wan2.2's 81 frames at 16 fps: 5.06 s), else standard
+    mode: Literal["auto", "standard", "long"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     vbench2_dir: str | None = None  # VBench-2.0 source checkout (its VBench-2.0/ folder); None = VBench-2.0 off
     vbench2_python: str | None = None  # python of the VBench-2.0 environment
@@ -340,6 +378,89 @@ class ReportParams(Section):
     out_dir: str = "outputs/report"
 
 
+class CorpusParams(Section):
+    """The lab pretraining corpus (sara.data.corpus): random synthetic scenes, rendered once on every core."""
+
+    n_train: int = Field(4096, ge=1)  # clips every base model pretrains on
+    n_heldout: int = Field(256, ge=1)  # held-out clips (VAE PSNR, encoder probes), with entity masks
+    frames: WanFrames = Field(17, ge=1)  # 4k+1 for the Wan VAE (the DiT trains on these clips)
+    height: int = Field(64, ge=16)
+    width: int = Field(64, ge=16)
+    fps: int = Field(8, ge=1)
+    min_entities: int = Field(1, ge=1, le=4)
+    max_entities: int = Field(4, ge=1, le=4)
+    interaction_prob: float = Field(0.3, ge=0.0, le=1.0)
+    person_prob: float = Field(0.2, ge=0.0, le=1.0)
+    pan_prob: float = Field(0.15, ge=0.0, le=1.0)
+    workers: int = Field(0, ge=0)  # render processes; 0 = every core
+    seed: int = Field(7, ge=0)  # separate from data.seed: the corpus never contains a CT or held-out clip
+    out_dir: str = "data/corpus"
+
+
+class VAEPretrainParams(Section):
+    """AutoencoderKLWan trained on the corpus (sara.train.pretrain_vae); embedded: tiny random init."""
+
+    base_dim: int = Field(3, ge=3)  # Wan2.1 VAE: 96; the embedded tiny VAE: 3
+    dim_mult: list[int] = [1, 1, 1, 1]  # Wan2.1 VAE: [1, 2, 4, 4]
+    num_res_blocks: int = Field(1, ge=1)  # Wan2.1 VAE: 2
+    steps: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1e-6, ge=0)  # small: the latent must stay informative (a near-deterministic AE)
+    eval_clips: int = Field(64, ge=1)  # held-out clips of the PSNR gate
+    min_psnr_db: float = 30.0  # gate of the lab scale
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    seed: int = Field(0, ge=0)
+    out_dir: str = "models/vae"
+
+
+class VFMPretrainParams(Section):
+    """Self-supervised VideoMAE pretraining of the frozen TRD target (sara.train.pretrain_vfm)."""
+
+    hidden_size: int = Field(64, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    decoder_hidden_size: int = Field(32, ge=8)
+    decoder_num_layers: int = Field(1, ge=1)
+    mask_ratio: float = Field(0.9, gt=0.0, lt=1.0)  # tube masking (VideoMAE: 0.9)
+    steps: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(1.5e-3, gt=0)
+    probe_clips: int = Field(64, ge=4)  # held-out clips of the probe / AUROC gates
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    seed: int = Field(0, ge=0)
+    out_dir: str = "models/vfm"
+
+
+class DiTPretrainParams(Section):
+    """Base Wan DiT pretraining over all timesteps on the corpus (sara.train.pretrain_dit)."""
+
+    steps: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    shift: float = Field(3.0, gt=0)  # timestep shift of the uniform-in-u training law (all timesteps)
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0)  # captions replaced by "" so sampling can use CFG
+    compile: bool = False  # torch.compile the transformer (CUDA)
+    eval_every: int = Field(1, ge=1)  # sample the held-out prompts every k steps (the learning curve)
+    eval_steps: int = Field(2, ge=1)  # denoising steps of the learning-curve samples
+    eval_guidance: float = Field(1.0, ge=1.0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = no EMA
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    seed: int = Field(0, ge=0)
+
+
+class PretrainParams(Section):
+    """Lab scale: every base model is pretrained here. Read only when project.scale is lab (docs/lab/base.md)."""
+
+    corpus: CorpusParams = CorpusParams()
+    vae: VAEPretrainParams = VAEPretrainParams()
+    vfm: VFMPretrainParams = VFMPretrainParams()
+    dit: DiTPretrainParams = DiTPretrainParams()
+
+
 class Params(Section):
     project: ProjectParams = ProjectParams()
     data: DataParams = DataParams()
@@ -358,21 +479,40 @@ class Params(Section):
     vbench: VBenchParams = VBenchParams()
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
+    pretrain: PretrainParams = PretrainParams()
+
+    @model_validator(mode="after")
+    def _main_run_is_trained(self) -> "Params":
+        from sara.runs import dag_run_names  # the run registry (sara.runs imports this module)
+
+        runs = dag_run_names()
+        if self.report.main_run not in runs:
+            raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "
+                             f"(runs: {', '.join(runs)})")
+        return self
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError, ValueError):
     """Raised for an invalid params file; the message names every offending key path."""
+
+
+# pydantic error types whose message is clearer with the refused value beside it
+_SHOW_INPUT = {"finite_number", "float_type", "int_type", "bool_type", "string_type", "literal_error", "list_type",
+               "value_error", "int_from_float", "float_parsing", "int_parsing"}
 
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         msg = msg.replace("Input should be greater than", "must be >").replace("Value error, ", "")
-        lines.append(f"{path}: {msg}")
+        msg = msg.replace("Input should be a finite number", "must be a finite number").replace("Input should be", "must be")
+        if e["type"] in _SHOW_INPUT and e["loc"] and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        path = ".".join(str(p) for p in e["loc"])
+        lines.append(f"{path}: {msg}" if path else msg)  # a whole-file check names its keys itself
     return "\n".join(lines)
 
 
@@ -383,7 +523,28 @@ def params_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(f"invalid params in {source}:\n{_format_errors(err)}") from None
+        errors = _format_errors(err)
+        sep = "\n" if "\n" in errors else " "  # one bad key: one line
+        raise ParamsError(f"invalid params in {source}:{sep}{errors}") from None
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does (and as DVC does): `1e-4` is a float, not a string.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`); without this, `lr: 1e-4` would reach the
+    strict params as the string '1e-4' and be refused. A quoted `'1e-4'` stays a string and is refused."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse a params YAML document (safe loader, YAML 1.2 floats)."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -391,8 +552,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path.read_text()) or {}
     return params_from_dict(raw, str(path))
 
 
@@ -402,8 +562,32 @@ def require_dir(param: str, value: str | None, what: str) -> Path:
     Nothing is ever downloaded: real models load from directories named in params.
     """
     if not value:
-        raise FileNotFoundError(f"{param} is not set: it must name a local directory containing {what}")
+        raise MissingWeightsError(f"{param} is not set: it must name a local directory containing {what}")
     p = Path(value).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
+        raise MissingWeightsError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
     return p
+
+
+def local_weight_dirs(params: Params, sections: list[str]) -> list[tuple[str, str | None, str]]:
+    """(param, value, contents) of every local weights directory that the given params sections need."""
+    out: list[tuple[str, str | None, str]] = []
+    if "dit" in sections and params.dit.kind == "local":
+        d = params.dit
+        out += [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
+                ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
+                ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
+                ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")]
+    if "vfm" in sections and params.vfm.kind == "local":
+        out.append(("vfm.path", params.vfm.path, "a V-JEPA 2 / 2.1 model in transformers format"))
+    if "text" in sections and params.text.kind == "qwen3vl_embedding":
+        out.append(("text.path", params.text.path, "Qwen3-VL-Embedding in transformers format"))
+    if "masks" in sections and params.masks.backend == "sam3":
+        out.append(("masks.sam3_dir", params.masks.sam3_dir, "a transformers-format SAM 3 video model"))
+    return out
+
+
+def check_local_weights(params: Params, sections: list[str]) -> None:
+    """Refuse, before any work, a params key that names missing local weights (one line: the key and the path)."""
+    for param, value, what in local_weight_dirs(params, sections):
+        require_dir(param, value, what)

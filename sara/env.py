@@ -51,9 +51,11 @@ def resolve_device(want: str | torch.device = "auto") -> torch.device:
 
 
 def workspace_root(start: Path | None = None) -> Path:
-    """The repository whose tracking store a stage logs to: `repo_root`, except inside a DVC experiment's temporary
-    copy (`<workspace>/.dvc/tmp/exps/<tmp>/`, `dvc exp run --temp` or a queued run), which is deleted afterwards:
-    there it is the workspace the experiment was started from."""
+    """The checkout a stage runs for: `repo_root`, except inside a DVC experiment's temporary copy
+    (`<workspace>/.dvc/tmp/exps/<tmp>/`: `dvc exp run --temp`, a queued run, one per sweep point), which is deleted
+    afterwards: there it is the workspace the experiment was started from. The tracking store is logged there, and
+    git-ignored tools built once per checkout (the VBench venv) are found there, so a sweep point builds none.
+    """
     root = repo_root(start)
     parts = root.parts
     for i in range(len(parts) - 3):

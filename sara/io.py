@@ -33,11 +33,11 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     os.replace(tmp, out)
 
 
-def write_json(path: str | Path, data: Any) -> None:
+def write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=_default) + "\n")
     os.replace(tmp, path)
 
 

@@ -96,7 +96,10 @@ class Run:
     def inputs(self, params: Params) -> tuple[str, ...]:
         """Upstream outputs the run reads (dvc.yaml data deps; hashed into the resume fingerprint)."""
         common = (params.data.out_dir, params.dit.base_dir)
-        return (*common, params.aligner.out_dir, params.masks.out_dir) if self.uses_saliency else common
+        if self.method == "sft":
+            return common
+        target = (*common, params.pretrain.vfm.out_dir)  # the frozen TRD target (pretrained here at lab scale)
+        return (*target, params.aligner.out_dir, params.masks.out_dir) if self.uses_saliency else target
 
 
 # The runs the pipeline trains, samples, scores and reports, in the paper's row order.

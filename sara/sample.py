@@ -50,11 +50,33 @@ def load_vbench_prompts(path: str) -> list[str]:
     return [line.strip() for line in p.read_text().splitlines() if line.strip()]
 
 
+MAX_NAME_BYTES = 255  # longest file name on Linux / macOS file systems (ext4, xfs, btrfs, APFS)
+
+
 def vbench_filename(prompt: str, index: int) -> str:
-    """VBench's required name `{prompt}-{index}.mp4` ('/' cannot be in a file name; VBench prompts have none)."""
-    if "/" in prompt:
-        raise ValueError(f"VBench prompt contains '/', which cannot be a file name: {prompt!r}")
-    return f"{prompt}-{index}.mp4"
+    """VBench's required name `{prompt}-{index}.mp4`, refused when no file can have it.
+
+    VBench finds a video by that exact name, so a prompt cannot be rewritten into a valid name: '/' or NUL in it,
+    or a name longer than MAX_NAME_BYTES bytes (UTF-8), is an error."""
+    name = f"{prompt}-{index}.mp4"
+    short = prompt if len(prompt) <= 80 else prompt[:77] + "..."
+    if "/" in prompt or "\0" in prompt:
+        raise ValueError(f"VBench prompt contains '/' or NUL, which cannot be in a file name: {short!r}")
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ValueError(f"VBench prompt {short!r} ({len(prompt)} characters) gives a {size}-byte file name "
+                         f"'<prompt>-{index}.mp4', more than the {MAX_NAME_BYTES} bytes a file name may have")
+    return name
+
+
+def check_vbench_names(prompts: list[str], videos_per_prompt: int, source: str) -> None:
+    """Refuse, before any video is sampled, a VBench prompt whose file names cannot exist (one line: the file,
+    the prompt's line number, the reason)."""
+    for n, prompt in enumerate(prompts, 1):
+        try:
+            vbench_filename(prompt, videos_per_prompt - 1)  # the longest of the prompt's names
+        except ValueError as err:
+            raise ValueError(f"{source}: prompt {n}: {err}") from None
 
 
 class Sampler:
@@ -116,6 +138,11 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
 
     s = params.sample
     prompts = load_prompts(s.prompt_set)
+    vbench_suites = {}  # read and checked before any work: a bad prompt must not cost the whole prompt set
+    for suite, path in (("vbench", s.vbench_prompts), ("vbench2", s.vbench2_prompts)):
+        if path:
+            vbench_suites[suite] = load_vbench_prompts(path)
+            check_vbench_names(vbench_suites[suite], s.vbench_videos_per_prompt, path)
     sampler = Sampler(params, run, base_dir, runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = []
@@ -126,10 +153,7 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
         save_video_and_sheet(frames, s.fps, out_dir / f"{stem}.mp4", out_dir / f"{stem}.png", label=f"{run} | {item.id} | seed {seed}")
         videos.append({"prompt_id": item.id, "title": item.title, "seed": seed, "mp4": f"{stem}.mp4", "sheet": f"{stem}.png"})
     suites = {}
-    for suite, path in (("vbench", s.vbench_prompts), ("vbench2", s.vbench2_prompts)):
-        if not path:
-            continue
-        texts = load_vbench_prompts(path)
+    for suite, texts in vbench_suites.items():
         d = out_dir / suite
         d.mkdir(exist_ok=True)
         jobs2 = [(t, i) for t in texts for i in range(s.vbench_videos_per_prompt)]

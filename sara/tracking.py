@@ -4,6 +4,11 @@ A run is named `<stage>` or `<stage>/<variant>` (e.g. `train_dit/sara-or`), live
 `project.mlflow_experiment`, carries the typed params of the sections the stage reads, the git revision, the
 DVC stage name and the scale ("embedded" outputs prove plumbing, not science), and is marked FAILED when the
 stage raises. Orchestration may pass a parent run id (Prefect sweeps) through `SARA_MLFLOW_PARENT_RUN_ID`.
+
+Faults: local weights named in params are checked before a run is opened (a missing one opens no run); SIGTERM
+(what a cancelled sweep sends) and SIGINT end the run as KILLED; a run left RUNNING by a process that died
+(kill -9) is marked KILLED by the next run of the same name, which links to it (`sara.continues_run_id`); the
+first use of a new SQLite tracking database is serialised across processes (its schema migration races).
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +28,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from sara.config import Params
+from sara.config import Params, check_local_weights
 from sara.env import repo_root
 
 # Environment variables set by orchestration (Prefect sweeps) -> MLflow tags on every stage run.
@@ -33,6 +41,7 @@ ORCHESTRATION_TAGS = {
 SCALE_NOTE = {
     "embedded": "embedded default: tiny random-init models on synthetic clips; proves the plumbing, not the science",
     "gpu": "gpu scale: random-init models at real token counts; timings, not quality",
+    "lab": "lab scale: every base model pretrained here on the synthetic domain, judged against the renderer's ground truth",
     "paper": "paper scale: real weights",
 }
 
@@ -74,6 +83,82 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)[:6000]}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the stage stops like on Ctrl-C and its MLflow run ends as KILLED."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` inside the block (main thread only: Python runs handlers there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def open_store() -> None:
+    """Create (or open) the tracking store under an inter-process lock.
+
+    MLflow creates and migrates a new SQLite database on first use; two processes doing that at the same moment
+    race on the schema migration (`sqlite3.OperationalError: duplicate column name`). The store is cached per
+    process, so holding the lock for the first open is enough."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        client().search_experiments(max_results=1)
+        return
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        client().search_experiments(max_results=1)
+
+
+def _process_gone(run: Any) -> bool:
+    """A RUNNING run whose process is no longer alive (same host); runs from other hosts are left alone."""
+    tags = run.data.tags
+    if tags.get("sara.host", socket.gethostname()) != socket.gethostname():
+        return False
+    pid = tags.get("sara.pid")
+    if pid is None or not pid.isdigit():
+        return True  # a run opened before processes were recorded: nothing can still be writing it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid) == os.getpid()
+
+
+def close_orphans(experiment_id: str, name: str) -> str | None:
+    """Mark runs named `name` left RUNNING by a dead process KILLED; return the newest interrupted one (KILLED or
+    FAILED, not yet continued) for the new run to link to."""
+    c = client()
+    runs = c.search_runs([experiment_id], filter_string=f"attributes.run_name = '{name}'",
+                         order_by=["attributes.start_time DESC"], max_results=50)
+    previous = None
+    for run in runs:
+        status = run.info.status
+        if status == "RUNNING" and _process_gone(run):
+            c.set_tag(run.info.run_id, "sara.killed_by", "process gone (found RUNNING by the next run)")
+            c.set_terminated(run.info.run_id, "KILLED")
+            status = "KILLED"
+        if previous is None and status in ("KILLED", "FAILED") and "sara.continued_in" not in run.data.tags:
+            previous = run.info.run_id
+        if status == "FINISHED" and previous is None:
+            break  # an interruption before the last finished run is history, not a predecessor
+    return previous
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -86,10 +171,14 @@ def stage_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Open the MLflow run for one stage; log `sections` of params; mark FAILED if the body raises.
 
-    `sections` must list exactly the params sections the stage reads, the same ones dvc.yaml lists.
+    `sections` must list exactly the params sections the stage reads, the same ones dvc.yaml lists; the local
+    weights those sections name are checked first, so a missing directory opens no run.
     """
-    mlflow.set_experiment(params.project.mlflow_experiment)
+    check_local_weights(params, sections)
+    open_store()
+    experiment = mlflow.set_experiment(params.project.mlflow_experiment)
     name = f"{stage}/{variant}" if variant else stage
+    previous = close_orphans(experiment.experiment_id, name)
     all_tags = {
         "sara.stage": stage,
         "sara.scale": params.project.scale,
@@ -109,7 +198,12 @@ def stage_run(
         all_tags["mlflow.parentRunId"] = parent
     if variant:
         all_tags["sara.variant"] = variant
+    all_tags.update({"sara.pid": str(os.getpid()), "sara.host": socket.gethostname()})
+    if previous:
+        all_tags["sara.continues_run_id"] = previous
     run = mlflow.start_run(run_name=name, tags=all_tags)
+    if previous:
+        client().set_tag(previous, "sara.continued_in", run.info.run_id)
     try:
         flat: dict[str, str] = {}
         for section in sections:  # a section (`dit`) or a dotted key (`train.out_dir`)
@@ -121,7 +215,12 @@ def stage_run(
         items = list(flat.items())
         for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
             mlflow.log_params(dict(items[i : i + 100]))
-        yield run
+        with _sigterm_raises():
+            yield run
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through `Terminated`
+        mlflow.set_tag("sara.killed_by", str(err) or "SIGINT")
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
@@ -149,3 +248,23 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 def client() -> MlflowClient:
     return MlflowClient()
+
+
+def run_identity(params: Params, run: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(MLflow params, MLflow tags) naming the model a per-run stage trains or evaluates.
+
+    Every per-run stage run (`train_dit/<run>`, `sample/<run>`, `rubric/<run>`, ...) carries them, as the sweep's
+    point runs do, so runs group by `routing_op` and filter by `method`, `seed` or `lam_trd` in the MLflow UI even
+    outside a sweep. `<run>` is `sara-<op>`, a method without routing (`sft`: routing operator `none`), `base` (the
+    untrained model) or `oracle` (the renderer's ground truth). seed and lam_trd are the run's `train.seed` and
+    `trd.lam_trd`.
+    """
+    method, _, op = run.partition("-")
+    identity = {
+        "method": method,
+        "routing_op": op if method == "sara" and op else "none",
+        "seed": str(params.train.seed),
+        "lam_trd": f"{params.trd.lam_trd:g}",
+    }
+    tags = {"sara.run": run, **{f"sara.{k}": v for k, v in identity.items()}}
+    return identity, tags

@@ -16,3 +16,13 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     mlflow.set_tracking_uri(uri)
     yield mlflow.tracking.MlflowClient(uri)
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture()
+def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The per-run evaluation metrics files (`outputs/metrics/<run>/<stage>.json`) go to the test's temp dir."""
+    import sara.stages.per_run as per_run
+
+    path = tmp_path / "metrics"
+    monkeypatch.setattr(per_run, "METRICS_DIR", path)
+    return path

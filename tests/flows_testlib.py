@@ -1,7 +1,8 @@
 """Small repositories and helpers for exercising the flow without the full pipeline.
 
 `make_toy_repo` builds a git+DVC repository whose dvc.yaml has the shape of the real one (a shared `data` stage,
-a per-run `train_dit@<run>` foreach) with stages that finish in a second and log through `sara.tracking`
+a per-run `train_dit@<run>` foreach, a per-run evaluation `rubric@<run>` writing `outputs/metrics/<run>/rubric.json`)
+with stages that finish in a second and log through `sara.tracking`
 like every real stage. Their metrics are a known function of (routing operator, seed, lambda_TRD), so a test can
 check that each MLflow child run got its own point's numbers.
 """
@@ -22,7 +23,8 @@ TOY_STAGE = '''"""Toy stage: opens its MLflow run like a real stage, writes its 
 import json, sys
 from pathlib import Path
 from sara.config import load_params
-from sara.tracking import log_metrics, stage_run
+from sara.stages.per_run import publish_metrics
+from sara.tracking import log_metrics, run_identity, stage_run
 
 OP_FACTOR = {"none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}
 FAILING_SEED = 13
@@ -32,23 +34,34 @@ def toy_loss(op, seed, lam, step):
     return OP_FACTOR[op] * lam + seed / 1000 + 1.0 / (step + 1)
 
 
+def toy_ta(final_loss):
+    return round(5.0 - final_loss, 6)
+
+
 stage = sys.argv[1]
 variant = sys.argv[2] if len(sys.argv) > 2 else None
 params = load_params("params.yaml")
-sections = {"data": ["project", "data"], "train_dit": ["project", "train", "trd", "methods"]}[stage]
-with stage_run(stage, params, sections, variant=variant):
+sections = {"data": ["project", "data"], "train_dit": ["project", "train", "trd", "methods"], "rubric": ["project", "rubric"]}[stage]
+identity, tags = run_identity(params, variant) if variant else ({}, {})
+loss = None
+with stage_run(stage, params, sections, variant=variant, tags=tags, extra_params=identity):
     if stage == "data":
         out = Path(params.data.out_dir)
         log_metrics({"clips": params.data.n_train + params.data.n_heldout})
+    elif stage == "rubric":  # evaluates the trained model only: a function of its final loss
+        final_loss = json.loads((Path(params.train.out_dir) / variant / "done.json").read_text())["final_loss"]
+        out = Path(params.rubric.out_dir) / variant
+        publish_metrics("rubric", variant, {"grounded/TA_mean": toy_ta(final_loss), "grounded/MQ_mean": 1.0 + final_loss})
     else:
         if params.train.seed == FAILING_SEED:
             raise SystemExit(f"toy stage fails on purpose for train.seed={FAILING_SEED}")
         out = Path(params.train.out_dir) / variant
         op = variant.split("-", 1)[1] if variant.startswith("sara-") else "none"
         for step in range(3):
-            log_metrics({"loss": toy_loss(op, params.train.seed, params.trd.lam_trd, step)}, step=step)
+            loss = toy_loss(op, params.train.seed, params.trd.lam_trd, step)
+            log_metrics({"loss": loss}, step=step)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "done.json").write_text(json.dumps({"stage": stage, "variant": variant}))
+    (out / "done.json").write_text(json.dumps({"stage": stage, "variant": variant, "final_loss": loss}))
 '''
 
 
@@ -76,12 +89,32 @@ TOY_DVC_YAML = """stages:
         - methods
       outs:
         - models/dit/${item}
-""" % ", ".join(TOY_RUNS)
+  rubric:
+    foreach: [%s]
+    do:
+      cmd: python toy_stage.py rubric ${item}
+      deps:
+        - toy_stage.py
+        - models/dit/${item}
+      params:
+        - project
+        - rubric
+      outs:
+        - outputs/rubric/${item}
+      metrics:
+        - outputs/metrics/${item}/rubric.json:
+            cache: false
+""" % (", ".join(TOY_RUNS), ", ".join(TOY_RUNS))
 
 
 def toy_loss(op: str, seed: int, lam: float, step: int) -> float:
     """The toy `train_dit` metric: distinct for every (operator, seed, lambda_TRD)."""
     return OP_FACTOR[op] * lam + seed / 1000 + 1.0 / (step + 1)
+
+
+def toy_ta(final_loss: float) -> float:
+    """The toy `rubric@<run>` metric `rubric/grounded/TA_mean`, a function of the evaluated model's final loss."""
+    return round(5.0 - final_loss, 6)
 
 
 def _run(args: list[str], cwd: Path) -> None:

@@ -128,7 +128,7 @@ def test_feature_cache_key_covers_the_whole_vfm_config_and_the_preprocessing_ver
     a = build_vfm(tiny_vfm_params())
     assert build_vfm(tiny_vfm_params()).tag == a.tag  # deterministic
     assert a.identity["vfm"]["frames"] == a.frames and "cache_dir" not in a.identity["vfm"]
-    monkeypatch.setattr(enc, "PREPROCESS_VERSION", "next-preprocessing")
+    monkeypatch.setattr(enc, "PREPROCESS_CODE_VERSION", "v2")
     assert build_vfm(tiny_vfm_params()).tag != a.tag
 
 
@@ -223,3 +223,93 @@ def test_a_sequence_longer_than_the_text_models_positions_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"sequence of 202 tokens exceeds the text model's 128 positions: lower "
                                          r"text\.max_tokens or raise aligner\.nce_pool"):
         text.encode_embeds(torch.zeros(1, 200, text.dim))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# vfm.resize short_side_crop (the official V-JEPA 2 video processor) and vfm.frame_sampling stride
+
+
+@pytest.mark.parametrize("hw", [(40, 56), (56, 40), (32, 32)])
+def test_short_side_crop_matches_the_vjepa2_video_processor(hw):
+    from transformers import VJEPA2VideoProcessor
+
+    vfm = build_vfm(tiny_vfm_params(resize="short_side_crop"))  # 4 frames, 32 px crop
+    video = _video(b=1, f=4, h=hw[0], w=hw[1], seed=3)
+    ref = VJEPA2VideoProcessor(crop_size=32)(videos=[video[0]], return_tensors="pt").pixel_values_videos
+    ours = vfm.preprocess(video)
+    assert ours.shape == ref.shape == (1, 4, 3, 32, 32)
+    assert_close(ours, ref, atol=1e-5, rtol=0)
+    assert_close(vfm.features(video), vfm.encode(ref), atol=1e-5, rtol=1e-5)  # same features as the processor's
+    if hw != (32, 32):  # a non-square frame: the square resize sees something else
+        assert (build_vfm(tiny_vfm_params()).preprocess(video) - ref).abs().max() > 0.1
+
+
+def test_masks_go_through_the_same_resize_and_crop_as_the_pixels():
+    """A mask drawn as a 0/255 video through the processor (no normalisation) = our mask view, up to uint8 rounding."""
+    from transformers import VJEPA2VideoProcessor
+
+    vfm = build_vfm(tiny_vfm_params(resize="short_side_crop"))
+    mask = torch.zeros(4, 40, 56, dtype=torch.bool)
+    mask[:, 5:30, 2:20] = True  # partly in the left margin the centre crop drops
+    as_video = (mask[..., None].expand(4, 40, 56, 3).to(torch.uint8) * 255)
+    ref = VJEPA2VideoProcessor(crop_size=32, do_normalize=False)(videos=[as_video], return_tensors="pt")
+    ref = ref.pixel_values_videos[0, :, 0]  # (4, 32, 32) in [0, 1]
+    seen = vfm.masks_seen(mask)
+    assert seen.shape == (4, 32, 32)
+    assert_close(seen, ref, atol=1 / 255 + 1e-6, rtol=0)
+    square = build_vfm(tiny_vfm_params())
+    assert torch.equal(square.masks_seen(mask), mask.float())  # square: the full frame, unchanged
+
+
+def test_stage1_targets_cover_only_what_the_encoder_saw():
+    from sara.train.stage1 import supervision_units
+
+    mask = torch.zeros(1, 4, 40, 56, dtype=torch.bool)
+    mask[0, :, :, :8] = True  # only the left margin: outside the 32 x 32 centre crop of the 36 x 50 resized frame
+    units = {}
+    for resize in ("square", "short_side_crop"):
+        vfm = build_vfm(tiny_vfm_params(resize=resize))
+        units[resize] = supervision_units([("OBJECT_1", "a red box")], "a red box", "bg", "c", ["OBJECT_1"], mask,
+                                          vfm.frame_indices(4), vfm.grid, seen=vfm.masks_seen)
+    assert units["square"][0].target.max() > 0.2  # the square view keeps the margin
+    assert units["short_side_crop"][0].target.max() == 0  # cropped away: no target where the encoder saw nothing
+    assert units["short_side_crop"][-1].target.min() == 1  # so it is all background
+
+
+def test_stride_sampling_takes_consecutive_frames_as_vjepa2_examples():
+    import numpy as np
+
+    assert sample_frame_indices(16, 4, "stride", 3).tolist() == np.arange(0, 4 * 3, 3).tolist()
+    assert sample_frame_indices(16, 8, "stride", 1).tolist() == list(range(8))  # the examples' arange(0, n)
+    assert sample_frame_indices(5, 4, "stride", 2).tolist() == [0, 2, 4, 4]  # short clip: last frame repeats
+    with pytest.raises(ValueError, match="unknown vfm.frame_sampling 'random'"):
+        sample_frame_indices(8, 4, "random")
+
+
+@pytest.mark.parametrize("sampling,stride,want", [("bin_centres", 1, [1, 4, 7, 10]), ("stride", 2, [0, 2, 4, 6])])
+def test_both_frame_samplings_on_a_tiny_model(sampling, stride, want):
+    vfm = build_vfm(tiny_vfm_params(frame_sampling=sampling, frame_stride=stride))
+    video = _video(b=1, f=12, seed=5)
+    assert vfm.frame_indices(12).tolist() == want
+    every_frame = build_vfm(tiny_vfm_params())  # same seeded weights; on a 4-frame clip it takes every frame
+    assert_close(vfm.features(video), every_frame.features(video[:, want]), atol=0, rtol=0)  # exactly those frames
+
+
+def test_the_view_is_part_of_the_encoder_identity():
+    from sara.models.encoders import PREPROCESS_VERSION
+
+    default = build_vfm(tiny_vfm_params())
+    assert default.identity["preprocess"] == PREPROCESS_VERSION  # unchanged default: existing caches stay valid
+    tags = {default.tag, build_vfm(tiny_vfm_params(resize="short_side_crop")).tag,
+            build_vfm(tiny_vfm_params(frame_sampling="stride")).tag,
+            build_vfm(tiny_vfm_params(frame_sampling="stride", frame_stride=2)).tag}
+    assert len(tags) == 4
+
+
+def test_stage2_refuses_a_view_that_does_not_cover_the_clip():
+    from sara.models.video_view import require_full_clip_view
+
+    require_full_clip_view("bin_centres", "square", "Stage 2 run 'sara-or'")
+    with pytest.raises(ValueError, match=r"^Stage 2 run 'sara-or' needs the encoder to see the whole clip .*"
+                                         r"got vfm.frame_sampling 'stride', vfm.resize 'square'"):
+        require_full_clip_view("stride", "square", "Stage 2 run 'sara-or'")

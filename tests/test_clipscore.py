@@ -122,23 +122,25 @@ def test_remote_model_names_are_refused(tiny_checkpoint) -> None:
         load_clip_model("hf-hub:org/repo", str(pt))
 
 
-def test_disabled_stage_writes_no_numbers(tmp_path: Path, tracking) -> None:
+def test_disabled_stage_writes_no_numbers(tmp_path: Path, tracking, metrics_dir: Path) -> None:
     from sara.stages import clipscore as stage
 
     params = Params(clipscore=ClipScoreParams(out_dir=str(tmp_path / "clipscore")))
     assert params.clipscore.enabled is False  # the embedded default
-    stage.run(params)
-    out = tmp_path / "clipscore"
+    stage.run(params, "sara-or")
+    out = tmp_path / "clipscore" / "sara-or"
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "disabled" and "clipscore.enabled" in metrics["reason"]
     assert not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+    assert json.loads((metrics_dir / "sara-or" / "clipscore.json").read_text()) == {"clipscore": {"status": "disabled"}}
     run = tracking.search_runs([tracking.get_experiment_by_name("sara").experiment_id])[0]
-    assert run.info.run_name == "clipscore" and run.data.tags["clipscore.status"] == "disabled"
+    assert run.info.run_name == "clipscore/sara-or" and run.data.tags["clipscore.status"] == "disabled"
     assert run.data.metrics == {}
 
 
-def test_enabled_stage_scores_every_sampled_video(tmp_path: Path, tracking, tiny_checkpoint) -> None:
+def test_enabled_stage_scores_one_run_under_stable_metric_names(tmp_path: Path, tracking, tiny_checkpoint, metrics_dir: Path) -> None:
+    """`sara clipscore --run sara-or` scores sara-or only; its metrics are `clipscore/mean`, never named by run."""
     from sara.data.video_io import read_video, write_video
     from sara.sample import load_prompts
     from sara.stages import clipscore as stage
@@ -158,11 +160,12 @@ def test_enabled_stage_scores_every_sampled_video(tmp_path: Path, tracking, tiny
         sample=SampleParams(out_dir=str(samples)),
         clipscore=ClipScoreParams(enabled=True, model=TINY, checkpoint=str(pt), frames=4, out_dir=str(tmp_path / "clipscore")),
     )
-    metrics = stage.run(params)
-    out = tmp_path / "clipscore"
+    metrics = stage.run(params, "sara-or")
+    assert sorted(p.name for p in (tmp_path / "clipscore").iterdir()) == ["sara-or"]  # base is not re-scored
+    out = tmp_path / "clipscore" / "sara-or"
     with (out / "scores.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["run"], r["prompt_id"]) for r in rows] == [(run, p.id) for run in ("base", "sara-or") for p in prompts]
+    assert [(r["run"], r["prompt_id"]) for r in rows] == [("sara-or", p.id) for p in prompts]
     scorer = load_clip_model(TINY, str(pt))
     for row in rows:
         frames, _ = read_video(samples / row["run"] / row["video"])
@@ -171,10 +174,14 @@ def test_enabled_stage_scores_every_sampled_video(tmp_path: Path, tracking, tiny
         torch.testing.assert_close(float(row["clip_score"]), scorer.score(frames, text, 4))
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics)) and on_disk["status"] == "ok"
-    for run in ("base", "sara-or"):
-        vals = [float(r["clip_score"]) for r in rows if r["run"] == run]
-        torch.testing.assert_close(on_disk["runs"][run]["clip_score"], float(np.mean(vals)))
-        assert on_disk["runs"][run]["n_videos"] == 2
-    assert not list(tmp_path.glob(".clipscore.tmp*"))  # the temporary folder was renamed into place
+    vals = [float(r["clip_score"]) for r in rows]
+    torch.testing.assert_close(on_disk["clip_score"], float(np.mean(vals)))
+    assert on_disk["n_videos"] == 2
+    assert not list((tmp_path / "clipscore").glob(".*tmp*"))  # the temporary folder was renamed into place
+    dvc_metrics = json.loads((metrics_dir / "sara-or" / "clipscore.json").read_text())["clipscore"]
+    torch.testing.assert_close(dvc_metrics["mean"], on_disk["clip_score"])
     run = tracking.search_runs([tracking.get_experiment_by_name("sara").experiment_id])[0]
-    torch.testing.assert_close(run.data.metrics["clipscore.sara-or"], on_disk["runs"]["sara-or"]["clip_score"])
+    assert run.info.run_name == "clipscore/sara-or"
+    assert run.data.params["routing_op"] == "or" and run.data.tags["sara.method"] == "sara"
+    torch.testing.assert_close(run.data.metrics["clipscore/mean"], on_disk["clip_score"])
+    assert not any("sara-or" in k for k in run.data.metrics)

@@ -97,7 +97,7 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path: Path) -> None:
     ids = [e.ref_id for e in sp.entities]
     with pytest.raises(ValueError, match="split must be one of"):
         clips.write_clip(tmp_path, "x", "test", video, 8, caption)
-    with pytest.raises(ValueError, match=r"masks must be bool"):
+    with pytest.raises(ValueError, match=r"^clip 'x': the masks given to write_clip holds masks bool"):
         clips.write_clip(tmp_path, "x", "train", video, 8, caption, truth, masks[:, :-1], ids)
     with pytest.raises(ValueError, match="do not match the caption's entities"):
         clips.write_clip(tmp_path, "x", "train", video, 8, caption, truth, masks, ["OBJECT_9"] * len(ids))

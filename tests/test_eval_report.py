@@ -96,3 +96,54 @@ def test_report_tables_name_their_judges_and_never_zero_fill(setup):
         "operator_heatmap_grounded.png", "operator_heatmap_vlm.png", "rubric_dims_grounded.png", "rubric_dims_vlm.png"]
     assert metrics["rubric.grounded.oracle.TA_mean"] == 5.0
     assert "vbench1.base.Quality_partial" in metrics and not any(k.endswith(".Total") for k in metrics)
+
+
+def _stage_params(p, tmp):
+    raw = p.model_dump(mode="json")
+    raw["rubric"]["out_dir"] = str(tmp / "rubric")
+    raw["vbench"]["out_dir"] = str(tmp / "vbench")
+    raw["vbench"]["enabled"] = False
+    raw["report"]["out_dir"] = str(tmp / "report")
+    return params_from_dict(raw)
+
+
+def test_rubric_stage_evaluates_one_run_under_stable_metric_names(setup, tracking, metrics_dir):
+    """`sara rubric --run sft` scores sft only; MLflow and DVC names never contain the run; identity as params."""
+    from sara.stages import rubric as stage
+
+    p, tmp = setup
+    p = _stage_params(p, tmp)
+    summary = stage.run(p, "sft")
+    assert sorted(x.name for x in (tmp / "rubric").iterdir()) == ["sft"]  # base and the oracle are not re-scored
+    assert summary["run"] == "sft" and (tmp / "rubric" / "sft" / "summary.json").is_file()
+    on_disk = json.loads((metrics_dir / "sft" / "rubric.json").read_text())["rubric"]["grounded"]
+    g = summary["protocols"]["grounded"]["result"]
+    assert on_disk["TA_mean"] == round(g["TA"]["mean"], 4) and on_disk["MQ_mean"] == round(g["MQ"]["mean"], 4)
+    assert on_disk["motion_amplitude"] == round(g["dims"]["motion_amplitude"]["mean"], 4)
+    (run,) = tracking.search_runs([tracking.get_experiment_by_name("sara").experiment_id])
+    assert run.info.run_name == "rubric/sft"
+    m = run.data.metrics
+    assert m["rubric/grounded/TA_mean"] == on_disk["TA_mean"] and m["rubric/grounded/MQ_mean"] == on_disk["MQ_mean"]
+    assert "rubric/grounded/motion_amplitude" in m and not any("sft" in k for k in m)
+    assert {k: run.data.params[k] for k in ("method", "routing_op", "seed", "lam_trd")} == {
+        "method": "sft", "routing_op": "none", "seed": str(p.train.seed), "lam_trd": f"{p.trd.lam_trd:g}"}
+    assert run.data.tags["sara.method"] == "sft" and run.data.tags["sara.routing_op"] == "none"
+
+
+def test_report_aggregates_the_per_run_evaluations_and_logs_no_metric_twice(setup, tracking, metrics_dir):
+    from sara.stages import report, rubric
+
+    p, tmp = setup
+    p = _stage_params(p, tmp)
+    with pytest.raises(FileNotFoundError, match="sara rubric --run"):
+        report.run(p)
+    for run in ("oracle", "base", "sft"):
+        rubric.run(p, run)
+    report.run(p)
+    md = (tmp / "report" / "report.md").read_text()
+    assert "| Real video (oracle) | 5.0000 | 5.0000 | 5.0000 | 5.0000 | 2 |" in md
+    assert "| Pretrained Wan2.2 |" in md and "| SFT |" in md
+    runs = tracking.search_runs([tracking.get_experiment_by_name("sara").experiment_id])
+    (rep,) = [r for r in runs if r.info.run_name == "report"]
+    assert rep.data.metrics == {}  # the numbers live on rubric/<run>, once
+    assert sorted(r.info.run_name for r in runs if r.info.run_name != "report") == ["rubric/base", "rubric/oracle", "rubric/sft"]

@@ -28,7 +28,8 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_dag_is_read_from_dvc_yaml_with_foreach_expanded(toy: Path) -> None:
     dag = load_dag(toy)
-    assert set(dag.stages) == {"data", *(f"train_dit@{r}" for r in TOY_RUNS)}
+    assert set(dag.stages) == {"data", *(f"{stage}@{r}" for r in TOY_RUNS for stage in ("train_dit", "rubric"))}
+    assert dag.stages["rubric@sara-or"].upstream == {"train_dit@sara-or"}  # each run's evaluation reads its model
     sara_or = dag.stages["train_dit@sara-or"]
     assert sara_or.upstream == {"data"} and sara_or.item == "sara-or" and sara_or.base == "train_dit"
     assert sara_or.reads("train.seed") and sara_or.reads("trd") and not dag.stages["data"].reads("train.seed")
@@ -57,7 +58,9 @@ def test_plan_shares_the_unswept_stages_and_runs_each_point_on_its_own_stage(toy
     assert plan.shared_stages == ["data"] and plan.shared_targets == ["data"]
     assert plan.shared_overrides == {"train.steps": 2, "trd.lam_trd": 0.5}  # constant point keys are global
     for p in plan.points:
-        assert p.targets == [f"train_dit@{p.point.run}"] and p.stages == p.targets
+        # each point trains and evaluates its own model
+        assert p.targets == [f"rubric@{p.point.run}", f"train_dit@{p.point.run}"]
+        assert p.stages == [f"train_dit@{p.point.run}", f"rubric@{p.point.run}"]
         assert p.overrides["train.seed"] == p.point.seed and p.overrides["train.steps"] == 2
         assert p.params.train.seed == p.point.seed and p.params.train.steps == 2
         check = subprocess.run(["git", "check-ref-format", f"refs/exps/{p.exp_name}"])
@@ -67,7 +70,7 @@ def test_plan_shares_the_unswept_stages_and_runs_each_point_on_its_own_stage(toy
 
 def test_a_single_point_runs_its_whole_closure_itself(toy: Path) -> None:
     plan = plan_sweep(toy, load_dag(toy), "s2", build_points(["sara"], ["xor"], [3], [0.5]))
-    assert plan.shared_targets == [] and plan.points[0].stages == ["data", "train_dit@sara-xor"]
+    assert plan.shared_targets == [] and plan.points[0].stages == ["data", "train_dit@sara-xor", "rubric@sara-xor"]
 
 
 def test_a_stage_with_a_persist_output_is_left_to_the_points(toy: Path) -> None:
@@ -154,3 +157,20 @@ def test_tracking_uri_is_made_absolute_for_temp_copies(monkeypatch: pytest.Monke
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_a_cached_stage_takes_its_metrics_from_the_stage_run_never_from_another_point(tracking) -> None:
+    """Two sweep points with the same params (their runs differ only by their targets) must not copy each other's
+    copied metrics: a point run carries its targets' `dvc.stage` tag but is no stage run."""
+    from flows.mlflow_runs import _previous_stage_run
+    from sara.config import Params
+    from sara.tracking import log_metrics, stage_run
+
+    params = Params()
+    with stage_run("masks", params, ["project", "data", "masks"]) as stage:
+        log_metrics({"coverage.or.fg_fg": 0.5})
+    exp = tracking.get_experiment_by_name(params.project.mlflow_experiment).experiment_id
+    other = tracking.create_run(exp, tags={"dvc.stage": "masks", "sara.kind": "sweep_point"})
+    tracking.log_metric(other.info.run_id, "masks/coverage.or.fg_fg", 0.5)
+    tracking.set_terminated(other.info.run_id, "FINISHED")
+    assert _previous_stage_run(tracking, exp, "masks", params).info.run_id == stage.info.run_id

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss
+from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss, toy_ta
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -81,11 +81,16 @@ def test_each_point_is_a_child_run_with_its_own_metrics_and_provenance(sweep: di
         assert child.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["sara.routing_op"] == op and tags["sara.seed"] == "7"
-        assert tags["dvc.stage"] == f"train_dit@{run_name}" and tags["dvc.ran"] == f"train_dit@{run_name}"
+        # the point trains AND evaluates its own model (targets sorted; `ran` in DVC's order)
+        assert tags["dvc.stage"] == f"rubric@{run_name},train_dit@{run_name}"
+        assert tags["dvc.ran"] == f"train_dit@{run_name},rubric@{run_name}"
         assert tags["dvc.cached"] == "data"  # the shared experiment ran it once
         assert tags["git.commit"] == head and tags["prefect.flow_run_id"] == flow_run_id
         task_ids.add(tags["prefect.task_run_id"])
         assert child.data.metrics["train_dit/loss"] == pytest.approx(toy_loss(op, 7, 0.5, 2))
+        # evaluation metrics under stable names (no run in them), copied once from the point's rubric@<run>
+        assert child.data.metrics["rubric/grounded/TA_mean"] == pytest.approx(toy_ta(toy_loss(op, 7, 0.5, 2)))
+        assert not any(run_name in k for k in child.data.metrics)
         assert child.data.params["train.steps"] == "3"
     assert len(task_ids) == 2  # one Prefect task run per point
 
@@ -94,10 +99,12 @@ def test_stage_runs_nest_under_their_point_and_shared_stages_under_the_sweep(swe
     client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
     parent_id = sweep["result"]["parent_run_id"]
     for point in sweep["result"]["points"]:
-        (stage_run,) = client.search_runs(
+        stage_runs = client.search_runs(
             [sweep["result"]["experiment_id"]], f"tags.`mlflow.parentRunId` = '{point['mlflow_run_id']}'"
         )
-        assert stage_run.data.tags["dvc.stage"] == f"train_dit@{point['run']}"
+        assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == [f"rubric@{point['run']}", f"train_dit@{point['run']}"]
+        for r in stage_runs:  # each stage run names the model it trained or evaluated
+            assert r.data.params["routing_op"] == point["routing_op"] and r.data.tags["sara.seed"] == "7"
         history = client.get_metric_history(point["mlflow_run_id"], "train_dit/loss")
         assert [m.step for m in history] == [0, 1, 2]  # the whole curve, for the metric charts
     (data_run,) = client.search_runs(
@@ -113,8 +120,7 @@ def test_each_point_is_a_dvc_experiment_with_its_overrides(sweep: dict, toy: Pat
         )
         params = yaml.safe_load(shown.stdout)
         assert params["train"]["seed"] == 7 and params["train"]["steps"] == 3
-        if point["method"] == "sara":
-            assert params["methods"]["sara"]["ops"] == [point["routing_op"]]
+        assert "sara" not in params["methods"]  # a point's run is chosen by its targets, not by a param
 
 
 def test_the_flow_result_is_persisted_and_the_comparison_logged(sweep: dict, toy: Path, prefect_harness: Path) -> None:
@@ -123,7 +129,39 @@ def test_the_flow_result_is_persisted_and_the_comparison_logged(sweep: dict, toy
     client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
     table = client.download_artifacts(sweep["result"]["parent_run_id"], "comparison.md")
     text = Path(table).read_text()
-    assert "| sara | or | 0.5 | 1 |" in text and f"{toy_loss('or', 7, 0.5, 2):.4g}" in text
+    header = text.splitlines()[0]
+    assert header.startswith("| method | routing_op | lam_trd | seeds | rubric/grounded/TA_mean | rubric/grounded/MQ_mean |")
+    assert header.index("train_dit/loss") < header.index("sweep/point_wall_s")  # timings last
+    assert "| sara | or | 0.5 | 7 |" in text and f"{toy_ta(toy_loss('or', 7, 0.5, 2)):.4g}" in text
+    artifacts = client.list_artifacts(sweep["result"]["parent_run_id"])
+    assert {"comparison.md", "comparison.json", "comparison.png"} <= {a.path for a in artifacts}
+
+
+def test_the_comparison_is_a_prefect_artifact_linked_to_the_mlflow_sweep_run(sweep: dict) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = sweep["state"].state_details.flow_run_id
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    (artifact,) = [a for a in artifacts if a.key == "comparison-t1"]
+    assert artifact.type == "markdown"
+    assert "rubric/grounded/TA_mean" in artifact.data and f"/runs/{sweep['result']['parent_run_id']}" in artifact.data
+
+
+def test_dvc_exp_show_gives_each_point_its_own_evaluation_metrics(sweep: dict, toy: Path) -> None:
+    """Per-run metrics files: each point's row carries its own model's numbers, and the points differ."""
+    shown = subprocess.run(
+        ["dvc", "exp", "show", "--json", "--no-fetch"], cwd=toy, capture_output=True, text=True, check=True
+    )
+    rows = {e["name"]: e for b in json.loads(shown.stdout) for e in (b.get("experiments") or [])}
+    values = {}
+    for point in sweep["result"]["points"]:
+        (exp,) = rows[point["exp_name"]]["revs"]
+        metrics = exp["data"]["metrics"][f"outputs/metrics/{point['run']}/rubric.json"]["data"]
+        values[point["run"]] = metrics["rubric"]["grounded"]["TA_mean"]
+        assert values[point["run"]] == pytest.approx(toy_ta(toy_loss(point["routing_op"], 7, 0.5, 2)))
+    assert values["sft"] != values["sara-or"]
 
 
 def test_a_repeated_point_reuses_metrics_and_a_failing_stage_fails_only_its_point(sweep: dict, toy: Path) -> None:
@@ -150,6 +188,8 @@ def test_a_repeated_point_reuses_metrics_and_a_failing_stage_fails_only_its_poin
     client = MlflowClient(f"sqlite:///{toy / 'mlflow.db'}")
     assert client.get_run(stage_run_id).data.tags["mlflow.parentRunId"] == earlier["mlflow_run_id"]
     assert repeated.data.metrics["train_dit/loss"] == earlier["metrics"]["train_dit/loss"]
+    assert repeated.data.metrics["rubric/grounded/TA_mean"] == earlier["metrics"]["rubric/grounded/TA_mean"]
+    assert "sara.metrics_from.rubric/sara-or" in repeated.data.tags
 
     with get_client(sync_client=True) as prefect:
         task_runs = prefect.read_task_runs(

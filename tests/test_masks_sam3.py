@@ -4,6 +4,7 @@ loaded back through the real loading code (`masks.sam3_dir`); also the masks sta
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,120 @@ def test_missing_weights_give_one_clear_error(tmp_path: Path) -> None:
     missing.mkdir()
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         load_sam3(str(missing))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Official post-processing: a scripted model stream checked against Sam3VideoProcessor.postprocess_outputs
+
+
+FRAMES, SIDE, LOW = 6, 32, 8  # fake clip: 6 frames of 32x32; low-res mask logits 8x8 (as SAM 3's 288 of 1008)
+
+
+def _disc_logits(cy: float, cx: float, r: float) -> "torch.Tensor":
+    import torch
+
+    yy, xx = torch.meshgrid(torch.arange(LOW) + 0.5, torch.arange(LOW) + 0.5, indexing="ij")
+    return (4.0 * (r - ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt()))[None]  # (1, LOW, LOW) logits
+
+
+class ScriptedSam3:
+    """Stands in for Sam3VideoModel: a fixed per-frame output stream with SAM 3's hot-start buffering.
+
+    Objects 0 and 1 are overlapping instances of one phrase whose tracker scores swap half-way; object 2 is another
+    phrase overlapping object 0 (different prompts may overlap); object 3 is suppressed on frames 2-3; object 4 is
+    removed by the hot-start rules at frame 2 (so it is hidden in every frame yielded after that)."""
+
+    PHRASE = {0: "red circle", 1: "red circle", 2: "blue square", 3: "red circle", 4: "red circle"}
+    DELAY = 2  # hot-start delay in frames: outputs are held back and yielded once removals are known
+
+    def _frame(self, session, f: int):
+        import torch
+        from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoSegmentationOutput
+
+        for obj, phrase in self.PHRASE.items():
+            session.obj_id_to_prompt_id[obj] = next(i for i, p in session.prompts.items() if p == phrase)
+        masks = {0: _disc_logits(3.5, 3.0 + 0.2 * f, 2.2), 1: _disc_logits(4.0, 4.5, 2.0),
+                 2: _disc_logits(3.0, 2.5, 1.5), 3: _disc_logits(6.5, 1.5, 1.2), 4: _disc_logits(1.5, 6.0, 1.3)}
+        first_half = f < FRAMES // 2
+        tracker = {0: 0.9 if first_half else 0.3, 1: 0.4 if first_half else 0.8, 2: 0.7, 3: 0.6, 4: 0.5}
+        return Sam3VideoSegmentationOutput(
+            object_ids=sorted(masks), obj_id_to_mask={k: v.to(torch.float32) for k, v in masks.items()},
+            obj_id_to_score={0: 0.9, 1: 0.8, 2: 0.7, 3: 0.75, 4: 0.95}, obj_id_to_tracker_score=tracker,
+            removed_obj_ids={4} if f == 2 else set(), suppressed_obj_ids={3} if f in (2, 3) else set(), frame_idx=f,
+        )
+
+    def propagate_in_video_iterator(self, inference_session, **_):
+        buffer = []
+        for f in range(FRAMES):
+            out = self._frame(inference_session, f)
+            buffer.append(out)
+            inference_session.hotstart_removed_obj_ids.update(out.removed_obj_ids)
+            if f == FRAMES - 1:
+                yield from buffer
+            elif len(buffer) >= self.DELAY:
+                yield buffer.pop(0)
+
+
+def _reference_masks(processor, frames: np.ndarray, phrases: list[str]) -> tuple[dict, dict]:
+    """What transformers' own pipeline gives: postprocess_outputs on every yielded frame, as its docs show."""
+    session = processor.init_video_session(video=list(frames), inference_device="cpu", processing_device="cpu",
+                                           video_storage_device="cpu")
+    processor.add_text_prompt(session, phrases)
+    masks: dict[int, np.ndarray] = {}
+    scores: dict[int, float] = {}
+    for out in ScriptedSam3().propagate_in_video_iterator(inference_session=session):
+        post = processor.postprocess_outputs(session, out)
+        for obj, m, s in zip(post["object_ids"].tolist(), post["masks"], post["scores"].tolist()):
+            masks.setdefault(obj, np.zeros((FRAMES, SIDE, SIDE), bool))[out.frame_idx] = m.numpy()
+            scores[obj] = max(scores.get(obj, 0.0), s)
+    return masks, scores
+
+
+def test_masks_follow_the_processors_official_postprocessing(sam3_dir: Path) -> None:
+    from transformers import Sam3VideoProcessor
+
+    processor = Sam3VideoProcessor.from_pretrained(sam3_dir)
+    frames = np.zeros((FRAMES, SIDE, SIDE, 3), np.uint8)
+    phrases = ["red circle", "blue square"]
+    want, want_scores = _reference_masks(processor, frames, phrases)
+    assert not (want[0] & want[1]).any() and (want[0] & want[2]).any()  # the scenario exercises the constraint
+    assert not want[3][2:4].any() and want[3][0].any() and not want[4][1:].any()
+
+    seg = Sam3Segmenter(ScriptedSam3(), processor, "cpu", score_threshold=0.0)
+    got, got_scores, prompt = seg._track(frames, phrases)
+    overlap = int((got[0] & got[1]).sum())
+    assert overlap == 0, f"instances of one phrase share {overlap} pixels"
+    assert sorted(got) == sorted(want)
+    for obj in want:
+        np.testing.assert_array_equal(got[obj], want[obj], err_msg=f"object {obj}")
+        assert got_scores[obj] == pytest.approx(want_scores[obj])
+        assert prompt[obj] == ScriptedSam3.PHRASE[obj]
+
+
+
+
+class ShiftedSam3(ScriptedSam3):
+    """The scripted stream with every logit lowered by `shift`."""
+
+    shift = math.log(0.9 / 0.1)
+
+    def _frame(self, session, f: int):
+        out = super()._frame(session, f)
+        out.obj_id_to_mask = {o: m - self.shift for o, m in out.obj_id_to_mask.items()}
+        return out
+
+
+def test_mask_threshold_shifts_the_logits_before_the_official_postprocessing(sam3_dir: Path) -> None:
+    """masks.mask_threshold 0.9 equals the processor's output on logits lowered by logit(0.9)."""
+    from transformers import Sam3VideoProcessor
+
+    processor = Sam3VideoProcessor.from_pretrained(sam3_dir)
+    frames = np.zeros((FRAMES, SIDE, SIDE, 3), np.uint8)
+    phrases = ["red circle", "blue square"]
+    got, _, _ = Sam3Segmenter(ScriptedSam3(), processor, "cpu", mask_threshold=0.9)._track(frames, phrases)
+    want, _, _ = Sam3Segmenter(ShiftedSam3(), processor, "cpu", mask_threshold=0.5)._track(frames, phrases)
+    loose, _, _ = Sam3Segmenter(ScriptedSam3(), processor, "cpu", mask_threshold=0.5)._track(frames, phrases)
+    assert sorted(got) == sorted(want)
+    for obj in want:
+        np.testing.assert_array_equal(got[obj], want[obj], err_msg=f"object {obj}")
+    assert sum(m.sum() for m in got.values()) < sum(m.sum() for m in loose.values())

@@ -2,7 +2,8 @@
 
 The runs are made by the flow's own MLflow code (parent sweep run, one child per point, a stage run nested under
 each child whose metric history is copied up); an `mlflow server` started like the services helper starts it
-serves them; the compare view must show every point's name and its final loss. The screenshot is kept.
+serves them; the compare view must show every point's name, its grounded TA/MQ and its final loss, with the
+evaluation metrics first. The screenshot is kept in the test's temp dir (and copied to `$SARA_SCREENSHOT_DIR`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ pytestmark = [
     pytest.mark.skipif(missing_reason() is not None, reason=f"no headless browser: {missing_reason()}"),
 ]
 
-# Final losses chosen to print exactly in the UI (it rounds to a few significant digits).
+# Final losses and grounded TA/MQ chosen to print exactly in the UI (it rounds to a few significant digits).
 FINAL_LOSS = {"and": 0.125, "or": 0.375, "xor": 0.625}
+TA_MEAN = {"and": 3.125, "or": 3.875, "xor": 2.625}
+MQ_MEAN = {"and": 2.25, "or": 2.75, "xor": 1.5}
 
 
 def _sweep(root: Path, uri: str) -> tuple[str, list[str], str]:
@@ -43,7 +46,8 @@ def _sweep(root: Path, uri: str) -> tuple[str, list[str], str]:
     client = MlflowClient(uri)
     points = build_points(["sara"], list(FINAL_LOSS), [1], [0.5])
     plan = SweepPlan("ui", root, "sara", [], [], {}, [
-        PointPlan(p, exp_name("ui", p), [f"train_dit@{p.run}"], [f"train_dit@{p.run}"], p.overrides(), Params())
+        PointPlan(p, exp_name("ui", p), [f"rubric@{p.run}", f"train_dit@{p.run}"], [f"train_dit@{p.run}", f"rubric@{p.run}"],
+                  p.overrides(), Params())
         for p in points
     ])  # fmt: skip
     exp_id = ensure_experiment(client, "sara", root)
@@ -51,12 +55,18 @@ def _sweep(root: Path, uri: str) -> tuple[str, list[str], str]:
     children = []
     for point in plan.points:
         child = start_point_run(client, exp_id, parent, plan, point, "flow-ui", f"task-{point.point.op}")
-        stage = client.create_run(exp_id, run_name=f"train_dit/{point.point.run}",
-                                  tags={"mlflow.parentRunId": child, "dvc.stage": f"train_dit@{point.point.run}"})  # fmt: skip
+        run, op = point.point.run, point.point.op
+        stage = client.create_run(exp_id, run_name=f"train_dit/{run}",
+                                  tags={"mlflow.parentRunId": child, "dvc.stage": f"train_dit@{run}"})  # fmt: skip
         for step, factor in enumerate((4.0, 2.0, 1.0)):  # a short falling curve ending at the chosen value
-            client.log_metric(stage.info.run_id, "loss", FINAL_LOSS[point.point.op] * factor, step=step)
+            client.log_metric(stage.info.run_id, "loss", FINAL_LOSS[op] * factor, step=step)
         client.set_terminated(stage.info.run_id)
-        collect_point_metrics(client, exp_id, child, point, point.targets)
+        # the point's own evaluation, under the names `sara rubric --run <run>` logs
+        rubric = client.create_run(exp_id, run_name=f"rubric/{run}", tags={"mlflow.parentRunId": child, "dvc.stage": f"rubric@{run}"})
+        client.log_metric(rubric.info.run_id, "rubric/grounded/TA_mean", TA_MEAN[op])
+        client.log_metric(rubric.info.run_id, "rubric/grounded/MQ_mean", MQ_MEAN[op])
+        client.set_terminated(rubric.info.run_id)
+        collect_point_metrics(client, exp_id, child, point, point.stages)  # as the flow: DAG order, training first
         client.set_terminated(child)
         children.append(child)
     client.set_terminated(parent)
@@ -76,8 +86,9 @@ def test_compare_view_shows_each_routing_operator_and_its_metrics(tmp_path: Path
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=server)
         shot = tmp_path / "mlflow_compare.png"
-        expected = ["Comparing 3 Runs", "train_dit/loss", "routing_op"]
-        expected += [f"sara-{op}/seed1/lam0.5" for op in FINAL_LOSS] + [str(v) for v in FINAL_LOSS.values()]
+        expected = ["Comparing 3 Runs", "rubric/grounded/TA_mean", "rubric/grounded/MQ_mean", "routing_op"]
+        expected += [f"sara-{op}/seed1/lam0.5" for op in FINAL_LOSS]
+        expected += [str(v) for table in (TA_MEAN, MQ_MEAN, FINAL_LOSS) for v in table.values()]
         text = screenshot(
             compare_url(f"http://127.0.0.1:{port}", children, [exp_id]), shot, expected,
             timeout=120, width=1600, height=1800, dismiss=UI_PANELS_TO_CLOSE,
@@ -86,8 +97,14 @@ def test_compare_view_shows_each_routing_operator_and_its_metrics(tmp_path: Path
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         log.close()
-    # The metric row lists the three final losses; the tag rows tie each column to its Prefect task run.
+    # The metric rows list each operator's TA/MQ and final loss; the tag rows tie each column to its Prefect task run.
     assert all(f"task-{op}" in text for op in FINAL_LOSS)
+    # The parallel-coordinates plot opens on the first shared metric: an evaluation metric, not a training loss.
+    assert "Metrics:\nrubric/grounded/TA_mean\n" in text, text[:800]
+    keep = os.environ.get("SARA_SCREENSHOT_DIR")  # e.g. docs/img when refreshing the documentation
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / shot.name).write_bytes(shot.read_bytes())
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1600
     print(f"screenshot: {shot}")

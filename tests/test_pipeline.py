@@ -163,9 +163,19 @@ def test_per_run_stages_come_from_the_run_registry():
         stage = DVC[f"train_dit-{r}"]
         assert stage["cmd"] == f"sara train-dit --run {r}" and stage["params"] == list(r.params)
         assert len(set(stage["deps"])) == len(stage["deps"]) and len(set(stage["params"])) == len(stage["params"])
-    for name in ("clipscore", "vbench", "rubric"):
-        assert [d for d in DVC[name]["deps"] if d.startswith("outputs/samples/")] == [
-            f"outputs/samples/{r}" for r in DAG_SAMPLE_RUNS]
+    for name in ("clipscore", "vbench", "rubric"):  # evaluation per run: each reads its own run's samples only
+        runs = (["oracle"] if name == "rubric" else []) + list(DAG_SAMPLE_RUNS)
+        assert [n for n in DVC if n.startswith(f"{name}-")] == [f"{name}-{r}" for r in runs]
+        for r in runs:
+            stage = DVC[f"{name}-{r}"]
+            assert stage["cmd"] == f"sara {name} --run {r}"
+            assert [d for d in stage["deps"] if d.startswith("outputs/samples/")] == (
+                [] if r == "oracle" else [f"outputs/samples/{r}"])
+            assert stage["metrics"] == [{f"outputs/metrics/{r}/{name}.json": {"cache": False}}]
+    report = DVC["report"]
+    assert [d for d in report["deps"] if d.startswith("outputs/")] == [
+        *(f"outputs/rubric/{r}" for r in ("oracle", *DAG_SAMPLE_RUNS)), *(f"outputs/vbench/{r}" for r in DAG_SAMPLE_RUNS)]
+    assert "metrics" not in report  # the numbers live per run
 
 
 def test_sft_reads_no_alignment_params_or_inputs():

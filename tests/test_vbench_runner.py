@@ -146,3 +146,154 @@ def test_vbench2_runs_each_dimension_and_aggregates(tmp_path):
     assert res.raw == {"Human_Anatomy": 0.9}
     assert "CUDA out of memory" in res.missing["Human_Clothes"][0]
     assert res.scores["categories"]["Human Fidelity"]["score"] == 0.9 and res.scores["Final"]["partial"] is True
+
+
+def test_a_sweep_points_temp_copy_uses_the_checkouts_vbench_venv(tmp_path, monkeypatch):
+    """A DVC temp experiment copy (one per sweep point) must not build a VBench venv of its own."""
+    import evaluation.vbench.env as env
+    from sara.env import workspace_root
+
+    checkout = tmp_path / "repo"
+    copy = checkout / ".dvc" / "tmp" / "exps" / "standalone" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    (checkout / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    assert workspace_root(copy) == checkout and workspace_root(checkout) == checkout
+    seen = []
+    monkeypatch.setattr(env, "is_ready", lambda venv, root: seen.append(venv) or True)
+    env.ensure_env(".venv-vbench", root=copy)
+    assert seen == [checkout / ".venv-vbench"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# vbench.mode: VBench or VBench-Long by VBench's documented 5-second rule
+
+
+def test_benchmark_follows_vbenchs_five_second_rule():
+    from evaluation.vbench.modes import resolve_benchmark, vbench1_mode
+
+    wan = resolve_benchmark("auto", 81, 16)  # Wan2.2: 81 frames at 16 fps = 5.06 s
+    assert wan["benchmark"] == "long" and wan["clip_seconds"] == 5.0625 and wan["param"] == "auto"
+    assert resolve_benchmark("auto", 80, 16)["benchmark"] == "long"  # exactly 5.0 s: VBench-Long (>= 5.0 s)
+    assert resolve_benchmark("auto", 79, 16)["benchmark"] == "standard"
+    assert resolve_benchmark("auto", 9, 8)["benchmark"] == "standard"  # the embedded default
+    assert resolve_benchmark("standard", 81, 16)["benchmark"] == "standard"  # forced either way
+    assert resolve_benchmark("long", 9, 8)["benchmark"] == "long"
+    assert [vbench1_mode(b, s) for b in ("standard", "long") for s in (True, False)] == [
+        "vbench_standard", "custom_input", "long_vbench_standard", "long_custom_input"]
+
+
+def test_long_custom_input_refuses_what_custom_input_refuses():
+    pre = preflight(["temporal_flickering", "color"], None, mode="long_custom_input")
+    assert pre.runnable == ["temporal_flickering"]
+    assert "refuses it in long_custom_input mode" in pre.missing["color"][0]
+
+
+def _sampled_runs(root: Path, runs=("base", "sara-or")) -> None:
+    for run in runs:
+        (root / run).mkdir(parents=True)
+        (root / run / "index.json").write_text("[]")
+        (root / run / "a red circle moves right-0.mp4").write_bytes(b"mp4")
+
+
+@pytest.mark.parametrize("frames,fps,mode,benchmark,vb_mode", [
+    (9, 8, "auto", "standard", "custom_input"),
+    (81, 16, "auto", "long", "long_custom_input"),
+    (81, 16, "standard", "standard", "custom_input"),
+])
+def test_both_benchmarks_plumb_temporal_flickering_and_record_the_choice(tmp_path, monkeypatch, frames, fps, mode,
+                                                                         benchmark, vb_mode):
+    import evaluation.vbench.runner as runner
+    from sara.config import params_from_dict
+    from sara.stages.vbench import evaluate
+
+    _sampled_runs(tmp_path / "samples")
+    jobs = []
+
+    class SplittingRunner(FakeRunner):  # VBench-Long writes split_clip/ into the videos folder
+        def __call__(self, cmd, *, env, cwd=None):
+            job = json.loads(Path(cmd[-1]).read_text())
+            jobs.append(job)
+            if job["mode"].startswith("long_"):
+                (Path(job["videos_path"]) / "split_clip" / "x").mkdir(parents=True)
+            return super().__call__(cmd, env=env, cwd=cwd)
+
+    fake = SplittingRunner({"dimensions": {"temporal_flickering": {"raw": 0.95, "n_videos": 1}}, "errors": {}})
+    real = runner.run_vbench1
+    monkeypatch.setattr(runner, "run_vbench1", lambda *a, **k: real(*a, **{**k, "python": "/fake/python", "run_cmd": fake}))
+    params = params_from_dict({
+        "sample": {"out_dir": str(tmp_path / "samples"), "frames": frames, "fps": fps},
+        "vbench": {"mode": mode, "out_dir": str(tmp_path / "vb"), "device": "cpu"},
+    })
+    for run in ("base", "sara-or"):  # one run per call (the per-run vbench stage)
+        res = evaluate(params, run, tmp_path / "vb" / run, log=lambda s: None)
+        assert res["benchmark"]["benchmark"] == benchmark and res["benchmark"]["param"] == mode
+        assert res["benchmark"]["clip_seconds"] == round(frames / fps, 4)
+        assert res["mode"] == vb_mode and res["vbench1"]["mode"] == vb_mode
+        assert res["vbench1"]["raw"] == {"temporal_flickering": 0.95}
+        assert not (tmp_path / "vb" / run / "videos").exists()  # scaffolding (and split_clip/) removed
+        assert (tmp_path / "samples" / run / "a red circle moves right-0.mp4").is_file()  # never the videos
+    assert [j["mode"] for j in jobs] == [vb_mode] * 2
+    assert all(("long_clip_seconds" in j) == (benchmark == "long") for j in jobs)
+    if benchmark == "long":
+        assert jobs[0]["long_clip_seconds"]["temporal_flickering"] == 2.0
+        assert jobs[0]["long_clip_seconds"]["overall_consistency"] == 10.0
+
+
+def _fake_vbench_modules(monkeypatch, calls: list) -> None:
+    """`vbench` and `vbench2_beta_long` stand-ins: record the evaluate call and write VBench's result file."""
+    import sys
+    import types
+
+    def make(name, result):
+        class Bench:
+            def __init__(self, device, full_info, output_path):
+                self.output_path = output_path
+
+            def evaluate(self, videos_path, name, prompt_list, dimension_list, local, mode, **kw):
+                calls.append({"cls": cls_name, "mode": mode, "local": local, "kwargs": kw})
+                (Path(self.output_path) / f"{name}_eval_results.json").write_text(json.dumps({dimension_list[0]: result}))
+
+        cls_name = name
+        return Bench
+
+    clips = [{"video_path": f"v/split_clip/a-0/a-0_00{i}.mp4", "video_results": 0.9} for i in range(3)]
+    vb = types.ModuleType("vbench")
+    vb.__file__ = "/fake/site/vbench/__init__.py"
+    vb.VBench = make("VBench", [0.97, [{"video_path": "a-0.mp4", "video_results": 0.97}]])
+    long = types.ModuleType("vbench2_beta_long")
+    long.__file__ = "/fake/site/vbench2_beta_long/__init__.py"
+    long.VBenchLong = make("VBenchLong", [0.9, clips, [{"video_path": "v/a-0.mp4", "video_results": 0.9},
+                                                       {"long_video_cnt": 1}]])
+    monkeypatch.setitem(sys.modules, "vbench", vb)
+    monkeypatch.setitem(sys.modules, "vbench2_beta_long", long)
+
+
+@pytest.mark.parametrize("mode", ["custom_input", "long_custom_input", "long_vbench_standard"])
+def test_worker_runs_vbench_or_vbench_long_with_its_documented_arguments(tmp_path, monkeypatch, mode):
+    from evaluation.vbench import worker
+    from evaluation.vbench.modes import LONG_CLIP_SECONDS
+
+    calls: list = []
+    _fake_vbench_modules(monkeypatch, calls)
+    job = {"videos_path": str(tmp_path / "videos"), "name": "sara", "dimensions": ["temporal_flickering"],
+           "mode": mode, "device": "cpu", "cache_dir": None, "full_info": None, "output_path": str(tmp_path / "out"),
+           "result_path": str(tmp_path / "result.json"), "videos_per_prompt": 5}
+    if mode.startswith("long_"):
+        job["long_clip_seconds"] = LONG_CLIP_SECONDS
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert worker.main(str(tmp_path / "job.json")) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    (call,) = calls
+    assert call["mode"] == mode and call["local"] is True
+    if mode == "custom_input":
+        assert call["cls"] == "VBench" and call["kwargs"] == {}
+        assert result["dimensions"]["temporal_flickering"] == {"raw": 0.97, "n_videos": 1}
+        return
+    kw = call["kwargs"]
+    assert call["cls"] == "VBenchLong"
+    assert kw["static_filter_flag"] is False and kw["use_semantic_splitting"] is False and kw["dev_flag"] is False
+    assert (kw["w_inclip"], kw["w_clip2clip"]) == (1.0, 0.0) and kw["num_of_samples_per_prompt"] == 5
+    lengths = dict(line.split(": ") for line in Path(kw["clip_length_config"]).read_text().splitlines())
+    assert Path(kw["clip_length_config"]).is_absolute() and lengths["temporal_flickering"] == "2.0"
+    assert result["dimensions"]["temporal_flickering"] == {"raw": 0.9, "n_videos": 1, "n_clips": 3}

@@ -1,9 +1,10 @@
 """Score every sampled video (and the oracle) with the grounded judge and the configured VLM judges.
 
-Layout of `rubric.out_dir`:
+One run at a time (`evaluate_run`, the stage `sara rubric --run <run>`); layout of `rubric.out_dir`:
   oracle/<prompt>_s<seed>.mp4 + .png  the renderer's ground-truth clip of each synthetic prompt (the oracle row)
   <run>/<prompt>_s<seed>.json         per video: grounded scores and, per VLM judge, both group calls with raw replies
-  summary.json                        per protocol ("grounded", "vlm") and run: per-dimension mean/vote, TA/MQ, n_valid
+  <run>/summary.json                  per protocol ("grounded", "vlm"): per-dimension mean/vote, TA/MQ, n_valid
+`merge_runs` puts the runs' summaries side by side for the report.
 The two protocols are never mixed: the grounded judge is a measurement against ground truth, the VLM judges
 are the paper's protocol; each table names which produced it.
 """
@@ -19,7 +20,7 @@ from evaluation.rubric.aggregate import per_method
 from evaluation.rubric.dimensions import GROUPS
 from evaluation.rubric.judges import make_judge, score_group
 from evaluation.rubric.prompts import description_from_caption
-from sara.data.synthetic import render
+from sara.data.synthetic import SceneSpec, render
 from sara.data.video_io import read_video, save_video_and_sheet
 from sara.sample import load_prompts
 
@@ -45,9 +46,7 @@ def vlm_note(judges: list[Any]) -> str:
 
 def list_runs(samples_dir: Path) -> list[str]:
     """Runs with sampled videos (a folder holding index.json), in the paper's row order when known."""
-    order = ["base", "sft", "videorepa", "moalign", "sara-or", "sara-and", "sara-xor", "sara-none"]
-    found = [p.name for p in samples_dir.iterdir() if (p / "index.json").is_file()] if samples_dir.is_dir() else []
-    return sorted(found, key=lambda r: (order.index(r) if r in order else len(order), r))
+    return list_runs_with(samples_dir, "index.json")
 
 
 def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
@@ -67,66 +66,104 @@ def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
     return videos
 
 
-def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=print) -> dict:
-    """Score all runs found under `sample.out_dir` plus the oracle; write per-video JSON and summary.json."""
+def _judge_note(name: str, judges: list[Any]) -> dict:
+    return {"note": GROUNDED_NOTE if name == "grounded" else vlm_note(judges),
+            "judges": ["grounded"] if name == "grounded" else [j.name for j in judges]}
+
+
+def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = None, refs: dict | None = None) -> dict:
+    """Score one run's sampled videos (or, for `oracle`, render and score the ground truth) into `out`.
+
+    Writes `out/<prompt>_s<seed>.json` per video and `out/summary.json`:
+    `{"run", "prompt_set", "scale", "protocols": {protocol: {"note", "judges", "result": per_method(...)}}}`.
+    """
     from tqdm import tqdm
 
     r, s = params.rubric, params.sample
     prompts = {p.id: p for p in load_prompts(s.prompt_set)}
-    samples_dir = Path(s.out_dir)
-    runs = list_runs(samples_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if run == ORACLE:
+        if not any(p.spec is not None for p in prompts.values()):
+            raise ValueError(f"rubric --run oracle: prompt set {s.prompt_set!r} has no synthetic prompt, so no ground truth")
+        write_oracle(params, list(prompts.values()), out)
+        folder = out
+    else:
+        folder = Path(s.out_dir) / run
+        if not (folder / "index.json").is_file():
+            raise FileNotFoundError(f"{folder / 'index.json'} not found: run `sara sample --run {run}` first")
+    if judges is None:
+        judges = [make_judge(j, retries=r.retries, backoff_s=r.backoff_s) for j in r.judges]
+    refs = {} if refs is None else refs
+    index = json.loads((folder / "index.json").read_text())
+    grounded_videos, vlm_videos = [], []
+    for v in tqdm(index["videos"], desc=f"rubric {run}", unit="video"):
+        item = prompts[v["prompt_id"]]
+        frames, _ = read_video(folder / v["mp4"])
+        video = v["mp4"] if run == ORACLE else str(folder / v["mp4"])  # the oracle's clips sit beside the scores
+        rec: dict[str, Any] = {"run": run, "prompt_id": item.id, "seed": v["seed"], "video": video}
+        if r.grounded and item.spec is not None:
+            if item.id not in refs:
+                refs[item.id] = build_reference(SceneSpec.model_validate(item.spec), *frames.shape[:3], s.fps)
+            g = grounded_scores(SceneSpec.model_validate(item.spec), frames, s.fps, ref=refs[item.id])
+            rec["grounded"] = g
+            grounded_videos.append({"grounded": {d: x["score"] for d, x in g.items()}})
+        if judges:
+            d = description_from_caption(item.caption)
+            rec["judges"] = {}
+            video_scores: dict[str, dict] = {}
+            for j in judges:
+                rec["judges"][j.name] = {}
+                video_scores[j.name] = {}
+                for group in GROUPS:
+                    res = score_group(j, group, d, frames, folder / v["mp4"], r.retries)
+                    rec["judges"][j.name][group] = res.to_dict()
+                    video_scores[j.name].update({dim: x["score"] for dim, x in res.scores.items()})
+            vlm_videos.append(video_scores)
+        (out / f"{item.id}_s{v['seed']}.json").write_text(json.dumps(rec, indent=2))
+    protocols = {}
+    if grounded_videos:
+        protocols["grounded"] = {**_judge_note("grounded", judges), "result": per_method(grounded_videos, skip_inapplicable=True)}
+    if vlm_videos:
+        protocols["vlm"] = {**_judge_note("vlm", judges), "result": per_method(vlm_videos)}
+    summary = {"run": run, "prompt_set": s.prompt_set, "scale": params.project.scale, "protocols": protocols}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def merge_runs(summaries: list[dict]) -> dict:
+    """Per-run summaries -> the report's view: `{"runs": [...], "protocols": {p: {"note", "judges", "runs": {run: result}}}}`."""
+    protocols: dict[str, dict] = {}
+    for one in summaries:
+        for name, block in one["protocols"].items():
+            merged = protocols.setdefault(name, {"note": block["note"], "judges": block["judges"], "runs": {}})
+            merged["runs"][one["run"]] = block["result"]
+    first = summaries[0] if summaries else {}
+    return {"prompt_set": first.get("prompt_set"), "scale": first.get("scale"), "runs": [s["run"] for s in summaries],
+            "protocols": protocols}
+
+
+def read_run_summaries(rubric_dir: Path) -> list[dict]:
+    """Every `<rubric_dir>/<run>/summary.json`, oracle first, then in the paper's row order."""
+    runs = list_runs_with(rubric_dir, "summary.json")
+    return [json.loads((rubric_dir / run / "summary.json").read_text()) for run in runs]
+
+
+def list_runs_with(folder: Path, marker: str) -> list[str]:
+    """Sub-folders of `folder` holding `marker`, oracle first, then in the paper's row order."""
+    order = [ORACLE, "base", "sft", "videorepa", "moalign", "sara-or", "sara-and", "sara-xor", "sara-none"]
+    found = [p.name for p in folder.iterdir() if (p / marker).is_file()] if folder.is_dir() else []
+    return sorted(found, key=lambda r: (order.index(r) if r in order else len(order), r))
+
+
+def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=print) -> dict:
+    """Score all runs found under `sample.out_dir` plus the oracle (`out/<run>/`); return the merged view."""
+    r, s = params.rubric, params.sample
+    runs = list_runs(Path(s.out_dir))
     if not runs:
         raise FileNotFoundError(f"no sampled runs under sample.out_dir = {s.out_dir!r}: run `sara sample --run <run>` first")
-    folders = {run: samples_dir / run for run in runs}
-    has_specs = any(p.spec is not None for p in prompts.values())
-    if has_specs:
-        write_oracle(params, list(prompts.values()), out / ORACLE)
-        folders = {ORACLE: out / ORACLE, **folders}
+    if any(p.spec is not None for p in load_prompts(s.prompt_set)):
+        runs = [ORACLE, *runs]
     if judges is None:
         judges = [make_judge(j, retries=r.retries, backoff_s=r.backoff_s) for j in r.judges]
     refs: dict[str, Any] = {}
-    per_run: dict[str, dict[str, list]] = {"grounded": {}, "vlm": {}}
-    for run, folder in folders.items():
-        index = json.loads((folder / "index.json").read_text())
-        (out / run).mkdir(parents=True, exist_ok=True)
-        grounded_videos, vlm_videos = [], []
-        for v in tqdm(index["videos"], desc=f"rubric {run}", unit="video"):
-            item = prompts[v["prompt_id"]]
-            frames, _ = read_video(folder / v["mp4"])
-            rec: dict[str, Any] = {"run": run, "prompt_id": item.id, "seed": v["seed"], "video": str(folder / v["mp4"])}
-            if r.grounded and item.spec is not None:
-                if item.id not in refs:
-                    refs[item.id] = build_reference(item.spec, *frames.shape[:3], s.fps)
-                g = grounded_scores(item.spec, frames, s.fps, ref=refs[item.id])
-                rec["grounded"] = g
-                grounded_videos.append({"grounded": {d: x["score"] for d, x in g.items()}})
-            if judges:
-                d = description_from_caption(item.caption)
-                rec["judges"] = {}
-                video_scores: dict[str, dict] = {}
-                for j in judges:
-                    rec["judges"][j.name] = {}
-                    video_scores[j.name] = {}
-                    for group in GROUPS:
-                        res = score_group(j, group, d, frames, folder / v["mp4"], r.retries)
-                        rec["judges"][j.name][group] = res.to_dict()
-                        video_scores[j.name].update({dim: x["score"] for dim, x in res.scores.items()})
-                vlm_videos.append(video_scores)
-            (out / run / f"{item.id}_s{v['seed']}.json").write_text(json.dumps(rec, indent=2))
-        if grounded_videos:
-            per_run["grounded"][run] = per_method(grounded_videos, skip_inapplicable=True)
-        if vlm_videos:
-            per_run["vlm"][run] = per_method(vlm_videos)
-    summary = {
-        "prompt_set": s.prompt_set,
-        "scale": params.project.scale,
-        "runs": list(folders),
-        "protocols": {
-            name: {"note": GROUNDED_NOTE if name == "grounded" else vlm_note(judges),
-                   "judges": ["grounded"] if name == "grounded" else [j.name for j in judges],
-                   "runs": res}
-            for name, res in per_run.items() if res
-        },
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return merge_runs([evaluate_run(params, run, out / run, judges, refs) for run in runs])

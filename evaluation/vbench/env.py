@@ -13,9 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sara.env import repo_root
+from sara.env import repo_root, workspace_root
 
-VBENCH_PINS = ["vbench==0.1.5", "torch==2.13.0", "torchvision==0.28.0", "setuptools<81"]
+# scenedetect and moviepy<2 (moviepy.editor): VBench-Long's imports, not among the wheel's requirements
+VBENCH_PINS = ["vbench==0.1.5", "torch==2.13.0", "torchvision==0.28.0", "setuptools<81", "scenedetect==0.6.5.2",
+               "moviepy==1.0.3"]
 HOOK = "scripts/torchvision_cpu_hook.py"  # relative to the source tree this module lives in
 STAMP = ".sara-vbench-stamp"
 
@@ -51,7 +53,8 @@ def is_ready(venv: str | Path, root: Path | None = None) -> bool:
 def ensure_env(venv: str | Path, root: Path | None = None, log=print) -> Path:
     """Create or update the VBench venv; return its python. Raises RuntimeError with pip's output tail on failure."""
     root = root or repo_root()
-    venv = Path(venv) if Path(venv).is_absolute() else root / venv
+    # A relative venv belongs to the checkout, shared with its sweep points' temporary experiment copies.
+    venv = Path(venv) if Path(venv).is_absolute() else workspace_root(root) / venv
     if is_ready(venv, root):
         return env_python(venv)
     log(f"[vbench] building the isolated environment in {venv} (one time, a few minutes)")

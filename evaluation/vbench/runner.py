@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from evaluation.vbench.modes import LONG_CLIP_SECONDS, is_long
 from evaluation.vbench.scores import VB2_DIMS, vb1_scores, vb2_scores
 from evaluation.vbench.weights import preflight
 
@@ -51,12 +52,16 @@ def run_vbench1(
     python: str | Path | None = None,
     device: str = "cpu",
     full_info: str | None = None,
+    videos_per_prompt: int = 5,
     hf_home: str | None = None,
     run_cmd: RunCmd = _default_run,
     build_env: Callable[[str | Path], Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> VBenchResult:
-    """VBench-1.0 on a folder of mp4s. Preflight first; the venv is built only when some dimension can run."""
+    """VBench-1.0 on a folder of mp4s. Preflight first; the venv is built only when some dimension can run.
+
+    `mode`: vbench_standard | custom_input (VBench), long_vbench_standard | long_custom_input (VBench-Long, which
+    splits each video into clips first; evaluation/vbench/modes.py)."""
     res = VBenchResult(version="vbench1", mode=mode)
     pre = preflight(dimensions, cache_dir, mode=mode, hf_home=hf_home or os.environ.get("HF_HOME"))
     res.missing.update(pre.missing)
@@ -71,12 +76,14 @@ def run_vbench1(
             for dim in pre.runnable:
                 res.missing[dim] = [f"VBench environment could not be built: {err}"[:2000]]
         else:
-            _run_worker(res, pre.runnable, Path(python), videos_dir, work_dir, cache_dir, mode, device, full_info, run_cmd)
+            _run_worker(res, pre.runnable, Path(python), videos_dir, work_dir, cache_dir, mode, device, full_info,
+                        videos_per_prompt, run_cmd)
     res.scores = vb1_scores({d: res.raw.get(d) for d in dimensions})
     return res
 
 
-def _run_worker(res, dims, python, videos_dir, work_dir, cache_dir, mode, device, full_info, run_cmd) -> None:
+def _run_worker(res, dims, python, videos_dir, work_dir, cache_dir, mode, device, full_info, videos_per_prompt,
+                run_cmd) -> None:
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     job = {
@@ -87,9 +94,12 @@ def _run_worker(res, dims, python, videos_dir, work_dir, cache_dir, mode, device
         "device": device,
         "cache_dir": str(Path(cache_dir).expanduser().resolve()) if cache_dir else str(work / "empty_cache"),
         "full_info": full_info,
+        "videos_per_prompt": videos_per_prompt,
         "output_path": str(work / "vbench_out"),
         "result_path": str(work / "worker_result.json"),
     }
+    if is_long(mode):  # VBench-Long: the per-dimension clip lengths its wheel lacks (evaluation/vbench/modes.py)
+        job["long_clip_seconds"] = LONG_CLIP_SECONDS
     (work / "job.json").write_text(json.dumps(job, indent=2))
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "VBENCH_CACHE_DIR": job["cache_dir"], "PYTHONNOUSERSITE": "1"}
     env.pop("PYTHONPATH", None)  # the project's packages must not leak into vbench's interpreter

@@ -33,7 +33,7 @@ SEMANTIC_DIMS: tuple[str, ...] = (
     "overall_consistency",
 )
 ALL_DIMS: tuple[str, ...] = QUALITY_DIMS + SEMANTIC_DIMS
-# vbench refuses these in custom_input mode: they need the standard prompt suite's auxiliary info
+# vbench refuses these in custom_input mode (VBench-Long in long_custom_input): they need the standard prompt suite's auxiliary info
 STANDARD_SUITE_ONLY: frozenset[str] = frozenset(
     {"object_class", "multiple_objects", "scene", "appearance_style", "color", "spatial_relationship"}
 )
@@ -133,8 +133,8 @@ def preflight(
     missing: dict[str, list[str]] = {}
     for dim in dimensions:
         problems: list[str] = []
-        if mode == "custom_input" and dim in STANDARD_SUITE_ONLY:
-            problems.append("needs the standard VBench prompt suite (mode vbench_standard, files named '{prompt}-{i}.mp4'); vbench refuses it in custom_input mode")
+        if mode in ("custom_input", "long_custom_input") and dim in STANDARD_SUITE_ONLY:
+            problems.append(f"needs the standard VBench prompt suite (mode vbench_standard or long_vbench_standard, files named '{{prompt}}-{{i}}.mp4'); vbench refuses it in {mode} mode")
         for w in WEIGHTS[dim]:
             if w.kind == "hf":
                 ok = hf is not None and (hf / w.path).is_dir()

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from sara.data.mtss import MTSSCaption, caption_to_dict, entity_count, foreground_references, load_caption
 from sara.data.synthetic.truth import Truth
 from sara.data.video_io import read_video, write_video
+from sara.errors import BadDataError
 
 SPLITS: tuple[str, str] = ("train", "heldout")
 INDEX = "index.json"
@@ -69,13 +70,21 @@ def save_mask_array(path: Path, ref_ids: list[str], entities: np.ndarray) -> Non
     np.savez_compressed(path, ref_ids=np.array(ref_ids, dtype=str), entities=entities.astype(bool))
 
 
-def _check_masks(ref_ids: list[str], entities: np.ndarray, frames: np.ndarray, caption: MTSSCaption) -> None:
-    want = (len(ref_ids), *frames.shape[:3])
-    if entities.shape != want or entities.dtype != bool:
-        raise ValueError(f"masks must be bool {want} (K, F, H, W), got {entities.dtype} {entities.shape}")
+def check_mask_shape(entities: np.ndarray, k: int, video_shape: tuple[int, ...], clip_id: str, path: str | Path) -> None:
+    """Refuse masks that are not bool (K, F, H, W) with the clip video's (F, H, W), naming the clip and the file."""
+    want = (k, *video_shape[:3])
+    if tuple(entities.shape) != want or entities.dtype != bool:
+        raise BadDataError(f"clip {clip_id!r}: {path} holds masks {entities.dtype} {tuple(entities.shape)}, the clip "
+                           f"needs bool {want} (K entities, and the F, H, W of its video)")
+
+
+def _check_masks(ref_ids: list[str], entities: np.ndarray, frames: np.ndarray, caption: MTSSCaption,
+                 clip_id: str = "?", path: str | Path = "masks") -> None:
+    check_mask_shape(entities, len(ref_ids), frames.shape, clip_id, path)
     expected = [r.ref_id for r in foreground_references(caption)]
     if sorted(ref_ids) != sorted(expected):
-        raise ValueError(f"mask ref_ids {ref_ids} do not match the caption's entities {expected}")
+        raise BadDataError(f"clip {clip_id!r}: {path} has mask ref_ids {ref_ids}, which do not match the caption's "
+                           f"entities {expected}")
 
 
 def _atomic_clip_dir(root: Path, clip_id: str):
@@ -116,7 +125,7 @@ def write_clip(
     if (masks is None) != (mask_ref_ids is None):
         raise ValueError("masks and mask_ref_ids go together")
     if masks is not None:
-        _check_masks(mask_ref_ids, masks, frames, caption)
+        _check_masks(mask_ref_ids, masks, frames, caption, clip_id, "the masks given to write_clip")
     root = Path(root)
     tmp, final = _atomic_clip_dir(root, clip_id)
     try:
@@ -146,10 +155,10 @@ def import_clip(src: str | Path, root: str | Path, clip_id: str, split: str) -> 
         if not (src / name).is_file():
             raise FileNotFoundError(f"clip folder {src} lacks {name} (a real clip needs video.mp4 and caption.json)")
     caption = load_caption(src / "caption.json")
-    frames, fps = read_video(src / "video.mp4")
+    frames, fps = read_video(src / "video.mp4", clip_id)
     if (src / "masks.npz").is_file():
         ids, entities = load_mask_array(src / "masks.npz")
-        _check_masks(ids, entities, frames, caption)
+        _check_masks(ids, entities, frames, caption, clip_id, src / "masks.npz")
     tmp, final = _atomic_clip_dir(Path(root), clip_id)
     try:
         for name in ("video.mp4", "caption.json", "masks.npz", "truth.json"):
@@ -174,6 +183,12 @@ def write_index(root: str | Path, records: list[ClipRecord], source: str, scale:
     _write_json(tmp, {"clips": [r.__dict__ for r in records], "source": source, "scale": scale})
     tmp.replace(path)
     return path
+
+
+def clip_shape(folder: str | Path) -> tuple[int, int, int]:
+    """(F, H, W) of a clip's video, from its meta.json (without decoding the video)."""
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    return int(meta["frames"]), int(meta["height"]), int(meta["width"])
 
 
 def list_clips(root: str | Path, split: str | None = None) -> list[ClipRecord]:
@@ -211,10 +226,14 @@ def load_clip(path: str | Path) -> Clip:
     if not meta_path.is_file():
         raise FileNotFoundError(f"not a clip folder (no meta.json): {path}")
     meta = json.loads(meta_path.read_text())
-    frames, _ = read_video(path / "video.mp4")
+    frames, _ = read_video(path / "video.mp4", meta["clip_id"])
+    if frames.shape[0] != meta["frames"]:
+        raise BadDataError(f"clip {meta['clip_id']!r}: {path / 'video.mp4'} holds {frames.shape[0]} frames, "
+                           f"{meta_path} says {meta['frames']} (truncated video?)")
     caption = load_caption(path / "caption.json")
     truth = load_truth(path / "truth.json") if (path / "truth.json").is_file() else None
     masks = ids = None
     if (path / "masks.npz").is_file():
         ids, masks = load_mask_array(path / "masks.npz")
+        check_mask_shape(masks, len(ids), frames.shape, meta["clip_id"], path / "masks.npz")
     return Clip(meta["clip_id"], meta["split"], frames, float(meta["fps"]), caption, truth, masks, ids, path)

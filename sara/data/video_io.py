@@ -41,7 +41,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, pixel_format: st
         check_even(frames.shape[1], frames.shape[2], str(path))
     profile = ["-profile:v", "high444"] if pixel_format == "yuv444p" else []
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".tmp{os.getpid()}{path.suffix}")  # short: the final name may be 255 bytes long
     writer = imageio.get_writer(
         str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat=pixel_format,
         macro_block_size=2 if pixel_format == "yuv420p" else 1, quality=None, ffmpeg_log_level="error",
@@ -55,20 +55,33 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int, pixel_format: st
     tmp.replace(path)
 
 
-def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """Read an mp4 as ((F, H, W, 3) uint8 RGB, fps)."""
+def read_video(path: str | Path, clip_id: str | None = None) -> tuple[np.ndarray, float]:
+    """Read an mp4 as ((F, H, W, 3) uint8 RGB, fps).
+
+    A missing, truncated, empty or frameless file raises one error naming the clip (when given) and the file,
+    without ffmpeg's banner."""
     import imageio.v2 as imageio
 
+    from sara.errors import BadDataError, MissingDataError
+
     path = Path(path)
+    who = f"clip {clip_id!r}: " if clip_id else ""
     if not path.is_file():
-        raise FileNotFoundError(f"video not found: {path}")
-    reader = imageio.get_reader(str(path), format="FFMPEG")
+        raise MissingDataError(f"{who}video not found: {path}")
     try:
-        fps = float(reader.get_meta_data().get("fps", 0.0))
-        frames = np.stack([np.asarray(f) for f in reader])
-    finally:
-        reader.close()
-    return frames[..., :3].astype(np.uint8), fps
+        reader = imageio.get_reader(str(path), format="FFMPEG")
+        try:
+            fps = float(reader.get_meta_data().get("fps", 0.0))
+            frames = [np.asarray(f) for f in reader]
+        finally:
+            reader.close()
+    except (OSError, RuntimeError, ValueError, StopIteration) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadDataError(f"{who}{path} cannot be decoded ({path.stat().st_size} bytes; truncated, empty or not "
+                           f"an mp4): {reason}") from None
+    if not frames:
+        raise BadDataError(f"{who}{path} holds no video frames ({path.stat().st_size} bytes)")
+    return np.stack(frames)[..., :3].astype(np.uint8), fps
 
 
 def contact_sheet(frames: np.ndarray, cols: int | None = None, scale: int = 2, gap: int = 2, label: str | None = None) -> np.ndarray:

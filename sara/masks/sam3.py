@@ -1,8 +1,10 @@
 """Mask backend `sam3`: transformers' SAM 3 video model, text-prompted with each entity's noun phrase.
 
-Pipeline per clip (the paper's mask preparation): every PERSON_*/OBJECT_* reference gives a 2-5 word noun phrase
+Pipeline per clip (the paper's mask-extraction step, docs/data.md): every PERSON_*/OBJECT_* reference gives a 2-5 word noun phrase
 (`sara.data.mtss.noun_phrase`); all distinct phrases are added as text prompts to one video session; SAM 3 detects
-and tracks instances through the clip; each entity gets the best-scoring instance of its phrase. When several
+and tracks instances through the clip; every frame goes through transformers' official post-processing
+(`Sam3VideoProcessor.postprocess_outputs`: hidden instances dropped, instances of one phrase never share a pixel);
+each entity gets the best-scoring instance of its phrase. When several
 entities share a phrase (e.g. two "red circle"s) its top instances are handed out by area rank, largest first, in
 caption order: the paper's fallback ("area-ranked assignment"); its Qwen box matching is not reproduced. An entity
 with no instance scoring >= `masks.score_threshold` gets an empty mask and score 0.
@@ -13,7 +15,8 @@ Weights load only from the local directory `masks.sam3_dir` (`Sam3VideoModel` + 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +50,7 @@ class Sam3Segmenter:
     processor: Any
     device: str = "cpu"
     score_threshold: float = 0.5  # an instance needs at least this detection score to become an entity mask
-    mask_threshold: float = 0.5  # mask probability -> binary
+    mask_threshold: float = 0.5  # mask probability -> binary (0.5 = the processor's own logit > 0)
 
     @classmethod
     def from_params(cls, params: Params) -> "Sam3Segmenter":
@@ -56,34 +59,36 @@ class Sam3Segmenter:
         return cls(model, processor, device, params.masks.score_threshold, params.masks.mask_threshold)
 
     def _track(self, frames: np.ndarray, phrases: list[str]) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, str]]:
-        """Run SAM 3 on the clip: per instance id its (F, H, W) bool masks, best score and prompt phrase."""
+        """Run SAM 3 on the clip: per instance id its (F, H, W) bool masks, best score and prompt phrase.
+
+        Every yielded frame goes through the processor's own `postprocess_outputs`, as transformers documents the
+        video pipeline: masks upsampled to the video size, zero-area, suppressed and hot-start-removed instances
+        hidden, and the per-prompt non-overlap rule (a pixel claimed by two instances of one phrase goes to the one
+        with the higher tracker score). `masks.mask_threshold` is applied by shifting the low-res logits by
+        logit(threshold) before that step (bilinear upsampling is linear, so this equals thresholding the
+        upsampled probabilities); at 0.5 the shift is 0 and the output is the processor's, bit for bit.
+        """
         import torch
-        import torch.nn.functional as F
 
         n, h, w = frames.shape[:3]
         session = self.processor.init_video_session(
             video=list(frames), inference_device=self.device, processing_device="cpu", video_storage_device="cpu"
         )
         self.processor.add_text_prompt(session, phrases)
+        shift = math.log(self.mask_threshold / (1.0 - self.mask_threshold))
         masks: dict[int, np.ndarray] = {}
         scores: dict[int, float] = {}
+        prompt: dict[int, str] = {}
         with torch.inference_mode():
             for out in self.model.propagate_in_video_iterator(inference_session=session):
-                hidden = set(out.suppressed_obj_ids or ())
-                for obj_id, logits in out.obj_id_to_mask.items():
-                    if obj_id in hidden:
-                        continue
-                    # low-res logits (1, h', w') -> video resolution probabilities
-                    prob = torch.sigmoid(
-                        F.interpolate(logits[None].float(), size=(h, w), mode="bilinear", align_corners=False)
-                    )[0, 0]  # (H, W)
-                    masks.setdefault(obj_id, np.zeros((n, h, w), bool))[out.frame_idx] = (
-                        prob > self.mask_threshold
-                    ).cpu().numpy()
-                    scores[obj_id] = max(scores.get(obj_id, 0.0), float(out.obj_id_to_score.get(obj_id, 0.0)))
-        for obj_id in set(session.hotstart_removed_obj_ids):  # removed after the fact by SAM 3's hotstart rules
-            masks.pop(obj_id, None)
-        prompt = {o: session.prompts[session.obj_id_to_prompt_id[o]] for o in masks}
+                if shift:
+                    out = replace(out, obj_id_to_mask={o: m.float() - shift for o, m in out.obj_id_to_mask.items()})
+                post = self.processor.postprocess_outputs(session, out)
+                for phrase, ids in post["prompt_to_obj_ids"].items():
+                    prompt.update(dict.fromkeys(ids, phrase))
+                for obj_id, mask, score in zip(post["object_ids"].tolist(), post["masks"], post["scores"].tolist()):
+                    masks.setdefault(obj_id, np.zeros((n, h, w), bool))[out.frame_idx] = mask.cpu().numpy()
+                    scores[obj_id] = max(scores.get(obj_id, 0.0), float(score))
         return masks, scores, prompt
 
     def segment(self, clip_id: str, frames: np.ndarray, caption: MTSSCaption) -> EntityMasks:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sara.errors import BadDataError, MissingDataError
+
 
 @dataclass
 class EntityMasks:
@@ -93,11 +95,19 @@ def save_masks(masks_dir: str | Path, m: EntityMasks) -> Path:
     return final
 
 
-def load_masks(masks_dir: str | Path, clip_id: str) -> EntityMasks:
-    """Read one clip's masks; refuses a file whose union/background disagree with its entity masks."""
+def check_clip_masks(m: EntityMasks, video_shape: tuple[int, ...], path: str | Path) -> None:
+    """Refuse masks whose (F, H, W) is not the clip video's, naming the clip and the file."""
+    from sara.data.clips import check_mask_shape
+
+    check_mask_shape(m.entities, len(m.ref_ids), video_shape, m.clip_id, path)
+
+
+def load_masks(masks_dir: str | Path, clip_id: str, video_shape: tuple[int, ...] | None = None) -> EntityMasks:
+    """Read one clip's masks; refuses a file whose union/background disagree with its entity masks, and (with
+    `video_shape`, the clip's (F, H, W)) masks of another shape than the clip's video."""
     path = mask_path(masks_dir, clip_id)
     if not path.is_file():
-        raise FileNotFoundError(f"no masks for clip {clip_id!r} at {path}: run `sara masks` first")
+        raise MissingDataError(f"no masks for clip {clip_id!r} at {path}: run `sara masks` first")
     with np.load(path) as z:
         m = EntityMasks(
             clip_id=clip_id,
@@ -108,7 +118,10 @@ def load_masks(masks_dir: str | Path, clip_id: str) -> EntityMasks:
             prompts=[str(x) for x in z["prompts"]],
         )
         if not (np.array_equal(z["union"], m.union) and np.array_equal(z["background"], ~m.union)):
-            raise ValueError(f"{path}: union/background do not match the entity masks (file corrupted?)")
+            raise BadDataError(f"clip {clip_id!r}: {path}: union/background do not match the entity masks "
+                               "(file corrupted?)")
+    if video_shape is not None:
+        check_clip_masks(m, video_shape, path)
     return m
 
 

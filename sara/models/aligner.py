@@ -222,7 +222,7 @@ def load_aligner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no trained aligner at {path}: run `sara train-aligner` (dvc repro train_aligner)")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers, never code
     stored = Params.model_validate(payload["params"])
     aligner = SaliencyAligner(payload["vfm_dim"], payload["text_dim"], stored.aligner)
     aligner.load_state_dict(payload["state_dict"])

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sara.config import DiTParams, Params, require_dir
+from sara.errors import MissingWeightsError
 
 MANIFEST = "manifest.json"
 MINILM_DIM = 384  # all-MiniLM-L6-v2 hidden size: the tiny DiT's text_dim
@@ -41,14 +42,14 @@ def tiny_transformer_config(dit: DiTParams, text_dim: int = MINILM_DIM) -> dict[
     """WanTransformer3DModel config of the embedded default (sizes from `dit.*`; Wan's patch 1x2x2)."""
     dim = dit.num_heads * dit.head_dim
     return dict(
-        patch_size=(1, 2, 2),
+        patch_size=tuple(dit.patch_size),
         num_attention_heads=dit.num_heads,
         attention_head_dim=dit.head_dim,
         in_channels=16,
         out_channels=16,
         text_dim=text_dim,
         freq_dim=32,
-        ffn_dim=2 * dim,
+        ffn_dim=dit.ffn_mult * dim,
         num_layers=dit.num_layers,
         rope_max_seq_len=64,
     )
@@ -102,8 +103,13 @@ def build_text_conditioner(spec: dict[str, Any], device: torch.device | str = "c
 
     kind, max_tokens = spec["kind"], int(spec["max_tokens"])
     if kind == "minilm":
-        path = minilm_dir()
-        tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+        # the packaged MiniLM, or a copy named by `dit.text_encoder_path` (e.g. the fp16 copy a GPU machine carries)
+        path = Path(spec["path"]) if spec.get("path") else minilm_dir()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"dit.text_encoder_path = {str(path)!r} has no config.json: it must be a "
+                                    "MiniLM directory in transformers format (config, weights, tokenizer)")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path, dtype=torch.float32)  # fp16 copies load as fp32
     elif kind == "umt5":
         path = require_dir("dit.text_encoder_path", spec.get("path"), "a UMT5 encoder (config.json + weights) and its tokenizer")
         tok_dir = path if (path / "tokenizer_config.json").is_file() else path.parent / "tokenizer"
@@ -151,7 +157,7 @@ def build_tiny_base(params: Params) -> tuple[nn.Module, nn.Module, nn.Module]:
 def _check_model_dir(param: str, value: str | None, what: str) -> str:
     path = require_dir(param, value, what)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
+        raise MissingWeightsError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
     return str(path.resolve())
 
 

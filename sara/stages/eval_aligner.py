@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 from sara.config import Params
@@ -33,6 +31,7 @@ def run(params: Params, progress: bool = True) -> Path:
 
     from sara.data.clips import list_clips
     from evaluation.aligner import evaluate_aligner, prior_target_maps
+    from sara.io import atomic_dir, write_json
     from sara.models.aligner import load_saliency_model
     from sara.env import resolve_device
     from sara.stages.train_aligner import ablation_name
@@ -66,29 +65,18 @@ def run(params: Params, progress: bool = True) -> Path:
         summary = json.loads((Path(p.out_dir) / "train_metrics.json").read_text())
         for k in ("train_seconds", "steps", "final_loss_bce", "final_loss_nce", "first_loss_bce", "first_loss_nce"):
             if k in summary:
-                metrics[f"train/{k}"] = summary[k]
+                # `fit.*`, not `train.*`: in `dvc exp show` a metric `train.steps` would read as the params key
+                metrics[f"fit/{k}"] = summary[k]
         metrics["heldout_clips"] = float(len(examples))
 
         # write outputs in temp paths, then rename
         fig_dir = eval_dir / "figures"
-        tmp = eval_dir / f".figures.tmp{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(fig_dir) as tmp:
             _write_csv(tmp / "per_forward.csv", per_forward)
             for ex in sorted(examples, key=lambda e: -e.extra["num_entities"])[: p.figure_clips]:
                 draw_clip_figures(model, ex, tmp, params)
-            if fig_dir.exists():
-                shutil.rmtree(fig_dir)
-            os.replace(tmp, fig_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         metrics_file = eval_dir / "metrics.json"
-        tmp_file = eval_dir / f".metrics.tmp{os.getpid()}.json"
-        tmp_file.write_text(json.dumps(_nested(metrics), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp_file, metrics_file)
+        write_json(metrics_file, _nested(metrics), sort_keys=True)
         log_metrics({f"eval/{k}": v for k, v in metrics.items()})
         log_artifact(metrics_file)
         log_artifact(fig_dir, "figures")

@@ -47,9 +47,9 @@ def run(params: Params) -> Path:
     import numpy as np
     from tqdm import tqdm
 
-    from sara.data.clips import list_clips
+    from sara.data.clips import clip_shape, list_clips
     from sara.masks.stats import budget_summary, summary_metrics, token_foreground
-    from sara.masks.store import save_masks
+    from sara.masks.store import check_clip_masks, save_masks
     from sara.io import atomic_dir
     from sara.tracking import log_artifact, log_metrics, stage_run
 
@@ -63,7 +63,11 @@ def run(params: Params) -> Path:
         with atomic_dir(out) as tmp:
             fg_tokens, per_clip = [], {}
             for i, rec in enumerate(tqdm(records, desc=f"masks: {m.backend}", unit="clip")):
-                em = masks_for(rec.folder(params.data.out_dir), rec.clip_id)
+                folder = rec.folder(params.data.out_dir)
+                em = masks_for(folder, rec.clip_id)
+                # masks of another size than the clip (a resized masks.npz) are refused here, by clip and file
+                source = folder / "masks.npz" if m.backend == "groundtruth" else f"the {m.backend} masks"
+                check_clip_masks(em, clip_shape(folder), source)
                 save_masks(tmp, em)
                 fg = token_foreground(em, grid)  # (T_s, N) bool
                 fg_tokens.append(fg)

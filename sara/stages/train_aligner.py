@@ -13,9 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 from pathlib import Path
 
 from sara.config import Params
@@ -32,6 +29,7 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
     import torch
 
     from sara.data.clips import list_clips
+    from sara.io import atomic_dir, write_json
     from sara.models.aligner import CHECKPOINT_NAME, save_aligner
     from sara.env import resolve_device
     from sara.models.encoders import build_text_model, build_vfm, cached_features
@@ -85,22 +83,12 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
             summary["final_loss_nce"] = sum(h["loss/nce"] for h in tail) / len(tail)
             summary["first_loss_nce"] = result.history[0]["loss/nce"]
             summary["final_nce_acc"] = sum(h["nce_acc"] for h in tail) / len(tail)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(out) as tmp:
             extra = {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
                      "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()} if vfm.kind == "tiny" else None,
                      "train_summary": summary}
             save_aligner(tmp / CHECKPOINT_NAME, result.aligner, params, extra)
-            (tmp / "train_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / "train_metrics.json", summary)
         if (work / TRAIN_STATE).exists():
             (work / TRAIN_STATE).unlink()  # finished: nothing left to resume
         log_metrics({f"train/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -40,8 +40,10 @@ def run(params: Params, run: str, resume: bool = True, local_rank: int | None = 
 
         sections = [k for k in keys if "." not in k]
         extra = {k: v for k, v in params_subset(params, keys).items() if "." in k}
-        ctx = stage_run("train_dit", params, sections, variant=run, extra_params=extra,
-                        tags={"sara.method": parsed.method, "sara.routing_op": parsed.op or "-"})
+        from sara.tracking import run_identity
+
+        identity, tags = run_identity(params, run)
+        ctx = stage_run("train_dit", params, sections, variant=run, extra_params={**extra, **identity}, tags=tags)
         log = log_metrics
     else:
         ctx, log = nullcontext(), None

@@ -2,7 +2,9 @@
 
 One engine for 2 CPU cores and for a GPU cluster. Process setup follows the launcher that started us:
 - `deepspeed --num_gpus N ...` / `torchrun --nproc_per_node N ...` set RANK, LOCAL_RANK, WORLD_SIZE, MASTER_*;
-- a plain `python` / `sara train-dit` process gets single-rank defaults here (rank 0 of 1, a free local port).
+- a plain `python` / `sara train-dit` process gets a single-rank world here (rank 0 of 1) whose rendezvous store
+  lives in memory and whose gloo transport binds to loopback, so training on one machine opens no port on the
+  network. Multi-node training is what a launcher is for: it sets MASTER_ADDR and binds where it is told.
 The backend is nccl on CUDA and gloo on CPU (where DeepSpeed's accelerator is forced to `cpu`). Precision `auto`
 is bf16 on CUDA and fp32 on CPU. The ZeRO stage picks `configs/deepspeed/zero{0,1,2,3}.json`; the values that
 come from params (micro batch, clipping, precision) are filled in by `deepspeed_config`.
@@ -59,15 +61,17 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if not use_cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
+    backend = "nccl" if use_cuda else "gloo"
     if "RANK" not in os.environ:  # no launcher: a single-rank world
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        if not torch.distributed.is_initialized():
+            _init_single_rank(backend)
     os.environ.setdefault("LOCAL_RANK", "0")
     import deepspeed
 
-    backend = "nccl" if use_cuda else "gloo"
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    # a launcher's world (env:// rendezvous at MASTER_ADDR:MASTER_PORT), or adopts the single-rank one above
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_cuda:
@@ -76,6 +80,24 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         dev = torch.device("cpu")
     return DistInfo(rank, world, local_rank, dev, backend)
+
+
+def _init_single_rank(backend: str) -> None:
+    """A world of one rank without a listening TCP store.
+
+    torch's default env:// rendezvous starts a TCPStore server that listens on every interface (`*:<port>`), even
+    with MASTER_ADDR=127.0.0.1; one rank needs no rendezvous, so its store is an in-process HashStore. gloo's own
+    transport is pinned to the loopback interface unless the user chose one (GLOO_SOCKET_IFNAME).
+    """
+    if backend == "gloo":
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_interface())
+    torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
+
+
+def _loopback_interface() -> str:
+    """Name of the loopback network interface (`lo` on Linux, `lo0` on macOS)."""
+    names = [name for _, name in socket.if_nameindex()] if hasattr(socket, "if_nameindex") else []
+    return next((n for n in names if n.startswith("lo")), "lo")
 
 
 def resolve_precision(train: TrainParams, dist: DistInfo) -> str:
@@ -155,10 +177,10 @@ class TrainEngine:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def grad_norm(self) -> float:
-        """Global gradient norm of the last step, before clipping."""
+    def grad_norm(self) -> float | None:
+        """Global gradient norm of the last step, before clipping (None when DeepSpeed did not compute one)."""
         n = self.engine.get_global_grad_norm()
-        return float(n) if n is not None else float("nan")
+        return float(n) if n is not None else None
 
     def all_reduce_max(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.dist.device)
@@ -175,8 +197,12 @@ class TrainEngine:
         self.engine.save_checkpoint(str(state_dir), tag=tag, client_state=client_state)
 
     def load(self, state_dir: str | Path, tag: str | None = None) -> dict[str, Any]:
-        """Collective: restore everything `save` wrote; returns its client_state."""
-        path, client_state = self.engine.load_checkpoint(str(state_dir), tag=tag)
+        """Collective: restore everything `save` wrote; returns its client_state.
+
+        Every file is read with `torch.load(weights_only=True)` (DeepSpeed itself asks for full unpickling, which
+        runs any code a crafted checkpoint holds); the few DeepSpeed types its checkpoints contain are allowed."""
+        with weights_only_loads():
+            path, client_state = self.engine.load_checkpoint(str(state_dir), tag=tag)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint in {state_dir} (tag {tag or 'latest'})")
         return client_state
@@ -191,6 +217,28 @@ class TrainEngine:
                 yield self.module
         else:
             yield self.module
+
+
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Make every torch.load inside the block a weights_only load, whatever its caller asked for."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    # plain data classes DeepSpeed pickles into its optimizer states (ZeRO stage, partition addresses, loss scaler)
+    allowed = [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        with torch.serialization.safe_globals(allowed):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def peak_memory_bytes(device: torch.device) -> int:

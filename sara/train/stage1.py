@@ -27,6 +27,7 @@ from sara.masks.store import load_masks
 from sara.models.aligner import SaliencyAligner, pool_visual_tokens
 from sara.models.encoders import cached_features
 from sara.train.schedules import warmup_cosine
+from sara.train import health
 
 TRAIN_STATE = "train_state.pt"
 
@@ -64,12 +65,15 @@ def supervision_units(
     *,
     entity_separated: bool = True,
     threshold: float | None = None,
+    seen: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[Unit]:
     """The K+2 forwards of one clip: (c_k, M_k) for k = 1..K, (c_fg, M_fg = union), (c_bg, M_bg = 1 - M_fg).
 
     `entity_masks` (K, F, H, W) bool is ordered as `ref_ids`; captions are matched to masks by ref_id. With
     `entity_separated=False` (the "w/o entity-separated" ablation) the clip gives one forward: the full caption c
     with the union mask. A clip with K = 0 gives only the background forward (M_bg = 1 everywhere).
+    `seen` (the encoder's `masks_seen`) maps a clip mask (F, H, W) to what the encoder saw of it, its frames
+    through its resize and crop (`vfm.resize`); None = the sampled frames `frame_idx` of the full frame.
     """
     masks = torch.as_tensor(entity_masks).bool()  # (K, F, H, W)
     if masks.ndim != 4 or masks.shape[0] != len(ref_ids):
@@ -77,7 +81,13 @@ def supervision_units(
                          f"got {tuple(masks.shape)}")
     union = masks.any(0)  # (F, H, W)
     background = ~union
-    to_grid = lambda m: masks_to_grid(m, frame_idx, grid, threshold)  # noqa: E731  (T_s, N_s)
+
+    def to_grid(m: torch.Tensor) -> torch.Tensor:  # (F, H, W) -> (T_s, N_s)
+        if seen is None:
+            return masks_to_grid(m, frame_idx, grid, threshold)
+        view = seen(m)  # (T, S, S): the encoder's frames, resized and cropped as its pixels were
+        return masks_to_grid(view, torch.arange(view.shape[-3]), grid, threshold)
+
     if not entity_separated:
         return [Unit("full", full_text, to_grid(union))]
     index = {r: i for i, r in enumerate(ref_ids)}
@@ -93,12 +103,12 @@ def supervision_units(
 
 
 def clip_units(caption: Any, masks: Any, frame_idx: torch.Tensor, grid: tuple[int, int, int],
-               p: AlignerParams) -> list[Unit]:
+               p: AlignerParams, seen: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Unit]:
     """`supervision_units` from an MTSS caption (`sara.data.mtss`) and stored masks (`sara.masks.store`)."""
     return supervision_units(
         mtss.entity_captions(caption), mtss.foreground_caption(caption), mtss.background_caption(caption),
         mtss.full_caption(caption), list(masks.ref_ids), torch.as_tensor(masks.entities), frame_idx, grid,
-        entity_separated=p.entity_separated, threshold=p.mask_threshold)
+        entity_separated=p.entity_separated, threshold=p.mask_threshold, seen=seen)
 
 
 def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_clip: bool = False,
@@ -113,14 +123,11 @@ def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_cli
     out = []
     for rec in tqdm(records, desc="features + targets", disable=not progress, unit="clip"):
         clip = load_clip(rec.folder(params.data.out_dir))
-        masks = load_masks(params.masks.out_dir, rec.clip_id)
-        if tuple(masks.entities.shape[1:]) != tuple(clip.frames.shape[:3]):
-            raise ValueError(f"{rec.clip_id}: masks {masks.entities.shape[1:]} do not match frames "
-                             f"{clip.frames.shape[:3]} (masks.out_dir = {params.masks.out_dir})")
+        masks = load_masks(params.masks.out_dir, rec.clip_id, clip.frames.shape)
         feats = cached_features(vfm, clip, params.vfm.cache_dir)  # (T_s, N_s, D_v)
         idx = vfm.frame_indices(clip.frames.shape[0])
         p = params.aligner.model_copy(update={"entity_separated": True}) if all_queries else params.aligner
-        units = clip_units(clip.caption, masks, idx, vfm.grid, p)
+        units = clip_units(clip.caption, masks, idx, vfm.grid, p, seen=vfm.masks_seen)
         extra: dict[str, Any] = {"num_entities": len(masks.ref_ids)}
         if with_clip:
             first = idx[:: vfm.tubelet_size]  # first sampled frame of each tubelet
@@ -292,13 +299,18 @@ def train_aligner(
     start = 0
     state_path = work_dir / TRAIN_STATE
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
         if state.get("fingerprint") == fingerprint:
+            health.check_weights(state["aligner"], f"train_aligner: train state {state_path} not resumed (delete it "
+                                                   "or rerun with --fresh)")
             aligner.load_state_dict(state["aligner"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start = int(state["step"])
     history: list[dict[str, float]] = list(state["history"]) if start else []
+    if log_fn is not None:
+        for i, rec in enumerate(history):  # a resumed run shows the whole curve, not only the steps after `start`
+            log_fn(rec, i)
     caption_states: dict[str, torch.Tensor] = {}
     amp = autocast_context(device, p.precision)
     t0 = time.perf_counter()
@@ -328,9 +340,13 @@ def train_aligner(
         if log_fn is not None:
             log_fn(rec, step)
         bar.set_postfix(bce=f"{rec['loss/bce']:.3f}", nce=f"{rec.get('loss/nce', float('nan')):.3f}")
-        # 5. train state for resume
+        # 5. train state for resume, only from a healthy step (sara.train.health)
+        where = f"train_aligner: step {step + 1} diverged, no train state written"
+        health.check_grad_norm(grad_norm, where)
         if (step + 1) % p.checkpoint_every == 0 and step + 1 < p.steps:
+            health.check_weights(aligner, where)
             save_train_state(state_path, aligner, opt, sched, step + 1, history, fingerprint)
+    health.check_weights(aligner, f"train_aligner: the trained aligner diverged (step {p.steps})")
     aligner.eval()
     return TrainResult(aligner, history, time.perf_counter() - t0, start)
 

@@ -8,7 +8,9 @@ Per step (assembled from the paper's Stage 2 description; docs/stage2.md):
   3. frozen targets without grad: V_y = V-JEPA(x_0) (or the Stage 1 cache), w = aligner(V_y, full caption);
   4. DiT forward; the hook keeps the output of block `trd.layer`; the method's loss projects it and compares;
   5. non-finite loss on any rank -> stop with NonFiniteLossError (weights untouched, last good checkpoint kept);
-  6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end.
+  6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end, each one
+     only after the gradient norm and every weight passed `sara.train.health` (a resumed state is checked too).
+The logged metrics travel inside each checkpoint, so a resumed run logs the whole curve again from step 1.
 
 Exact resume: the data order and every random draw (timesteps, noise, caption dropout) come from generators
 seeded by (train.seed, the sample's position in the global sample stream), so nothing but the DeepSpeed state
@@ -42,10 +44,12 @@ from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, pa
 from sara.models.aligner import load_saliency_model
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
 from sara.models.encoders import build_vfm, cached_features
+from sara.models.video_view import require_full_clip_view
 from sara.runs import Run
 from sara.train import checkpoint as ckpt
+from sara.train import health
 
-FAULT_ENV = "SARA_FAULT"  # test hook: "kill@K" SIGKILLs the process after step K, "nan@K" poisons step K's loss
+FAULT_ENV = "SARA_FAULT"  # test hook after step K: "kill@K" SIGKILL, "term@K" SIGTERM; "nan@K" poisons step K's loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -87,7 +91,7 @@ class ClipSet:
 
     def _fg(self, clip: Any) -> np.ndarray | None:
         if self.masks_dir is not None and (self.masks_dir / f"{clip.clip_id}.npz").is_file():
-            m = load_masks(self.masks_dir, clip.clip_id)
+            m = load_masks(self.masks_dir, clip.clip_id, clip.frames.shape)
             return np.asarray(m.union, dtype=bool)
         if clip.masks is not None and len(clip.masks):
             return np.asarray(clip.masks, dtype=bool).any(0)  # (F, H, W)
@@ -192,8 +196,8 @@ def _fault() -> tuple[str, int] | None:
     if not spec:
         return None
     kind, _, k = spec.partition("@")
-    if kind not in ("kill", "nan") or not k.isdigit():
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@<step> or nan@<step>")
+    if kind not in ("kill", "term", "nan") or not k.isdigit():
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@<step>, term@<step> or nan@<step>")
     return kind, int(k)
 
 
@@ -223,6 +227,8 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
     from sara.train.engine import TrainEngine, init_distributed  # local: deepspeed takes seconds to import
 
     spec = REGISTRY[run.method]
+    if spec.needs_saliency or spec.needs_vfm:
+        require_full_clip_view(params.vfm.frame_sampling, params.vfm.resize, f"Stage 2 run {run.name!r}")
     tp = params.train
     dist = init_distributed(params.project.device)
     dev = dist.device
@@ -319,9 +325,11 @@ def frozen_targets(setup: Stage2Setup, params: Params, samples: list[Sample], fr
     return AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), flow=flow, vfm_grid=vfm.grid), w
 
 
-def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool) -> tuple[str, Path, int]:
-    """(fingerprint, state dir, first step): the run's exact resume point when a checkpoint of the same
-    fingerprint (code, inputs, params, world size) exists, else step 0 in a fresh state dir. Collective."""
+def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool
+            ) -> tuple[str, Path, int, list[tuple[int, dict[str, float]]]]:
+    """(fingerprint, state dir, first step, logged history): the run's exact resume point when a checkpoint of the
+    same fingerprint (code, inputs, params, world size) exists and its weights pass `health`, else step 0 in a fresh
+    state dir. Collective."""
     run, dist, engine = setup.run, setup.dist, setup.engine
     inputs = ckpt.inputs_digests(code_entry, run.inputs(params))
     fp = ckpt.fingerprint(run.name, params_subset(params, run.params), dist.world_size, inputs)
@@ -331,11 +339,15 @@ def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool) -
     engine.barrier()
     tag = ckpt.resumable_tag(state_dir, fp) if resume else None
     if tag is None:
-        return fp, state_dir, 0
+        return fp, state_dir, 0, []
     client = engine.load(state_dir, tag)
     if client.get("fingerprint") != fp:
         raise RuntimeError(f"checkpoint {state_dir / tag} belongs to another configuration (fingerprint mismatch)")
-    return fp, state_dir, int(client["step"])
+    with engine.full_parameters() as m:
+        health.check_weights(m, f"train_dit/{run.name}: checkpoint {state_dir / tag} not resumed (delete "
+                                f"{state_dir} or rerun with --no-resume)")
+    history = [(int(k), dict(v)) for k, v in client.get("history", [])]
+    return fp, state_dir, int(client["step"]), history
 
 
 def train_stage2(
@@ -358,7 +370,10 @@ def train_stage2(
     setup = build_stage2(params, parsed, dataset)
     tp, dist, dev, engine = params.train, setup.dist, setup.device, setup.engine
 
-    fp, state_dir, start = _resume(setup, params, code_entry, resume)
+    fp, state_dir, start, history = _resume(setup, params, code_entry, resume)
+    if log is not None and dist.is_main:
+        for k, rec in history:  # the resumed run shows the whole curve, not only the steps after `start`
+            log(rec, k)
     fault = _fault()
     last: dict[str, float] = {}
     bar = None
@@ -376,17 +391,7 @@ def train_stage2(
         if fault == ("nan", step + 1):
             loss = loss * float("nan")
 
-        # stop on a non-finite loss on any rank, before anything is updated
-        bad = engine.all_reduce_max(0.0 if math.isfinite(float(loss.detach())) else 1.0)
-        if bad > 0:
-            good = ckpt.latest_tag(state_dir)
-            where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            raise NonFiniteLossError(
-                f"train_dit/{run}: non-finite loss at step {step + 1} ({values}); stopped before the optimizer step. "
-                f"Last good checkpoint: {where}"
-            )
-
+        stop_if_non_finite(engine, loss, terms, run, step + 1, state_dir)
         engine.backward(loss)
         engine.step()
         done = step + 1
@@ -403,10 +408,16 @@ def train_stage2(
         )
         if batch.w is not None and parsed.op is not None:
             last.update(_budget(batch.w, parsed.op, batch.samples, setup.vfm))
-        if log is not None and dist.is_main and (done % tp.log_every == 0 or done == tp.steps):
-            log(last, done)
+        if done % tp.log_every == 0 or done == tp.steps:
+            history.append((done, dict(last)))  # (step, metrics) of every logged step, kept in checkpoints
+            if log is not None and dist.is_main:
+                log(last, done)
+        health.check_grad_norm(last["grad_norm"], _unhealthy(run, done, state_dir))
         if done % tp.checkpoint_every == 0 or done == tp.steps:
-            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run})
+            with engine.full_parameters() as m:
+                health.check_weights(m, _unhealthy(run, done, state_dir))
+            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run,
+                                                          "history": [[k, v] for k, v in history]})
             engine.barrier()
             if dist.is_main:
                 ckpt.prune_checkpoints(state_dir, tp.keep_checkpoints)
@@ -415,6 +426,8 @@ def train_stage2(
             bar.set_postfix(loss=f"{last['loss']:.4f}")
         if fault == ("kill", done):
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard crash, nothing gets cleaned up
+        if fault == ("term", done):
+            os.kill(os.getpid(), signal.SIGTERM)  # test hook: what a cancelled sweep sends
     if bar is not None:
         bar.close()
 
@@ -432,6 +445,27 @@ def train_stage2(
     if setup.model.hook is not None:
         setup.model.hook.remove()
     return Stage2Result(run, tp.steps, start, last, run_dir)
+
+
+def stop_if_non_finite(engine: Any, loss: torch.Tensor, terms: dict[str, torch.Tensor], run: str, step: int,
+                       state_dir: Path) -> None:
+    """Stop on a non-finite loss on any rank, before anything is updated (collective)."""
+    bad = engine.all_reduce_max(0.0 if math.isfinite(float(loss.detach())) else 1.0)
+    if bad > 0:
+        good = ckpt.latest_tag(state_dir)
+        where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        raise NonFiniteLossError(
+            f"train_dit/{run}: non-finite loss at step {step} ({values}); stopped before the optimizer step. "
+            f"Last good checkpoint: {where}"
+        )
+
+
+def _unhealthy(run: str, step: int, state_dir: Path) -> str:
+    """Start of the error when step `step` diverged: no checkpoint is written, the last good one is named."""
+    good = ckpt.latest_tag(state_dir)
+    where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
+    return f"train_dit/{run}: step {step} diverged, no checkpoint written (last good checkpoint: {where})"
 
 
 def _budget(w: torch.Tensor, op: str, samples: list[Sample], vfm: Any) -> dict[str, float]:

@@ -1,0 +1,162 @@
+"""Lab scale: train diffusers' `AutoencoderKLWan` (Wan's 4x temporal / 8x spatial compression) on the corpus.
+
+Loss: L1 + MSE on [-1, 1] pixels of the decoded posterior sample, plus a small KL term (`kl_weight`) so the latent
+stays close to a unit Gaussian without giving up detail. After training, the per-channel mean and std of the
+posterior means over the training clips are written into the config (`latents_mean` / `latents_std`): Wan's
+pipeline and `sara.models.dit.encode_latents` normalise with them, so the DiT sees unit-variance latents.
+Gate (docs/lab/base.md): held-out reconstruction PSNR (8-bit pixels, mean over clips) >= `min_psnr_db`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sara.config import VAEPretrainParams
+
+Z_DIM = 16  # Wan's latent channels (the DiT's in_channels)
+
+
+def vae_config(p: VAEPretrainParams) -> dict[str, Any]:
+    """AutoencoderKLWan config of `pretrain.vae`; the defaults are the embedded default's tiny VAE."""
+    return dict(base_dim=p.base_dim, z_dim=Z_DIM, dim_mult=list(p.dim_mult), num_res_blocks=p.num_res_blocks,
+                temperal_downsample=[False, True, True])
+
+
+def build_vae(p: VAEPretrainParams, seed: int) -> nn.Module:
+    """Seeded random-init AutoencoderKLWan of `pretrain.vae`."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    return AutoencoderKLWan(**vae_config(p))
+
+
+def to_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 clips (B, F, H, W, 3) -> VAE input (B, 3, F, H, W) float in [-1, 1] (on the clips' device)."""
+    return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """VAE output (B, 3, F, H, W) in [-1, 1] -> uint8 clips (B, F, H, W, 3)."""
+    return ((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-clip PSNR (B,) of two uint8 clip batches (B, F, H, W, 3), 8-bit peak."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10.0 * torch.log10(255.0**2 / mse)
+
+
+@torch.no_grad()
+def reconstruct(vae: nn.Module, frames: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Deterministic reconstruction (posterior mode) of uint8 clips (N, F, H, W, 3) -> uint8 (N, F, H, W, 3)."""
+    p = next(vae.parameters())
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = to_pixels(frames[i : i + batch_size].to(p.device))
+        with _autocast(p.device):
+            z = vae.encode(x).latent_dist.mode()
+            rec = vae.decode(z).sample
+        out.append(to_uint8(rec).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def latent_statistics(vae: nn.Module, frames: torch.Tensor, batch_size: int = 32, max_clips: int = 1024) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior means of up to `max_clips` clips (Wan's latents_mean / std)."""
+    p = next(vae.parameters())
+    zs = []
+    for i in range(0, min(len(frames), max_clips), batch_size):
+        with _autocast(p.device):
+            z = vae.encode(to_pixels(frames[i : i + batch_size].to(p.device))).latent_dist.mode()
+        zs.append(z.float().transpose(0, 1).flatten(1))  # (C, B*F'*H'*W')
+    z = torch.cat(zs, 1)
+    return z.mean(1).tolist(), z.std(1).clamp_min(1e-4).tolist()
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 10% of `lr`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    q = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(q, 1.0))))
+
+
+@dataclass
+class VAEResult:
+    vae: nn.Module
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    originals: np.ndarray | None = None  # (n, F, H, W, 3) uint8 held-out clips of the contact sheet
+    reconstructions: np.ndarray | None = None
+
+
+def train_vae(
+    p: VAEPretrainParams,
+    train_frames: np.ndarray,
+    heldout_frames: np.ndarray,
+    device: torch.device,
+    *,
+    max_minutes: float | None = None,
+    sheet_clips: int = 4,
+    log: Callable[[str], None] = print,
+) -> VAEResult:
+    """Train the VAE on uint8 clips (N, F, H, W, 3); the whole corpus sits on the device, so no step waits on data."""
+    vae = build_vae(p, p.seed).to(device).train()
+    clips = torch.from_numpy(np.array(train_frames)).to(device)  # (N, F, H, W, 3) uint8
+    opt = torch.optim.AdamW(vae.parameters(), lr=p.lr, betas=(0.9, 0.99), weight_decay=0.0,
+                            fused=device.type == "cuda")
+    gen = torch.Generator(device="cpu").manual_seed(p.seed)
+    warmup = min(100, p.steps // 10)
+    history: list[dict[str, float]] = []
+    t0 = time.time()
+    step = 0
+    for step in range(p.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, p.steps, p.lr, warmup)
+        idx = torch.randint(0, len(clips), (p.batch_size,), generator=gen)
+        x = to_pixels(clips[idx.to(device)])  # (B, 3, F, H, W)
+        with _autocast(device):
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+        err = rec.float() - x
+        rec_loss = err.abs().mean() + (err**2).mean()
+        kl = post.kl().mean() / x[0].numel()
+        loss = rec_loss + p.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == p.steps - 1:
+            rec_psnr = float(10 * torch.log10(4.0 / (err.detach() ** 2).mean().clamp_min(1e-10)))
+            history.append({"step": step, "loss": float(loss.detach()), "train_psnr_db": rec_psnr, "seconds": time.time() - t0})
+            log(f"[vae] step {step}/{p.steps} loss {float(loss.detach()):.4f} train PSNR {rec_psnr:.2f} dB "
+                f"({time.time() - t0:.0f} s)")
+        if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
+            log(f"[vae] time limit {max_minutes} min reached at step {step + 1}")
+            break
+    train_seconds = time.time() - t0
+    vae.eval().requires_grad_(False)
+    mean, std = latent_statistics(vae, clips)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    held = torch.from_numpy(np.ascontiguousarray(heldout_frames[: p.eval_clips]))
+    rec = reconstruct(vae, held)
+    psnr = psnr_db(rec, held)
+    metrics = {
+        "steps_done": step + 1, "train_seconds": round(train_seconds, 2), "heldout_clips": len(held),
+        "psnr_db": round(float(psnr.mean()), 3), "psnr_db_min": round(float(psnr.min()), 3),
+        "min_psnr_db": p.min_psnr_db, "gate_met": bool(psnr.mean() >= p.min_psnr_db),
+        "params": sum(t.numel() for t in vae.parameters()),
+    }
+    n = min(sheet_clips, len(held))
+    return VAEResult(vae, metrics, history, held[:n].numpy(), rec[:n].numpy())

@@ -1,0 +1,169 @@
+"""Lab scale at micro size on CPU: corpus, VAE, VideoMAE encoder and base DiT pretraining through the same code
+the GPU runs (2 steps each), the encoder gates, the learning curve, and the loaders downstream stages use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sara.config import params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def micro_lab_params(tmp: Path, **extra):
+    raw = yaml.safe_load((ROOT / "configs" / "lab.yaml").read_text())
+    raw["project"]["device"] = "cpu"
+    c = raw["pretrain"]["corpus"]
+    c.update(n_train=6, n_heldout=4, frames=5, height=32, width=32, workers=1, out_dir=str(tmp / "corpus"))
+    raw["pretrain"]["vae"].update(base_dim=8, dim_mult=[1, 1, 1, 1], steps=2, batch_size=2, eval_clips=2,
+                                  max_minutes=None, out_dir=str(tmp / "vae"))
+    raw["pretrain"]["vfm"].update(hidden_size=32, num_layers=1, num_heads=2, decoder_hidden_size=16, decoder_num_layers=1,
+                                  steps=2, batch_size=2, probe_clips=4, max_minutes=None, out_dir=str(tmp / "vfm"))
+    raw["pretrain"]["dit"].update(steps=2, batch_size=2, compile=False, eval_every=1, eval_steps=2, ema_decay=0.5,
+                                  max_minutes=None)
+    raw["vfm"].update(path=str(tmp / "vfm"), frames=4, image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2)
+    raw["dit"].update(num_layers=1, num_heads=2, head_dim=16, frames=5, height=32, width=32, base_dir=str(tmp / "base"))
+    raw["sample"].update(frames=5, height=32, width=32, steps=2)
+    for k, v in extra.items():
+        section, key = k.split("__")
+        raw[section][key] = v
+    return params_from_dict(raw, "micro lab")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from sara.io import atomic_dir
+    from sara.stages import corpus, pretrain_vae, pretrain_vfm
+    from sara.stages.pretrain_dit import pretrain_base
+
+    tmp = tmp_path_factory.mktemp("lab")
+    params = micro_lab_params(tmp)
+    with atomic_dir(tmp / "corpus") as d:
+        corpus.build_output(params, d)
+    with atomic_dir(tmp / "vae") as d:
+        pretrain_vae.build_output(params, d)
+    with atomic_dir(tmp / "vfm") as d:
+        pretrain_vfm.build_output(params, d)
+    with atomic_dir(tmp / "base") as d:
+        pretrain_base(params, d)
+    return tmp, params
+
+
+def test_lab_config_holds_the_whole_caption():
+    from sara.config import load_params
+
+    p = load_params(ROOT / "configs" / "lab.yaml")
+    assert p.project.scale == "lab" and p.dit.text_max_tokens >= 512
+    assert p.vfm.kind == "videomae" and p.vfm.path == p.pretrain.vfm.out_dir
+    assert (p.dit.frames, p.dit.height, p.dit.width) == (p.pretrain.corpus.frames, p.pretrain.corpus.height, p.pretrain.corpus.width)
+
+
+def test_corpus_is_deterministic_and_labelled(lab):
+    from sara.data.corpus import MOTION_CLASSES, load_corpus, render_clip
+
+    tmp, params = lab
+    train, held = load_corpus(tmp / "corpus", "train"), load_corpus(tmp / "corpus", "heldout")
+    assert train.frames.shape == (6, 5, 32, 32, 3) and len(train.captions) == 6
+    assert held.masks.shape == (4, 4, 5, 32, 32)
+    again = render_clip(params.pretrain.corpus, "train", 3)
+    np.testing.assert_array_equal(again["frames"], train.frames[3])  # parallel or not, clip i is clip i
+    assert all(lab_["motion"] in MOTION_CLASSES for clip in held.labels for lab_ in clip)
+
+
+def test_vae_gate_metrics_and_sheet(lab):
+    tmp, _ = lab
+    m = json.loads((tmp / "vae" / "metrics.json").read_text())
+    assert m["steps_done"] == 2 and np.isfinite(m["psnr_db"]) and "gate_met" in m
+    assert (tmp / "vae" / "reconstruction.png").is_file()
+    cfg = json.loads((tmp / "vae" / "config.json").read_text())
+    assert len(cfg["latents_std"]) == 16  # normalisation measured on the corpus
+
+
+def test_vfm_gates_compare_pretrained_with_random(lab):
+    tmp, _ = lab
+    m = json.loads((tmp / "vfm" / "metrics.json").read_text())
+    for which in ("pretrained", "random_init"):
+        assert set(m["probe"][which]) >= {"shape", "motion", "pair_auroc"}
+    assert isinstance(m["gate_met"], bool)
+
+
+def test_lab_encoder_loads_as_vfm_kind_videomae(lab):
+    from sara.models.encoders import build_vfm
+
+    tmp, params = lab
+    enc = build_vfm(params.vfm, "cpu")
+    feats = enc.features(torch.zeros(1, 5, 32, 32, 3, dtype=torch.uint8))
+    assert feats.shape == (1, 2, 16, 32) and enc.tag.startswith("vjepa2-")
+
+
+def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
+    from sara.models.dit import load_base
+
+    tmp, params = lab
+    base = tmp / "base"
+    manifest = json.loads((base / "manifest.json").read_text())
+    assert manifest["pretrained"] and manifest["text"]["max_tokens"] == 512
+    assert manifest["pretrain"]["steps_done"] == 2 and manifest["pretrain"]["flops_per_step"] > 0
+    curve = json.loads((base / "curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [1, 2]
+    assert curve["scored"] and all(p["TA"] is not None and p["MQ"] is not None for p in curve["points"])
+    comps = load_base(base, params.dit.kind, "cpu", with_low_noise=True)
+    assert comps.text.max_tokens == 512
+
+
+def test_videomae_kind_loads_real_weights_from_a_local_dir(tmp_path):
+    """A tiny save_pretrained VideoMAE (the format of real VideoMAE checkpoints) loads through vfm.kind videomae."""
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    from sara.config import VFMParams
+    from sara.models.encoders import build_vfm
+
+    cfg = VideoMAEConfig(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                         decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    VideoMAEForPreTraining(cfg).save_pretrained(tmp_path / "mae")
+    p = VFMParams(kind="videomae", path=str(tmp_path / "mae"), frames=4, image_size=32)
+    enc = build_vfm(p, "cpu")
+    assert enc.grid == (2, 4, 4) and enc.dim == 32
+    assert enc.features(torch.zeros(2, 8, 40, 40, 3, dtype=torch.uint8)).shape == (2, 2, 16, 32)
+    with pytest.raises(ValueError, match="image_size"):
+        build_vfm(VFMParams(kind="videomae", path=str(tmp_path / "mae"), frames=4, image_size=64), "cpu")
+    with pytest.raises(FileNotFoundError, match="vfm.path"):
+        build_vfm(VFMParams(kind="videomae", path=str(tmp_path / "missing"), frames=4, image_size=32), "cpu")
+
+
+def test_minilm_fp16_copy_loads_in_both_loaders(tmp_path):
+    import importlib.util
+
+    from sara.config import TextParams
+    from sara.models.dit import build_text_conditioner
+    from sara.models.encoders import build_text_model
+
+    spec = importlib.util.spec_from_file_location("minilm_fp16", ROOT / "scripts" / "minilm_fp16.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.write_fp16_copy(tmp_path / "minilm16")
+    assert (out / "model.safetensors").stat().st_size < 50e6
+    ref = build_text_conditioner({"kind": "minilm", "path": None, "max_tokens": 16})(["a red circle"])
+    half = build_text_conditioner({"kind": "minilm", "path": str(out), "max_tokens": 16})(["a red circle"])
+    assert half.dtype == torch.float32 and torch.allclose(ref, half, atol=2e-2)
+    assert build_text_model(TextParams(path=str(out)), "cpu").model.dtype == torch.float32
+    with pytest.raises(FileNotFoundError, match="text_encoder_path"):
+        build_text_conditioner({"kind": "minilm", "path": str(tmp_path / "nope"), "max_tokens": 16})
+
+
+def test_embedded_default_pretrains_nothing(tmp_path):
+    from sara.config import load_params
+    from sara.stages import corpus, pretrain_vae, pretrain_vfm
+
+    p = load_params(ROOT / "params.yaml")
+    assert p.project.scale == "embedded"
+    assert corpus.build_output(p, tmp_path / "c")["used"] is False
+    assert pretrain_vae.build_output(p, tmp_path / "v")["kind"] == "random-init"
+    assert pretrain_vfm.build_output(p, tmp_path / "f")["kind"] == "tiny"
