@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sara.config import AlignerParams, Params, TrainParams, TRDParams, VFMParams  # noqa: E402
+from sara.env import resolve_device  # noqa: E402
 
 SIZES = {
     # name: (dit heads, head_dim, layers, ffn, latent (F', H', W'), vfm (dim, layers, heads, frames, size), text (L, dim), layer)
@@ -201,7 +202,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # internal: one run in this process
     args = ap.parse_args()
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device("auto")
     size = SIZES["toy" if args.toy else "wan1.3b-81x480x832"]
     use_ds = args.engine == "deepspeed"
     if args.engine == "auto":

@@ -121,15 +121,6 @@ def inputs(T: int, N: int, d: int, dtype: torch.dtype, seed: int = 0, B: int = 1
 ATOMIC = trd_triton.TileConfig(128, 64, 8, 4, grad="atomic")  # the first design: gradient by in-kernel atomics
 
 
-def with_config(cfg, fn):
-    old = trd_triton.DEFAULT_CONFIG
-    trd_triton.DEFAULT_CONFIG = cfg
-    try:
-        return fn()
-    finally:
-        trd_triton.DEFAULT_CONFIG = old
-
-
 def grad_metrics(gf: torch.Tensor, gr: torch.Tensor) -> dict:
     """Relative L2 error and cosine of two gradients (bf16 rounding flips signs of near-zero pair differences,
     so elementwise maxima are not meaningful for the L1 loss's sign-valued gradient)."""
@@ -242,14 +233,12 @@ def sweep_configs(results: dict, d: int, T: int, N: int) -> trd_triton.TileConfi
     rows = []
     best, best_ms = trd_triton.DEFAULT_CONFIG, math.inf
     for cfg in configs:
-        trd_triton.DEFAULT_CONFIG = cfg
-        r = measure(lambda x: masked_trd_chunked(x, vy, w, impl="triton").total, vp, warmup=1, iters=3)
+        r = measure(lambda x: masked_trd_chunked(x, vy, w, impl="triton", tile_config=cfg).total, vp, warmup=1, iters=3)
         r["config"] = cfg.__dict__
         rows.append(r)
         log(f"sweep {r}")
         if r["ms"] is not None and r["ms"] < best_ms and cfg.symmetric:
             best, best_ms = cfg, r["ms"]
-    trd_triton.DEFAULT_CONFIG = best
     results["sweep"] = {"tokens": T * N, "rows": rows, "best": best.__dict__}
     del vp, vy, w
     torch.cuda.empty_cache()
@@ -280,18 +269,26 @@ def main() -> None:
     results["matmul_tflops"] = rate
     log(f"bf16 Gram-shaped matmul (23040 x {args.d}) @ ({args.d} x 23040): {rate:.0f} TFLOP/s")
 
-    for step in (kernel_check, check_correctness, lambda r: full_size_check(r, args.d)):
+    # a failed check is recorded (results["failed"], the table's header) and fails the run at the end, after the
+    # timings that do not depend on it were still taken
+    failed: list[str] = results.setdefault("failed", [])
+    steps = {"kernel_check": kernel_check, "check_correctness": check_correctness,
+             "full_size_check": lambda r: full_size_check(r, args.d)}
+    for name, step in steps.items():
         try:
             step(results)
-        except Exception:
+        except Exception as e:
             traceback.print_exc()
+            failed.append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
         (out / "trd_bench.json").write_text(json.dumps(results, indent=1))
+    tile_config = trd_triton.DEFAULT_CONFIG
     if not args.no_sweep:
         try:
-            sweep_configs(results, args.d, *GRIDS[1])
-        except Exception:
+            tile_config = sweep_configs(results, args.d, *GRIDS[1])
+        except Exception as e:
             traceback.print_exc()
-    log(f"tile config {trd_triton.DEFAULT_CONFIG}")
+            failed.append(f"sweep_configs: {type(e).__name__}: {str(e)[:200]}")
+    log(f"tile config {tile_config}")
     (out / "trd_bench.json").write_text(json.dumps(results, indent=1))
 
     rows = []
@@ -302,9 +299,9 @@ def main() -> None:
         row = {"T": T, "N": N, "tokens": n, "floor_ms": floor_ms,
                "inputs_gb": (vp.numel() + vy.numel()) * 2 / 1e9}
         impls = {
-            "fast": lambda x: masked_trd_chunked(x, vy, w, impl="triton", fused=True).total,
-            "fast_recompute": lambda x: masked_trd_chunked(x, vy, w, impl="triton", fused=False).total,
-            "fast_atomic": lambda x: with_config(ATOMIC, lambda: masked_trd_chunked(x, vy, w, impl="triton").total),
+            "fast": lambda x: masked_trd_chunked(x, vy, w, impl="triton", fused=True, tile_config=tile_config).total,
+            "fast_recompute": lambda x: masked_trd_chunked(x, vy, w, impl="triton", fused=False, tile_config=tile_config).total,
+            "fast_atomic": lambda x: masked_trd_chunked(x, vy, w, impl="triton", tile_config=ATOMIC).total,
             "naive_bf16": lambda x: naive_bf16(x, vy, w),
             "reference": lambda x: masked_trd_reference(x, vy, w).total,
         }
@@ -326,6 +323,8 @@ def main() -> None:
     (out / "trd_bench.json").write_text(json.dumps(results, indent=1))
     (out / "trd_bench.md").write_text(markdown(results))
     print(markdown(results), flush=True)
+    if failed:
+        raise SystemExit("benchmark steps failed (see trd_bench.json 'failed'): " + "; ".join(failed))
 
 
 def _fmt(r: dict) -> str:
@@ -341,6 +340,7 @@ def markdown(res: dict) -> str:
         "",
         f"Fast path tile config (best of the sweep at 23,040 tokens): `{res.get('sweep', {}).get('best')}`.",
         "",
+        *([f"FAILED: {f}" for f in res["failed"]] + [""] if res.get("failed") else []),
         "| tokens (T x N) | GEMM floor | fast (fused) | fast / floor | fast, recompute bwd | fast, atomic grad | naive bf16 Grams | reference (fp32 oracle) |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sara.data.video_io import read_video
+from sara.sample import load_prompts
 
 CHECKPOINT_PARAM = "clipscore.checkpoint"
 CHECKPOINT_WHAT = (
@@ -150,22 +152,12 @@ def summarise(values: list[float]) -> dict[str, float | int | None]:
     return {"clip_score": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()), "n_videos": len(a)}
 
 
-def list_sample_runs(samples_dir: Path) -> list[str]:
-    """Folders under `sample.out_dir` holding an index.json, sorted by name."""
-    if not samples_dir.is_dir():
-        return []
-    return sorted(p.name for p in samples_dir.iterdir() if (p / "index.json").is_file())
-
-
 def score_run(scorer: ClipScorer, folder: str | Path, n_frames: int, default_prompt_set: str) -> tuple[list[dict], dict]:
     """Score every prompt-set video of one sampled run (`folder/index.json`); (per-video rows, the run's summary).
 
     Only the prompt-set videos (`videos` of index.json) are scored; the VBench suites have no MTSS caption.
     """
     from tqdm import tqdm
-
-    from sara.data.video_io import read_video
-    from sara.sample import load_prompts
 
     folder = Path(folder)
     run = folder.name
@@ -186,17 +178,3 @@ def score_run(scorer: ClipScorer, folder: str | Path, n_frames: int, default_pro
         rows.append({"run": run, "prompt_id": v["prompt_id"], "seed": v["seed"], "video": v["mp4"],
                      "frames_used": len(frame_indices(len(frames), n_frames)), "clip_score": s, "text": text})
     return rows, summarise(values)
-
-
-def score_runs(scorer: ClipScorer, samples_dir: str | Path, n_frames: int, default_prompt_set: str) -> tuple[list[dict], dict[str, dict]]:
-    """Score every run under `samples_dir` (`score_run` each); (per-video rows, per-run summaries)."""
-    samples_dir = Path(samples_dir)
-    runs = list_sample_runs(samples_dir)
-    if not runs:
-        raise FileNotFoundError(f"no sampled runs under sample.out_dir = {str(samples_dir)!r}: run `sara sample --run <run>` first")
-    rows: list[dict] = []
-    per_run: dict[str, dict] = {}
-    for run in runs:
-        run_rows, per_run[run] = score_run(scorer, samples_dir / run, n_frames, default_prompt_set)
-        rows.extend(run_rows)
-    return rows, per_run

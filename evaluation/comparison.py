@@ -432,8 +432,7 @@ def qualitative_grid(rows: list[tuple[str, np.ndarray]], n_frames: int, title: s
 
 def write_qualitative(videos: dict[str, dict[tuple[str, int], str]], out: Path, n_frames: int) -> list[Path]:
     """A PNG per prompt: every run's video of the prompt's first sampling seed, side by side over time."""
-    from evaluation.video import save_png
-    from sara.data.video_io import read_video
+    from sara.data.video_io import read_video, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     prompts = sorted({p for vids in videos.values() for p, _ in vids})

@@ -321,11 +321,6 @@ def compare_url(base_url: str, run_ids: list[str], experiment_ids: list[str]) ->
     return f"{base_url.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
 
 
-def runs_url(base_url: str, experiment_id: str) -> str:
-    """The experiment's runs table (sweeps expand into their points, points into their stages)."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-
-
 def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     """One run's page in the MLflow UI (the sweep parent: its artifacts hold comparison.md and comparison.png)."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

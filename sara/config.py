@@ -37,13 +37,20 @@ RoutingOp = Literal["none", "and", "or", "xor"]
 MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
 
-class Section(BaseModel):
-    """Base for every params section: unknown keys are errors, instances are immutable, types are strict.
+class StrictModel(BaseModel):
+    """Base of every typed record (params sections, scene specs, captions, truth): unknown keys are errors, so a
+    misspelt field never silently disappears, and instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Section(StrictModel):
+    """Base for every params section: a StrictModel whose types are strict too.
 
     Strict: `true` is not an integer, `'1e-4'` (a quoted string) is not a number, and every float must be
     finite unless its field says otherwise (`trd.tau: .inf` means uniform cross-frame weights)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 class ProjectParams(Section):

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",  # nothing may download weights
@@ -29,6 +33,21 @@ def repo_root(start: Path | None = None) -> Path:
         if (d / "dvc.yaml").is_file():
             return d
     return here
+
+
+def resolve_device(want: str | torch.device = "auto") -> torch.device:
+    """`project.device` (or any device name) -> the torch device: "auto" is cuda when available, else cpu; asking
+    for cuda on a machine without it is an error here rather than deep inside a model load."""
+    import torch  # heavy: sara.env is imported by every `sara` command, most of which never touch a device
+
+    if isinstance(want, torch.device):
+        return want
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(want)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {want!r} was asked for (project.device) but CUDA is not available on this machine")
+    return device
 
 
 def workspace_root(start: Path | None = None) -> Path:

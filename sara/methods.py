@@ -1,7 +1,7 @@
-"""Method registry: run name -> auxiliary objective of Stage 2 (METHOD §5), and the params each run reads.
+"""Method registry: run name -> auxiliary objective of Stage 2 (the paper's baselines), and the params each run reads.
 
 Every method trains the same high-noise DiT with the same data and schedule; only the auxiliary loss changes:
-    L = L_diff + lam_TRD * L_aux                                                           (METHOD §2.6)
+    L = L_diff + lam_TRD * L_aux                                                           (the paper's Stage 2 loss)
 - `sft`: no auxiliary loss.
 - `videorepa`: TRD on the frozen V-JEPA target without routing (Eq. 2 as masked TRD with op `none`, or the
   original hinge form, `methods.videorepa.form`).
@@ -23,6 +23,11 @@ import torch
 from torch import nn
 
 from sara.config import Params
+from sara.losses.moalign import moalign_losses
+from sara.losses.trd import masked_trd, videorepa_trd
+from sara.models.grid import align_tokens
+from sara.models.motion import MotionSubspaceHead
+from sara.models.projector import TRDProjector
 from sara.runs import Run
 
 @dataclass
@@ -47,7 +52,6 @@ class ProjectedTRD(AuxObjective):
 
     def __init__(self, params: Params, dit_dim: int, vfm_dim: int, op: str, *, form: str = "eq2", tau: float | None = None) -> None:
         super().__init__()
-        from sara.models.projector import TRDProjector
 
         self.trd = params.trd
         self.op, self.form = op, form
@@ -57,14 +61,10 @@ class ProjectedTRD(AuxObjective):
 
     def project(self, h: torch.Tensor, dit_grid: tuple[int, int, int], vfm_grid: tuple[int, int, int]) -> torch.Tensor:
         """(B, F'*H'*W', D_dit) -> V_p (B, T_s, N_s, D_v): project per token, then resample onto the V-JEPA grid."""
-        from sara.models.grid import align_tokens
-
         vp = self.projector(h)  # (B, F'*H'*W', D_v)
         return align_tokens(vp, dit_grid, vfm_grid, self.trd.grid_mode)  # (B, T_s, H_s*W_s, D_v)
 
     def forward(self, h: torch.Tensor, dit_grid: tuple[int, int, int], targets: AuxTargets) -> dict[str, torch.Tensor]:
-        from sara.losses.trd import masked_trd, videorepa_trd
-
         if targets.vy is None or targets.vfm_grid is None:
             raise ValueError("TRD needs the V-JEPA target vy and its grid")
         vp = self.project(h, dit_grid, targets.vfm_grid)
@@ -85,17 +85,12 @@ class MoAlignObjective(AuxObjective):
 
     def __init__(self, params: Params, dit_dim: int, vfm_dim: int) -> None:
         super().__init__()
-        from sara.models.motion import MotionSubspaceHead
-        from sara.models.projector import TRDProjector
 
         self.trd, self.cfg = params.trd, params.methods.moalign
         self.head = MotionSubspaceHead(vfm_dim, self.cfg.dim)
         self.projector = TRDProjector(dit_dim, self.cfg.dim, self.trd.projector_hidden)
 
     def forward(self, h: torch.Tensor, dit_grid: tuple[int, int, int], targets: AuxTargets) -> dict[str, torch.Tensor]:
-        from sara.losses.moalign import moalign_losses
-        from sara.models.grid import align_tokens
-
         if targets.vy is None or targets.vfm_grid is None or targets.flow is None:
             raise ValueError("MoAlign needs the V-JEPA target vy, its grid and the flow on that grid")
         vp = align_tokens(self.projector(h), dit_grid, targets.vfm_grid, self.trd.grid_mode)  # (B, T_s, N_s, D_m)

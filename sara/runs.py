@@ -1,6 +1,6 @@
 """The run registry: every Stage 2 run the pipeline trains, parsed once into a typed `Run`.
 
-A run is one method of Stage 2 (METHOD §5) and, for `sara`, one routing operator: `sft`, `videorepa`, `moalign`,
+A run is one method of Stage 2 (the paper's baselines) and, for `sara`, one routing operator: `sft`, `videorepa`, `moalign`,
 `sara-<op>`. `DAG_RUNS` is the list the pipeline trains, samples and reports (dvc.yaml is written from it by
 `python -m sara.pipeline`); `sara-none` is a valid run name outside the DAG (the routing-free ablation).
 Everything that names runs (the `train_dit-<run>` / `sample-<run>` stages, `sara sample --run`, the report's row

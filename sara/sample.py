@@ -9,7 +9,7 @@ Sampler: diffusers `WanPipeline(transformer=high, transformer_2=low, boundary_ra
 the pipeline), the flow-matching UniPC solver with Wan's timestep shift (Wan2.2's own sampler; `euler` is the
 alternative). Timesteps >= boundary_ratio * 1000 run the high-noise expert with `guidance`, the rest the
 low-noise expert with `guidance_2`. The prompt given to the DiT is the full MTSS caption (as in Stage 2);
-VBench prompts are flat text and are used as they are (METHOD §9 item 7 leaves their MTSS rewrite open).
+VBench prompts are flat text and are used as they are (their MTSS rewrite is open; docs/evaluation.md).
 
 Outputs in `<sample.out_dir>/<run>/`: `<prompt_id>_s<seed>.mp4` + `.png` contact sheet, `index.json`; with VBench
 suites, `vbench/<prompt>-<i>.mp4` (VBench's required naming) and `vbench2/<prompt>-<i>.mp4`.
@@ -18,34 +18,25 @@ suites, `vbench/<prompt>-<i>.mp4` (VBench's required naming) and `vbench2/<promp
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sara.config import Params
+from sara.data.prompts import PromptItem, load_prompt_set
+from sara.data.video_io import save_video_and_sheet, write_video
+from sara.env import resolve_device
 
+from sara.data.mtss import full_caption
+from sara.models.dit import load_base, load_trained_transformer
 from sara.runs import BASE as BASE_RUN  # the untrained base model
 
 
-@dataclass(frozen=True)
-class PromptItem:
-    id: str
-    title: str
-    caption: Any  # MTSSCaption
-    spec: dict | None  # renderer scene spec (synthetic prompts only)
-
-
 def load_prompts(name: str) -> list[PromptItem]:
-    """The 18-prompt set `name` ('synthetic' | 'realworld') from the data module, specs as plain dicts."""
-    from sara.data.prompts import load_prompt_set
-
-    return [
-        PromptItem(it.id, it.title, it.caption, None if it.spec is None else it.spec.model_dump(mode="json"))
-        for it in load_prompt_set(name)
-    ]
+    """The 18-prompt set `name` ('synthetic' | 'realworld') that sampling and its evaluation share (typed items:
+    MTSS caption, and the `SceneSpec` of synthetic prompts)."""
+    return load_prompt_set(name)
 
 
 def load_vbench_prompts(path: str) -> list[str]:
@@ -88,15 +79,6 @@ def check_vbench_names(prompts: list[str], videos_per_prompt: int, source: str) 
             raise ValueError(f"{source}: prompt {n}: {err}") from None
 
 
-def _resolve_device(params: Params) -> str:
-    import torch
-
-    want = params.project.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
-
-
 class Sampler:
     """Two-expert Wan sampler for one run; `generate(prompt, seed)` -> (F, H, W, 3) uint8."""
 
@@ -104,13 +86,11 @@ class Sampler:
         import torch
         from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
 
-        from sara.models.dit import load_base, load_trained_transformer
-
         s = params.sample
         self.params = params
-        self.device = _resolve_device(params)
-        dtype = torch.bfloat16 if self.device == "cuda" else None
-        base = load_base(base_dir or params.dit.base_dir, params, self.device, dtype)
+        self.device = resolve_device(params.project.device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        base = load_base(base_dir or params.dit.base_dir, params.dit.kind, self.device, dtype)
         high = base.transformer
         if run != BASE_RUN:
             high = load_trained_transformer(Path(runs_dir or params.train.out_dir) / run, self.device, dtype)
@@ -152,16 +132,9 @@ def sampler_settings(params: Params) -> dict[str, Any]:
     return params.sample.model_dump(mode="json")
 
 
-def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:limit].lower()
-
-
 def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path | None = None, runs_dir: str | Path | None = None, log=print) -> dict:
     """Generate every prompt x seed of the prompt set (and the VBench suites when set) for one run into `out_dir`."""
     from tqdm import tqdm
-
-    from evaluation.video import save_video_and_sheet
-    from sara.data.mtss import full_caption
 
     s = params.sample
     prompts = load_prompts(s.prompt_set)
@@ -186,15 +159,13 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
         jobs2 = [(t, i) for t in texts for i in range(s.vbench_videos_per_prompt)]
         for text, i in tqdm(jobs2, desc=f"{suite} {run}", unit="video"):
             frames = sampler.generate(text, s.seeds[0] + i)
-            from sara.data.video_io import write_video
-
             write_video(d / vbench_filename(text, i), frames, s.fps)
         suites[suite] = {"prompts": len(texts), "videos_per_prompt": s.vbench_videos_per_prompt, "dir": suite}
     index = {
         "run": run,
         "prompt_set": s.prompt_set,
         "scale": params.project.scale,
-        "device": sampler.device,
+        "device": str(sampler.device),
         "sampler": {"pipeline": "diffusers.WanPipeline (two experts, precomputed prompt embeddings)", **sampler_settings(params)},
         "videos": videos,
         "suites": suites,

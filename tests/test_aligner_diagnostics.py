@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sara.diagnostics import (
+from evaluation.aligner import (
     attention_entropy,
     bernoulli_entropy,
     best_constant_iou,

@@ -132,7 +132,7 @@ def test_feature_cache_key_covers_the_whole_vfm_config_and_the_preprocessing_ver
     assert build_vfm(tiny_vfm_params()).tag != a.tag
 
 
-def test_a_failed_features_stage_leaves_no_partial_cache(tmp_path, monkeypatch):
+def test_a_failed_features_stage_leaves_no_partial_cache(tmp_path, monkeypatch, tracking):
     import numpy as np
 
     from sara.config import Params
@@ -159,7 +159,6 @@ def test_a_failed_features_stage_leaves_no_partial_cache(tmp_path, monkeypatch):
         return real(self, frames)
 
     monkeypatch.setattr(VideoEncoder, "features", crash_on_third_clip)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(RuntimeError, match="encoder crashed"):
         stage.run(params, progress=False)
     assert not cache.exists() and not list(tmp_path.glob(".features*"))  # nothing half-built is left

@@ -101,7 +101,7 @@ def _aligner_for(text):
 
 
 @pytest.fixture(params=[{}, {"entity_separated": False}], ids=["full", "wo_entity"])
-def tiny_project(tmp_path, monkeypatch, request):
+def tiny_project(tmp_path, monkeypatch, request, tracking):
     """Three rendered clips (two train, one held-out) with ground-truth masks, in a temp working directory."""
     import numpy as np
 
@@ -112,7 +112,6 @@ def tiny_project(tmp_path, monkeypatch, request):
     from sara.masks.store import save_masks
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     rng = np.random.default_rng(0)
     records = []

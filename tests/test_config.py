@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from sara.config import Params, ParamsError, load_params, params_from_dict, require_dir
 
@@ -81,9 +82,15 @@ def test_cross_field_rule_is_refused() -> None:
 
 
 def test_params_are_frozen() -> None:
+    """A stage cannot change a param after validation: the error names the field and says why."""
     params = load_params(ROOT / "params.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError) as err:
         params.data.frames = 3  # type: ignore[misc]
+    (e,) = err.value.errors()
+    assert e["type"] == "frozen_instance" and e["loc"] == ("frames",)
+    with pytest.raises(ValidationError, match=r"data\n.*frozen"):
+        params.data = params.data  # type: ignore[misc]
+    assert params.data.frames == load_params(ROOT / "params.yaml").data.frames  # nothing changed
 
 
 def test_missing_params_file_names_the_path(tmp_path: Path) -> None:

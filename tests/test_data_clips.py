@@ -85,7 +85,7 @@ def test_failed_write_leaves_no_partial_clip(tmp_path: Path, monkeypatch: pytest
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(video_io, "write_video", broken)
+    monkeypatch.setattr(clips, "write_video", broken)  # the writer clips.py calls
     with pytest.raises(OSError, match="disk full"):
         clips.write_clip(tmp_path, "train_0000", "train", video, 8, caption, truth, masks,
                          [e.ref_id for e in sp.entities])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 
 from sara.data import mtss
 from sara.data import synthetic as S
-from sara.data.prompts import load_prompt_set, prompt_set_raw
+from sara.data.prompts import PROMPT_SETS, load_prompt_set, prompt_set_raw
 
 
 @pytest.mark.parametrize("name", ["synthetic", "realworld"])
@@ -60,6 +64,19 @@ def test_unknown_set_is_refused() -> None:
         load_prompt_set("vbench")
 
 
-def test_prompt_json_ships_as_package_data() -> None:
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert pyproject["tool"]["setuptools"]["package-data"]["sara.data.prompts"] == ["*.json"]
+def test_prompt_json_ships_in_the_built_wheel(tmp_path: Path) -> None:
+    """Build the wheel from the project's own packaging config and read the prompt sets out of it."""
+    root = Path(__file__).parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(root / "pyproject.toml", src)
+    shutil.copy(root / "README.md", src)
+    for pkg in ("sara", "evaluation", "flows"):
+        shutil.copytree(root / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+                   cwd=src, check=True, capture_output=True, text=True)
+    (wheel,) = tmp_path.glob("sara-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        for name in PROMPT_SETS:
+            shipped = json.loads(z.read(f"sara/data/prompts/{name}.json"))
+            assert shipped == prompt_set_raw(name), name  # the same file the code reads

@@ -13,9 +13,7 @@ from sara.data import clips
 from sara.stages import data as stage
 
 
-@pytest.fixture(autouse=True)
-def _tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+pytestmark = pytest.mark.usefixtures("tracking")  # every stage run logs to the test's own MLflow database
 
 
 def _params(out: Path, **data):

@@ -47,30 +47,30 @@ def test_visible_masks_are_disjoint_and_carry_the_entity_colour(seed: int) -> No
         allowed = {tuple(rgb.astype(int)), tuple(np.rint(rgb * 0.5).astype(int))}  # base colour or texture shade
         seen = {tuple(px) for px in frames[masks[k]].astype(int)}
         assert seen <= allowed, (e.ref_id, seen - allowed)
-        np.testing.assert_array_equal(masks[k].reshape(F, -1).sum(1), truth["entities"][k]["visible_area_px"])
-    assert truth["left_to_right_at_start"] == [
-        d["ref_id"] for d in sorted(truth["entities"], key=lambda d: d["centre_px"][0][0])
+        np.testing.assert_array_equal(masks[k].reshape(F, -1).sum(1), truth.entities[k].visible_area_px)
+    assert truth.left_to_right_at_start == [
+        d.ref_id for d in sorted(truth.entities, key=lambda d: d.centre_px[0][0])
     ]
 
 
 def test_linear_motion_moves_the_mask_centroid_by_the_stated_travel() -> None:
     sp = spec([ent("OBJECT_1", start=(0.25, 0.5), motion={"kind": "linear", "direction": "right", "speed": "slow"})])
     _, masks, truth = S.render(sp, F, H, W, FPS)
-    centres = np.array(truth["entities"][0]["centre_px"])  # (F, 2)
+    centres = np.array(truth.entities[0].centre_px)  # (F, 2)
     ys, xs = np.mgrid[0:H, 0:W] + 0.5
     for f in range(F):
         m = masks[0, f]
         np.testing.assert_allclose([xs[m].mean(), ys[m].mean()], centres[f], atol=0.3)  # symmetric disc
     travel = S.LINEAR_TRAVEL["slow"] * min(H, W)
-    np.testing.assert_allclose(truth["entities"][0]["displacement_px"], [travel, 0.0], atol=1e-3)
-    assert truth["entities"][0]["start_region"] == "left" and truth["entities"][0]["end_region"] == "centre"
+    np.testing.assert_allclose(truth.entities[0].displacement_px, [travel, 0.0], atol=1e-3)
+    assert truth.entities[0].start_region == "left" and truth.entities[0].end_region == "centre"
 
 
 def test_rotation_is_clockwise_on_screen_for_a_positive_angle() -> None:
     sp = spec([ent("OBJECT_1", "square", texture="striped", start=(0.5, 0.5),
                    motion={"kind": "rotate", "speed": "slow", "clockwise": True})])
     _, _, truth = S.render(sp, F, H, W, FPS)
-    angles = truth["entities"][0]["angle_deg"]
+    angles = truth.entities[0].angle_deg
     assert angles[-1] - angles[0] == pytest.approx(90.0)
     # flow just right of the centre points down (y grows downward): clockwise as seen on screen
     flow = S.ground_truth_flow(truth, H, W)
@@ -91,8 +91,8 @@ def test_flow_carries_each_entity_pixel_to_the_same_material_point(seed: int) ->
     flow = S.ground_truth_flow(truth, H, W)
     assert flow.shape == (F - 1, H, W, 2) and flow.dtype == np.float32
     rng = np.random.default_rng(seed)
-    for k, e in enumerate(truth["entities"]):
-        c, a, r = e["centre_px"], e["angle_deg"], e["radius_px"]
+    for k, e in enumerate(truth.entities):
+        c, a, r = e.centre_px, e.angle_deg, e.radius_px
         fs, ys, xs = np.nonzero(masks[k, :-1])
         for i in rng.choice(len(fs), size=min(40, len(fs)), replace=False):
             f, y, x = fs[i], ys[i] + 0.5, xs[i] + 0.5
@@ -101,7 +101,7 @@ def test_flow_carries_each_entity_pixel_to_the_same_material_point(seed: int) ->
             u1 = _local(x + dx, y + dy, c[f + 1], a[f + 1], r)
             np.testing.assert_allclose(u1, u0, atol=1e-4)  # truth stores centres to 1e-4 px
     background = ~masks.any(0)[:-1]  # (F-1, H, W)
-    cam = np.array(truth["camera"]["offset_px"])
+    cam = np.array(truth.camera.offset_px)
     expected = -(cam[1:] - cam[:-1])  # (F-1, 2)
     for f in range(F - 1):
         np.testing.assert_allclose(flow[f][background[f]], np.broadcast_to(expected[f], flow[f][background[f]].shape),
@@ -112,19 +112,19 @@ def test_flow_at_double_resolution_is_twice_the_displacement() -> None:
     sp = spec([ent("OBJECT_1", "square", start=(0.3, 0.3),
                    motion={"kind": "linear", "direction": "down-right", "speed": "fast"})])
     _, _, truth = S.render(sp, F, H, W, FPS)
-    step = np.diff(np.array(truth["entities"][0]["centre_px"]), axis=0)  # (F-1, 2) clip pixels
+    step = np.diff(np.array(truth.entities[0].centre_px), axis=0)  # (F-1, 2) clip pixels
     flow2 = S.ground_truth_flow(truth, 2 * H, 2 * W)
-    c0 = np.array(truth["entities"][0]["centre_px"][0]) * 2
+    c0 = np.array(truth.entities[0].centre_px[0]) * 2
     np.testing.assert_allclose(flow2[0, int(c0[1]), int(c0[0])], 2 * step[0], atol=1e-3)
 
 
 def test_camera_pan_moves_static_entities_and_background_together() -> None:
     sp = spec([ent("OBJECT_1", start=(0.6, 0.5))], camera="pan_right", style="grid_floor")
     frames, masks, truth = S.render(sp, F, H, W, FPS)
-    centres = np.array(truth["entities"][0]["centre_px"])
+    centres = np.array(truth.entities[0].centre_px)
     pan = S.PAN_TRAVEL * min(H, W)
     np.testing.assert_allclose(centres[-1] - centres[0], [-pan, 0.0], atol=1e-6)  # content drifts left
-    assert truth["camera"]["movement"] == "pan_right"
+    assert truth.camera.movement == "pan_right"
     flow = S.ground_truth_flow(truth, H, W)
     np.testing.assert_allclose(flow[..., 0], -pan / (F - 1), atol=1e-5)  # everything shifts together
     # the static floor grid really moves: the first and last frames differ outside the entity
@@ -141,17 +141,17 @@ def test_meeting_entities_touch_and_followers_keep_their_gap() -> None:
         ent("PERSON_1", "figure", "green", start=None, motion={"kind": "follow", "partner": "OBJECT_3"}),
     ])
     _, _, truth = S.render(sp, F, H, W, FPS)
-    meet, follow = truth["interactions"]
-    assert (meet["kind"], meet["a"], meet["b"]) == ("meet", "OBJECT_1", "OBJECT_2")
+    meet, follow = truth.interactions
+    assert (meet.kind, meet.a, meet.b) == ("meet", "OBJECT_1", "OBJECT_2")
     r = S.SIZE_RADIUS["small"] * 64
-    assert meet["centre_distance_px"][-1] == pytest.approx(2 * r, abs=1e-3)
-    assert meet["centre_distance_px"][0] > 2 * r + 10
-    assert meet["contact_frame"] == math.ceil(S.MEET_CONTACT_AT * (F - 1))
-    assert (follow["kind"], follow["a"], follow["b"]) == ("follow", "PERSON_1", "OBJECT_3")
+    assert meet.centre_distance_px[-1] == pytest.approx(2 * r, abs=1e-3)
+    assert meet.centre_distance_px[0] > 2 * r + 10
+    assert meet.contact_frame == math.ceil(S.MEET_CONTACT_AT * (F - 1))
+    assert (follow.kind, follow.a, follow.b) == ("follow", "PERSON_1", "OBJECT_3")
     gap = S.FOLLOW_GAP * (S.SIZE_RADIUS["medium"] * 64 + S.SIZE_RADIUS["medium"] * 64)
-    np.testing.assert_allclose(follow["centre_distance_px"], gap, atol=1e-3)
-    person = truth["entities"][3]
-    assert person["type"] == "person" and person["centre_px"][0][0] < truth["entities"][2]["centre_px"][0][0]
+    np.testing.assert_allclose(follow.centre_distance_px, gap, atol=1e-3)
+    person = truth.entities[3]
+    assert person.type == "person" and person.centre_px[0][0] < truth.entities[2].centre_px[0][0]
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,9 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     cfg = WanTransformer3DModel.load_config(tmp_path / "base" / "transformer")
     from sara.models.encoders import build_vfm
 
-    aux = build_objective("videorepa", params, cfg["num_attention_heads"] * cfg["attention_head_dim"], build_vfm(params.vfm).dim)
+    from sara.runs import Run
+
+    aux = build_objective(Run.parse("videorepa"), params, cfg["num_attention_heads"] * cfg["attention_head_dim"], build_vfm(params.vfm).dim)
     torch.save(aux.state_dict(), run_dir / "aux.pt")
     # a random aligner in the trained-aligner format: the budget readout of every operator under its saliency
     from sara.models.aligner import SaliencyAligner, save_aligner

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import evaluation.rubric.evaluate as rubric_evaluate
 import sara.sample as sample_mod
 from evaluation.report import build_report
 from evaluation.rubric.dimensions import MQ_DIMS, TA_DIMS
@@ -35,6 +36,7 @@ class ScriptedJudge:
 def setup(tmp_path, monkeypatch):
     prompts = sample_mod.load_prompts("synthetic")[:2]
     monkeypatch.setattr(sample_mod, "load_prompts", lambda name: prompts)
+    monkeypatch.setattr(rubric_evaluate, "load_prompts", lambda name: prompts)  # the rubric scores the same two
     raw = load_params("params.yaml").model_dump(mode="json")
     raw["sample"]["out_dir"] = str(tmp_path / "samples")
     raw["rubric"]["retries"] = 0

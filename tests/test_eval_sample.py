@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sara.sample as sample_mod
-from evaluation.video import contact_sheet
+from sara.data.video_io import contact_sheet
 from sara.config import load_params, params_from_dict
 
 

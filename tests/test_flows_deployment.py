@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.net import free_port
 from flows.services import alive, port_free, read_state
-from flows.testing import clone_repo
+from flows_testlib import clone_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

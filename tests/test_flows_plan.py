@@ -15,7 +15,7 @@ from flows.dvc_runner import DvcError, exp_run, run_dvc
 from flows.env import orchestration_env
 from flows.plan import build_points, dvc_value, exp_name, params_file_overrides, plan_sweep
 from flows.sara_flow import is_transient, tracking_uri
-from flows.testing import TOY_RUNS, make_toy_repo
+from flows_testlib import TOY_RUNS, make_toy_repo
 from sara.config import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]

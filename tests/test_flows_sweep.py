@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from flows.testing import FAILING_SEED, make_toy_repo, toy_loss, toy_ta
+from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss, toy_ta
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.grounded import aligned_iou, background_frames, build_reference, grounded_scores, mp4_roundtrip, to_scale
+from evaluation.grounded import aligned_iou, build_reference, grounded_scores, mp4_roundtrip, to_scale
 from evaluation.rubric.dimensions import ALL_DIMS
 from sara.data import synthetic as S
 
@@ -61,7 +61,7 @@ def test_random_ground_truth_clips_stay_near_five_under_pixel_noise():
 
 def test_missing_entity_breaks_count_and_appearance_only(ref):
     raw, masks, _ = S.render(SPEC, F, H, W, FPS)
-    bg = background_frames(SPEC, F, H, W)
+    bg = S.background_frames(SPEC, F, H, W)
     raw[masks[1]] = bg[masks[1]]  # paint the blue square out
     oracle = scores(SPEC, ref.frames, ref)
     assert_breaks(scores(SPEC, mp4_roundtrip(raw, FPS), ref), {"entity_count", "object_appearance"}, oracle)
@@ -71,7 +71,7 @@ def test_missing_entity_breaks_count_and_appearance_only(ref):
 
 def test_missing_person_breaks_person_appearance(ref):
     raw, masks, _ = S.render(SPEC, F, H, W, FPS)
-    bg = background_frames(SPEC, F, H, W)
+    bg = S.background_frames(SPEC, F, H, W)
     raw[masks[2]] = bg[masks[2]]
     oracle = scores(SPEC, ref.frames, ref)
     assert_breaks(scores(SPEC, mp4_roundtrip(raw, FPS), ref), {"entity_count", "person_appearance"}, oracle)

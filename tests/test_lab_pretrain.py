@@ -113,7 +113,7 @@ def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
     curve = json.loads((base / "curve.json").read_text())
     assert [p["step"] for p in curve["points"]] == [1, 2]
     assert curve["scored"] and all(p["TA"] is not None and p["MQ"] is not None for p in curve["points"])
-    comps = load_base(base, params, "cpu", with_low_noise=True)
+    comps = load_base(base, params.dit.kind, "cpu", with_low_noise=True)
     assert comps.text.max_tokens == 512
 
 

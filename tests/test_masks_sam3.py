@@ -118,10 +118,9 @@ def test_tiny_sam3_segments_each_entity_by_its_noun_phrase(sam3_dir: Path, tmp_p
     assert not none.entities.any() and not none.scores.any()  # below the selection threshold: empty, score 0
 
 
-def test_masks_stage_with_sam3_backend(sam3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_masks_stage_with_sam3_backend(sam3_dir: Path, tmp_path: Path, tracking) -> None:
     from sara.stages import masks as stage
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     records = _write_clips(tmp_path / "clips", 2)
     params = _params(sam3_dir, tmp_path)
     out = stage.run(params)

@@ -1,4 +1,4 @@
-"""Mask store, ground-truth backend, grid resampling and the pair-budget statistic (METHOD §8.1)."""
+"""Mask store, ground-truth backend, grid resampling and the pair-budget statistic (the paper's App. A, Fig. 8)."""
 
 from __future__ import annotations
 

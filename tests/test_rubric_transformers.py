@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from evaluation.rubric.judges import TransformersJudge, make_judge, score_group
-from evaluation.rubric.prompts import Description
+from evaluation.rubric.prompts import SYSTEM_PROMPT, Description, user_text
 from sara.config import JudgeParams
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -41,6 +42,7 @@ def tiny_vlm(tmp_path_factory):
         vision_end_token_id=ids["<|vision_end|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
     )
     d = tmp_path_factory.mktemp("tiny_vlm")
+    torch.manual_seed(0)  # a fixed random model: its (meaningless) greedy replies are the same on every run
     Qwen2VLForConditionalGeneration(cfg).save_pretrained(d)
     proc.save_pretrained(d)
     return d
@@ -51,9 +53,36 @@ def test_local_model_loads_generates_and_unparseable_replies_stay_invalid(tiny_v
     judge = make_judge(p, retries=1, backoff_s=0.0)
     assert isinstance(judge, TransformersJudge)
     d = Description("a grey room", "OBJECT_1: red disc", "shot_1: it moves right", 0, 1)
-    frames = np.zeros((9, 56, 56, 3), np.uint8)
+    frames = np.broadcast_to(np.arange(9, dtype=np.uint8)[:, None, None, None] * 20, (9, 56, 56, 3)).copy()  # frame i is grey 20*i
+    seen: dict = {}
+    template, generate = judge.processor.apply_chat_template, judge.model.generate
+
+    def spy_template(messages, **kw):
+        seen["messages"], seen["template_kw"] = messages, kw
+        return template(messages, **kw)
+
+    def spy_generate(**kw):
+        seen["generate_kw"] = kw
+        seen["out"] = generate(**kw)
+        return seen["out"]
+
+    judge.processor.apply_chat_template, judge.model.generate = spy_template, spy_generate
     content, _ = judge.reply("TA", d, frames, None)
-    assert isinstance(content, str) and content  # greedy decoding of a random model: some words, not our JSON
+    # what the model was shown: the system prompt, then max_frames images (first and last frame) and the rubric text
+    system, user = seen["messages"]
+    assert system["content"][0]["text"] == SYSTEM_PROMPT
+    images = [c["image"] for c in user["content"] if c["type"] == "image"]
+    assert [np.asarray(im)[0, 0, 0] for im in images] == [0, 160]  # frames 0 and 8 of 9, max_frames = 2
+    assert user["content"][-1] == {"type": "text", "text": user_text("TA", d)}
+    assert seen["template_kw"]["enable_thinking"] is False
+    # how it was asked: greedy, at most max_tokens new tokens, and the reply is exactly those tokens decoded
+    assert seen["generate_kw"]["do_sample"] is False and seen["generate_kw"]["max_new_tokens"] == 16
+    prompt_len = seen["generate_kw"]["input_ids"].shape[1]
+    new = seen["out"][:, prompt_len:]
+    assert 1 <= new.shape[1] <= 16
+    assert content == judge.processor.batch_decode(new, skip_special_tokens=True)[0]
+    assert judge.reply("TA", d, frames, None)[0] == content  # greedy decoding is deterministic
+    judge.processor.apply_chat_template, judge.model.generate = template, generate
     r = score_group(judge, "TA", d, frames, None, retries=1)
     assert len(r.attempts) == 2 and all(a["content"] and a["error"] for a in r.attempts)  # both raw replies kept
     assert r.scores == {} and set(r.invalid) == {"entity_count", "person_appearance", "object_appearance",

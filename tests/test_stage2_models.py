@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,7 @@ def test_tiny_base_round_trips_through_save_pretrained(tiny_base: Path):
 
     manifest = read_manifest(tiny_base)
     assert manifest["kind"] == "tiny" and manifest["text"] == {"kind": "minilm", "path": None, "max_tokens": 64}
-    c = load_base(tiny_base, PARAMS)
+    c = load_base(tiny_base, PARAMS.dit.kind)
     torch.manual_seed(PARAMS.dit.init_seed)  # the same seeded init init_dit used
     fresh = WanTransformer3DModel(**tiny_transformer_config(PARAMS.dit))
     for (k, a), (_, b) in zip(c.transformer.state_dict().items(), fresh.state_dict().items()):
@@ -46,11 +45,11 @@ def test_tiny_base_round_trips_through_save_pretrained(tiny_base: Path):
     # the low-noise expert is a different random init
     assert not torch.equal(next(c.transformer.parameters()), next(c.transformer_2.parameters()))
     with pytest.raises(ValueError, match="was built for dit.kind='tiny' but params say 'local'"):
-        load_base(tiny_base, params_from_dict({"dit": {"kind": "local"}}))
+        load_base(tiny_base, "local")
 
 
 def test_text_conditioner_pads_with_exact_zeros_to_max_tokens(tiny_base: Path):
-    c = load_base(tiny_base, PARAMS, with_low_noise=False)
+    c = load_base(tiny_base, PARAMS.dit.kind, with_low_noise=False)
     states = c.text(["a red circle bounces", "a much longer caption " * 40])
     assert states.shape == (2, 64, 384)
     n = len(c.text.tokenizer("a red circle bounces")["input_ids"])
@@ -59,7 +58,7 @@ def test_text_conditioner_pads_with_exact_zeros_to_max_tokens(tiny_base: Path):
 
 
 def test_hook_returns_the_output_of_block_layer_minus_one(tiny_base: Path):
-    c = load_base(tiny_base, PARAMS, with_low_noise=False)
+    c = load_base(tiny_base, PARAMS.dit.kind, with_low_noise=False)
     tr = c.transformer.eval()
     captured = {}
     handle = tr.blocks[0].register_forward_hook(lambda m, a, o: captured.__setitem__("b0", o))
@@ -76,7 +75,7 @@ def test_hook_returns_the_output_of_block_layer_minus_one(tiny_base: Path):
 
 
 def test_frames_latents_and_token_grid_shapes(tiny_base: Path):
-    c = load_base(tiny_base, PARAMS, with_low_noise=False)
+    c = load_base(tiny_base, PARAMS.dit.kind, with_low_noise=False)
     frames = torch.randint(0, 256, (2, 16, 48, 48, 3), dtype=torch.uint8)
     px = frames_to_pixels(frames, 9, (64, 64))
     assert px.shape == (2, 3, 9, 64, 64) and float(px.min()) >= -1.0 and float(px.max()) <= 1.0
@@ -109,7 +108,7 @@ def test_local_kind_writes_a_manifest_and_loads_the_same_code_path(tmp_path: Pat
     manifest = save_base(params, tmp_path / "base")
     assert manifest["transformer"] == str((wan / "transformer").resolve())
     assert not (tmp_path / "base" / "transformer").exists()  # weights are never copied
-    c = load_base(tmp_path / "base", params)
+    c = load_base(tmp_path / "base", params.dit.kind)
     states = c.text(["a caption"])
     assert states.shape == (1, 16, 32)
     out = c.transformer(torch.randn(1, 16, 3, 8, 8), torch.tensor([900.0]), states).sample
@@ -132,12 +131,16 @@ def test_load_trained_transformer_reads_a_run_dir(tmp_path: Path, tiny_base: Pat
         load_trained_transformer(tmp_path / "missing")
 
 
-def test_dit_frames_must_be_4k_plus_1():
+@pytest.mark.parametrize("section", ["dit", "sample"])
+def test_frame_counts_must_be_4k_plus_1(section: str):
+    """Both frame counts the Wan VAE sees (training clips and sampled videos) are checked at params time."""
     from sara.config import ParamsError
 
-    with pytest.raises(ParamsError, match=r"dit.frames: must be 4k\+1"):
-        params_from_dict({"dit": {"frames": 8}})
-    assert json.loads(json.dumps(tiny_transformer_config(PARAMS.dit)))["text_dim"] == 384
+    for bad in (8, 10, 12):
+        with pytest.raises(ParamsError, match=rf"{section}\.frames: must be 4k\+1"):
+            params_from_dict({section: {"frames": bad}})
+    for good in (1, 9, 17, 81):
+        assert getattr(params_from_dict({section: {"frames": good}}), section).frames == good
 
 
 def test_the_base_model_seed_is_its_own_param(tmp_path):

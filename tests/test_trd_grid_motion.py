@@ -168,7 +168,7 @@ def test_groundtruth_source_calls_the_renderer_truth() -> None:
     frames, _, truth = S.render(spec, 5, 32, 40, 8)
     flow = flow_source("groundtruth")(frames, truth)
     np.testing.assert_array_equal(flow, S.ground_truth_flow(truth, 32, 40))
-    with pytest.raises(ValueError, match="needs the clip's truth dict"):
+    with pytest.raises(ValueError, match="needs the clip's renderer truth"):
         flow_source("groundtruth")(frames)
 
 

@@ -1,4 +1,4 @@
-"""Routing operators (Eq. 8) and pair-budget analytics (METHOD §8.1) against truth tables and brute force."""
+"""Routing operators (Eq. 8) and pair-budget analytics (the paper's App. A) against truth tables and brute force."""
 
 from __future__ import annotations
 

@@ -54,9 +54,18 @@ def test_vb1_semantic_reproduces_table7(method):
     assert out["Total"]["score"] is None and out["Total"]["partial"] is True
 
 
-def test_plain_mean_of_raw_semantic_scores_does_not_reproduce_table7():
+def test_semantic_is_the_mean_of_the_normalised_scores_not_of_the_raw_ones(monkeypatch):
+    """vb1_scores normalises every dimension first: without that step the same code misses Table 7 by > 0.1."""
+    from evaluation.vbench import scores
+
     raw, semantic = TABLE7["Pretrained Wan2.2"]
-    assert abs(sum(raw) / 9 - semantic) > 0.1  # normalisation matters
+    by_dim = dict(zip(T7_ORDER, raw))
+    out = vb1_scores(by_dim)
+    assert out["Semantic"]["score"] == pytest.approx(sum(out["normalized"][d] for d in T7_ORDER) / 9, abs=1e-9)
+    assert out["normalized"]["scene"] == pytest.approx(by_dim["scene"] / 0.8222)  # (raw - 0) / (0.8222 - 0)
+    monkeypatch.setattr(scores, "normalize_vb1", lambda dim, value: value)  # skip the normalisation
+    unnormalised = vb1_scores(by_dim)["Semantic"]["score"]
+    assert unnormalised == pytest.approx(sum(raw) / 9) and abs(unnormalised - semantic) > 0.1
 
 
 @pytest.mark.parametrize("method", list(TABLE8))

@@ -1,4 +1,4 @@
-"""Aggregation of judge scores (METHOD §6.1): per dimension by mean and by vote, then TA / MQ averages.
+"""Aggregation of judge scores (the paper's VLM rubric): per dimension by mean and by vote, then TA / MQ averages.
 
 Per video and dimension, over the judges that gave a valid score:
 - mean: the average score;

@@ -1,4 +1,4 @@
-"""The paper's 13 rubric dimensions (METHOD §6.1): names, groups, short labels and 1-5 scale texts.
+"""The paper's 13 VLM-rubric dimensions (docs/evaluation.md): names, groups, short labels and 1-5 scale texts.
 
 TA (text alignment) has 6 dimensions, MQ (motion quality) 7. One judge call scores one group. The VLM judges
 and the grounded judge use exactly these names and the same 1-5 scale, so every table is keyed the same way.

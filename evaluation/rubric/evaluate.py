@@ -15,13 +15,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluation.grounded import build_reference, grounded_scores
 from evaluation.rubric.aggregate import per_method
 from evaluation.rubric.dimensions import GROUPS
+from evaluation.rubric.judges import make_judge, score_group
+from evaluation.rubric.prompts import description_from_caption
+from sara.data.synthetic import SceneSpec, render
+from sara.data.video_io import read_video, save_video_and_sheet
+from sara.sample import load_prompts
 
 ORACLE = "oracle"
 GROUNDED_NOTE = (
     "grounded judge: measured against the renderer's ground truth (palette segmentation, entity tracks, "
-    "background statistics), mapped to the paper's 1-5 scales by documented cuts (evaluation/grounded.py)"
+    "background statistics), mapped to the paper's 1-5 scales by documented cuts (evaluation/grounded/)"
 )
 
 
@@ -45,16 +51,13 @@ def list_runs(samples_dir: Path) -> list[str]:
 
 def write_oracle(params: Any, prompts: list[Any], out: Path) -> list[dict]:
     """Render each synthetic prompt's ground truth at the sampling settings: the "real video (oracle)" row."""
-    from evaluation.video import save_video_and_sheet
-    from sara.data.synthetic import SceneSpec, render
-
     s = params.sample
     out.mkdir(parents=True, exist_ok=True)
     videos = []
     for item in prompts:
         if item.spec is None:
             continue
-        frames, _, _ = render(SceneSpec.model_validate(item.spec), s.frames, s.height, s.width, s.fps)
+        frames, _, _ = render(item.spec, s.frames, s.height, s.width, s.fps)
         for seed in s.seeds:  # the renderer is deterministic: one clip, listed per seed so rows align
             stem = f"{item.id}_s{seed}"
             save_video_and_sheet(frames, s.fps, out / f"{stem}.mp4", out / f"{stem}.png", label=f"oracle | {item.id}")
@@ -75,13 +78,6 @@ def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = No
     `{"run", "prompt_set", "scale", "protocols": {protocol: {"note", "judges", "result": per_method(...)}}}`.
     """
     from tqdm import tqdm
-
-    from evaluation.grounded import build_reference, grounded_scores
-    from evaluation.rubric.judges import make_judge, score_group
-    from evaluation.rubric.prompts import description_from_caption
-    from sara.data.synthetic import SceneSpec
-    from sara.data.video_io import read_video
-    from sara.sample import load_prompts
 
     r, s = params.rubric, params.sample
     prompts = {p.id: p for p in load_prompts(s.prompt_set)}
@@ -161,9 +157,6 @@ def list_runs_with(folder: Path, marker: str) -> list[str]:
 
 def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=print) -> dict:
     """Score all runs found under `sample.out_dir` plus the oracle (`out/<run>/`); return the merged view."""
-    from evaluation.rubric.judges import make_judge
-    from sara.sample import load_prompts
-
     r, s = params.rubric, params.sample
     runs = list_runs(Path(s.out_dir))
     if not runs:

@@ -1,4 +1,4 @@
-"""Judge prompt assembly (METHOD §6.1): shared system prompt + TEXT DESCRIPTION + one rubric block.
+"""Judge prompt assembly (the paper's VLM rubric): shared system prompt + TEXT DESCRIPTION + one rubric block.
 
 The TEXT DESCRIPTION is filled from the MTSS sections [Scene & Style], [Characters & Objects] (with the expected
 entity counts) and [Shot Narrative]. The paper's exact box texts are not published; these are our paraphrases.

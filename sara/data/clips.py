@@ -5,7 +5,7 @@
 <root>/<clip_id>/video.mp4   H.264 RGB frames
 <root>/<clip_id>/meta.json   clip_id, split, fps, frames, height, width, num_entities, ref_ids, source
 <root>/<clip_id>/caption.json MTSS caption (sara.data.mtss)
-<root>/<clip_id>/truth.json  renderer ground truth (synthetic clips only)
+<root>/<clip_id>/truth.json  renderer ground truth, a `Truth` record (synthetic clips only)
 <root>/<clip_id>/masks.npz   ground-truth masks: ref_ids (K,) str, entities (K, F, H, W) bool (synthetic only)
 ```
 A clip folder is written under a temporary name and renamed into place, so a crash never leaves a half clip.
@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from sara.data.mtss import MTSSCaption, caption_to_dict, entity_count, foreground_references, load_caption
+from sara.data.synthetic.truth import Truth
+from sara.data.video_io import read_video, write_video
 from sara.errors import BadDataError
 
-Split = Literal["train", "heldout"]
 SPLITS: tuple[str, str] = ("train", "heldout")
 INDEX = "index.json"
 
@@ -50,7 +52,7 @@ class Clip:
     frames: np.ndarray  # (F, H, W, 3) uint8
     fps: float
     caption: MTSSCaption
-    truth: dict[str, Any] | None  # renderer ground truth (synthetic only)
+    truth: Truth | None  # renderer ground truth (synthetic only)
     masks: np.ndarray | None  # (K, F, H, W) bool ground-truth masks, rows in `mask_ref_ids` order
     mask_ref_ids: list[str] | None
     path: Path
@@ -108,7 +110,7 @@ def write_clip(
     frames: np.ndarray,
     fps: int,
     caption: MTSSCaption,
-    truth: dict[str, Any] | None = None,
+    truth: Truth | None = None,
     masks: np.ndarray | None = None,
     mask_ref_ids: list[str] | None = None,
     source: str = "synthetic",
@@ -118,8 +120,6 @@ def write_clip(
 
     `pixel_format` of the mp4 (sara.data.video_io): yuv444p keeps the synthetic colours and edges sharp.
     """
-    from sara.data.video_io import write_video
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if (masks is None) != (mask_ref_ids is None):
@@ -132,7 +132,7 @@ def write_clip(
         write_video(tmp / "video.mp4", frames, fps, pixel_format)
         _write_json(tmp / "caption.json", caption_to_dict(caption))
         if truth is not None:
-            _write_json(tmp / "truth.json", truth)
+            _write_json(tmp / "truth.json", truth.model_dump(mode="json"))
         if masks is not None:
             save_mask_array(tmp / "masks.npz", mask_ref_ids, masks)
         meta = {
@@ -150,8 +150,6 @@ def write_clip(
 
 def import_clip(src: str | Path, root: str | Path, clip_id: str, split: str) -> ClipRecord:
     """Validate a real clip folder (video.mp4 + caption.json [+ masks.npz]) and copy it into `root` atomically."""
-    from sara.data.video_io import read_video
-
     src = Path(src)
     for name in ("video.mp4", "caption.json"):
         if not (src / name).is_file():
@@ -211,10 +209,18 @@ def load_mask_array(path: str | Path) -> tuple[list[str], np.ndarray]:
         return [str(x) for x in z["ref_ids"]], z["entities"].astype(bool)
 
 
+def load_truth(path: Path) -> Truth:
+    """The typed renderer truth of a clip; a malformed file is a one-line error naming it and the field."""
+    try:
+        return Truth.model_validate_json(path.read_text())
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ValueError(f"{path}: invalid truth record at {where or '<root>'}: {err['msg']}") from None
+
+
 def load_clip(path: str | Path) -> Clip:
     """Load one clip folder: frames, fps, MTSS caption, and truth / ground-truth masks when present."""
-    from sara.data.video_io import read_video
-
     path = Path(path)
     meta_path = path / "meta.json"
     if not meta_path.is_file():
@@ -225,7 +231,7 @@ def load_clip(path: str | Path) -> Clip:
         raise BadDataError(f"clip {meta['clip_id']!r}: {path / 'video.mp4'} holds {frames.shape[0]} frames, "
                            f"{meta_path} says {meta['frames']} (truncated video?)")
     caption = load_caption(path / "caption.json")
-    truth = json.loads((path / "truth.json").read_text()) if (path / "truth.json").is_file() else None
+    truth = load_truth(path / "truth.json") if (path / "truth.json").is_file() else None
     masks = ids = None
     if (path / "masks.npz").is_file():
         ids, masks = load_mask_array(path / "masks.npz")

@@ -1,10 +1,10 @@
-"""Optical-flow sources for MoAlign's flow supervision (METHOD §5, baseline 4; open point 27).
+"""Optical-flow sources for MoAlign's flow supervision (the paper's MoAlign baseline; docs/stage2.md).
 
 `flow_source(name, **kw)` returns a callable `(frames, truth=None) -> flow`: frames (F, H, W, 3) uint8 RGB,
 flow (F-1, H, W, 2) float32 in pixels, flow[f] = where the content at frame f moves by frame f+1 (x, y).
   farneback    OpenCV's dense Farneback flow on grey frames: no weights, CPU.
   groundtruth  the synthetic renderer's exact motion, `sara.data.synthetic.ground_truth_flow(truth, H, W)`;
-               needs the clip's truth dict.
+               needs the clip's `Truth`.
   raft         torchvision's RAFT (large or small) loaded only from a local state-dict file in `raft_dir`
                (param `methods.moalign.raft_dir`): `raft_large.pth` or `raft_small.pth`. Nothing is downloaded.
 """
@@ -14,6 +14,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
+
+from sara.data.synthetic.render import ground_truth_flow
+from sara.data.synthetic.truth import Truth
 
 FLOW_SOURCES = ("farneback", "groundtruth", "raft")
 RAFT_FILES = {"large": "raft_large.pth", "small": "raft_small.pth"}
@@ -51,12 +54,10 @@ def farneback_flow(
     return np.stack(out).astype(np.float32)  # (F-1, H, W, 2)
 
 
-def _groundtruth(frames: np.ndarray, truth: dict[str, Any] | None = None) -> np.ndarray:
+def _groundtruth(frames: np.ndarray, truth: Truth | None = None) -> np.ndarray:
     _check_frames(frames)
     if truth is None:
-        raise ValueError("flow source 'groundtruth' needs the clip's truth dict (synthetic clips only)")
-    from sara.data.synthetic import ground_truth_flow
-
+        raise ValueError("flow source 'groundtruth' needs the clip's renderer truth (synthetic clips only)")
     flow = np.asarray(ground_truth_flow(truth, frames.shape[1], frames.shape[2]), dtype=np.float32)
     if flow.shape != (frames.shape[0] - 1, frames.shape[1], frames.shape[2], 2):
         raise ValueError(f"ground-truth flow has shape {flow.shape}, expected {(frames.shape[0] - 1, *frames.shape[1:3], 2)}")
@@ -92,7 +93,7 @@ class RaftFlow:
         self.model = model.eval().to(device)
         self.device, self.num_flow_updates, self.batch = device, num_flow_updates, batch
 
-    def __call__(self, frames: np.ndarray, truth: dict[str, Any] | None = None) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, truth: Truth | None = None) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 

@@ -1,6 +1,6 @@
 """MTSS (Multi-Stream Scene Script) captions: strict schema, serialisation, and the caption variants of SARA.
 
-The schema follows the paper's Listing 1 (METHOD §1.3) with its malformed nesting fixed as follows (documented in
+The schema follows the paper's Listing 1 with its malformed nesting fixed as follows (documented in
 docs/data.md): the Reference stream lives at `structured_caption.english.references[]` next to `scene_description`
 and `global_style`; the Shot stream `shots[]` is a top-level key beside `structured_caption`, not inside it. The
 paper shows no field names for the Event and Global streams, so they are not modelled: `global_style` carries the
@@ -9,7 +9,7 @@ global summary and shot narratives carry the events.
 Two small extensions, both optional: `noun_phrase` on a Reference (the 2-5 word SAM prompt; when absent it is
 derived from `semantic_description`), and `appearance_anchor.attributes` is allowed on objects too (left empty).
 
-Caption variants (METHOD §1.5):
+Caption variants (the paper's Fig. 3 and App. C.2):
 - c_k   = `entity_captions(c)`     semantic_description + " " + detail_description of each PERSON_*/OBJECT_* item
 - c_fg  = `foreground_caption(c)`  the c_k joined by a single space, in reference order
 - c_bg  = `background_caption(c)`  semantic_description of the first SCENE_* item
@@ -23,7 +23,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sara.config import StrictModel
 
 REF_ID_PATTERN = re.compile(r"^(PERSON|OBJECT|SCENE)_([1-9][0-9]*)$")
 # ref_ids mentioned inside narrative text (visual_description)
@@ -35,9 +37,8 @@ class MTSSError(ValueError):
     """A malformed MTSS caption; the message names the offending field by its dotted path."""
 
 
-class _Strict(BaseModel):
-    # unknown keys are refused so a misspelt field never silently disappears; instances are immutable
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+class _Strict(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)  # on top of StrictModel's: captions are typed by hand
 
 
 NonEmpty = Field(min_length=1)
@@ -48,7 +49,7 @@ class IdFeatures(_Strict):
 
 
 class Attributes(_Strict):
-    """Person attributes (METHOD §1.3); all optional because objects and simple figures lack some."""
+    """Person attributes (the paper's Listing 1); all optional because objects and simple figures lack some."""
 
     clothing: str | None = None
     hairstyle: str | None = None
@@ -247,12 +248,12 @@ def _sentence(text: str) -> str:
 
 
 def foreground_references(c: MTSSCaption) -> list[Reference]:
-    """PERSON_* and OBJECT_* items in caption order: the K foreground entities (METHOD §1.2)."""
+    """PERSON_* and OBJECT_* items in caption order: the K foreground entities (the paper's entity vocabulary)."""
     return [r for r in c.references if r.is_foreground]
 
 
 def entity_caption(ref: Reference) -> str:
-    """c_k (METHOD §1.5 (i)): semantic_description followed by detail_description."""
+    """c_k (the paper's per-entity caption): semantic_description followed by detail_description."""
     return f"{_sentence(ref.semantic_description)} {_sentence(ref.detail_description)}"
 
 
@@ -262,7 +263,7 @@ def entity_captions(c: MTSSCaption) -> list[tuple[str, str]]:
 
 
 def foreground_caption(c: MTSSCaption) -> str:
-    """c_fg = [c_1; ...; c_K] (METHOD §1.5 (ii)); the separator is open in the paper: a single space."""
+    """c_fg = [c_1; ...; c_K] (the paper's foreground caption); the separator is open: a single space."""
     return " ".join(text for _, text in entity_captions(c))
 
 
@@ -271,7 +272,7 @@ def background_reference(c: MTSSCaption) -> Reference:
 
 
 def background_caption(c: MTSSCaption) -> str:
-    """c_bg (METHOD §1.5 (iii)): the semantic_description of the first SCENE_* item."""
+    """c_bg (the paper's background caption): the semantic_description of the first SCENE_* item."""
     return _sentence(background_reference(c).semantic_description)
 
 
@@ -297,7 +298,7 @@ _PHRASE_STOP = {
 
 
 def noun_phrase(ref: Reference) -> str:
-    """The 2-5 word SAM text prompt for one entity (METHOD §1.6 step 2).
+    """The 2-5 word SAM text prompt for one entity (the paper's mask preparation; docs/data.md).
 
     Uses the Reference's explicit `noun_phrase` when present. Otherwise a deterministic stand-in for the paper's
     Qwen3.5-2B simplifier: the head noun phrase of `semantic_description` (leading article dropped, cut before
@@ -345,7 +346,7 @@ def _shot_line(shot: Shot) -> str:
 
 
 def full_caption(c: MTSSCaption) -> str:
-    """c (METHOD §1.5 (iv)): every stream serialised as text. Template (our choice, docs/data.md):
+    """c (the paper's full caption): every stream serialised as text. Template (our choice, docs/data.md):
 
     [Global Setup]
     <scene_description>
@@ -380,7 +381,7 @@ def full_caption(c: MTSSCaption) -> str:
 
 
 def scene_and_style(c: MTSSCaption) -> str:
-    """`[Scene & Style]` of the rubric's TEXT DESCRIPTION block (METHOD §6.1)."""
+    """`[Scene & Style]` of the rubric's TEXT DESCRIPTION block (the paper's VLM rubric)."""
     e = c.english
     scenes = " ".join(f"{r.ref_id}: {_sentence(r.semantic_description)} {_sentence(r.detail_description)}"
                       for r in e.references if r.type == "scene")

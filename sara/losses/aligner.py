@@ -1,4 +1,4 @@
-"""Stage 1 losses (METHOD §3.5-3.7): per-patch BCE against masks on the V-JEPA grid, and visual->text InfoNCE.
+"""Stage 1 losses (the paper's Table 10): per-patch BCE against masks on the V-JEPA grid, and visual->text InfoNCE.
 
 Terms are returned unreduced across the two losses; the training loop weights them with `aligner.lam_bce` and
 `aligner.lam_nce` (Eq. L_stage1 = lam_BCE * L_BCE + lam_InfoNCE * L_InfoNCE) and logs each.
@@ -32,7 +32,7 @@ def masks_to_grid(masks: torch.Tensor, frame_idx: torch.Tensor, grid: tuple[int,
 
 
 def saliency_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_BCE = BCE(M_p, M_y) per patch (METHOD §3.5), mean over patches and forwards.
+    """L_BCE = BCE(M_p, M_y) per patch (the paper's Stage 1 BCE term), mean over patches and forwards.
 
     Takes Phi_sal's logits (M_p = sigmoid(logits)) for numerical stability; logits and target broadcast to the
     same shape, e.g. (U, N_v)."""
@@ -41,7 +41,7 @@ def saliency_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def info_nce(h_p: torch.Tensor, h_y: torch.Tensor, tau: float,
              same_caption: torch.Tensor | None = None) -> torch.Tensor:
-    """L_InfoNCE (METHOD §3.6), visual -> text only:
+    """L_InfoNCE (the paper's Stage 1 contrastive term), visual -> text only:
 
         -(1/B) sum_i log( exp(H_p,i . H_y,i / tau) / sum_j exp(H_p,i . H_y,j / tau) )
 

@@ -1,4 +1,4 @@
-"""Pair-budget analytics (METHOD §8.1, Fig. 8b): how a routing operator spends TRD's O((T*N)^2) pair budget.
+"""Pair-budget analytics (the paper's App. A, Fig. 8b): how a routing operator spends TRD's O((T*N)^2) pair budget.
 
 Each token of a clip is FG or BG. Every ordered pair of tokens (a, b) falls in one category: FG-FG, FG-BG
 (either order: (fg, bg) and (bg, fg) both count) or BG-BG. A pair's weight is the routing operator's
@@ -119,7 +119,7 @@ def pair_budget_shares(
     given, else `w > threshold`. Pairs: all ordered token pairs of each clip, within-frame (t = u, all i, j) and
     cross-frame (t != u, all i, j), summed over the batch (`scope` narrows this to `spatial` or `temporal`);
     FG-BG counts both orders. With op `none` and p = FG fraction of one clip this is p^2, 2p(1-p), (1-p)^2
-    (METHOD §8.1). If the operator gives every pair weight 0 (e.g. xor on a constant w) all three are 0.0.
+    (the paper's App. A). If the operator gives every pair weight 0 (e.g. xor on a constant w) all three are 0.0.
     """
     sums = pair_budget_sums(w, op, fg, threshold, scope)
     total = sum(sums[k] for k in CATEGORIES)

@@ -1,4 +1,4 @@
-"""Wan2.2 flow matching for Stage 2 (METHOD §2.6, §4.2; open items 20 and 21 of §9).
+"""Wan2.2 flow matching for Stage 2 (the paper's Stage 2 loss, Table 11; docs/stage2.md).
 
 Wan is a rectified-flow model. With `sigma` in [0, 1] (0 = clean latent, 1 = pure noise):
 
@@ -44,7 +44,7 @@ def flow_match_target(z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_diff (METHOD §2.6): mean-squared error between predicted and target velocity, in fp32."""
+    """L_diff (the paper's Stage 2 loss): mean-squared error between predicted and target velocity, in fp32."""
     return torch.mean((pred.float() - target.float()) ** 2)
 
 

@@ -1,4 +1,4 @@
-"""MoAlign losses (METHOD §5, baseline 4): flow supervision of the motion subspace and TRD on that subspace.
+"""MoAlign losses (the paper's MoAlign baseline): flow supervision of the motion subspace and TRD on that subspace.
 
 - `flow_to_grid`: pixel flow of the clip's frames -> flow between consecutive VFM time steps on the token grid, in
   token units (the decoder's target). Time steps are taken to tile the clip uniformly; the flow from step t to

@@ -1,4 +1,4 @@
-"""Pair-routing operators (METHOD §2.2, Eq. 8): per-token saliency -> per-pair weight.
+"""Pair-routing operators (the paper's Eq. 8): per-token saliency -> per-pair weight.
 
 A routing operator maps the saliencies `w_a`, `w_b` in [0, 1] of the two tokens of a pair to the pair's weight
 `W` in [0, 1]. The three named operators are fuzzy-logic relaxations of Boolean AND / OR / XOR; on binary `w`

@@ -1,8 +1,8 @@
 """Token-relation distillation (TRD): saliency-routed masked TRD (Eqs. 9-11), vanilla TRD (Eq. 2) and the
 original VideoREPA hinge form, with an exact materialising reference and memory-efficient fast paths.
 
-Notation (METHOD §2): `vp` (B, T, N, D) projected DiT tokens, `vy` (B, T, N, D) frozen VFM tokens on the same grid,
-both L2-normalised along D here. A clip's T*N tokens are flattened to one axis a = t*N + i. For a pair (a, b):
+Notation (paper Eqs. 2, 8-11): `vp` (B, T, N, D) projected DiT tokens, `vy` (B, T, N, D) frozen VFM tokens on the
+same grid, both L2-normalised along D here. A clip's T*N tokens are flattened to one axis a = t*N + i. For a pair (a, b):
 Sp_ab = <vp_a, vp_b>, Sy_ab = <vy_a, vy_b>; the pair is spatial (same frame, Eq. 9) or temporal (t != u, Eq. 10).
 
 Fast path (never builds a (T*N) x (T*N) tensor): the loss is a weighted L1 over pairs, so
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ class _Spec:
     backend: str  # "chunked" | "triton"
     fused: bool
     chunk: int
+    tile_config: Any = None  # triton only: a trd_triton.TileConfig, None = the dtype's default
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -80,7 +81,8 @@ def _check_inputs(
     if w is not None:
         if w.shape != vp.shape[:3]:
             raise ValueError(f"w must have shape (B, T, N) = {tuple(vp.shape[:3])}, got {tuple(w.shape)}")
-        if w.numel() and (float(w.detach().min()) < 0.0 or float(w.detach().max()) > 1.0):
+        # one host read per call (min and max in one kernel): this check runs on every training step
+        if w.numel() and bool(((w.detach() < 0.0) | (w.detach() > 1.0)).any()):
             raise ValueError("w must lie in [0, 1]")
     if not tau > 0:
         raise ValueError(f"tau must be > 0 (math.inf for no temporal decay), got {tau}")
@@ -199,11 +201,10 @@ def masked_trd_reference(
     lam_tmp: float = 1.0,
     eps: float = 1e-6,
     mask_temporal: bool = True,
-    impl: str = "reference",
 ) -> TRDLoss:
     """Masked TRD (Eqs. 9-11), naive: materialises both Grams and the pair weights. The test oracle.
 
-    Same signature and semantics as `masked_trd` (`impl` is accepted and ignored). Computes in float32 for
+    Same semantics as `masked_trd` (which calls it for `impl="reference"`). Computes in float32 for
     bf16/fp16/float32 inputs, float64 for float64. Memory O(B * (T*N)^2).
     """
     _check_inputs(vp, vy, w, op, tau, eps, "reference")
@@ -410,7 +411,9 @@ def _fast_trd(
     impl: str,
     chunk: int,
     fused: bool,
-) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    tile_config: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(spatial, temporal) of the routed TRD on the chunked or Triton backend."""
     B, T, N, D = vp.shape
     if w is None and op in ("and", "or"):
         op = "none"  # W(1, 1) = 1 for both: skip the weight loads
@@ -431,9 +434,9 @@ def _fast_trd(
         backend=_pick_backend(vp, impl),
         fused=fused,
         chunk=chunk,
+        tile_config=tile_config,
     )
-    spatial, temporal = _RoutedTRD.apply(vp, vy.detach(), None if w is None else w.detach(), spec)
-    return spatial, temporal, den_s, den_t
+    return _RoutedTRD.apply(vp, vy.detach(), None if w is None else w.detach(), spec)
 
 
 def masked_trd_chunked(
@@ -449,14 +452,16 @@ def masked_trd_chunked(
     impl: str = "auto",
     chunk: int = CHUNK_TOKENS,
     fused: bool = FUSED,
+    tile_config: Any = None,
 ) -> TRDLoss:
-    """`masked_trd` with the tile size and the fused/recompute choice exposed (for tests and benchmarks)."""
+    """`masked_trd` with the tile size, the fused/recompute choice and the Triton `tile_config`
+    (a `trd_triton.TileConfig`; None = the dtype's default) exposed, for tests and benchmarks."""
     _check_inputs(vp, vy, w, op, tau, eps, impl)
     if impl == "reference":
         return masked_trd_reference(vp, vy, w, op=op, tau=tau, lam_tmp=lam_tmp, eps=eps, mask_temporal=mask_temporal)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    spatial, temporal, _, _ = _fast_trd(vp, vy, w, op, tau, lam_tmp, eps, mask_temporal, 0.0, impl, chunk, fused)
+    spatial, temporal = _fast_trd(vp, vy, w, op, tau, lam_tmp, eps, mask_temporal, 0.0, impl, chunk, fused, tile_config)
     return TRDLoss(spatial, temporal, spatial + lam_tmp * temporal)
 
 
@@ -472,7 +477,7 @@ def masked_trd(
     mask_temporal: bool = True,
     impl: str = "auto",
 ) -> TRDLoss:
-    """Saliency-routed masked TRD, Eqs. 9-11 (METHOD §2.4), without materialising any pair tensor.
+    """Saliency-routed masked TRD, the paper's Eqs. 9-11, without materialising any pair tensor.
 
     vp, vy: (B, T, N, D) on the common grid (L2-normalised here along D); vy is a frozen target (no gradient).
     w: (B, T, N) saliency in [0, 1], or None for w = 1; it carries no gradient. op: none | and | or | xor (Eq. 8).
@@ -490,7 +495,7 @@ def masked_trd(
 
 
 def vanilla_trd(vp: torch.Tensor, vy: torch.Tensor, *, lam_tmp: float = 1.0, impl: str = "auto") -> TRDLoss:
-    """Eq. 2 exactly (METHOD §2.1): plain means 1/(T N^2) and 1/(T (T-1) N^2) of |S^y - S^p|, batch-averaged.
+    """Eq. 2 of the paper exactly: plain means 1/(T N^2) and 1/(T (T-1) N^2) of |S^y - S^p|, batch-averaged.
 
     The same as `masked_trd(op="none", eps=0)`; with the default eps the two differ by a relative ~eps/(B T N^2).
     """
@@ -513,6 +518,6 @@ def videorepa_trd(
     # the full-Gram mean (num_s + num_t) / (pairs_s + pairs_t) = k * (spatial + lam * temporal) with
     # lam = pairs_t / pairs_s: written this way the fused gradient (of spatial + lam * temporal) applies
     lam = pairs_t / pairs_s
-    spatial, temporal, _, _ = _fast_trd(vp, vy, None, "none", math.inf, lam, 0.0, True, margin, impl, chunk, FUSED)
+    spatial, temporal = _fast_trd(vp, vy, None, "none", math.inf, lam, 0.0, True, margin, impl, chunk, FUSED)
     total = (spatial + lam * temporal) * (pairs_s / (pairs_s + pairs_t))
     return TRDLoss(spatial, temporal, total)

@@ -103,7 +103,7 @@ def triton_tiles(
     """Tile pass on xh, yh (B, n, D) (bf16/fp16/fp32, contiguous) and w (B, n) float32 or None."""
     from sara.losses._trd_kernel import trd_tile_kernel
 
-    cfg = config or (FP32_CONFIG if xh.dtype == torch.float32 else DEFAULT_CONFIG)
+    cfg = config or spec.tile_config or (FP32_CONFIG if xh.dtype == torch.float32 else DEFAULT_CONFIG)
     B, n, D = xh.shape
     xh, yh = xh.contiguous(), yh.contiguous()
     nb = (n + cfg.block - 1) // cfg.block

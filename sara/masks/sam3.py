@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sara.config import Params, require_dir
+from sara.env import resolve_device
 from sara.data.mtss import MTSSCaption, foreground_references, noun_phrase
 from sara.masks.store import EntityMasks
 
@@ -29,14 +30,6 @@ SAM3_CONTENTS = (
     "a transformers SAM 3 video model saved with save_pretrained (config.json with model_type 'sam3_video', "
     "model.safetensors) plus its Sam3VideoProcessor files (processor_config.json, tokenizer files)"
 )
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_sam3(sam3_dir: str | None, device: str = "cpu") -> tuple[Any, Any]:
@@ -61,7 +54,7 @@ class Sam3Segmenter:
 
     @classmethod
     def from_params(cls, params: Params) -> "Sam3Segmenter":
-        device = resolve_device(params.project.device)
+        device = str(resolve_device(params.project.device))
         model, processor = load_sam3(params.masks.sam3_dir, device)
         return cls(model, processor, device, params.masks.score_threshold, params.masks.mask_threshold)
 

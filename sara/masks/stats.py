@@ -1,4 +1,4 @@
-"""Pair-budget statistics of the masks (METHOD §8.1, App. A / Fig. 8): p_fg per clip and FG-FG / FG-BG / BG-BG shares.
+"""Pair-budget statistics of the masks (the paper's App. A, Fig. 8): p_fg per clip and FG-FG / FG-BG / BG-BG shares.
 
 Tokens: the union mask M_fg is area-averaged onto the token grid `masks.budget_grid` = (T_s, H_s, W_s) (the V-JEPA
 grid of the embedded default: 8 frames / tubelet 2, 64 px / patch 16 -> 4 x 4 x 4); a token is FG when more than
@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from sara.losses.budget import CATEGORIES, pair_budget_coverage, pair_budget_shares
+from sara.losses.routing import ROUTING_OPS
 from sara.masks.store import EntityMasks, resample_to_grid
 
 FG_COVERAGE = 0.5  # a token is FG when the union mask covers more than half of its cell
@@ -34,9 +36,6 @@ def token_foreground(m: EntityMasks, grid: tuple[int, int, int]) -> np.ndarray:
 def budget_summary(fg_tokens: list[np.ndarray], clip_ids: list[str]) -> dict[str, Any]:
     """p_fg per clip and pooled pair-budget shares/coverage per routing operator for a list of (T, N) FG maps."""
     import torch
-
-    from sara.losses.budget import CATEGORIES, pair_budget_coverage, pair_budget_shares
-    from sara.losses.routing import ROUTING_OPS
 
     p_fg = {cid: float(fg.mean()) for cid, fg in zip(clip_ids, fg_tokens)}
     out: dict[str, Any] = {"clips": len(clip_ids), "p_fg": p_fg}

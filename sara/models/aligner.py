@@ -1,4 +1,4 @@
-"""The Stage 1 text-conditioned saliency aligner (METHOD §3.2-3.3) and its loader for Stage 2.
+"""The Stage 1 text-conditioned saliency aligner (the paper's Stage 1) and its loader for Stage 2.
 
     V'_y = Phi_CA(V_y, E~)          2 cross-attention blocks (visual queries, text keys/values), then 4 self-attention
                                     blocks, 8 heads, width D_v, no positional embedding
@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from sara.config import AlignerParams, Params
+from sara.env import resolve_device
+from sara.models.encoders import build_text_model, build_vfm
 
 CHECKPOINT_NAME = "aligner.pt"
 
@@ -228,7 +230,7 @@ def load_aligner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 
 class SaliencyModel:
-    """Frozen aligner + frozen encoders: w = M_p(x_0, c) for Stage 2 (METHOD §2.3). Everything under no_grad."""
+    """Frozen aligner + frozen encoders: w = M_p(x_0, c) for Stage 2 (as in the paper). Everything under no_grad."""
 
     def __init__(self, aligner: SaliencyAligner, vfm: Any, text: Any) -> None:
         self.aligner, self.vfm, self.text = aligner, vfm, text
@@ -265,8 +267,6 @@ def load_saliency_model(aligner_dir: str | Path, params: Params, device: str | t
     The encoders are built from `params.vfm` / `params.text` (so local weight paths may differ per machine) and
     must match the checkpoint: same encoder tag (architecture + preprocessing) and the same widths. A tiny random
     V-JEPA is restored from the weights stored in the checkpoint."""
-    from sara.models.encoders import build_text_model, build_vfm, resolve_device
-
     device = resolve_device(device)
     aligner, payload = load_aligner(aligner_dir, device)
     vfm = build_vfm(params.vfm, device)

@@ -11,7 +11,7 @@ Two kinds (params `dit.kind`), one code path:
 `models/base/manifest.json` says which, and `load_base` reads either. A trained run keeps its transformer under
 `<run_dir>/transformer/` (`load_trained_transformer`).
 
-Feature hook (METHOD §2.5, §9 item 19): `trd.layer` counts blocks from 1, as REPA's `encoder_depth` does, and we
+Feature hook (paper Table 9; docs/stage2.md): `trd.layer` counts blocks from 1, as REPA's `encoder_depth` does, and we
 take the *output of block `layer`*, i.e. of `transformer.blocks[layer - 1]` (the residual stream after that
 block, shape (B, F'*H'*W', dim)). The paper's "layer 18 of 40" is `trd.layer: 18` = `blocks[17]`; its deepest
 tested layer 39 is then the second-to-last block.
@@ -72,7 +72,7 @@ class TextConditioner(nn.Module):
 
     Like Wan's pipeline: tokenize with truncation at `max_tokens`, take the encoder's last hidden states, zero the
     padding positions, and pad every prompt to `max_tokens`. Tiny: MiniLM (D = 384). Paper: UMT5 (D = 4096,
-    512 tokens; longer MTSS captions are truncated, METHOD §9 item 6).
+    512 tokens; longer MTSS captions are truncated; docs/stage2.md).
     """
 
     def __init__(self, tokenizer: Any, encoder: nn.Module, max_tokens: int, kind: str) -> None:
@@ -211,7 +211,7 @@ def _resolve(base_dir: Path, entry: str) -> Path:
 
 def load_base(
     base_dir: str | Path,
-    params: Params,
+    kind: str,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
     *,
@@ -219,6 +219,7 @@ def load_base(
 ) -> DiTComponents:
     """Load the starting point of every method (and the "pretrained" evaluation row) from `models/base/`.
 
+    `kind` is the `dit.kind` the caller expects (a base built for another kind is refused: rerun init_dit).
     Everything is returned on `device`; the transformer in train mode with grads on, the rest frozen and in eval.
     `dtype` casts the frozen parts (VAE, text encoder, low-noise expert); the trained transformer stays fp32 here
     (the engine decides its precision).
@@ -227,10 +228,8 @@ def load_base(
 
     base = Path(base_dir)
     manifest = read_manifest(base)
-    if manifest["kind"] != params.dit.kind:
-        raise ValueError(
-            f"{base} was built for dit.kind={manifest['kind']!r} but params say {params.dit.kind!r}: rerun init_dit"
-        )
+    if manifest["kind"] != kind:
+        raise ValueError(f"{base} was built for dit.kind={manifest['kind']!r} but params say {kind!r}: rerun init_dit")
     transformer = WanTransformer3DModel.from_pretrained(_resolve(base, manifest["transformer"])).to(device)
     transformer_2 = None
     if with_low_noise:
@@ -298,11 +297,6 @@ def token_grid(transformer: nn.Module, latent_shape: tuple[int, ...]) -> tuple[i
     if f % p_t or h % p_h or w % p_w:
         raise ValueError(f"latent {tuple(latent_shape)} is not divisible by the patch size {(p_t, p_h, p_w)}")
     return f // p_t, h // p_h, w // p_w
-
-
-def check_dit_frames(frames: int) -> None:
-    if (frames - 1) % 4:
-        raise ValueError(f"dit.frames = {frames}: the Wan VAE needs 4k+1 frames (e.g. 9, 17, 81)")
 
 
 class BlockFeatureHook:

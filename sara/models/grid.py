@@ -1,7 +1,7 @@
-"""Bringing DiT tokens onto the VFM (V-JEPA) token grid for TRD (METHOD §2.5, open point 17).
+"""Bringing DiT tokens onto the VFM (V-JEPA) token grid for TRD (the paper's common grid; docs/stage2.md).
 
 Choice (the paper leaves it open): the common grid is the V-JEPA grid, so the saliency w of the aligner indexes
-exactly the tokens TRD compares (METHOD §2.3) and V_y needs no resampling. The DiT tokens (e.g. 21 x 30 x 53
+exactly the tokens TRD compares (as the paper states) and V_y needs no resampling. The DiT tokens (e.g. 21 x 30 x 53
 latent tokens of an 81 x 480 x 848 clip) are resampled as a 3-D field over (time, height, width) with
 `torch.nn.functional.interpolate`: both grids are taken to tile the same clip extent uniformly, and cell centres
 are matched (align_corners=False), so token k of n covers the fraction [k/n, (k+1)/n) of the clip on each axis.

@@ -1,4 +1,4 @@
-"""MoAlign's flow-supervised motion subspace (METHOD §5, baseline 4; MoAlign, Bhowmik et al. 2025).
+"""MoAlign's flow-supervised motion subspace (the paper's MoAlign baseline; MoAlign, Bhowmik et al. 2025).
 
 `MotionSubspaceHead` maps frozen VFM tokens V_y (B, T, N, D_v) to a D_m = 64 motion subspace with P_zeta
 (LayerNorm + Linear) and decodes optical flow on the token grid from each pair of consecutive time steps with a

@@ -1,4 +1,4 @@
-"""The REPA projector of TRD (METHOD §2.5): DiT hidden width -> VFM width (1664 for V-JEPA 2.1 ViT-G).
+"""The REPA projector of TRD (after REPA): DiT hidden width -> VFM width (1664 for V-JEPA 2.1 ViT-G).
 
 The paper calls it the "small TRD projector" / "standard REPA projector" without giving its shape; REPA's is a
 3-layer MLP with SiLU (Linear -> SiLU -> Linear -> SiLU -> Linear), applied to every token independently.

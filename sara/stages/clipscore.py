@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from sara.config import Params
+from sara.env import resolve_device
 from sara.stages.per_run import RUNS
 
 SECTIONS = ["project", "sample", "clipscore"]
@@ -29,15 +30,6 @@ DISABLED_REASON = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, choices=RUNS, help="a sampled run")
-
-
-def _resolve_device(params: Params) -> str:
-    import torch
-
-    want = params.project.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
 
 
 def run(params: Params, run: str) -> dict:
@@ -62,7 +54,7 @@ def run(params: Params, run: str) -> dict:
         from evaluation.clipscore import CONVENTION, TEXT_FIELD, load_clip_model, score_run
 
         t0 = time.time()
-        device = _resolve_device(params)
+        device = str(resolve_device(params.project.device))
         scorer = load_clip_model(c.model, c.checkpoint, device)  # fails before any work when the checkpoint is missing
         rows, summary = score_run(scorer, Path(params.sample.out_dir) / run, c.frames, params.sample.prompt_set)
         metrics = {

@@ -25,8 +25,8 @@ def clip_seed(seed: int, split: str, index: int) -> list[int]:
     return [seed, SPLIT_CODE[split], index]
 
 
-def render_synthetic(params: Params, out: Path) -> list[Any]:
-    """Render every synthetic clip into `out`; returns the ClipRecords."""
+def render_synthetic(params: Params, out: Path) -> tuple[list[Any], list[Any]]:
+    """Render every synthetic clip into `out` (each drawn once); returns the ClipRecords and their Truths."""
     import numpy as np
     from tqdm import tqdm
 
@@ -35,17 +35,18 @@ def render_synthetic(params: Params, out: Path) -> list[Any]:
 
     d = params.data
     jobs = [("train", i) for i in range(d.n_train)] + [("heldout", i) for i in range(d.n_heldout)]
-    records = []
+    records, truths = [], []
     for split, i in tqdm(jobs, desc="data: render", unit="clip"):
         rng = np.random.default_rng(clip_seed(d.seed, split, i))
         spec = random_spec(rng, min_entities=d.min_entities, max_entities=d.max_entities,
                            interaction_prob=d.interaction_prob, person_prob=d.person_prob, pan_prob=d.pan_prob,
                            height=d.height, width=d.width)
         frames, masks, truth = render(spec, d.frames, d.height, d.width, d.fps)
-        caption = spec_to_mtss(spec, frames=d.frames, height=d.height, width=d.width, fps=d.fps)
+        caption = spec_to_mtss(spec, truth=truth)
         records.append(write_clip(out, f"{split}_{i:04d}", split, frames, d.fps, caption, truth, masks,
                                   [e.ref_id for e in spec.entities], pixel_format=d.pixel_format))
-    return records
+        truths.append(truth)
+    return records, truths
 
 
 def import_folder(params: Params, out: Path) -> list[Any]:
@@ -76,17 +77,13 @@ def import_folder(params: Params, out: Path) -> list[Any]:
     return [import_clip(p, out, p.name, splits[p.name]) for p in tqdm(folders, desc="data: import", unit="clip")]
 
 
-def summarise(records: list[Any], out: Path) -> dict[str, float]:
-    """Scalar metrics over the written clips (entity counts, persons, interactions, camera pans)."""
+def summarise(records: list[Any], truths: list[Any]) -> dict[str, float]:
+    """Scalar metrics over the written clips (entity counts) and the renderer truths (persons, interactions,
+    camera pans; none for imported clips)."""
     counts = Counter(r.num_entities for r in records)
-    persons = interactions = pans = 0
-    for r in records:
-        truth_path = out / r.path / "truth.json"
-        if truth_path.is_file():
-            truth = json.loads(truth_path.read_text())
-            persons += sum(e["type"] == "person" for e in truth["entities"])
-            interactions += len(truth["interactions"])
-            pans += truth["camera"]["movement"] != "static"
+    persons = sum(e.type == "person" for t in truths for e in t.entities)
+    interactions = sum(len(t.interactions) for t in truths)
+    pans = sum(t.camera.movement != "static" for t in truths)
     n = max(len(records), 1)
     metrics = {
         "clips": float(len(records)),
@@ -102,7 +99,7 @@ def summarise(records: list[Any], out: Path) -> dict[str, float]:
 
 
 def run(params: Params) -> Path:
-    from sara.data.clips import write_index
+    from sara.data.clips import load_truth, write_index
     from sara.io import atomic_dir
     from sara.tracking import log_artifact, log_metrics, stage_run
 
@@ -111,11 +108,12 @@ def run(params: Params) -> Path:
         start = time.perf_counter()
         with atomic_dir(out) as tmp:
             if params.data.source == "synthetic":
-                records = render_synthetic(params, tmp)
+                records, truths = render_synthetic(params, tmp)
             else:
                 records = import_folder(params, tmp)
+                truths = [load_truth(p) for r in records if (p := r.folder(tmp) / "truth.json").is_file()]
             write_index(tmp, records, params.data.source, params.project.scale)
-            metrics = summarise(records, tmp)
+            metrics = summarise(records, truths)
         metrics["seconds"] = time.perf_counter() - start
         log_metrics(metrics)
         log_artifact(out / "index.json")

@@ -30,10 +30,10 @@ def run(params: Params, progress: bool = True) -> Path:
     import torch
 
     from sara.data.clips import list_clips
-    from sara.diagnostics import evaluate_aligner, prior_target_maps
+    from evaluation.aligner import evaluate_aligner, prior_target_maps
     from sara.io import atomic_dir, write_json
     from sara.models.aligner import load_saliency_model
-    from sara.models.encoders import resolve_device
+    from sara.env import resolve_device
     from sara.stages.train_aligner import ablation_name
     from sara.tracking import log_artifact, log_metrics, stage_run
     from sara.train.stage1 import build_examples
@@ -89,7 +89,7 @@ def draw_clip_figures(model, ex, out_dir: Path, params: Params) -> list[Path]:
     """Fig. 3 (entity 1, entity 2, combined, background) and Fig. 4 (full caption) for one held-out clip."""
     import torch
 
-    from sara.figures import QueryRow, query_sweep_figure
+    from evaluation.figures import QueryRow, query_sweep_figure
 
     vfm = model.vfm
     t, h, w = vfm.grid

@@ -24,8 +24,9 @@ def run(params: Params, progress: bool = True) -> int:
     from tqdm import tqdm
 
     from sara.data.clips import list_clips, load_clip
+    from sara.env import resolve_device
     from sara.io import atomic_dir
-    from sara.models.encoders import build_vfm, cached_features, resolve_device
+    from sara.models.encoders import build_vfm, cached_features
     from sara.tracking import log_metrics, stage_run
 
     with stage_run("features", params, SECTIONS):

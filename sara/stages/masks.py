@@ -1,4 +1,4 @@
-"""`sara masks`: per-entity masks for every clip, plus the pair-budget statistic (METHOD §8.1).
+"""`sara masks`: per-entity masks for every clip, plus the pair-budget statistic (the paper's App. A, Fig. 8).
 
 backend groundtruth: the renderer's masks shipped with each clip. backend sam3: SAM 3 from `masks.sam3_dir`,
 prompted with each entity's noun phrase. Writes `<masks.out_dir>/<clip_id>.npz` (sara.masks.store) and

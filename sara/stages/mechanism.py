@@ -33,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_aux(run: str, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
     """The run's trained auxiliary module (projector / motion head), or None for base and sft."""
     from sara.methods import build_objective
+    from sara.runs import Run
 
     if run in ("base", "sft"):
         return None
-    aux = build_objective(run, params, dit_dim, vfm_dim)
+    aux = build_objective(Run.parse(run), params, dit_dim, vfm_dim)
     path = run_dir / "aux.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `sara train-dit --run {run}` first")
@@ -63,12 +64,13 @@ def readout(params: Params, run: str, log=print) -> dict[str, Any]:
     from evaluation.mechanism import add_sums, budget_readout, relational_error_sums, summarise
     from sara.losses.diffusion import flow_match_xt, sigma_to_timestep
     from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, load_trained_transformer, token_grid
-    from sara.models.encoders import build_vfm, resolve_device
+    from sara.env import resolve_device
+    from sara.models.encoders import build_vfm
     from sara.models.grid import align_tokens
     from sara.train.stage2 import ClipSet, fg_on_grid
 
     m, dev = params.mechanism, resolve_device(params.project.device)
-    base = load_base(params.dit.base_dir, params, dev, torch.float32, with_low_noise=False)
+    base = load_base(params.dit.base_dir, params.dit.kind, dev, torch.float32, with_low_noise=False)
     run_dir = Path(params.train.out_dir) / run
     transformer = base.transformer if run == "base" else load_trained_transformer(run_dir, dev, torch.float32)
     transformer.eval()

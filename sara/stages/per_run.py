@@ -53,7 +53,3 @@ def publish_metrics(stage: str, run: str, metrics: dict[str, Any]) -> Path:
     write_json(path, {stage: nest(metrics)})
     log_metrics({f"{stage}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return path
-
-
-def finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else x

@@ -88,7 +88,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     from sara.data.corpus import load_corpus
     from sara.data.mtss import full_caption
     from sara.models.dit import MANIFEST, build_text_conditioner, tiny_transformer_config
-    from sara.models.encoders import resolve_device
+    from sara.env import resolve_device
     from sara.sample import load_prompts
     from sara.train.pretrain_dit import encode_captions, encode_corpus, train_base_dit
 

@@ -20,7 +20,7 @@ def build_output(params: Params, out: Path, log=print) -> dict:
     import numpy as np
 
     from sara.io import write_json
-    from sara.models.encoders import resolve_device
+    from sara.env import resolve_device
     from sara.train.pretrain_vae import build_vae, train_vae
 
     if params.dit.kind == "local":
@@ -34,7 +34,7 @@ def build_output(params: Params, out: Path, log=print) -> dict:
         manifest = {"kind": "random-init", "seed": params.dit.init_seed + 2}
         write_json(out / "manifest.json", manifest)
         return manifest
-    from evaluation.video import contact_sheet, save_png
+    from sara.data.video_io import contact_sheet, save_png
     from sara.data.corpus import load_corpus
 
     c = params.pretrain.corpus.out_dir

@@ -32,7 +32,7 @@ def build_output(params: Params, out: Path, log=print) -> dict:
         raise ValueError(f"lab scale: vfm.kind must be videomae and vfm.path = pretrain.vfm.out_dir "
                          f"({params.pretrain.vfm.out_dir!r}) so every stage reads the encoder pretrained here")
     from sara.data.corpus import load_corpus
-    from sara.models.encoders import resolve_device
+    from sara.env import resolve_device
     from sara.train.pretrain_vfm import encoder_probes, encoder_view, gate_passed, random_init_encoder, train_vfm
 
     device = resolve_device(params.project.device)

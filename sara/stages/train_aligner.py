@@ -1,4 +1,4 @@
-"""`sara train-aligner`: train the Stage 1 saliency aligner (METHOD §3) on the train split.
+"""`sara train-aligner`: train the Stage 1 saliency aligner (the paper's Stage 1; docs/aligner.md) on the train split.
 
 1. builds the frozen encoders (`vfm`, `text`) and reads the V-JEPA features of every clip from
    `vfm.cache_dir/<encoder_tag>/` (written by the `features` stage; computed here only when missing);
@@ -31,7 +31,8 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
     from sara.data.clips import list_clips
     from sara.io import atomic_dir, write_json
     from sara.models.aligner import CHECKPOINT_NAME, save_aligner
-    from sara.models.encoders import build_text_model, build_vfm, cached_features, resolve_device
+    from sara.env import resolve_device
+    from sara.models.encoders import build_text_model, build_vfm, cached_features
     from sara.tracking import log_artifact, log_metrics, stage_run
     from sara.train.stage1 import TRAIN_STATE, build_examples, run_fingerprint, train_aligner
 

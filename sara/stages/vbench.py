@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from sara.config import Params
+from sara.env import resolve_device
 from sara.stages.per_run import RUNS
 
 SECTIONS = ["project", "sample", "vbench"]
@@ -27,14 +28,6 @@ SECTIONS = ["project", "sample", "vbench"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, choices=RUNS, help="a sampled run")
-
-
-def _device(want: str) -> str:
-    if want != "auto":
-        return want
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def link_videos(src: Path, dst: Path) -> int:
@@ -108,7 +101,7 @@ def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
         return ensure_env(venv, log=log)
 
     r1 = run_vbench1(videos, list(v.dimensions), work_dir=out / "work", cache_dir=v.cache_dir, mode=mode,
-                     venv=v.venv, python=None, device=_device(v.device), build_env=build, log=log,
+                     venv=v.venv, python=None, device=str(resolve_device(v.device)), build_env=build, log=log,
                      videos_per_prompt=s.vbench_videos_per_prompt)
     summary["vbench1"] = r1.to_dict()
     if v.vbench2_dimensions:

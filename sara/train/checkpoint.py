@@ -35,10 +35,6 @@ def tag_for(step: int) -> str:
     return f"{TAG_PREFIX}{step:07d}"
 
 
-def step_of(tag: str) -> int:
-    return int(tag[len(TAG_PREFIX):])
-
-
 def fingerprint(run: str, params_subset: dict[str, Any], world_size: int, inputs: dict[str, str]) -> str:
     """Hash of what determines a run's trajectory: its name, the params it reads, the number of ranks and the
     content digests of its code and upstream outputs (`inputs_digests`)."""

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sara.config import TrainParams
+from sara.env import resolve_device
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
 
@@ -56,9 +57,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     `device`: params `project.device` (auto = cuda when available). On CPU the shared-memory op DeepSpeed builds
     at first use is cached under $TORCH_EXTENSIONS_DIR (defaults to ~/.cache/torch_extensions).
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("project.device = 'cuda' but CUDA is not available")
+    use_cuda = resolve_device(device).type == "cuda"
     if not use_cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))

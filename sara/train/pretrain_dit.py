@@ -82,6 +82,29 @@ class DiTResult:
     curve: list[dict[str, Any]] = field(default_factory=list)
 
 
+def step_flops(loss_fn: Callable[[], torch.Tensor]) -> float:
+    """Model FLOPs of one training step (forward + backward), counted eagerly on a real batch before training
+    starts: the counter sees every matmul."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_fn().backward()
+    return float(counter.get_total_flops())
+
+
+def update(opt: torch.optim.Optimizer, transformer: nn.Module, ema: nn.Module | None, loss: torch.Tensor,
+           p: DiTPretrainParams) -> None:
+    """One optimizer step on `loss` (gradient clipped at `p.grad_clip`), then the EMA copy follows."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(transformer.parameters(), p.grad_clip)
+    opt.step()
+    if ema is not None:
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(transformer.parameters()), 1.0 - p.ema_decay)
+
+
 def train_base_dit(
     p: DiTPretrainParams,
     transformer: nn.Module,
@@ -124,13 +147,7 @@ def train_base_dit(
                          return_dict=False)[0]
         return diffusion_loss(pred, flow_match_target(z0, noise))
 
-    # model FLOPs of one training step (forward + backward), counted on a real batch before training starts
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step_loss(*batch(), net=transformer).backward()  # eager: the counter sees every matmul
-    flops_per_step = float(counter.get_total_flops())
+    flops_per_step = step_flops(lambda: step_loss(*batch(), net=transformer))
     opt.zero_grad(set_to_none=True)
     peak = measure_matmul_tflops(device)
 
@@ -154,13 +171,7 @@ def train_base_dit(
         for g in opt.param_groups:
             g["lr"] = lr_at(step, p.steps, p.lr, warmup)
         loss = step_loss(*batch())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), p.grad_clip)
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(list(ema.parameters()), list(transformer.parameters()), 1.0 - p.ema_decay)
+        update(opt, transformer, ema, loss, p)
         done = step + 1
         if step == 0:  # the first step compiles (torch.compile): steady-state timing starts after it
             if cuda:

@@ -20,17 +20,21 @@ from typing import Any
 import torch
 
 from sara.config import AlignerParams, Params
+from sara.data import mtss
+from sara.data.clips import load_clip
 from sara.losses.aligner import info_nce, masks_to_grid, same_caption_matrix, saliency_bce
+from sara.masks.store import load_masks
 from sara.models.aligner import SaliencyAligner, pool_visual_tokens
+from sara.models.encoders import cached_features
+from sara.train.schedules import warmup_cosine
 from sara.train import health
 
-QUERY_KINDS = ("entity", "combined", "background", "full")
 TRAIN_STATE = "train_state.pt"
 
 
 @dataclass
 class Unit:
-    """One supervision forward: a caption and its target on the encoder grid (METHOD §3.4)."""
+    """One supervision forward: a caption and its target on the encoder grid (the paper's K + 2 forwards per video)."""
 
     kind: str  # entity | combined | background | full
     caption: str
@@ -101,8 +105,6 @@ def supervision_units(
 def clip_units(caption: Any, masks: Any, frame_idx: torch.Tensor, grid: tuple[int, int, int],
                p: AlignerParams, seen: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Unit]:
     """`supervision_units` from an MTSS caption (`sara.data.mtss`) and stored masks (`sara.masks.store`)."""
-    from sara.data import mtss
-
     return supervision_units(
         mtss.entity_captions(caption), mtss.foreground_caption(caption), mtss.background_caption(caption),
         mtss.full_caption(caption), list(masks.ref_ids), torch.as_tensor(masks.entities), frame_idx, grid,
@@ -117,11 +119,6 @@ def build_examples(records: Sequence[Any], params: Params, vfm: Any, *, with_cli
     what evaluation scores every variant on). With `with_clip` the loaded frames (sampled, one per tubelet),
     masks and caption are kept in `extra` for figures."""
     from tqdm.auto import tqdm
-
-    from sara.data import mtss
-    from sara.data.clips import load_clip
-    from sara.masks.store import load_masks
-    from sara.models.encoders import cached_features
 
     out = []
     for rec in tqdm(records, desc="features + targets", disable=not progress, unit="clip"):
@@ -204,7 +201,7 @@ class StepOutput:
 
 def stage1_loss(aligner: SaliencyAligner, text: Any, batch: Batch, p: AlignerParams,
                 grid: tuple[int, int, int], caption_states: dict[str, torch.Tensor] | None = None) -> StepOutput:
-    """L_stage1 = lam_BCE * L_BCE + lam_InfoNCE * L_InfoNCE for one batch of forwards (METHOD §3.7).
+    """L_stage1 = lam_BCE * L_BCE + lam_InfoNCE * L_InfoNCE for one batch of forwards (the paper's Table 10).
 
     `caption_states` caches H_y per caption (the caption side is frozen and has no gradient)."""
     dev = next(aligner.parameters()).device
@@ -287,8 +284,6 @@ def train_aligner(
     steps; with `resume`, a state left there by an interrupted run with the same `fingerprint` is picked up.
     """
     from tqdm.auto import tqdm
-
-    from sara.train.schedules import warmup_cosine
 
     p = params.aligner
     if not examples:

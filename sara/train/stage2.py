@@ -1,7 +1,7 @@
-"""Stage 2: continual training of the Wan high-noise DiT with L = L_diff + lam_TRD * L_aux (METHOD §2.6, §4.4).
+"""Stage 2: continual training of the Wan high-noise DiT with L = L_diff + lam_TRD * L_aux (paper Table 11).
 
 One loop for every method (sft, videorepa, moalign, sara-<op>); `sara.methods` supplies the auxiliary loss.
-Per step (METHOD §4.4):
+Per step (assembled from the paper's Stage 2 description; docs/stage2.md):
   1. batch: clips chosen by (seed, step, rank); the DiT takes `dit.frames` frames at bin centres of the clip,
      V-JEPA takes its own `vfm.frames` by the same rule, so both span the whole clip (docs/stage2.md);
   2. z_0 = VAE(x_0) (frozen); sigma from the band-limited shifted logit-normal; z_t on the flow path;
@@ -32,9 +32,19 @@ import torch
 from torch import nn
 
 from sara.config import Params
+from sara.data.clips import list_clips, load_clip
+from sara.data.flow import flow_source
+from sara.data.mtss import full_caption
+from sara.data.synthetic.truth import Truth
+from sara.losses.budget import pair_budget_shares
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
+from sara.losses.moalign import flow_to_grid
+from sara.masks.store import load_masks
 from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset
+from sara.models.aligner import load_saliency_model
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
+from sara.models.encoders import build_vfm, cached_features
+from sara.models.video_view import require_full_clip_view
 from sara.runs import Run
 from sara.train import checkpoint as ckpt
 from sara.train import health
@@ -57,7 +67,7 @@ class Sample:
     frames: np.ndarray  # (F, H, W, 3) uint8, the whole clip
     caption: str  # the full MTSS caption c (what both the DiT and the aligner see)
     fg: np.ndarray | None = None  # (F, H, W) bool union of entity masks, for the pair-budget log
-    truth: dict[str, Any] | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
+    truth: Truth | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
 
 
 class ClipSet:
@@ -67,8 +77,6 @@ class ClipSet:
     """
 
     def __init__(self, clips_root: str | Path, masks_dir: str | Path | None = None, split: str = "train", cache_mb: int = 1024) -> None:
-        from sara.data.clips import list_clips
-
         self.root = Path(clips_root)
         self.records = list_clips(self.root, split)
         if not self.records:
@@ -83,8 +91,6 @@ class ClipSet:
 
     def _fg(self, clip: Any) -> np.ndarray | None:
         if self.masks_dir is not None and (self.masks_dir / f"{clip.clip_id}.npz").is_file():
-            from sara.masks.store import load_masks
-
             m = load_masks(self.masks_dir, clip.clip_id, clip.frames.shape)
             return np.asarray(m.union, dtype=bool)
         if clip.masks is not None and len(clip.masks):
@@ -94,8 +100,6 @@ class ClipSet:
     def __getitem__(self, i: int) -> Sample:
         if i in self._cache:
             return self._cache[i]
-        from sara.data.clips import load_clip
-        from sara.data.mtss import full_caption
 
         clip = load_clip(self.records[i].folder(self.root))
         s = Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth)
@@ -197,6 +201,155 @@ def _fault() -> tuple[str, int] | None:
     return kind, int(k)
 
 
+@dataclass
+class Stage2Setup:
+    """Everything one Stage 2 run trains with, built once: models, frozen targets, data and the flow source."""
+
+    run: Run
+    dist: Any  # sara.train.engine.DistInfo
+    base: Any  # sara.models.dit.DiTComponents: the trained DiT, its frozen VAE and text conditioner
+    saliency: Any | None  # frozen Stage 1 aligner (sara only)
+    vfm: Any | None  # frozen V-JEPA target (every TRD method)
+    model: Stage2Model
+    engine: Any  # sara.train.engine.TrainEngine
+    dataset: Any
+    flow_fn: Callable[..., np.ndarray] | None  # MoAlign's optical flow, (frames, truth) -> (F-1, H, W, 2)
+    flow_cache: dict[str, torch.Tensor] = field(default_factory=dict)  # a clip's flow on the grid, computed once
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+
+def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2Setup:
+    """Initialise the ranks and build the run's models (base DiT, frozen targets, the method's trainable head),
+    its engine and its data. Collective."""
+    from sara.train.engine import TrainEngine, init_distributed  # local: deepspeed takes seconds to import
+
+    spec = REGISTRY[run.method]
+    if spec.needs_saliency or spec.needs_vfm:
+        require_full_clip_view(params.vfm.frame_sampling, params.vfm.resize, f"Stage 2 run {run.name!r}")
+    tp = params.train
+    dist = init_distributed(params.project.device)
+    dev = dist.device
+    frozen_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    torch.manual_seed(tp.seed + dist.rank)
+
+    base = load_base(params.dit.base_dir, params.dit.kind, dev, frozen_dtype, with_low_noise=False)
+    if tp.grad_checkpointing:
+        base.transformer.enable_gradient_checkpointing()
+    saliency = vfm = None
+    if spec.needs_saliency:
+        saliency = load_saliency_model(params.aligner.out_dir, params, dev)
+        vfm = saliency.vfm  # V_y is shared by the aligner and the TRD target (as the paper states)
+    elif spec.needs_vfm:
+        vfm = build_vfm(params.vfm, dev)
+    dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
+    aux = build_objective(run, params, dit_dim, vfm.dim if vfm is not None else 0)
+    layer = params.trd.layer if spec.needs_vfm else None
+    model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
+    engine = TrainEngine(model, tp, dist)
+
+    if dataset is None:
+        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if run.method == "sara" else None)
+    flow_fn = None
+    if spec.needs_flow:
+        m = params.methods.moalign
+        flow_fn = flow_source(m.flow, raft_dir=m.raft_dir, device=str(dev)) if m.flow == "raft" else flow_source(m.flow)
+    return Stage2Setup(run, dist, base, saliency, vfm, model, engine, dataset, flow_fn)
+
+
+@dataclass
+class Stage2Batch:
+    """One step's inputs: the noised latents and their velocity target, the text, and the frozen aux targets."""
+
+    samples: list[Sample]
+    z0: torch.Tensor  # (B, 16, F', H', W') clean latents
+    zt: torch.Tensor  # (B, 16, F', H', W') noised at sigma
+    target: torch.Tensor  # flow-matching velocity target, like zt
+    timestep: torch.Tensor  # (B,)
+    sigma: torch.Tensor  # (B,) on the CPU
+    text: torch.Tensor  # (B, L, D_text)
+    targets: AuxTargets
+    w: torch.Tensor | None  # (B, T_s, N_s) saliency of the sara runs
+
+
+def stage2_batch(setup: Stage2Setup, params: Params, step: int) -> Stage2Batch:
+    """Draw step `step`'s batch on this rank (a pure function of the seed, the step and the rank) and compute its
+    diffusion inputs and frozen targets."""
+    tp, dist, dev, base = params.train, setup.dist, setup.device, setup.base
+    positions = stream_positions(step, dist.rank, dist.world_size, tp.batch_size)
+    gens = [torch.Generator().manual_seed(sample_seed(tp.seed, g)) for g in positions]
+    torch.manual_seed(sample_seed(tp.seed, positions[0]))  # any module drawing from the global RNG
+
+    samples = [setup.dataset[i] for i in batch_indices(len(setup.dataset), positions, tp.seed)]
+    frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # (B, F, H, W, 3) uint8
+    drop = [bool(torch.rand(1, generator=g) < tp.caption_dropout) for g in gens]  # CFG text dropout
+    prompts = ["" if d else s.caption for s, d in zip(samples, drop)]
+
+    # latents, timesteps, noise
+    with torch.no_grad():
+        pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
+        z0 = encode_latents(base.vae, pixels.to(dev))  # (B, 16, F', H', W')
+        text = base.text(prompts)  # (B, L, D_text)
+    band = dict(mean=tp.logit_mean, std=tp.logit_std, shift=tp.shift, t_min=tp.t_min, t_max=tp.t_max)
+    sigma = torch.cat([sample_band_sigmas(1, g, **band) for g in gens])  # (B,)
+    noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(dev)  # (B, C, F', H', W')
+    sigma_d = sigma.to(dev)
+    zt = flow_match_xt(z0, noise, sigma_d)
+    targets, w = frozen_targets(setup, params, samples, frames)
+    return Stage2Batch(samples, z0, zt, flow_match_target(z0, noise), sigma_to_timestep(sigma_d), sigma, text, targets, w)
+
+
+def frozen_targets(setup: Stage2Setup, params: Params, samples: list[Sample], frames: torch.Tensor) -> tuple[AuxTargets, torch.Tensor | None]:
+    """The aux loss's frozen inputs for a batch: V-JEPA tokens of the clean clips, the aligner's saliency w under
+    the full caption (sara) and the optical flow on the token grid (moalign)."""
+    vfm, dev = setup.vfm, setup.device
+    if vfm is None:
+        return AuxTargets(), None
+    w = None
+    with torch.no_grad():
+        if params.train.feature_cache:
+            vy = torch.stack([cached_features(vfm, s, params.vfm.cache_dir) for s in samples]).to(dev)
+        else:
+            vy = vfm.features(frames)  # (B, T_s, N_s, D_v)
+        if setup.saliency is not None:
+            w = setup.saliency.saliency(vy, [s.caption for s in samples])  # full caption c, clean clip x_0
+    flow = None
+    if setup.flow_fn is not None:
+        cache = setup.flow_cache
+        for s in samples:  # a clip's flow is fixed: computed once per clip
+            if s.clip_id not in cache:
+                cache[s.clip_id] = flow_to_grid(torch.from_numpy(setup.flow_fn(s.frames, s.truth)), vfm.grid)[0]
+        flow = torch.stack([cache[s.clip_id] for s in samples]).to(dev)  # (B, T_s-1, H_s, W_s, 2)
+    return AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), flow=flow, vfm_grid=vfm.grid), w
+
+
+def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool
+            ) -> tuple[str, Path, int, list[tuple[int, dict[str, float]]]]:
+    """(fingerprint, state dir, first step, logged history): the run's exact resume point when a checkpoint of the
+    same fingerprint (code, inputs, params, world size) exists and its weights pass `health`, else step 0 in a fresh
+    state dir. Collective."""
+    run, dist, engine = setup.run, setup.dist, setup.engine
+    inputs = ckpt.inputs_digests(code_entry, run.inputs(params))
+    fp = ckpt.fingerprint(run.name, params_subset(params, run.params), dist.world_size, inputs)
+    state_dir = Path(params.train.state_dir) / run.name
+    if dist.is_main:
+        ckpt.prepare_state_dir(state_dir, fp, resume=resume)
+    engine.barrier()
+    tag = ckpt.resumable_tag(state_dir, fp) if resume else None
+    if tag is None:
+        return fp, state_dir, 0, []
+    client = engine.load(state_dir, tag)
+    if client.get("fingerprint") != fp:
+        raise RuntimeError(f"checkpoint {state_dir / tag} belongs to another configuration (fingerprint mismatch)")
+    with engine.full_parameters() as m:
+        health.check_weights(m, f"train_dit/{run.name}: checkpoint {state_dir / tag} not resumed (delete "
+                                f"{state_dir} or rerun with --no-resume)")
+    history = [(int(k), dict(v)) for k, v in client.get("history", [])]
+    return fp, state_dir, int(client["step"]), history
+
+
 def train_stage2(
     params: Params,
     run: str,
@@ -211,74 +364,16 @@ def train_stage2(
 
     `code_entry` is the module whose import closure the resume fingerprint hashes (the stage passes its own).
     """
-    from sara.models.encoders import build_vfm
-    from sara.train.engine import TrainEngine, init_distributed, peak_memory_bytes
+    from sara.train.engine import peak_memory_bytes  # local: deepspeed takes seconds to import
 
     parsed = Run.parse(run)
-    method, op = parsed.method, parsed.op
-    spec = REGISTRY[method]
-    if spec.needs_saliency or spec.needs_vfm:
-        from sara.models.video_view import require_full_clip_view
+    setup = build_stage2(params, parsed, dataset)
+    tp, dist, dev, engine = params.train, setup.dist, setup.device, setup.engine
 
-        require_full_clip_view(params.vfm.frame_sampling, params.vfm.resize, f"Stage 2 run {run!r}")
-    tp = params.train
-    dist = init_distributed(params.project.device)
-    dev = dist.device
-    frozen_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    torch.manual_seed(tp.seed + dist.rank)
-
-    # -- models: base DiT (+ frozen VAE and text encoder), frozen targets, the method's trainable head --------------
-    base = load_base(params.dit.base_dir, params, dev, frozen_dtype, with_low_noise=False)
-    if tp.grad_checkpointing:
-        base.transformer.enable_gradient_checkpointing()
-    saliency = vfm = None
-    if spec.needs_saliency:
-        from sara.models.aligner import load_saliency_model
-
-        saliency = load_saliency_model(params.aligner.out_dir, params, dev)
-        vfm = saliency.vfm  # V_y is shared by the aligner and the TRD target (METHOD §2.3)
-    elif spec.needs_vfm:
-        vfm = build_vfm(params.vfm, dev)
-    dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
-    aux = build_objective(parsed, params, dit_dim, vfm.dim if vfm is not None else 0)
-    layer = params.trd.layer if spec.needs_vfm else None
-    model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
-    engine = TrainEngine(model, tp, dist)
-
-    # -- data --------------------------------------------------------------------------------------------------
-    if dataset is None:
-        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if method == "sara" else None)
-    n = len(dataset)
-    flow_fn, flow_cache = None, {}
-    if spec.needs_flow:
-        from sara.data.flow import flow_source
-
-        m = params.methods.moalign
-        flow_fn = flow_source(m.flow, raft_dir=m.raft_dir, device=str(dev)) if m.flow == "raft" else flow_source(m.flow)
-
-    # -- resume ------------------------------------------------------------------------------------------------
-    inputs = ckpt.inputs_digests(code_entry, parsed.inputs(params))
-    fp = ckpt.fingerprint(run, params_subset(params, parsed.params), dist.world_size, inputs)
-    state_dir = Path(tp.state_dir) / run
-    if dist.is_main:
-        ckpt.prepare_state_dir(state_dir, fp, resume=resume)
-    engine.barrier()
-    start = 0
-    history: list[tuple[int, dict[str, float]]] = []  # (step, metrics) of every logged step, kept in checkpoints
-    tag = ckpt.resumable_tag(state_dir, fp) if resume else None
-    if tag is not None:
-        client = engine.load(state_dir, tag)
-        if client.get("fingerprint") != fp:
-            raise RuntimeError(f"checkpoint {state_dir / tag} belongs to another configuration (fingerprint mismatch)")
-        with engine.full_parameters() as m:
-            health.check_weights(m, f"train_dit/{run}: checkpoint {state_dir / tag} not resumed (delete "
-                                    f"{state_dir} or rerun with --no-resume)")
-        start = int(client["step"])
-        history = [(int(k), dict(v)) for k, v in client.get("history", [])]
-        if log is not None and dist.is_main:
-            for k, rec in history:  # the resumed run shows the whole curve, not only the steps after `start`
-                log(rec, k)
-
+    fp, state_dir, start, history = _resume(setup, params, code_entry, resume)
+    if log is not None and dist.is_main:
+        for k, rec in history:  # the resumed run shows the whole curve, not only the steps after `start`
+            log(rec, k)
     fault = _fault()
     last: dict[str, float] = {}
     bar = None
@@ -290,75 +385,18 @@ def train_stage2(
         t0 = time.perf_counter()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        positions = stream_positions(step, dist.rank, dist.world_size, tp.batch_size)
-        gens = [torch.Generator().manual_seed(sample_seed(tp.seed, g)) for g in positions]
-        torch.manual_seed(sample_seed(tp.seed, positions[0]))  # any module drawing from the global RNG
-
-        # 1. batch
-        samples = [dataset[i] for i in batch_indices(n, positions, tp.seed)]
-        frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # (B, F, H, W, 3) uint8
-        drop = [bool(torch.rand(1, generator=g) < tp.caption_dropout) for g in gens]  # CFG text dropout
-        prompts = ["" if d else s.caption for s, d in zip(samples, drop)]
-
-        # 2. latents, timesteps, noise
-        with torch.no_grad():
-            pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
-            z0 = encode_latents(base.vae, pixels.to(dev))  # (B, 16, F', H', W')
-            text = base.text(prompts)  # (B, L, D_text)
-        band = dict(mean=tp.logit_mean, std=tp.logit_std, shift=tp.shift, t_min=tp.t_min, t_max=tp.t_max)
-        sigma = torch.cat([sample_band_sigmas(1, g, **band) for g in gens])  # (B,)
-        noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(dev)  # (B, C, F', H', W')
-        sigma_d = sigma.to(dev)
-        zt = flow_match_xt(z0, noise, sigma_d)
-        target = flow_match_target(z0, noise)
-        timestep = sigma_to_timestep(sigma_d)
-
-        # 3. frozen targets
-        targets = AuxTargets()
-        w = None
-        if vfm is not None:
-            with torch.no_grad():
-                if tp.feature_cache:
-                    from sara.models.encoders import cached_features
-
-                    vy = torch.stack([cached_features(vfm, s, params.vfm.cache_dir) for s in samples]).to(dev)
-                else:
-                    vy = vfm.features(frames)  # (B, T_s, N_s, D_v)
-                if saliency is not None:
-                    w = saliency.saliency(vy, [s.caption for s in samples])  # full caption c, clean clip x_0
-            flow = None
-            if flow_fn is not None:
-                from sara.losses.moalign import flow_to_grid
-
-                for s in samples:  # a clip's flow is fixed: computed once per clip
-                    if s.clip_id not in flow_cache:
-                        flow_cache[s.clip_id] = flow_to_grid(torch.from_numpy(flow_fn(s.frames, s.truth)), vfm.grid)[0]
-                flow = torch.stack([flow_cache[s.clip_id] for s in samples]).to(dev)  # (B, T_s-1, H_s, W_s, 2)
-            targets = AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), flow=flow, vfm_grid=vfm.grid)
-
-        # 4. forward
-        terms = engine(zt, timestep, text, target, targets)
+        batch = stage2_batch(setup, params, step)
+        terms = engine(batch.zt, batch.timestep, batch.text, batch.target, batch.targets)
         loss = terms["loss"]
         if fault == ("nan", step + 1):
             loss = loss * float("nan")
 
-        # 5. stop on a non-finite loss on any rank, before anything is updated
-        bad = engine.all_reduce_max(0.0 if math.isfinite(float(loss.detach())) else 1.0)
-        if bad > 0:
-            good = ckpt.latest_tag(state_dir)
-            where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            raise NonFiniteLossError(
-                f"train_dit/{run}: non-finite loss at step {step + 1} ({values}); stopped before the optimizer step. "
-                f"Last good checkpoint: {where}"
-            )
-
-        # 6. backward + step
+        stop_if_non_finite(engine, loss, terms, run, step + 1, state_dir)
         engine.backward(loss)
         engine.step()
         done = step + 1
         dt = time.perf_counter() - t0
-        tokens = z0.shape[0] * math.prod(token_grid(base.transformer, z0.shape)) * dist.world_size
+        tokens = batch.z0.shape[0] * math.prod(token_grid(setup.base.transformer, batch.z0.shape)) * dist.world_size
         last = {k: float(v.detach()) for k, v in terms.items()}
         last.update(
             lr=engine.lr(),
@@ -366,12 +404,12 @@ def train_stage2(
             step_time_s=dt,
             tokens_per_s=tokens / dt,
             peak_mem_gb=peak_memory_bytes(dev) / 2**30,
-            sigma_mean=float(sigma.mean()),
+            sigma_mean=float(batch.sigma.mean()),
         )
-        if w is not None and op is not None:
-            last.update(_budget(w, op, samples, vfm))
+        if batch.w is not None and parsed.op is not None:
+            last.update(_budget(batch.w, parsed.op, batch.samples, setup.vfm))
         if done % tp.log_every == 0 or done == tp.steps:
-            history.append((done, dict(last)))
+            history.append((done, dict(last)))  # (step, metrics) of every logged step, kept in checkpoints
             if log is not None and dist.is_main:
                 log(last, done)
         health.check_grad_norm(last["grad_norm"], _unhealthy(run, done, state_dir))
@@ -395,17 +433,32 @@ def train_stage2(
 
     # -- final export (the DVC output) -------------------------------------------------------------------------
     run_dir = Path(tp.out_dir) / run
-    final = {"run": run, "method": method, "op": op, "steps": tp.steps, "resumed_from": start, "fingerprint": fp,
-             "world_size": dist.world_size, "precision": engine.precision, "scale": params.project.scale, **last}
+    final = {"run": run, "method": parsed.method, "op": parsed.op, "steps": tp.steps, "resumed_from": start,
+             "fingerprint": fp, "world_size": dist.world_size, "precision": engine.precision,
+             "scale": params.project.scale, **last}
     with engine.full_parameters() as m:
         if dist.is_main:
             ckpt.export_final(run_dir, m.transformer, m.aux, final)
     engine.barrier()
     if dist.is_main:
         ckpt.discard_state(state_dir)  # exported: a later run with changed code or data can never resume it
-    if model.hook is not None:
-        model.hook.remove()
+    if setup.model.hook is not None:
+        setup.model.hook.remove()
     return Stage2Result(run, tp.steps, start, last, run_dir)
+
+
+def stop_if_non_finite(engine: Any, loss: torch.Tensor, terms: dict[str, torch.Tensor], run: str, step: int,
+                       state_dir: Path) -> None:
+    """Stop on a non-finite loss on any rank, before anything is updated (collective)."""
+    bad = engine.all_reduce_max(0.0 if math.isfinite(float(loss.detach())) else 1.0)
+    if bad > 0:
+        good = ckpt.latest_tag(state_dir)
+        where = f"{state_dir / good}" if good else "none (no checkpoint was written yet)"
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        raise NonFiniteLossError(
+            f"train_dit/{run}: non-finite loss at step {step} ({values}); stopped before the optimizer step. "
+            f"Last good checkpoint: {where}"
+        )
 
 
 def _unhealthy(run: str, step: int, state_dir: Path) -> str:
@@ -417,8 +470,6 @@ def _unhealthy(run: str, step: int, state_dir: Path) -> str:
 
 def _budget(w: torch.Tensor, op: str, samples: list[Sample], vfm: Any) -> dict[str, float]:
     """Pair-budget shares (FG-FG / FG-BG / BG-BG) of the active operator under w; FG from masks when known."""
-    from sara.losses.budget import pair_budget_shares
-
     fg = None
     if all(s.fg is not None for s in samples):
         masks = torch.from_numpy(np.stack([s.fg for s in samples]))  # (B, F, H, W)

@@ -1,4 +1,4 @@
-"""The two 18-prompt MTSS sets shipped with the package (METHOD §6.4: the paper gives no list, these are ours).
+"""The two 18-prompt MTSS sets shipped with the package (the paper gives no such list, these are ours; docs/data.md).
 
 - `synthetic.json`: synthetic-domain prompts; each item carries the `SceneSpec` the renderer draws as ground truth
   (for the grounded judge) and a caption equal to `spec_to_mtss(spec)` at the file's `render` settings.
@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sara.data.mtss import MTSSCaption, MTSSError, parse_caption
+from sara.data.synthetic.spec import SceneSpec
 
 PROMPT_SETS = ("synthetic", "realworld")
 
@@ -29,7 +30,7 @@ class PromptItem:
     title: str
     caption: MTSSCaption
     focus: list[str] = field(default_factory=list)
-    spec: Any = None  # sara.data.synthetic.SceneSpec for synthetic prompts, else None
+    spec: SceneSpec | None = None  # the scene the renderer draws as ground truth (synthetic prompts only)
 
 
 def prompt_set_raw(name: str) -> dict[str, Any]:
@@ -42,8 +43,6 @@ def prompt_set_raw(name: str) -> dict[str, Any]:
 
 def load_prompt_set(name: str) -> list[PromptItem]:
     """Validated prompt items of the set `name` ("synthetic" or "realworld"); errors name the item and field."""
-    from sara.data.synthetic import SceneSpec
-
     raw = prompt_set_raw(name)
     items: list[PromptItem] = []
     seen: set[str] = set()

@@ -1,56 +1,19 @@
-"""Grounded judge: scores a video of a synthetic prompt against the renderer's ground truth, no model needed.
-
-It answers the same 13 rubric dimensions on the same 1-5 scale as the VLM judges, from measurable video
-statistics. The reference is the ground-truth clip rendered from the prompt's scene spec at the video's size and
-passed through the same measurements, so a perfect video scores 5 and encoding noise cancels out.
-
-Measurements (per frame):
-- colour segmentation by the known palette: a pixel belongs to an entity colour when it is within
-  `COLOUR_TOL` of that colour (or of its darker texture shade), nearer to it than to every other palette colour,
-  and nearer to it than to the ground-truth background at that pixel;
-- blobs: connected components per colour (fragments within one pixel joined), at least `MIN_AREA_FRAC` of the
-  smallest entity's area and at least `MIN_DENSITY` solid (scattered noise pixels are not an entity);
-- identity: each prompt entity is matched to one blob per frame (Hungarian) by shape (centroid-aligned IoU with
-  the entity's ground-truth mask) plus a colour penalty, so a blob of the wrong colour but the right shape is
-  still the same entity with a broken colour binding.
-
-Dimension -> statistic (value in [0, 1] unless noted) -> 1-5 by the cuts in `CUTS` (value >= cut):
-  entity_count          blob count per colour vs the ground truth's, median over frames -> the paper's exact-count scale
-  person_appearance     colour/shape binding of PERSON_* entities: aligned IoU if the colour is right, 0.3 x IoU if
-                        not, 0 if absent (median over frames, mean over entities); None without persons
-  object_appearance     the same for OBJECT_* entities
-  spatial_arrangement   mean of (a) pairwise left/right/above/below relations that hold in every ground-truth frame
-                        and still hold, (b) centroids within 0.12 of the ground-truth path (fractions of min(H, W))
-  action_completion     end position within 0.06 (full credit) .. 0.3 (none) of the ground-truth end
-  scene_style           mean abs colour error of background pixels on a 4x4 grid (0-255; lower is better, own cuts)
-  motion_prompt_alignment  per step of a moving entity: cos(step, truth step) if it moves at least 25% as far, else 0
-  motion_completeness   agreement of the moving / still pattern with the truth over the steps of moving entities
-  motion_amplitude      min(r, 1/r) of path length r = generated / truth (still entities: stays within 0.08)
-  temporal_consistency  mean of presence over frames, area continuity, no teleports, no background flicker
-  physical_plausibility mean of rigid shape between frames and no unexplained accelerations
-  camera_motion         integer global background shift per step vs the truth's (within 1 px)
-  interaction_correctness  meet: approach, contact at the end; follow: follower behind the leader at a steady gap;
-                        5 when the prompt has no interaction (the paper's single-subject rule)
-Entities never found at all count in entity_count and appearance only, so each corruption moves the dimensions
-it breaks. Rotation direction is not measured (shapes with isotropic moments give no reliable angle at 64 px).
-"""
+"""The 13 rubric dimensions from measured statistics of a video against its reference (table in the package
+docstring), each mapped to 1-5 by documented cuts."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
+import cv2
 import numpy as np
 
+from evaluation.grounded.reference import Reference, Tracks, build_reference, match_entities
+from evaluation.grounded.segment import aligned_iou
 from evaluation.rubric.dimensions import ALL_DIMS, count_error_score
+from sara.data.synthetic.spec import DIRECTION_VECTOR, SceneSpec
 
-COLOUR_TOL = 80.0  # RGB distance within which a pixel can belong to an entity colour
-MIN_AREA_FRAC = 0.15  # smallest blob kept, as a fraction of the smallest entity's drawn area
-MIN_DENSITY = 0.35  # blob pixels / its one-pixel-dilated outline: solid shapes ~0.6-0.8, scattered noise far less
-VISIBLE_FRAC = 0.3  # an entity is scored in a frame when at least this fraction of it is visible
 WRONG_COLOUR_FACTOR = 0.3  # binding credit for the right shape in the wrong colour
-COLOUR_PENALTY = 0.1  # matching cost of a wrong colour: below the IoU gap between different shapes (circle vs square ~0.22)
 CUTS: dict[str, tuple[float, float, float, float]] = {  # value >= cut -> 5, 4, 3, 2; else 1
     "default": (0.9, 0.75, 0.5, 0.25),
     "appearance": (0.8, 0.65, 0.45, 0.2),
@@ -64,253 +27,6 @@ def to_scale(value: float, cuts: tuple[float, float, float, float] = CUTS["defau
         if value >= cut - 1e-9:
             return score
     return 1
-
-
-# ------------------------------------------------------------------------------------------ segmentation
-
-
-@dataclass
-class Blob:
-    colour: int  # index into the prompt's distinct entity colours
-    mask: np.ndarray  # (H, W) bool
-    area: int
-    centre: np.ndarray  # (2,) x, y pixel coords
-
-
-def _palette() -> tuple[list[str], np.ndarray]:
-    from sara.data.synthetic import COLOURS
-
-    names = list(COLOURS)
-    base = np.array([COLOURS[n] for n in names], np.float32)  # (P, 3)
-    return names, base
-
-
-def colour_labels(frames: np.ndarray, bg: np.ndarray, colours: list[str]) -> np.ndarray:
-    """(F, H, W) int: index into `colours` (distinct names) of the entity colour each pixel shows, -1 for background.
-
-    `bg` (F, H, W, 3) is the ground-truth background the pixel is compared against.
-    """
-    names, base = _palette()
-    refs = np.concatenate([base, base * 0.5])  # (2P, 3): plain colours and their darker texture shades
-    x = frames.astype(np.float32)  # (F, H, W, 3)
-    d = np.linalg.norm(x[..., None, :] - refs, axis=-1)  # (F, H, W, 2P)
-    nearest = d.argmin(-1) % len(names)  # palette index of the nearest plain or dark shade
-    dmin = d.min(-1)
-    d_bg = np.linalg.norm(x - bg.astype(np.float32), axis=-1)  # (F, H, W)
-    labels = np.full(frames.shape[:3], -1, np.int16)
-    ok = (dmin <= COLOUR_TOL) & (dmin < d_bg)
-    for i, c in enumerate(colours):
-        labels[ok & (nearest == names.index(c))] = i
-    return labels
-
-
-def blobs_in_frame(labels: np.ndarray, n_colours: int, min_area: int) -> list[Blob]:
-    """Connected components per colour; fragments within one pixel are joined (thin limbs, stripes)."""
-    import cv2
-
-    out: list[Blob] = []
-    kernel = np.ones((3, 3), np.uint8)
-    for c in range(n_colours):
-        mask = (labels == c).astype(np.uint8)
-        if mask.sum() < min_area:
-            continue
-        n, comp = cv2.connectedComponents(cv2.dilate(mask, kernel), connectivity=8)
-        for i in range(1, n):
-            m = (comp == i) & mask.astype(bool)
-            area = int(m.sum())
-            # a solid shape fills most of its dilated outline; scattered noise pixels joined by the dilation do not
-            if area >= min_area and area >= MIN_DENSITY * int((comp == i).sum()):
-                ys, xs = np.nonzero(m)
-                out.append(Blob(c, m, area, np.array([xs.mean() + 0.5, ys.mean() + 0.5])))
-    return out
-
-
-def aligned_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two masks after moving their centroids together (best of the 9 one-pixel offsets)."""
-    ya, xa = np.nonzero(a)
-    yb, xb = np.nonzero(b)
-    if len(ya) == 0 or len(yb) == 0:
-        return 0.0
-    pa = np.stack([ya - int(round(ya.mean())), xa - int(round(xa.mean()))], 1)  # (Na, 2) centred coords
-    pb = np.stack([yb - int(round(yb.mean())), xb - int(round(xb.mean()))], 1)
-    lo = np.minimum(pa.min(0), pb.min(0)) - 1
-    hi = np.maximum(pa.max(0), pb.max(0)) + 2
-    size = hi - lo + 1
-    ca = np.zeros(size, bool)
-    ca[pa[:, 0] - lo[0], pa[:, 1] - lo[1]] = True
-    best = 0.0
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            cb = np.zeros(size, bool)
-            cb[pb[:, 0] - lo[0] + dy, pb[:, 1] - lo[1] + dx] = True
-            inter = np.logical_and(ca, cb).sum()
-            best = max(best, inter / (len(pa) + len(pb) - inter))
-    return float(best)
-
-
-# --------------------------------------------------------------------------------------------- tracks
-
-
-@dataclass
-class Tracks:
-    """Per entity and frame: the matched blob's mask, centre, area and colour correctness (None = not found)."""
-
-    masks: list[list[np.ndarray | None]]  # [K][F]
-    centres: np.ndarray  # (K, F, 2), NaN where not found
-    areas: np.ndarray  # (K, F), 0 where not found
-    colour_ok: np.ndarray  # (K, F) bool
-    iou: np.ndarray  # (K, F) aligned IoU with the reference mask (0 where not found)
-    counts: np.ndarray  # (F, G) blobs per distinct colour
-    labels: np.ndarray  # (F, H, W)
-
-
-@dataclass
-class Reference:
-    """The ground truth measured the same way: entity masks, visibility, background, camera shifts."""
-
-    truth: dict[str, Any]
-    frames: np.ndarray  # (F, H, W, 3)
-    background: np.ndarray  # (F, H, W, 3) ground-truth background (entities removed)
-    entity_masks: np.ndarray  # (K, F, H, W) bool: reference segmentation of each entity
-    visible: np.ndarray  # (K, F) bool
-    tracks: Tracks = field(repr=False)
-    colours: list[str] = field(default_factory=list)  # distinct entity colours (two entities may share one)
-    group: list[int] = field(default_factory=list)  # entity k -> index of its colour in `colours`
-    radius: list[float] = field(default_factory=list)  # entity k's radius in pixels
-    min_area: int = 4
-
-
-def render_reference(spec: Any, frames: int, height: int, width: int, fps: int, encode: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Ground-truth clip for a spec, optionally through the same mp4 encode/decode as the videos it is compared to."""
-    from sara.data import synthetic
-
-    video, masks, truth = synthetic.render(spec, frames, height, width, fps)
-    if encode:
-        video = mp4_roundtrip(video, fps)
-    return video, masks, truth
-
-
-def mp4_roundtrip(video: np.ndarray, fps: int) -> np.ndarray:
-    import tempfile
-    from pathlib import Path
-
-    from sara.data.video_io import read_video, write_video
-
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "v.mp4"
-        write_video(p, video, fps)
-        return read_video(p)[0]
-
-
-def background_frames(spec: Any, frames: int, height: int, width: int) -> np.ndarray:
-    """(F, H, W, 3) uint8 background alone, panned like the clip (pixel centres at +0.5, as the renderer draws)."""
-    from sara.data import synthetic
-
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5  # (H, W)
-    cam = synthetic.camera_offsets(spec, frames, height, width)
-    bg = np.stack([synthetic.background(spec, x + cam[f, 0], y + cam[f, 1], height, width) for f in range(frames)])
-    return np.clip(np.rint(bg), 0, 255).astype(np.uint8)
-
-
-def build_reference(spec: Any, frames: int, height: int, width: int, fps: int, video: np.ndarray | None = None) -> Reference:
-    """Render (or take) the ground-truth clip and measure it; `video` overrides the rendered pixels (tests)."""
-    import cv2
-
-    from sara.data import synthetic
-
-    gt_video, masks, truth = render_reference(spec, frames, height, width, fps)
-    if video is not None:
-        gt_video = video
-    bg = background_frames(spec, frames, height, width)
-    names = [e["colour"] for e in truth["entities"]]
-    colours = list(dict.fromkeys(names))
-    group = [colours.index(c) for c in names]
-    labels = colour_labels(gt_video, bg, colours)
-    full_area = np.array([[max(a, 1) for a in e["visible_area_px"]] for e in truth["entities"]], float)  # (K, F)
-    vis_frac = np.array([e["visible_fraction"] for e in truth["entities"]])  # (K, F)
-    radius = [float(e["radius_px"]) for e in truth["entities"]]
-    # the smallest entity's drawn area (a thin stick figure covers far less than its radius suggests)
-    smallest = min(max(e["visible_area_px"]) for e in truth["entities"])
-    min_area = max(4, int(MIN_AREA_FRAC * smallest))
-    kernel = np.ones((5, 5), np.uint8)
-    ent = np.zeros(masks.shape, bool)  # (K, F, H, W)
-    for k in range(len(names)):
-        for f in range(frames):
-            near = cv2.dilate(masks[k, f].astype(np.uint8), kernel).astype(bool)
-            # its own pixels, plus edge pixels next to it that no entity owns (compression blur), in its colour
-            own = masks[k, f] | (near & ~masks[:, f].any(0))
-            ent[k, f] = own & (labels[f] == group[k])
-    visible = (vis_frac >= VISIBLE_FRAC) & (ent.reshape(len(names), frames, -1).sum(-1) >= min_area)
-    ref = Reference(truth, gt_video, bg, ent, visible, tracks=None, colours=colours, group=group, radius=radius, min_area=min_area)  # type: ignore[arg-type]
-    del full_area
-    ref.tracks = match_entities(gt_video, ref)
-    return ref
-
-
-def _centre(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
-
-
-def match_entities(video: np.ndarray, ref: Reference) -> Tracks:
-    """Match each prompt entity to at most one blob per frame by shape (aligned IoU) and colour."""
-    from scipy.optimize import linear_sum_assignment
-
-    F, H, W = video.shape[:3]
-    K, G = len(ref.group), len(ref.colours)
-    labels = colour_labels(video, ref.background, ref.colours)
-    masks: list[list[np.ndarray | None]] = [[None] * F for _ in range(K)]
-    centres = np.full((K, F, 2), np.nan)
-    areas = np.zeros((K, F))
-    colour_ok = np.zeros((K, F), bool)
-    ious = np.zeros((K, F))
-    counts = np.zeros((F, G), int)
-    for f in range(F):
-        blobs = blobs_in_frame(labels[f], G, ref.min_area)
-        for b in blobs:
-            counts[f, b.colour] += 1
-        ks = [k for k in range(K) if ref.visible[k, f]]
-        if not blobs or not ks:
-            continue
-        cost = np.full((len(ks), len(blobs)), 1e6)
-        iou = np.zeros_like(cost)
-        for i, k in enumerate(ks):
-            for j, b in enumerate(blobs):
-                iou[i, j] = aligned_iou(b.mask, ref.entity_masks[k, f])
-                same = b.colour == ref.group[k]
-                # right colour: any blob (it may be one fragment of an occluded entity; fragments are joined
-                # below); wrong colour: only a clearly same-shaped blob
-                if same or iou[i, j] >= 0.6:
-                    cost[i, j] = (1.0 - iou[i, j]) + (0.0 if same else COLOUR_PENALTY)
-        rows, cols = linear_sum_assignment(cost)
-        used = set()
-        for i, j in zip(rows, cols):
-            if cost[i, j] >= 1e6:
-                continue
-            k, b = ks[i], blobs[j]
-            masks[k][f] = b.mask.copy()
-            colour_ok[k, f] = b.colour == ref.group[k]
-            used.add(j)
-        # fragments of an entity split by an occluder in front of it: join them to the nearest matched entity
-        for j, b in enumerate(blobs):
-            if j in used:
-                continue
-            near = [(np.linalg.norm(b.centre - _centre(masks[k][f])), k) for k in ks
-                    if masks[k][f] is not None and ref.group[k] == b.colour]
-            if near:
-                d, k = min(near)
-                if d <= 1.5 * ref.radius[k]:
-                    masks[k][f] |= b.mask
-        for k in ks:
-            m = masks[k][f]
-            if m is not None:
-                centres[k, f] = _centre(m)
-                areas[k, f] = int(m.sum())
-                ious[k, f] = aligned_iou(m, ref.entity_masks[k, f])
-    return Tracks(masks, centres, areas, colour_ok, ious, counts, labels)
-
-
-# ------------------------------------------------------------------------------------------ dimensions
 
 
 def _unit(ref: Reference) -> float:
@@ -340,7 +56,7 @@ def score_entity_count(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
 
 
 def _binding(ref: Reference, gen: Tracks, kind: str) -> tuple[int | None, float, str]:
-    ks = [k for k, e in enumerate(ref.truth["entities"]) if e["type"] == kind]
+    ks = [k for k, e in enumerate(ref.truth.entities) if e.type == kind]
     if not ks:
         return None, float("nan"), f"no {kind} in the description"
     vals = []
@@ -353,7 +69,7 @@ def _binding(ref: Reference, gen: Tracks, kind: str) -> tuple[int | None, float,
                 per.append(gen.iou[k, f] * (1.0 if gen.colour_ok[k, f] else WRONG_COLOUR_FACTOR))
         vals.append(float(np.median(per)) if per else 0.0)
     v = float(np.mean(vals))
-    names = ", ".join(f"{ref.truth['entities'][k]['ref_id']}={x:.2f}" for k, x in zip(ks, vals))
+    names = ", ".join(f"{ref.truth.entities[k].ref_id}={x:.2f}" for k, x in zip(ks, vals))
     return to_scale(v, CUTS["appearance"]), v, f"colour/shape binding {names}"
 
 
@@ -415,8 +131,6 @@ def score_action_completion(ref: Reference, gen: Tracks) -> tuple[int, float, st
 
 
 def _both_background(ref: Reference, gen: Tracks) -> np.ndarray:
-    import cv2
-
     kernel = np.ones((3, 3), np.uint8)
     gt_fg = ref.tracks.labels >= 0
     gt_fg |= np.stack([cv2.dilate(m.astype(np.uint8), kernel).astype(bool) for m in ref.entity_masks.any(0)])
@@ -621,29 +335,27 @@ def score_camera(ref: Reference, video: np.ndarray, gen: Tracks) -> tuple[int, f
 
 
 def score_interaction(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
-    inter = ref.truth["interactions"]
-    if not inter:
-        n = len(ref.truth["entities"])
+    truth = ref.truth
+    if not truth.interactions:
+        n = len(truth.entities)
         return 5, 1.0, "no multi-subject interaction" if n == 1 else "no interaction in the description"
-    ids = [e["ref_id"] for e in ref.truth["entities"]]
+    ids = truth.ref_ids
     vals = []
-    for it in inter:
-        a, b = ids.index(it["a"]), ids.index(it["b"])
-        ra, rb = ref.truth["entities"][a]["radius_px"], ref.truth["entities"][b]["radius_px"]
+    for it in truth.interactions:
+        a, b = ids.index(it.a), ids.index(it.b)
+        ra, rb = truth.entities[a].radius_px, truth.entities[b].radius_px
         ga, gb = gen.centres[a], gen.centres[b]
         d = np.linalg.norm(ga - gb, axis=1)  # (F,)
         if np.isnan(d).all():
             vals.append(0.0)
             continue
-        if it["kind"] == "meet":
+        if it.kind == "meet":
             valid = np.nonzero(~np.isnan(d))[0]
             approach = float(d[valid[-1]] < d[valid[0]] - 0.1 * (ra + rb)) if len(valid) > 1 else 0.0
             contact = float(d[valid[-1]] <= 1.3 * (ra + rb))
             vals.append((approach + contact) / 2)
         else:  # follow: a follows b
-            leader = ref.truth["spec"]["entities"][b]["motion"]["direction"]
-            from sara.data.synthetic import DIRECTION_VECTOR
-
+            leader = truth.spec.entities[b].motion.direction
             u = np.array(DIRECTION_VECTOR[leader])
             gap_r = np.linalg.norm(ref.tracks.centres[a] - ref.tracks.centres[b], axis=1)
             behind = ((gb - ga) @ u > 0) & (np.abs(d - gap_r) <= 0.4 * gap_r)
@@ -652,7 +364,7 @@ def score_interaction(ref: Reference, gen: Tracks) -> tuple[int, float, str]:
     return to_scale(v), v, f"interactions correct {v:.2f}"
 
 
-def grounded_scores(spec: Any, video: np.ndarray, fps: int, ref: Reference | None = None) -> dict[str, dict]:
+def grounded_scores(spec: SceneSpec, video: np.ndarray, fps: int, ref: Reference | None = None) -> dict[str, dict]:
     """Score one video (F, H, W, 3) uint8 of a synthetic prompt: `{dim: {"score", "value", "reason"}}`.
 
     `score` is an int 1-5, or None for a dimension that does not apply (person_appearance without persons).

@@ -1,4 +1,4 @@
-"""Stage 1 diagnostics: the seven Table 4 metrics (METHOD §3.8), IoU / AUROC of the saliency against the
+"""Stage 1 diagnostics: the seven metrics of the paper's Table 4, IoU / AUROC of the saliency against the
 ground-truth mask, entity-separation measures, and the evaluation loop over held-out clips.
 
 Each Table 4 metric is defined per (clip, frame) on tensors and averaged by `evaluate_aligner`:
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from sara.losses.aligner import same_caption_matrix  # noqa: F401  (re-exported for callers of the diagnostics)
 
 
 # ---------------------------------------------------------------------------------------------- Table 4 metrics
