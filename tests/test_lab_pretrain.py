@@ -167,3 +167,60 @@ def test_embedded_default_pretrains_nothing(tmp_path):
     assert corpus.build_output(p, tmp_path / "c")["used"] is False
     assert pretrain_vae.build_output(p, tmp_path / "v")["kind"] == "random-init"
     assert pretrain_vfm.build_output(p, tmp_path / "f")["kind"] == "tiny"
+
+
+def test_vae_crop_params_must_fit_the_vae():
+    """Crops must be 4n+1 frames and a multiple of 8 pixels, or the causal VAE's chunks and grid do not line up."""
+    from sara.config import VAEPretrainParams
+
+    with pytest.raises(ValueError, match="4n\\+1"):
+        VAEPretrainParams(crop_frames=4)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        VAEPretrainParams(crop_size=12)
+
+
+def test_vae_trains_on_crops_then_whole_clips():
+    """The crop phase trains on (crop_frames, crop_size^2) windows, the last full_fraction on whole clips."""
+    import numpy as np
+    import torch
+
+    from sara.config import VAEPretrainParams
+    from sara.train.pretrain_vae import crop_batch, train_vae
+
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 255, (4, 9, 32, 32, 3), dtype=np.uint8)
+    gen = torch.Generator().manual_seed(0)
+    assert tuple(crop_batch(torch.from_numpy(clips), torch.tensor([0, 2]), 5, 16, gen).shape) == (2, 5, 16, 16, 3)
+    p = VAEPretrainParams(base_dim=8, steps=4, batch_size=2, eval_clips=2, crop_frames=1, crop_size=16,
+                          crop_batch_size=3, full_fraction=0.5)
+    seen = []
+    result = train_vae(p, clips, clips[:2], torch.device("cpu"), log=seen.append)
+    assert "crops (1, 16, 16)" in seen[0] and "whole clips (9, 32, 32)" in seen[-1]
+    assert [h["phase"] for h in result.history] == ["crop", "whole"]
+
+
+def test_lab_lr_decays_over_the_wall_clock_budget():
+    """A trainer stopped by max_minutes must have finished its cosine decay, not stop at full lr (the old schedule
+    followed `steps` alone, so a time-capped VAE / encoder / DiT run ended at ~peak lr)."""
+    from sara.train.schedules import budget_lr, budget_progress
+
+    # 300 of 3000 steps done, but 99% of a 2-minute budget spent: the lr is near its 10% floor
+    q = budget_progress(300, 3000, elapsed_s=118.8, max_minutes=2.0)
+    assert q > 0.98 and budget_lr(300, q, 1e-3, warmup=100) < 0.11e-3
+    assert budget_progress(300, 3000, elapsed_s=1.0, max_minutes=None) == 0.1
+    assert budget_lr(0, 0.0, 1e-3, warmup=100) == 1e-5
+
+
+def test_shape_probe_reads_the_clip_mean_and_motion_the_time_series(lab, monkeypatch):
+    """Shape is constant over a clip: its probe gets the D-dim mean of the entity's tokens, not the T_s*D series
+    (which gave the probe T_s times the parameters for the same few hundred entities and let it overfit)."""
+    import sara.train.pretrain_vfm as m
+    from sara.data.corpus import load_corpus
+    from sara.models.encoders import build_vfm
+
+    tmp, params = lab
+    widths = {}
+    monkeypatch.setattr(m, "linear_probe", lambda x, y: widths.setdefault(len(widths), x.shape[1]) and {})
+    view = build_vfm(params.vfm, "cpu")
+    m.encoder_probes(view, load_corpus(tmp / "corpus", "heldout"), 4)
+    assert widths == {0: view.dim, 1: view.grid[0] * view.dim}

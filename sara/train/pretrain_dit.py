@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sara.config import DiTPretrainParams
+from sara.train.schedules import budget_lr, budget_progress
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
 
 
@@ -65,13 +66,6 @@ def measure_matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -
     end.record()
     torch.cuda.synchronize()
     return 2 * n**3 * reps / (start.elapsed_time(end) / 1e3) / 1e12
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warmup, then cosine decay to 10% of `lr`."""
-    from sara.train.pretrain_vae import lr_at as _lr
-
-    return _lr(step, steps, lr, max(warmup, 1))
 
 
 @dataclass
@@ -169,7 +163,8 @@ def train_base_dit(
             transformer.train()
             t_mark = time.time()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.steps, p.lr, warmup)
+            used = budget_progress(step, p.steps, t_train + (time.time() - t_mark), max_minutes)
+            g["lr"] = budget_lr(step, used, p.lr, max(warmup, 1))
         loss = step_loss(*batch())
         update(opt, transformer, ema, loss, p)
         done = step + 1

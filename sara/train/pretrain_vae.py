@@ -9,7 +9,6 @@ Gate (docs/lab/base.md): held-out reconstruction PSNR (8-bit pixels, mean over c
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from sara.config import VAEPretrainParams
+from sara.train.schedules import budget_lr, budget_progress
 
 Z_DIM = 16  # Wan's latent channels (the DiT's in_channels)
 
@@ -84,14 +84,6 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
-def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    """Linear warmup, then cosine decay to 10% of `lr`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    q = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(q, 1.0))))
-
-
 @dataclass
 class VAEResult:
     vae: nn.Module
@@ -99,6 +91,19 @@ class VAEResult:
     history: list[dict[str, float]] = field(default_factory=list)
     originals: np.ndarray | None = None  # (n, F, H, W, 3) uint8 held-out clips of the contact sheet
     reconstructions: np.ndarray | None = None
+
+
+def crop_batch(clips: torch.Tensor, idx: torch.Tensor, frames: int | None, size: int | None,
+               gen: torch.Generator) -> torch.Tensor:
+    """Random windows of `frames` frames and `size`^2 pixels of the clips `idx` (None: whole) -> (B, F', H', W', 3)."""
+    n, f, h, w, _ = clips.shape
+    frames, size = min(frames or f, f), size
+    t0 = torch.randint(0, f - frames + 1, (1,), generator=gen).item()
+    if size is None or size >= min(h, w):
+        return clips[idx, t0 : t0 + frames]
+    y0 = torch.randint(0, h - size + 1, (1,), generator=gen).item()
+    x0 = torch.randint(0, w - size + 1, (1,), generator=gen).item()
+    return clips[idx, t0 : t0 + frames, y0 : y0 + size, x0 : x0 + size]
 
 
 def train_vae(
@@ -111,21 +116,32 @@ def train_vae(
     sheet_clips: int = 4,
     log: Callable[[str], None] = print,
 ) -> VAEResult:
-    """Train the VAE on uint8 clips (N, F, H, W, 3); the whole corpus sits on the device, so no step waits on data."""
+    """Train the VAE on uint8 clips (N, F, H, W, 3); the whole corpus sits on the device, so no step waits on data.
+
+    With a crop phase (`crop_frames` / `crop_size`), steps train on random crops until the last `full_fraction` of
+    the steps or of `max_minutes`, then on whole clips (the held-out gate is always measured on whole clips).
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per phase: let cuDNN pick its fastest 3-D convolutions
     vae = build_vae(p, p.seed).to(device).train()
     clips = torch.from_numpy(np.array(train_frames)).to(device)  # (N, F, H, W, 3) uint8
     opt = torch.optim.AdamW(vae.parameters(), lr=p.lr, betas=(0.9, 0.99), weight_decay=0.0,
                             fused=device.type == "cuda")
     gen = torch.Generator(device="cpu").manual_seed(p.seed)
     warmup = min(100, p.steps // 10)
+    cropping = p.crop_frames is not None or p.crop_size is not None
     history: list[dict[str, float]] = []
     t0 = time.time()
     step = 0
     for step in range(p.steps):
+        elapsed = time.time() - t0
+        full = not cropping or step >= (1 - p.full_fraction) * p.steps or (
+            max_minutes is not None and elapsed > (1 - p.full_fraction) * 60 * max_minutes)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.steps, p.lr, warmup)
-        idx = torch.randint(0, len(clips), (p.batch_size,), generator=gen)
-        x = to_pixels(clips[idx.to(device)])  # (B, 3, F, H, W)
+            g["lr"] = budget_lr(step, budget_progress(step, p.steps, elapsed, max_minutes), p.lr, warmup)
+        batch = p.batch_size if full else (p.crop_batch_size or p.batch_size)
+        idx = torch.randint(0, len(clips), (batch,), generator=gen).to(device)
+        x = to_pixels(clips[idx] if full else crop_batch(clips, idx, p.crop_frames, p.crop_size, gen))  # (B, 3, F, H, W)
         with _autocast(device):
             post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample()).sample
@@ -139,9 +155,10 @@ def train_vae(
         opt.step()
         if step % 50 == 0 or step == p.steps - 1:
             rec_psnr = float(10 * torch.log10(4.0 / (err.detach() ** 2).mean().clamp_min(1e-10)))
-            history.append({"step": step, "loss": float(loss.detach()), "train_psnr_db": rec_psnr, "seconds": time.time() - t0})
-            log(f"[vae] step {step}/{p.steps} loss {float(loss.detach()):.4f} train PSNR {rec_psnr:.2f} dB "
-                f"({time.time() - t0:.0f} s)")
+            history.append({"step": step, "loss": float(loss.detach()), "train_psnr_db": rec_psnr,
+                            "seconds": time.time() - t0, "phase": "whole" if full else "crop"})
+            log(f"[vae] step {step}/{p.steps} ({'whole clips' if full else 'crops'} {tuple(x.shape[2:])}) "
+                f"loss {float(loss.detach()):.4f} train PSNR {rec_psnr:.2f} dB ({time.time() - t0:.0f} s)")
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             log(f"[vae] time limit {max_minutes} min reached at step {step + 1}")
             break

@@ -6,8 +6,9 @@ downstream (`VideoEncoder.preprocess`: bin-centre frames, full-frame resize, Ima
 
 Gates (`encoder_probes`), on frozen held-out features, pretrained against the same config at random init:
 - linear probes (logistic regression, clips split in two halves) for each entity's shape and net motion
-  direction, from the entity's tokens (tokens whose tubelet/patch is over half covered by its mask), averaged per
-  tubelet and concatenated over time;
+  direction, from the entity's tokens (tokens whose tubelet/patch is over half covered by its mask): shape from
+  their mean over the clip (D features: shape does not change over time), motion from their per-tubelet means
+  concatenated over time (T_s * D: where the entity went);
 - same-entity vs different-entity token-pair cosine similarity (AUROC over every entity-token pair of a clip).
 """
 
@@ -55,7 +56,7 @@ def train_vfm(
     from transformers import VideoMAEForPreTraining
 
     from sara.models.videomae import tube_mask, videomae_config
-    from sara.train.pretrain_vae import lr_at
+    from sara.train.schedules import budget_lr, budget_progress
 
     torch.manual_seed(p.seed)
     model = VideoMAEForPreTraining(videomae_config(vfm, p)).to(device).train()
@@ -71,7 +72,7 @@ def train_vfm(
     step = 0
     for step in range(p.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.steps, p.lr, warmup)
+            g["lr"] = budget_lr(step, budget_progress(step, p.steps, time.time() - t0, max_minutes), p.lr, warmup)
         idx = torch.randint(0, len(clips), (p.batch_size,), generator=gen)
         pixels = view.preprocess(clips[idx.to(device)])  # (B, T, 3, S, S)
         mask = tube_mask(p.batch_size, view.grid, p.mask_ratio, gen).to(device)  # (B, N) bool
@@ -110,7 +111,7 @@ def token_masks(masks: torch.Tensor, view: VideoEncoder) -> torch.Tensor:
 @torch.no_grad()
 def entity_features(view: VideoEncoder, heldout: Corpus, n_clips: int, batch_size: int = 32) -> dict[str, Any]:
     """Per entity: mean token feature, shape and motion labels; per clip: entity tokens for the pair AUROC."""
-    feats, shapes, motions, pair_scores, pair_same = [], [], [], [], []
+    feats, feats_mean, shapes, motions, pair_scores, pair_same = [], [], [], [], [], []
     assert heldout.masks is not None and heldout.labels is not None
     n = min(n_clips, len(heldout))
     rng = np.random.default_rng(0)
@@ -133,6 +134,7 @@ def entity_features(view: VideoEncoder, heldout: Corpus, n_clips: int, batch_siz
                     per_t = [v[j, t][owner[t] == k].mean(0) if (owner[t] == k).any() else torch.zeros(v.shape[-1])
                              for t in range(v.shape[1])]
                     feats.append(torch.cat(per_t).numpy())
+                    feats_mean.append(tokens[sel].mean(0).numpy())
                     shapes.append(SHAPE_CLASSES.index(lab["shape"]))
                     motions.append(MOTION_CLASSES.index(lab["motion"]))
             idx = torch.nonzero(own >= 0).flatten()
@@ -145,7 +147,8 @@ def entity_features(view: VideoEncoder, heldout: Corpus, n_clips: int, batch_siz
                 iu = torch.triu_indices(len(idx), len(idx), 1)
                 pair_scores.append(sim[iu[0], iu[1]].numpy())
                 pair_same.append(same[iu[0], iu[1]].numpy())
-    return {"features": np.stack(feats) if feats else np.zeros((0, view.grid[0] * view.dim)), "shape": np.array(shapes),
+    return {"features": np.stack(feats) if feats else np.zeros((0, view.grid[0] * view.dim)),
+            "features_mean": np.stack(feats_mean) if feats_mean else np.zeros((0, view.dim)), "shape": np.array(shapes),
             "motion": np.array(motions),
             "pair_scores": np.concatenate(pair_scores) if pair_scores else np.zeros(0),
             "pair_same": np.concatenate(pair_same) if pair_same else np.zeros(0, bool)}
@@ -177,7 +180,7 @@ def pair_auroc(scores: np.ndarray, same: np.ndarray) -> float:
 def encoder_probes(view: VideoEncoder, heldout: Corpus, n_clips: int) -> dict[str, Any]:
     """Shape / motion probe accuracy and same-entity pair AUROC of one frozen encoder on held-out clips."""
     e = entity_features(view, heldout, n_clips)
-    return {"shape": linear_probe(e["features"], e["shape"]), "motion": linear_probe(e["features"], e["motion"]),
+    return {"shape": linear_probe(e["features_mean"], e["shape"]), "motion": linear_probe(e["features"], e["motion"]),
             "pair_auroc": pair_auroc(e["pair_scores"], e["pair_same"]), "entities": int(len(e["shape"])),
             "pairs": int(len(e["pair_same"]))}
 
