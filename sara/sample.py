@@ -110,21 +110,29 @@ class Sampler:
         self._neg = None
 
     def generate(self, prompt: str, seed: int) -> np.ndarray:
+        return self.generate_seeds(prompt, [seed])[0]
+
+    def generate_seeds(self, prompt: str, seeds: list[int]) -> list[np.ndarray]:
+        """One prompt at several seeds in one batch -> [(F, H, W, 3) uint8] in seed order. Each video's initial noise
+        comes from its own seeded generator (diffusers draws per-sample noise from a list of generators), so a
+        video does not depend on which other seeds share its batch."""
         import torch
 
         s = self.params.sample
         emb = self.text([prompt])  # (1, L, D)
         if self._neg is None:
             self._neg = self.text([s.negative_prompt])
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        n = len(seeds)
+        gens = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
+        dtype = self.pipe.transformer.dtype
         out = self.pipe(
-            prompt_embeds=emb.to(self.pipe.transformer.dtype),
-            negative_prompt_embeds=self._neg.to(self.pipe.transformer.dtype),
+            prompt_embeds=emb.to(dtype).expand(n, -1, -1),  # (n, L, D)
+            negative_prompt_embeds=self._neg.to(dtype).expand(n, -1, -1),
             num_frames=s.frames, height=s.height, width=s.width, num_inference_steps=s.steps,
             guidance_scale=s.guidance, guidance_scale_2=s.guidance_2 if s.guidance_2 is not None else s.guidance,
-            generator=gen, output_type="np",
-        ).frames[0]  # (F, H, W, 3) float in [0, 1]
-        return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+            generator=gens, output_type="np",
+        ).frames  # (n, F, H, W, 3) float in [0, 1]
+        return [np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8) for v in out]
 
 
 def sampler_settings(params: Params) -> dict[str, Any]:
@@ -146,12 +154,14 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
     sampler = Sampler(params, run, base_dir, runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = []
-    jobs = [(p, seed) for p in prompts for seed in s.seeds]
-    for item, seed in tqdm(jobs, desc=f"sample {run}", unit="video"):
-        frames = sampler.generate(full_caption(item.caption), seed)
-        stem = f"{item.id}_s{seed}"
-        save_video_and_sheet(frames, s.fps, out_dir / f"{stem}.mp4", out_dir / f"{stem}.png", label=f"{run} | {item.id} | seed {seed}")
-        videos.append({"prompt_id": item.id, "title": item.title, "seed": seed, "mp4": f"{stem}.mp4", "sheet": f"{stem}.png"})
+    bar = tqdm(total=len(prompts) * len(s.seeds), desc=f"sample {run}", unit="video")
+    for item in prompts:  # every seed of a prompt in one batch
+        for seed, frames in zip(s.seeds, sampler.generate_seeds(full_caption(item.caption), list(s.seeds))):
+            stem = f"{item.id}_s{seed}"
+            save_video_and_sheet(frames, s.fps, out_dir / f"{stem}.mp4", out_dir / f"{stem}.png", label=f"{run} | {item.id} | seed {seed}")
+            videos.append({"prompt_id": item.id, "title": item.title, "seed": seed, "mp4": f"{stem}.mp4", "sheet": f"{stem}.png"})
+            bar.update()
+    bar.close()
     suites = {}
     for suite, texts in vbench_suites.items():
         d = out_dir / suite
