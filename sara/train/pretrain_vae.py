@@ -144,7 +144,9 @@ def train_vae(
         x = to_pixels(clips[idx] if full else crop_batch(clips, idx, p.crop_frames, p.crop_size, gen))  # (B, 3, F, H, W)
         with _autocast(device):
             post = vae.encode(x).latent_dist
-            rec = vae.decode(post.sample()).sample
+            # decode the posterior mean: the latent the DiT is trained on (sara.models.dit.encode_latents); the KL
+            # term keeps the means near a unit Gaussian
+            rec = vae.decode(post.mode()).sample
         err = rec.float() - x
         rec_loss = err.abs().mean() + (err**2).mean()
         kl = post.kl().mean() / x[0].numel()
