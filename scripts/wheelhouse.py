@@ -173,8 +173,10 @@ def fetch_wheel(spec: str, python_version: str, platforms: list[str], scratch: P
 
 
 def collect(needs: list[str], preinstalled: dict[str, Version | None], pins: dict[str, Version], leave_out: set[str],
-            python_version: str, platforms: list[str], scratch: Path, prefer_pure: set[str] = frozenset(), log=print) -> tuple[dict[str, Picked], dict]:
-    """Walk the needs' dependency closure -> ({name: Picked}, {"preinstalled": {...}, "left_out": {...}})."""
+            python_version: str, platforms: list[str], scratch: Path, prefer_pure: set[str] = frozenset(), log=print,
+            fetch=fetch_wheel) -> tuple[dict[str, Picked], dict]:
+    """Walk the needs' dependency closure -> ({name: Picked}, {"preinstalled": {name: parents}, "left_out": {name:
+    specifiers}}). `fetch(spec, python_version, platforms, scratch) -> (wheel path, built here)` gets one wheel."""
     env = target_environment(python_version)
     picked: dict[str, Picked] = {}
     skipped: dict[str, dict[str, set[str]]] = {"preinstalled": {}, "left_out": {}}
@@ -210,7 +212,7 @@ def collect(needs: list[str], preinstalled: dict[str, Version | None], pins: dic
             else:
                 spec = f"{req.name}{req.specifier}"
             # `--platform any` matches only py3-none-any wheels: the pure build of a package that also ships compiled ones
-            wheel, built = fetch_wheel(spec, python_version, ["any"] if name in prefer_pure else platforms, scratch)
+            wheel, built = fetch(spec, python_version, ["any"] if name in prefer_pure else platforms, scratch)
             version = parse_wheel_filename(wheel.name)[1]
             picked[name] = Picked(name, version, wheel, {parent}, built)
             log(f"[wheelhouse] {name}=={version} ({wheel.stat().st_size / 1e6:.2f} MB{', built here' if built else ''})"
@@ -226,12 +228,15 @@ def collect(needs: list[str], preinstalled: dict[str, Version | None], pins: dic
 # The check: pip's resolver, offline, against the folder plus stand-ins for what the machine already has.
 
 
-def stub_wheel(folder: Path, name: str, version: Version) -> Path:
-    """An empty wheel that only says `name version`: a stand-in for a package the target machine already has."""
+def stub_wheel(folder: Path, name: str, version: Version, requires: list[str] = ()) -> Path:
+    """An empty wheel that only says `name version` (and `requires`): a stand-in for a package the target machine
+    already has."""
     dist = f"{canonicalize_name(name).replace('-', '_')}-{version}"
     path = folder / f"{dist}-py3-none-any.whl"
+    requires_lines = "".join(f"Requires-Dist: {r}\n" for r in requires)
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{dist}.dist-info/METADATA",
+                    f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires_lines}")
         zf.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: stub\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         zf.writestr(f"{dist}.dist-info/RECORD", "")
     return path
