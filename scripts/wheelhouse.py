@@ -18,9 +18,10 @@ total size. `--check` then asks pip's own resolver whether the folder plus the p
 wheels) installs the needs offline with nothing missing and nothing extra. docs/offline.md shows the whole run.
 
     python scripts/wheelhouse.py .whl --python-version 3.12 --platform manylinux_2_28_x86_64 \
-        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 \
         --preinstalled configs/offline/preinstalled.txt --requirements configs/offline/requirements.txt \
-        --pins configs/offline/pins.txt --leave-out configs/offline/leave_out.txt --check
+        --pins configs/offline/pins.txt --leave-out configs/offline/leave_out.txt \
+        --prefer-pure configs/offline/prefer_pure.txt --check
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.tags import parse_tag
