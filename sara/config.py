@@ -188,7 +188,7 @@ class DiTParams(Section):
     path: str | None = None  # Wan2.2 high-noise expert (diffusers format) for kind local
     low_noise_path: str | None = None  # frozen low-noise expert for sampling (kind local)
     vae_path: str | None = None  # AutoencoderKLWan directory (kind local)
-    text_encoder_path: str | None = None  # UMT5 directory (kind local); tiny uses MiniLM token states
+    text_encoder_path: str | None = None  # UMT5 directory (kind local); tiny: a MiniLM copy (None: the packaged one)
     num_layers: int = Field(2, ge=1)  # tiny config only
     num_heads: int = Field(2, ge=1)  # tiny config only
     head_dim: int = Field(16, ge=1)  # tiny config only

@@ -224,3 +224,18 @@ def test_shape_probe_reads_the_clip_mean_and_motion_the_time_series(lab, monkeyp
     view = build_vfm(params.vfm, "cpu")
     m.encoder_probes(view, load_corpus(tmp / "corpus", "heldout"), 4)
     assert widths == {0: view.dim, 1: view.grid[0] * view.dim}
+
+
+def test_embedded_base_records_the_text_encoder_copy_it_was_given(tmp_path):
+    """A GPU machine without the packaged MiniLM points dit.text_encoder_path at a copy; the embedded (tiny) base
+    must record that copy, or every stage that loads the base looks for the package again."""
+    import json as _json
+
+    from sara.config import load_params
+    from sara.models.dit import save_base
+
+    raw = load_params(ROOT / "params.yaml").model_dump(mode="python")
+    raw["dit"]["text_encoder_path"] = "/some/minilm-copy"
+    manifest = save_base(params_from_dict(raw, "embedded"), tmp_path / "base")
+    assert manifest["text"]["path"] == "/some/minilm-copy"
+    assert _json.loads((tmp_path / "base" / "manifest.json").read_text())["text"]["path"] == "/some/minilm-copy"

@@ -187,7 +187,7 @@ def save_base(params: Params, out_dir: str | Path) -> dict[str, Any]:
             "transformer": "transformer",
             "transformer_2": "transformer_2",
             "vae": "vae",
-            "text": {"kind": "minilm", "path": None, "max_tokens": params.dit.text_max_tokens},
+            "text": {"kind": "minilm", "path": params.dit.text_encoder_path, "max_tokens": params.dit.text_max_tokens},
             "init_seed": params.dit.init_seed,
         }
     else:
