@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from sara.config import Params
+from sara.runs import SAMPLE_RUNS
 
-SECTIONS = ["project", "data", "vfm", "text", "aligner", "trd", "dit", "train", "methods", "mechanism"]
-RUNS = ("base", "sft", "videorepa", "moalign", "sara-none", "sara-and", "sara-or", "sara-xor")
+SECTIONS = ["project", "data.out_dir", "vfm", "text", "aligner.out_dir", "trd", "dit", "train.out_dir", "methods", "mechanism"]
+RUNS = SAMPLE_RUNS  # base (before Stage 2) and every run of the registry (the DAG's: sara.runs.DAG_SAMPLE_RUNS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,10 +144,11 @@ def readout(params: Params, run: str, log=print) -> dict[str, Any]:
 
 def run(params: Params, run: str) -> dict[str, Any]:
     from sara.io import write_json
-    from sara.tracking import log_metrics, stage_run
+    from sara.tracking import log_metrics, run_identity, stage_run
 
     out = Path(params.mechanism.out_dir) / f"{run}.json"
-    with stage_run("mechanism", params, SECTIONS, variant=run):
+    identity, tags = run_identity(params, run)
+    with stage_run("mechanism", params, SECTIONS, variant=run, tags=tags, extra_params=identity):
         result = readout(params, run)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
