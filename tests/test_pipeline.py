@@ -200,7 +200,10 @@ def test_every_data_dep_is_the_output_of_a_stage():
 
 
 def test_the_mechanism_readout_runs_before_and_after_stage2_for_every_run():
+    from sara.stages.mechanism import RUNS  # what `sara mechanism --run` accepts
+
     assert [n for n in DVC if n.startswith("mechanism-")] == [f"mechanism-{r}" for r in DAG_SAMPLE_RUNS]
+    assert set(DAG_SAMPLE_RUNS) <= set(RUNS)
     for r in DAG_SAMPLE_RUNS:
         stage = DVC[f"mechanism-{r}"]
         assert stage["cmd"] == f"sara mechanism --run {r}"
