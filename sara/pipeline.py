@@ -24,6 +24,7 @@ from sara.config import Params, load_params
 from sara.deps import ROOT, import_closure
 from sara.runs import BASE, DAG_RUNS, DAG_SAMPLE_RUNS, Run
 from sara.stages.compare import mechanism_dir
+from sara.stages.mechanism import reads_aligner
 from sara.stages.per_run import ORACLE, metrics_path
 
 HEADER = """\
@@ -151,10 +152,12 @@ def stages(params: Params) -> list[StageSpec]:
     for i, name in enumerate(DAG_SAMPLE_RUNS):
         out.append(StageSpec(
             f"mechanism-{name}", f"sara mechanism --run {name}", stage_file("mechanism"), _sections("mechanism"),
-            (*_model(p, name), clips, vfm, p.aligner.out_dir), (f"{p.mechanism.out_dir}/{name}.json",),
+            (*_model(p, name), clips, vfm, *((p.aligner.out_dir,) if reads_aligner(name) else ())),
+            (f"{p.mechanism.out_dir}/{name}.json",),
             comment="" if i else "Mechanism readout per run (before Stage 2: base; after: each run): relational error "
                     "of the hook-layer tokens against the frozen encoder on held-out clips, FG/BG pairs, raw and "
-                    "projected, plus each operator's pair-budget shares under the trained aligner.",
+                    "projected. The trained aligner is read by base (each operator's pair-budget shares) and by the "
+                    "SARA runs (their frozen encoder) only.",
         ))
     compared = tuple(p.comparison.runs) if p.comparison.runs is not None else (ORACLE, *DAG_SAMPLE_RUNS)
     out.append(StageSpec(
