@@ -8,7 +8,8 @@ record format. Statistics: evaluation/statistics.py (the interval, the resamplin
 documented there).
 
 Outputs (`comparison.out_dir`): `comparison.md` (docs-ready tables), `comparison.json` (every number of the
-tables: per-run means, intervals, n_videos, training seeds, spread, paired differences, orderings), and
+tables: per-run means, intervals, n_videos, training seeds, spread, paired differences, orderings; per training
+seed of a run its own TA/MQ intervals and paired differences), and
 `figures/`: `dims_<protocol>.png` (per-dimension bars with intervals), `operator_heatmap_<protocol>.png`, and
 `qualitative/<prompt>.png` (the methods side by side over time, one row per method).
 """
@@ -185,8 +186,32 @@ def prompts_needed(diff: Interval, n_prompts: int) -> int | None:
     return int(math.ceil(n_prompts * (half / abs(diff.estimate)) ** 2))
 
 
+SUMMARY = ("TA", "MQ")  # the metrics given per training seed (and logged per child run in MLflow)
+
+
+def one_seed(r: RunScores, k: int) -> RunScores:
+    """Training seed k (the k-th of `r.train_seeds`) of a run, alone."""
+    return RunScores(r.run, r.units, r.dims, (r.train_seeds[k],), r.values[k : k + 1])  # (1, V, D)
+
+
+def per_train_seed(r: RunScores, runs: dict[str, RunScores], references: Iterable[str], weights: np.ndarray,
+                   units: list, level: float) -> dict[str, Any]:
+    """TA/MQ of one training seed of a run with intervals, and its paired differences against each reference run
+    (the reference over all its training seeds, as in the tables), on the same resamples as the tables."""
+    out: dict[str, Any] = {"metrics": {m: run_interval(r, _dim_idx(m), weights, units, level).to_dict() for m in SUMMARY},
+                           "differences": {}}
+    for ref in references:
+        if ref in runs and ref != r.run:
+            out["differences"][ref] = {}
+            for m in SUMMARY:
+                iv, n = paired_difference(r, runs[ref], _dim_idx(m), weights, units, level)
+                out["differences"][ref][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": n}
+    return out
+
+
 def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsConfig) -> dict[str, Any]:
     """Every number of the comparison (the body of comparison.json)."""
+    references = list(references)  # read once per run
     if not runs:
         raise ValueError("no runs to compare")
     units = sorted(set().union(*(r.units for r in runs.values())))
@@ -197,14 +222,19 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
         for m in METRICS:
             iv = run_interval(r, _dim_idx(m), weights, units, cfg.level)
             metrics[m] = {**iv.to_dict(), "spread": seed_spread(r, _dim_idx(m))}
+        trained = name not in (ORACLE, "base")
         out_runs[name] = {
             "label": label(name),
-            "train_seeds": list(r.train_seeds) if name not in (ORACLE, "base") else [],
+            "train_seeds": list(r.train_seeds) if trained else [],
             "n_videos": len(r.units),
             "n_prompts": len({p for p, _ in r.units}),
             "sampling_seeds": sorted({s for _, s in r.units}),
             "metrics": metrics,
         }
+        if trained:
+            out_runs[name]["per_train_seed"] = {
+                str(seed): per_train_seed(one_seed(r, k), runs, references, weights, units, cfg.level)
+                for k, seed in enumerate(r.train_seeds)}
     diffs: dict[str, Any] = {}
     for ref in references:
         if ref not in runs:

@@ -350,7 +350,9 @@ class ComparisonParams(Section):
     scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
     seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
     grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
-    mechanism_dir: str = "outputs/mechanism"  # the mechanism readout shown in comparison.md when present
+    # the mechanism readouts shown in comparison.md when present; None = `mechanism.out_dir`, where the DAG's
+    # mechanism-<run> stages write (set it only to read readouts written outside the DAG)
+    mechanism_dir: str | None = None
     out_dir: str = "outputs/comparison"
 
 

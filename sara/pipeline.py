@@ -4,8 +4,9 @@ What is hand-written here is only what code cannot know: each stage's command, i
 its outputs and a comment. The rest comes from the code itself:
 - code deps: the import closure of the stage's module (`sara.deps.import_closure`, neutral modules left out);
 - params: the stage module's `SECTIONS` (per run: `sara.runs.Run.params`);
-- the per-run stages `train_dit-<run>`, `sample-<run>`, `clipscore-<run>`, `vbench-<run>` and `rubric-<run>` (plus
-  `rubric-oracle`): one per run of the registry (`sara.runs.DAG_RUNS`, `DAG_SAMPLE_RUNS`).
+- the per-run stages `train_dit-<run>`, `sample-<run>`, `clipscore-<run>`, `vbench-<run>`, `rubric-<run>` (plus
+  `rubric-oracle`) and `mechanism-<run>`: one per run of the registry (`sara.runs.DAG_RUNS`, `DAG_SAMPLE_RUNS`),
+  aggregated by `report` (the paper's tables) and `compare` (the same runs with intervals and the mechanism).
 DVC's own templating cannot give foreach items lists of different lengths, so per-run stages are written out in
 full rather than padded into fixed slots. tests/test_pipeline.py checks that dvc.yaml is up to date, that every
 closure is covered and that every stage lists exactly the params sections its code reads.
@@ -22,6 +23,8 @@ from pathlib import Path
 from sara.config import Params, load_params
 from sara.deps import ROOT, import_closure
 from sara.runs import BASE, DAG_RUNS, DAG_SAMPLE_RUNS, Run
+from sara.stages.compare import mechanism_dir
+from sara.stages.mechanism import reads_aligner
 from sara.stages.per_run import ORACLE, metrics_path
 
 HEADER = """\
@@ -72,6 +75,11 @@ def run_of(stage_name: str) -> str | None:
     return stage_name.split("-", 1)[1] if "-" in stage_name else None
 
 
+def _model(p: Params, run: str) -> tuple[str, ...]:
+    """The weights a per-run stage loads: the base model (VAE, text encoder; base's DiT) and the run's Stage 2 DiT."""
+    return (p.dit.base_dir,) if run == BASE else (p.dit.base_dir, f"{p.train.out_dir}/{run}")
+
+
 def stages(params: Params) -> list[StageSpec]:
     """Every stage of the pipeline, in DAG order."""
     p = params
@@ -109,9 +117,8 @@ def stages(params: Params) -> list[StageSpec]:
                     "fingerprint (params, code closure, input hashes, world size) and deleted after the export.",
         ))
     for i, name in enumerate(DAG_SAMPLE_RUNS):
-        model = (p.dit.base_dir,) if name == BASE else (p.dit.base_dir, f"{p.train.out_dir}/{name}")
         out.append(StageSpec(
-            f"sample-{name}", f"sara sample --run {name}", stage_file("sample"), _sections("sample"), model,
+            f"sample-{name}", f"sara sample --run {name}", stage_file("sample"), _sections("sample"), _model(p, name),
             (f"{p.sample.out_dir}/{name}",),
             comment="" if i else "Evaluation: sampling per run (base = the untrained \"Pretrained\" row), then "
                     "CLIP score, VBench, the rubric and the paper-style report.",
@@ -142,6 +149,28 @@ def stages(params: Params) -> list[StageSpec]:
             comment="" if name != ORACLE else "The rubric per run, plus `oracle`: the renderer's ground truth of the "
                     "synthetic prompts (the \"Real video\" row; its code is in the stage's import closure).",
         ))
+    for i, name in enumerate(DAG_SAMPLE_RUNS):
+        out.append(StageSpec(
+            f"mechanism-{name}", f"sara mechanism --run {name}", stage_file("mechanism"), _sections("mechanism"),
+            (*_model(p, name), clips, vfm, *((p.aligner.out_dir,) if reads_aligner(name) else ())),
+            (f"{p.mechanism.out_dir}/{name}.json",),
+            comment="" if i else "Mechanism readout per run (before Stage 2: base; after: each run): relational error "
+                    "of the hook-layer tokens against the frozen encoder on held-out clips, FG/BG pairs, raw and "
+                    "projected. The trained aligner is read by base (each operator's pair-budget shares) and by the "
+                    "SARA runs (their frozen encoder) only.",
+        ))
+    compared = tuple(p.comparison.runs) if p.comparison.runs is not None else (ORACLE, *DAG_SAMPLE_RUNS)
+    out.append(StageSpec(
+        "compare", "sara compare", stage_file("compare"), _sections("compare"),
+        (*(f"{p.rubric.out_dir}/{n}" for n in compared),
+         *(f"{p.sample.out_dir}/{n}" for n in compared if n in DAG_SAMPLE_RUNS),  # the qualitative grid's videos
+         *(f"{mechanism_dir(p)}/{n}.json" for n in compared if n in DAG_SAMPLE_RUNS)),
+        (p.comparison.out_dir,),
+        comment="The controlled comparison: bootstrap intervals over prompts x sampling seeds, paired differences "
+                "against the references, the paper's orderings, the mechanism tables and the figures. Training "
+                "seeds beyond train.seed (<rubric.out_dir>/<run>.seed<k>/) are read when present; the DAG trains "
+                "one.",
+    ))
     evaluated = (*(f"{p.rubric.out_dir}/{n}" for n in (ORACLE, *DAG_SAMPLE_RUNS)),
                  *(f"{p.vbench.out_dir}/{n}" for n in DAG_SAMPLE_RUNS))
     out.append(StageSpec(

@@ -228,6 +228,26 @@ def stage_run(
         mlflow.end_run(status="FINISHED")
 
 
+# Parent tags a child run does not inherit: MLflow's own, and the process / predecessor bookkeeping of the parent.
+NOT_INHERITED = ("mlflow.", "sara.pid", "sara.host", "sara.continues_run_id", "sara.continued_in")
+
+
+@contextmanager
+def child_run(name: str, *, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """A run nested under the active stage run: one row per item the stage measures (a run and training seed of
+    `compare`), grouped under the parent in the MLflow UI. It inherits the parent's scale, git, DVC and
+    orchestration tags, logs `params` and ends FINISHED, or FAILED if the body raises."""
+    parent = mlflow.active_run()
+    if parent is None:
+        raise RuntimeError(f"child run {name!r} needs an open stage run (sara.tracking.stage_run)")
+    inherited = {k: v for k, v in client().get_run(parent.info.run_id).data.tags.items() if not k.startswith(NOT_INHERITED)}
+    with mlflow.start_run(run_name=name, nested=True, tags={**inherited, **tags}) as run:
+        items = list(flatten("", dict(params)).items())
+        for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
+            mlflow.log_params(dict(items[i : i + 100]))
+        yield run
+
+
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     """Log finite scalar metrics to the active run; non-finite values are logged as tags so nothing is lost."""
     finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
@@ -250,20 +270,20 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
-def run_identity(params: Params, run: str) -> tuple[dict[str, str], dict[str, str]]:
+def run_identity(params: Params, run: str, train_seed: int | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(MLflow params, MLflow tags) naming the model a per-run stage trains or evaluates.
 
     Every per-run stage run (`train_dit/<run>`, `sample/<run>`, `rubric/<run>`, ...) carries them, as the sweep's
     point runs do, so runs group by `routing_op` and filter by `method`, `seed` or `lam_trd` in the MLflow UI even
     outside a sweep. `<run>` is `sara-<op>`, a method without routing (`sft`: routing operator `none`), `base` (the
-    untrained model) or `oracle` (the renderer's ground truth). seed and lam_trd are the run's `train.seed` and
-    `trd.lam_trd`.
+    untrained model) or `oracle` (the renderer's ground truth). seed and lam_trd are the run's `train.seed` (or
+    `train_seed`, for a run trained with another seed) and `trd.lam_trd`.
     """
     method, _, op = run.partition("-")
     identity = {
         "method": method,
         "routing_op": op if method == "sara" and op else "none",
-        "seed": str(params.train.seed),
+        "seed": str(params.train.seed if train_seed is None else train_seed),
         "lam_trd": f"{params.trd.lam_trd:g}",
     }
     tags = {"sara.run": run, **{f"sara.{k}": v for k, v in identity.items()}}

@@ -109,6 +109,52 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
     assert any(r.info.run_name == "compare" and r.info.status == "FINISHED" for r in runs)
 
 
+def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir: Path, tmp_path: Path, tracking) -> None:
+    """MLflow: one parent `compare`, one child per (run, training seed) with the comparison's numbers as metrics,
+    so the UI puts runs and routing operators side by side as columns."""
+    from sara.cli import main
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["rubric"]["out_dir"] = str(rubric_dir)
+    params["train"]["seed"] = 0
+    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "grid_frames": 2,
+                            "mechanism_dir": str(tmp_path / "none")}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    assert main(["compare", "--params", str(pfile)]) == 0
+    res = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+
+    exp = tracking.get_experiment_by_name(params["project"]["mlflow_experiment"]).experiment_id
+    runs = tracking.search_runs([exp])
+    (parent,) = [r for r in runs if r.info.run_name == "compare"]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == sorted(["compare/oracle", "compare/base", "compare/sft/seed0", "compare/sft/seed1",
+                                       "compare/videorepa/seed0", "compare/sara-and/seed0", "compare/sara-or/seed0",
+                                       "compare/sara-xor/seed0"])
+    assert all(c.info.status == "FINISHED" for c in children.values())
+    sft1 = children["compare/sft/seed1"]
+    assert sft1.data.params["method"] == "sft" and sft1.data.params["routing_op"] == "none"
+    assert sft1.data.params["seed"] == "1" and sft1.data.params["protocol"] == "grounded"
+    m, run = sft1.data.metrics, res["runs"]["sft"]
+    seed1 = run["per_train_seed"]["1"]
+    assert m["compare/grounded/TA_mean"] == pytest.approx(run["metrics"]["TA"]["spread"]["per_seed"]["1"])
+    assert m["compare/grounded/TA_mean"] == pytest.approx(seed1["metrics"]["TA"]["estimate"])
+    assert m["compare/grounded/TA_lo"] <= m["compare/grounded/TA_mean"] <= m["compare/grounded/TA_hi"]
+    assert m["compare/grounded/n_videos"] == len(PROMPTS) * len(SEEDS)
+    assert m["compare/grounded/all_seeds/TA_mean"] == pytest.approx(run["metrics"]["TA"]["estimate"])  # Table 1's number
+    assert m["compare/grounded/all_seeds/n_train_seeds"] == 2
+    assert m["compare/grounded/vs_videorepa/TA_diff"] == pytest.approx(seed1["differences"]["videorepa"]["TA"]["estimate"])
+    assert "compare/grounded/vs_sft/TA_diff" not in m  # no difference of a run against itself
+    sara_or = children["compare/sara-or/seed0"]
+    assert sara_or.data.params["routing_op"] == "or" and sara_or.data.tags["sara.run"] == "sara-or"
+    mo = sara_or.data.metrics
+    assert mo["compare/grounded/vs_sft/TA_diff_lo"] > 0  # sara-or is clearly above sft
+    assert mo["compare/grounded/all_seeds/vs_sft/TA_diff"] == pytest.approx(res["differences"]["sft"]["sara-or"]["TA"]["estimate"])
+    # every trained run carries the same columns (the references lack only their own difference)
+    for name in ("compare/sara-and/seed0", "compare/sara-xor/seed0"):
+        assert set(children[name].data.metrics) == set(mo)
+
+
 def test_training_seed_folders_and_one_line_errors(rubric_dir: Path) -> None:
     found = discover_runs(rubric_dir, default_seed=7)
     assert found["sft"] == {7: rubric_dir / "sft", 1: rubric_dir / "sft.seed1"}

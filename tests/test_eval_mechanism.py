@@ -167,6 +167,7 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     a = after["features"]["projected"]["all"]
     assert all(a[p]["pairs"] >= 0 for p in ("fg_fg", "fg_bg", "bg_bg"))
     assert a["fg_fg"]["pairs"] + a["fg_bg"]["pairs"] + a["bg_bg"]["pairs"] == a["total"]["pairs"]
-    assert set(before["budget"]) == {"none", "and", "or", "xor"} and before["budget"] == after["budget"]
+    assert set(before["budget"]) == {"none", "and", "or", "xor"}
+    assert after["budget"] is None  # read once, by base: the shares depend on the aligner and clips, not the run
     for b in before["budget"].values():
         assert sum(b["shares"].values()) == pytest.approx(1.0)

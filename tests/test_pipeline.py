@@ -140,13 +140,15 @@ def _covers(listed: str, read: str) -> bool:
     return read == listed or read.startswith(listed + ".") or listed.startswith(read + ".")
 
 
-@pytest.mark.parametrize("name", [n for n in DVC if run_of(n) is None] + ["train_dit", "sample"])
+@pytest.mark.parametrize("name", [n for n in DVC if run_of(n) is None] + ["train_dit", "sample", "mechanism"])
 def test_every_stage_lists_exactly_the_params_its_code_reads(name: str):
     if name == "train_dit":  # one module for every run: its reads are the union over the runs
         listed = {k for r in DAG_RUNS for k in DVC[f"train_dit-{r}"]["params"]}
         module = "sara/stages/train_dit.py"
-    elif name == "sample":
-        listed, module = set(DVC["sample-base"]["params"]), "sara/stages/sample.py"
+    elif name in ("sample", "mechanism"):  # one module, the same params for every run
+        per_run = [DVC[n]["params"] for n in DVC if n.startswith(f"{name}-")]
+        assert per_run and all(p == per_run[0] for p in per_run), f"{name}-<run> stages list different params"
+        listed, module = set(per_run[0]), f"sara/stages/{name}.py"
     else:
         listed, module = set(DVC[name]["params"]), _module_of(DVC[name]["cmd"])
     reads = _reads(module)
@@ -176,6 +178,50 @@ def test_per_run_stages_come_from_the_run_registry():
     assert [d for d in report["deps"] if d.startswith("outputs/")] == [
         *(f"outputs/rubric/{r}" for r in ("oracle", *DAG_SAMPLE_RUNS)), *(f"outputs/vbench/{r}" for r in DAG_SAMPLE_RUNS)]
     assert "metrics" not in report  # the numbers live per run
+
+
+P = load_params(REPO / "params.yaml")
+
+
+def _data_deps(name: str) -> list[str]:
+    """The upstream outputs a stage reads: its deps minus its code closure."""
+    code = set(import_closure(_module_of(DVC[name]["cmd"])))
+    return [d for d in DVC[name]["deps"] if d not in code]
+
+
+def test_every_data_dep_is_the_output_of_a_stage():
+    """A data dep no stage writes is a wiring error (two params naming one folder, a typo): `dvc repro` from an
+    empty cache would stop at it."""
+    outs = [o for s in DVC.values() for o in s.get("outs", [])]
+    inside = lambda d: any(d == o or d.startswith(o.rstrip("/") + "/") for o in outs)  # noqa: E731
+    for name in DVC:
+        orphans = [d for d in _data_deps(name) if not inside(d)]
+        assert not orphans, f"stage {name} reads {orphans}, which no stage writes"
+
+
+def test_the_mechanism_readout_runs_before_and_after_stage2_for_every_run():
+    from sara.stages.mechanism import RUNS  # what `sara mechanism --run` accepts
+
+    assert [n for n in DVC if n.startswith("mechanism-")] == [f"mechanism-{r}" for r in DAG_SAMPLE_RUNS]
+    assert set(DAG_SAMPLE_RUNS) <= set(RUNS)
+    for r in DAG_SAMPLE_RUNS:
+        stage = DVC[f"mechanism-{r}"]
+        assert stage["cmd"] == f"sara mechanism --run {r}"
+        model = [P.dit.base_dir] if r == "base" else [P.dit.base_dir, f"{P.train.out_dir}/{r}"]
+        aligner = [P.aligner.out_dir] if r == "base" or r.startswith("sara-") else []  # budget shares / SARA's encoder
+        assert _data_deps(f"mechanism-{r}") == [*model, P.data.out_dir, P.pretrain.vfm.out_dir, *aligner]
+        assert stage["outs"] == [f"{P.mechanism.out_dir}/{r}.json"]
+
+
+def test_compare_reads_every_rubric_and_mechanism_output_of_the_dag():
+    compare = DVC["compare"]
+    assert compare["cmd"] == "sara compare" and compare["outs"] == [P.comparison.out_dir]
+    deps = set(compare["deps"])
+    for r in ("oracle", *DAG_SAMPLE_RUNS):
+        assert set(DVC[f"rubric-{r}"]["outs"]) <= deps, f"compare does not read rubric-{r}"
+    for r in DAG_SAMPLE_RUNS:
+        assert set(DVC[f"mechanism-{r}"]["outs"]) <= deps, f"compare does not read mechanism-{r}"
+        assert f"{P.sample.out_dir}/{r}" in deps  # the qualitative grid reads the sampled videos
 
 
 def test_sft_reads_no_alignment_params_or_inputs():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sara.config import Params
-from sara.tracking import flatten, log_metrics, stage_run
+from sara.tracking import child_run, flatten, log_metrics, stage_run
 
 
 def test_stage_run_logs_listed_sections_and_tags(tracking) -> None:
@@ -42,6 +42,26 @@ def test_parent_run_and_orchestration_ids_come_from_the_environment(tracking, mo
     tags = tracking.get_run(child.info.run_id).data.tags
     assert tags["mlflow.parentRunId"] == parent.info.run_id
     assert tags["prefect.flow_run_id"] == "flow-123"
+
+
+def test_child_runs_nest_under_the_stage_run_and_inherit_its_tags(tracking, monkeypatch) -> None:
+    monkeypatch.setenv("SARA_SWEEP_ID", "sw1")
+    with stage_run("compare", Params(), []) as parent:
+        with child_run("compare/sara-or/seed0", params={"routing_op": "or", "seed": 0}, tags={"sara.run": "sara-or"}) as ok:
+            log_metrics({"compare/grounded/TA_mean": 3.5})
+        with pytest.raises(RuntimeError, match="boom"):
+            with child_run("compare/sft/seed0", params={}, tags={}) as bad:
+                raise RuntimeError("boom")
+    child, p = tracking.get_run(ok.info.run_id), tracking.get_run(parent.info.run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+    assert child.data.tags["sara.stage"] == "compare" and child.data.tags["sara.sweep_id"] == "sw1"  # inherited
+    assert child.data.tags["sara.run"] == "sara-or" and "sara.pid" not in child.data.tags
+    assert child.data.params == {"routing_op": "or", "seed": "0"} and child.data.metrics == {"compare/grounded/TA_mean": 3.5}
+    assert tracking.get_run(bad.info.run_id).info.status == "FAILED"
+    assert p.info.status == "FINISHED" and "compare/grounded/TA_mean" not in p.data.metrics
+    with pytest.raises(RuntimeError, match="child run 'x' needs an open stage run"):
+        with child_run("x", params={}, tags={}):
+            pass
 
 
 def test_flatten_nests_with_dots() -> None:

@@ -1,17 +1,78 @@
 """`sara compare`: the controlled comparison of every evaluated run with intervals (evaluation/comparison.py).
 
 Reads the per-video rubric records under `rubric.out_dir` (training seed k of a run in `<run>.seed<k>/`) and the
-mechanism readouts under `comparison.mechanism_dir` when present; writes `comparison.out_dir` atomically
-(comparison.md, comparison.json, figures/) and logs it as artifacts of the MLflow run `compare`.
+mechanism readouts `<run>.json` under `comparison.mechanism_dir` (default `mechanism.out_dir`, what the DAG's
+`mechanism-<run>` stages write) when present; writes `comparison.out_dir` atomically (comparison.md,
+comparison.json, figures/).
+
+MLflow: one parent run `compare` (the files as artifacts, the paper's orderings as `compare/<a>_vs_<b>/<metric>`)
+and one child per run and training seed, `compare/<run>/seed<k>` (`compare/base`, `compare/oracle`: no training
+seed), with the run's identity as params (method, routing_op, seed, lam_trd, protocol) and its numbers as metrics,
+so the UI shows runs and routing operators side by side as columns. Child metrics, under `compare/<protocol>/`:
+- this training seed: `TA_mean`, `TA_lo`, `TA_hi` (the same for MQ), `n_videos`, `n_prompts`, and against each
+  reference `vs_<ref>/TA_diff`, `vs_<ref>/TA_diff_lo`, `vs_<ref>/TA_diff_hi`, `vs_<ref>/n_paired` (the same for MQ);
+- the run over all its training seeds (the numbers of comparison.md): the same names under `all_seeds/`, plus
+  `all_seeds/n_train_seeds` and `all_seeds/<dimension>` (per-dimension means).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sara.config import Params
 
-SECTIONS = ["project", "train", "rubric", "comparison"]
+SECTIONS = ["project", "train.seed", "rubric", "comparison", "mechanism.out_dir"]  # train.seed: the seed of <run>/
+
+
+def mechanism_dir(params: Params) -> str:
+    """Where compare reads the mechanism readouts (also the DAG's compare deps, sara/pipeline.py)."""
+    return params.comparison.mechanism_dir or params.mechanism.out_dir
+
+
+def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str, float | None]:
+    """TA/MQ with intervals and the paired differences against each reference, under `prefix`."""
+    from evaluation.comparison import SUMMARY
+
+    out: dict[str, float | None] = {}
+    for m in SUMMARY:
+        iv = metrics[m]
+        out.update({f"{prefix}{m}_mean": iv["estimate"], f"{prefix}{m}_lo": iv["lo"], f"{prefix}{m}_hi": iv["hi"]})
+        for ref, d in differences.items():
+            key = f"{prefix}vs_{ref}/{m}_diff"
+            out.update({key: d[m]["estimate"], f"{key}_lo": d[m]["lo"], f"{key}_hi": d[m]["hi"],
+                        f"{prefix}vs_{ref}/n_paired": d[m]["n_paired"]})
+    return out
+
+
+def child_metrics(result: dict[str, Any], run: str, train_seed: str | None) -> dict[str, float | None]:
+    """The metrics of the child run of `run` (and training seed `train_seed`; None for base and oracle)."""
+    r, proto = result["runs"][run], result["protocol"]
+    pre = f"compare/{proto}/"
+    pooled = {ref: d[run] for ref, d in result["differences"].items() if run in d}
+    out = _block(f"{pre}all_seeds/", r["metrics"], pooled)
+    out.update({f"{pre}all_seeds/{dim}": v["estimate"] for dim, v in r["metrics"].items() if dim not in ("TA", "MQ")})
+    out[f"{pre}all_seeds/n_train_seeds"] = len(r["train_seeds"])
+    one = r["per_train_seed"][train_seed] if train_seed is not None else {"metrics": r["metrics"], "differences": pooled}
+    out.update(_block(pre, one["metrics"], one["differences"]))
+    out.update({f"{pre}n_videos": r["n_videos"], f"{pre}n_prompts": r["n_prompts"]})
+    return out
+
+
+def log_children(params: Params, result: dict[str, Any]) -> int:
+    """One child run per (run, training seed) under the active `compare` run; returns how many."""
+    from sara.tracking import child_run, log_metrics, run_identity
+
+    n = 0
+    for run, r in result["runs"].items():
+        for seed in r.get("per_train_seed") or [None]:
+            identity, tags = run_identity(params, run, None if seed is None else int(seed))
+            name = f"compare/{run}" if seed is None else f"compare/{run}/seed{seed}"
+            with child_run(name, params={**identity, "protocol": result["protocol"]},
+                           tags={**tags, "sara.train_seed": seed or "none"}):
+                log_metrics(child_metrics(result, run, seed))
+            n += 1
+    return n
 
 
 def run(params: Params) -> dict:
@@ -27,11 +88,13 @@ def run(params: Params) -> dict:
             result = build_comparison(
                 Path(params.rubric.out_dir), tmp, runs=c.runs, references=c.references, protocol=c.protocol,
                 cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed, note=note,
-                grid_frames=c.grid_frames, mechanism_dir=Path(c.mechanism_dir),
+                grid_frames=c.grid_frames, mechanism_dir=Path(mechanism_dir(params)),
             )
-        # the claims' differences as metrics of this one run (the per-run means live on each run's own rubric run)
+        # the claims' differences on the parent; each run's (and training seed's) numbers on its own child
         log_metrics({f"compare/{x['a']}_vs_{x['b']}/{x['metric']}": x["difference"]["estimate"]
                      for x in result["claims"] if "difference" in x and x["difference"]["estimate"] is not None})
+        n = log_children(params, result)
         log_artifact(out, "comparison")
         print((out / "comparison.md").read_text())
+        print(f"[compare] MLflow: parent run `compare` with {n} child runs (one per run and training seed)")
     return result

@@ -7,8 +7,9 @@ the same clips (`mechanism.clips` of `mechanism.split` in `data.out_dir`, ground
 (`mechanism.noise_seed`) at the same noise levels (`mechanism.sigmas`), and the full MTSS caption, as in Stage 2.
 Raw features: the hook-layer tokens (block `trd.layer`) resampled onto the encoder grid (`trd.grid_mode`).
 Projected: the run's TRD projector against V_y (videorepa, sara-<op>), or MoAlign's projector against its
-motion subspace of V_y. With a trained aligner (`aligner.out_dir`), the pair-budget shares each routing operator
-assigns under its saliency on the same clips. Writes `<mechanism.out_dir>/<run>.json`.
+motion subspace of V_y. With a trained aligner (`aligner.out_dir`, read by base and the SARA runs only:
+`reads_aligner`), the pair-budget shares each routing operator assigns under its saliency on the same clips.
+Writes `<mechanism.out_dir>/<run>.json`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from sara.config import Params
+from sara.runs import BASE, SAMPLE_RUNS, Run
 
-SECTIONS = ["project", "data", "vfm", "text", "aligner", "trd", "dit", "train", "methods", "mechanism"]
-RUNS = ("base", "sft", "videorepa", "moalign", "sara-none", "sara-and", "sara-or", "sara-xor")
+SECTIONS = ["project", "data.out_dir", "vfm", "text", "aligner.out_dir", "trd", "dit", "train.out_dir", "methods", "mechanism"]
+RUNS = SAMPLE_RUNS  # base (before Stage 2) and every run of the registry (the DAG's: sara.runs.DAG_SAMPLE_RUNS)
+
+
+def reads_aligner(run: str) -> bool:
+    """The trained aligner is read by `base` (the pair-budget shares of every operator: they depend on the aligner
+    and the clips, not on a run's weights, so they are read once, before Stage 2) and by the SARA runs (their
+    frozen encoder is the aligner's); sft, videorepa and moalign never read it (sara/pipeline.py: their deps)."""
+    return run == BASE or Run.parse(run).uses_saliency
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_aux(run: str, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
     """The run's trained auxiliary module (projector / motion head), or None for base and sft."""
+    import torch
+
     from sara.methods import build_objective
-    from sara.runs import Run
 
     if run in ("base", "sft"):
         return None
@@ -59,8 +66,16 @@ def _projected(aux: Any, h: torch.Tensor, dit_grid: tuple, vy: torch.Tensor, vfm
     return None
 
 
-@torch.no_grad()
 def readout(params: Params, run: str, log=print) -> dict[str, Any]:
+    import torch
+
+    with torch.no_grad():
+        return _readout(params, run, log)
+
+
+def _readout(params: Params, run: str, log) -> dict[str, Any]:
+    import torch
+
     from evaluation.mechanism import add_sums, budget_readout, relational_error_sums, summarise
     from sara.losses.diffusion import flow_match_xt, sigma_to_timestep
     from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, load_trained_transformer, token_grid
@@ -75,7 +90,7 @@ def readout(params: Params, run: str, log=print) -> dict[str, Any]:
     transformer = base.transformer if run == "base" else load_trained_transformer(run_dir, dev, torch.float32)
     transformer.eval()
     saliency = None
-    if (Path(params.aligner.out_dir)).exists():
+    if reads_aligner(run) and Path(params.aligner.out_dir).exists():
         from sara.models.aligner import load_saliency_model
 
         saliency = load_saliency_model(params.aligner.out_dir, params, dev)
@@ -143,10 +158,11 @@ def readout(params: Params, run: str, log=print) -> dict[str, Any]:
 
 def run(params: Params, run: str) -> dict[str, Any]:
     from sara.io import write_json
-    from sara.tracking import log_metrics, stage_run
+    from sara.tracking import log_metrics, run_identity, stage_run
 
     out = Path(params.mechanism.out_dir) / f"{run}.json"
-    with stage_run("mechanism", params, SECTIONS, variant=run):
+    identity, tags = run_identity(params, run)
+    with stage_run("mechanism", params, SECTIONS, variant=run, tags=tags, extra_params=identity):
         result = readout(params, run)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, result)
