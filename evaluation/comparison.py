@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from evaluation.report import METHOD_OP, OPERATORS, RUN_LABEL
+from evaluation.report import METHOD_OP, OPERATORS, RUN_LABEL, finish_dim_bars
 from evaluation.rubric.dimensions import ALL_DIMS, GROUPS, MQ_DIMS, SHORT, TA_DIMS
 from evaluation.statistics import (
     Interval,
@@ -397,15 +397,7 @@ def plot_dims(result: dict, path: Path, title: str) -> None:
         hi = np.array([np.nan if m[d]["hi"] is None else m[d]["hi"] for d in dims])
         err = np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
         ax.bar(x + i * width - 0.4 + width / 2, est, width, yerr=err, capsize=1.5, label=label(r), error_kw={"lw": 0.7})
-    ax.set_xticks(x, [SHORT[d] for d in dims])
-    ax.axvline(len(TA_DIMS) - 0.5, color="grey", lw=0.8)
-    ax.set_ylim(0, 5.4)
-    ax.set_ylabel("score (1-5)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=4, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.4)  # room above 5 for the error bars
 
 
 def plot_operator_heatmap(result: dict, path: Path, title: str) -> None:

@@ -145,9 +145,15 @@ def _plot_dims(block: dict, main_run: str, path: Path, title: str) -> None:
     for i, r in enumerate(runs):
         vals = [block["runs"][r]["dims"][d]["mean"] for d in dims]
         ax.bar(x + i * width - 0.4 + width / 2, [np.nan if v is None else v for v in vals], width, label=label(r, main_run))
-    ax.set_xticks(x, [SHORT[d] for d in dims])
+    finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.2)
+
+
+def finish_dim_bars(plt, fig, ax, dims: list[str], path: Path, title: str, ymax: float) -> None:
+    """Label, divide (TA dimensions | MQ dimensions) and save a per-dimension bar chart (report and comparison).
+    The y axis starts at 0, so a dimension scored 1 still shows a bar."""
+    ax.set_xticks(range(len(dims)), [SHORT[d] for d in dims])
     ax.axvline(len(TA_DIMS) - 0.5, color="grey", lw=0.8)
-    ax.set_ylim(0, 5.2)  # from 0, so a dimension scored 1 still shows a bar
+    ax.set_ylim(0, ymax)
     ax.set_ylabel("score (1-5)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=4, loc="lower right")
