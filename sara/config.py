@@ -350,9 +350,7 @@ class ComparisonParams(Section):
     scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
     seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
     grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
-    # the mechanism readouts shown in comparison.md when present; None = `mechanism.out_dir`, where the DAG's
-    # mechanism-<run> stages write (set it only to read readouts written outside the DAG)
-    mechanism_dir: str | None = None
+    mechanism_dir: str | None = None  # readouts shown in comparison.md; None = mechanism.out_dir (the DAG's)
     out_dir: str = "outputs/comparison"
 
 
@@ -409,21 +407,12 @@ class VAEPretrainParams(Section):
     batch_size: int = Field(2, ge=1)
     lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)  # small: the latent must stay informative (a near-deterministic AE)
-    # Crop phase: the VAE is fully convolutional and causal in time, so most steps train on random windows of
-    # `crop_frames` frames (4n+1) and `crop_size`^2 pixels (a multiple of 8) at a fraction of the cost of a whole
-    # clip; the last `full_fraction` of the steps (or of `max_minutes`) trains on whole clips. None: no crop phase.
-    crop_frames: int | None = Field(None, ge=1)
-    crop_size: int | None = Field(None, ge=8)
-    crop_batch_size: int | None = Field(None, ge=1)  # batch of the crop phase (None: batch_size)
+    # Crop phase (None: none): the VAE is convolutional and causal in time, so steps train on cheap random windows
+    # until the last `full_fraction` of the steps (or of `max_minutes`), then on whole clips.
+    crop_frames: WanFrames | None = None
+    crop_size: int | None = Field(None, ge=8, multiple_of=8)  # pixels; the VAE's 8x spatial compression
+    crop_batch_size: int | None = Field(None, ge=1)  # None: batch_size
     full_fraction: float = Field(0.2, ge=0.0, le=1.0)
-
-    @model_validator(mode="after")
-    def _crop_fits_the_vae(self) -> "VAEPretrainParams":
-        if self.crop_frames is not None and (self.crop_frames - 1) % 4:
-            raise ValueError(f"crop_frames must be 4n+1 (Wan's causal 4x temporal compression), got {self.crop_frames}")
-        if self.crop_size is not None and self.crop_size % 8:
-            raise ValueError(f"crop_size must be a multiple of 8 (the VAE's spatial compression), got {self.crop_size}")
-        return self
     eval_clips: int = Field(64, ge=1)  # held-out clips of the PSNR gate
     min_psnr_db: float = 30.0  # gate of the lab scale
     max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)

@@ -173,7 +173,7 @@ def test_vae_crop_params_must_fit_the_vae():
     """Crops must be 4n+1 frames and a multiple of 8 pixels, or the causal VAE's chunks and grid do not line up."""
     from sara.config import VAEPretrainParams
 
-    with pytest.raises(ValueError, match="4n\\+1"):
+    with pytest.raises(ValueError, match="4k\\+1"):
         VAEPretrainParams(crop_frames=4)
     with pytest.raises(ValueError, match="multiple of 8"):
         VAEPretrainParams(crop_size=12)
