@@ -97,7 +97,7 @@ def crop_batch(clips: torch.Tensor, idx: torch.Tensor, frames: int | None, size:
                gen: torch.Generator) -> torch.Tensor:
     """Random windows of `frames` frames and `size`^2 pixels of the clips `idx` (None: whole) -> (B, F', H', W', 3)."""
     n, f, h, w, _ = clips.shape
-    frames, size = min(frames or f, f), size
+    frames = min(frames or f, f)
     t0 = torch.randint(0, f - frames + 1, (1,), generator=gen).item()
     if size is None or size >= min(h, w):
         return clips[idx, t0 : t0 + frames]
