@@ -413,7 +413,7 @@ class VAEPretrainParams(Section):
     crop_size: int | None = Field(None, ge=8, multiple_of=8)  # pixels; the VAE's 8x spatial compression
     crop_batch_size: int | None = Field(None, ge=1)  # None: batch_size
     full_fraction: float = Field(0.2, ge=0.0, le=1.0)
-    cuda_graph: bool = True  # GPU: replay the (launch-bound) crop step as a CUDA graph (sara.train.cuda_graph)
+    cuda_graph: bool = True  # GPU: replay the (launch-bound) step as a CUDA graph per phase (sara.train.cuda_graph)
     eval_clips: int = Field(64, ge=1)  # held-out clips of the PSNR gate
     min_psnr_db: float = 30.0  # gate of the lab scale
     max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)

@@ -57,16 +57,16 @@ def test_graphed_step_matches_the_eager_steps_and_follows_the_lr_schedule():
 
 
 @cuda
-def test_train_vae_crop_phase_runs_as_a_graph():
+def test_train_vae_phases_run_as_graphs():
     import numpy as np
 
     from sara.config import VAEPretrainParams
     from sara.train.pretrain_vae import train_vae
 
     clips = np.random.default_rng(0).integers(0, 255, (8, 9, 32, 32, 3), dtype=np.uint8)
-    p = VAEPretrainParams(base_dim=8, steps=8, batch_size=2, crop_frames=5, crop_size=16, crop_batch_size=4,
-                          full_fraction=0.25, eval_clips=2)
+    p = VAEPretrainParams(base_dim=8, steps=12, batch_size=2, crop_frames=5, crop_size=16, crop_batch_size=4,
+                          full_fraction=0.5, eval_clips=2)  # 6 steps per phase: warm-up, capture, replays
     lines: list[str] = []
     r = train_vae(p, clips, clips, torch.device("cuda"), log=lines.append)
-    assert r.metrics["steps_done"] == 8
+    assert r.metrics["steps_done"] == 12
     assert not any("capture failed" in s for s in lines), lines

@@ -124,7 +124,7 @@ def train_vae(
 
     With a crop phase (`crop_frames` / `crop_size`), steps train on random crops until the last `full_fraction` of
     the steps or of `max_minutes`, then on whole clips (the held-out gate is always measured on whole clips).
-    On a GPU the crop step is captured as a CUDA graph (`cuda_graph`, sara.train.cuda_graph): the step is
+    On a GPU each phase's step is captured as a CUDA graph (`cuda_graph`, sara.train.cuda_graph): the step is
     launch-bound (thousands of small kernels), and replaying it gives many more optimiser steps per minute.
     """
     if device.type == "cuda":
@@ -132,7 +132,7 @@ def train_vae(
     vae = build_vae(p, p.seed).to(device).train()
     clips = torch.from_numpy(np.array(train_frames)).to(device)  # (N, F, H, W, 3) uint8
     cropping = p.crop_frames is not None or p.crop_size is not None
-    graphed = device.type == "cuda" and cropping and p.cuda_graph
+    graphed = device.type == "cuda" and p.cuda_graph
     # a captured step reads its learning rate from a tensor, updated in place by the schedule (set_lr)
     opt = torch.optim.AdamW(vae.parameters(), lr=torch.tensor(p.lr, device=device) if graphed else p.lr,
                             betas=(0.9, 0.99), weight_decay=0.0, fused=device.type == "cuda", capturable=graphed)
@@ -153,7 +153,9 @@ def train_vae(
         opt.step()
         return torch.stack([loss.detach(), mse.detach()])
 
-    crop_step = GraphedStep(train_step, log=lambda s: log(f"[vae] {s}")) if graphed else train_step
+    # one graph per phase (crops, whole clips): a graph replays one fixed input shape
+    phase_step = {phase: GraphedStep(train_step, log=lambda s: log(f"[vae] {s}")) if graphed else train_step
+                  for phase in ("crop", "whole")}
     gen = torch.Generator(device="cpu").manual_seed(p.seed)
     warmup = min(100, p.steps // 10)
     history: list[dict[str, float]] = []
@@ -167,7 +169,7 @@ def train_vae(
         batch = p.batch_size if full else (p.crop_batch_size or p.batch_size)
         idx = torch.randint(0, len(clips), (batch,), generator=gen).to(device)
         x = to_pixels(clips[idx] if full else crop_batch(clips, idx, p.crop_frames, p.crop_size, gen))  # (B, 3, F, H, W)
-        stats = train_step(x) if full else crop_step(x)
+        stats = phase_step["whole" if full else "crop"](x)
         if step % 50 == 0 or step == p.steps - 1:
             loss, mse = stats.tolist()
             rec_psnr = 10 * np.log10(4.0 / max(mse, 1e-10))  # [-1, 1] pixels: peak-to-peak 2
