@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -97,17 +98,42 @@ class ClipSet:
             return np.asarray(clip.masks, dtype=bool).any(0)  # (F, H, W)
         return None
 
+    def _load(self, i: int) -> Sample:
+        clip = load_clip(self.records[i].folder(self.root))
+        return Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth)
+
+    def _keep(self, i: int, s: Sample) -> bool:
+        """Cache `s` if it fits in `cache_mb`; False when it does not."""
+        size = s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
+        if self._cached_bytes + size > self.cache_mb * 2**20:
+            return False
+        self._cache[i] = s
+        self._cached_bytes += size
+        return True
+
     def __getitem__(self, i: int) -> Sample:
         if i in self._cache:
             return self._cache[i]
-
-        clip = load_clip(self.records[i].folder(self.root))
-        s = Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth)
-        size = s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
-        if self._cached_bytes + size <= self.cache_mb * 2**20:
-            self._cache[i] = s
-            self._cached_bytes += size
+        s = self._load(i)
+        self._keep(i, s)
         return s
+
+    def preload(self, workers: int = 8) -> int:
+        """Decode every clip into the cache up front, `workers` at a time, when the whole set fits in `cache_mb`
+        (judged from the first clip); returns how many clips are cached. Threads suffice: the decode runs in an
+        ffmpeg subprocess and numpy, outside the GIL. Without it a step waits on one decode per uncached sample."""
+        todo = [i for i in range(len(self)) if i not in self._cache]
+        if not todo:
+            return len(self._cache)
+        first = self._load(todo[0])
+        per_clip = first.frames.nbytes + (first.fg.nbytes if first.fg is not None else 0)
+        if self._cached_bytes + per_clip * len(todo) > self.cache_mb * 2**20:
+            return len(self._cache)
+        self._keep(todo[0], first)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, s in zip(todo[1:], pool.map(self._load, todo[1:])):
+                self._keep(i, s)
+        return len(self._cache)
 
 
 def sample_seed(seed: int, position: int) -> int:
@@ -252,6 +278,7 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
 
     if dataset is None:
         dataset = ClipSet(params.data.out_dir, params.masks.out_dir if run.method == "sara" else None)
+        dataset.preload(workers=min(16, os.cpu_count() or 1))
     flow_fn = None
     if spec.needs_flow:
         m = params.methods.moalign
