@@ -579,12 +579,12 @@ def require_dir(param: str, value: str | None, what: str) -> Path:
 def local_weight_dirs(params: Params, sections: list[str]) -> list[tuple[str, str | None, str]]:
     """(param, value, contents) of every local weights directory that the given params sections need."""
     out: list[tuple[str, str | None, str]] = []
-    if "dit" in sections and params.dit.kind == "local":
-        d = params.dit
-        out += [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
-                ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
-                ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
-                ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")]
+    if params.dit.kind == "local":
+        d, wanted = params.dit, lambda key: "dit" in sections or key in sections  # the section or single keys
+        out += [x for x in [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
+                            ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
+                            ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
+                            ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")] if wanted(x[0])]
     if "vfm" in sections and params.vfm.kind == "local":
         out.append(("vfm.path", params.vfm.path, "a V-JEPA 2 / 2.1 model in transformers format"))
     if "text" in sections and params.text.kind == "qwen3vl_embedding":

@@ -154,7 +154,7 @@ def build_tiny_base(params: Params) -> tuple[nn.Module, nn.Module, nn.Module]:
     return high, low, vae
 
 
-def _check_model_dir(param: str, value: str | None, what: str) -> str:
+def check_model_dir(param: str, value: str | None, what: str) -> str:
     path = require_dir(param, value, what)
     if not (path / "config.json").is_file():
         raise MissingWeightsError(f"{param} = {value!r} has no config.json: it must be a local directory containing {what}")
@@ -166,10 +166,10 @@ def local_manifest(params: Params) -> dict[str, Any]:
     d = params.dit
     return {
         "kind": "local",
-        "transformer": _check_model_dir("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format (config.json + safetensors)"),
-        "transformer_2": _check_model_dir("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
-        "vae": _check_model_dir("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
-        "text": {"kind": "umt5", "path": _check_model_dir("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder"), "max_tokens": d.text_max_tokens},
+        "transformer": check_model_dir("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format (config.json + safetensors)"),
+        "transformer_2": check_model_dir("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
+        "vae": check_model_dir("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
+        "text": {"kind": "umt5", "path": check_model_dir("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder"), "max_tokens": d.text_max_tokens},
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "pretrain"]
+SECTIONS = ["project", "pretrain.corpus"]
 
 
 def build_output(params: Params, out: Path, log=print) -> dict:

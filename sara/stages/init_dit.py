@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "dit", "pretrain", "sample"]  # dit.init_seed seeds the tiny init; lab: pretrain, sample
+# dit.init_seed seeds the tiny init; lab: the corpus and VAE folders, pretrain.dit, sample (the curve's prompts)
+SECTIONS = ["project", "dit", "pretrain.corpus.out_dir", "pretrain.vae.out_dir", "pretrain.dit", "sample"]
 
 
 def run(params: Params) -> Path:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "pretrain", "dit"]  # dit.kind picks the behaviour; dit.init_seed seeds the random-init VAE
+# dit.kind picks the behaviour, dit.init_seed seeds the random-init VAE, dit.vae_path is the paper-scale VAE
+SECTIONS = ["project", "pretrain.corpus.out_dir", "pretrain.vae", "dit.kind", "dit.init_seed", "dit.vae_path"]
 
 
 def build_output(params: Params, out: Path, log=print) -> dict:
@@ -24,9 +25,10 @@ def build_output(params: Params, out: Path, log=print) -> dict:
     from sara.train.pretrain_vae import build_vae, train_vae
 
     if params.dit.kind == "local":
-        from sara.models.dit import local_manifest
+        from sara.models.dit import check_model_dir
 
-        manifest = {"kind": "local", "vae": local_manifest(params)["vae"]}
+        manifest = {"kind": "local", "vae": check_model_dir("dit.vae_path", params.dit.vae_path,
+                                                            "the Wan AutoencoderKLWan in diffusers format")}
         write_json(out / "manifest.json", manifest)
         return manifest
     if params.project.scale != "lab":

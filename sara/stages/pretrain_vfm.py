@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sara.config import Params
 
-SECTIONS = ["project", "pretrain", "vfm"]
+SECTIONS = ["project", "pretrain.corpus.out_dir", "pretrain.vfm", "vfm"]
 
 
 def build_output(params: Params, out: Path, log=print) -> dict:
