@@ -270,6 +270,7 @@ class SampleParams(Section):
     guidance_2: float | None = Field(None, ge=1.0)  # CFG scale of the low-noise expert; None = guidance (Wan2.2: 3.0)
     negative_prompt: str = ""
     seeds: list[int] = Field([0], min_length=1)  # one video per prompt and seed
+    videos_per_call: int | None = Field(None, ge=1)  # pipeline batch over prompts x seeds (None: one prompt's seeds)
     frames: WanFrames = Field(9, ge=1)  # 4k+1 for the Wan VAE
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
@@ -407,12 +408,11 @@ class VAEPretrainParams(Section):
     batch_size: int = Field(2, ge=1)
     lr: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1e-6, ge=0)  # small: the latent must stay informative (a near-deterministic AE)
-    # Crop phase (None: none): the VAE is convolutional and causal in time, so steps train on cheap random windows
-    # until the last `full_fraction` of the steps (or of `max_minutes`), then on whole clips.
+    # Crop phase (None: none): the causal, convolutional VAE trains on cheap random windows, then whole clips
     crop_frames: WanFrames | None = None
     crop_size: int | None = Field(None, ge=8, multiple_of=8)  # pixels; the VAE's 8x spatial compression
     crop_batch_size: int | None = Field(None, ge=1)  # None: batch_size
-    full_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    full_fraction: float = Field(0.2, ge=0.0, le=1.0)  # the last share of `steps` (or `max_minutes`) on whole clips
     cuda_graph: bool = True  # GPU: replay the (launch-bound) step as a CUDA graph per phase (sara.train.cuda_graph)
     eval_clips: int = Field(64, ge=1)  # held-out clips of the PSNR gate
     min_psnr_db: float = 30.0  # gate of the lab scale

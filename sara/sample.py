@@ -113,20 +113,31 @@ class Sampler:
         return self.generate_seeds(prompt, [seed])[0]
 
     def generate_seeds(self, prompt: str, seeds: list[int]) -> list[np.ndarray]:
-        """One prompt at several seeds in one batch -> [(F, H, W, 3) uint8] in seed order. Each video's initial noise
-        comes from its own seeded generator (diffusers draws per-sample noise from a list of generators), so a
-        video does not depend on which other seeds share its batch."""
+        """One prompt at several seeds in one batch -> [(F, H, W, 3) uint8] in seed order."""
+        return self.generate_batch([prompt] * len(seeds), seeds)
+
+    def generate_batch(self, prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        """Video i of prompts[i] at seeds[i], all in one pipeline call -> [(F, H, W, 3) uint8] in that order.
+
+        Each video's initial noise comes from its own seeded generator (diffusers draws per-sample noise from a
+        list of generators) and its own prompt embedding, so a video does not depend on what shares its batch
+        (up to batched-matmul rounding). Small models are launch-bound: one call for many videos costs about as
+        much as one call for one."""
         import torch
 
+        if len(prompts) != len(seeds):
+            raise ValueError(f"generate_batch: {len(prompts)} prompts but {len(seeds)} seeds")
         s = self.params.sample
-        emb = self.text([prompt])  # (1, L, D)
+        unique = list(dict.fromkeys(prompts))  # encode each distinct prompt once
+        states = self.text(unique)  # (P, L, D)
+        emb = states[[unique.index(p) for p in prompts]]  # (n, L, D)
         if self._neg is None:
             self._neg = self.text([s.negative_prompt])
         n = len(seeds)
         gens = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
         dtype = self.pipe.transformer.dtype
         out = self.pipe(
-            prompt_embeds=emb.to(dtype).expand(n, -1, -1),  # (n, L, D)
+            prompt_embeds=emb.to(dtype),  # (n, L, D)
             negative_prompt_embeds=self._neg.to(dtype).expand(n, -1, -1),
             num_frames=s.frames, height=s.height, width=s.width, num_inference_steps=s.steps,
             guidance_scale=s.guidance, guidance_scale_2=s.guidance_2 if s.guidance_2 is not None else s.guidance,
@@ -154,9 +165,13 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
     sampler = Sampler(params, run, base_dir, runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = []
-    bar = tqdm(total=len(prompts) * len(s.seeds), desc=f"sample {run}", unit="video")
-    for item in prompts:  # every seed of a prompt in one batch
-        for seed, frames in zip(s.seeds, sampler.generate_seeds(full_caption(item.caption), list(s.seeds))):
+    jobs = [(item, seed) for item in prompts for seed in s.seeds]  # prompt-major: the index order
+    per_call = s.videos_per_call or len(s.seeds)
+    bar = tqdm(total=len(jobs), desc=f"sample {run}", unit="video")
+    for start in range(0, len(jobs), per_call):  # `videos_per_call` videos per pipeline call
+        chunk = jobs[start : start + per_call]
+        clips = sampler.generate_batch([full_caption(item.caption) for item, _ in chunk], [seed for _, seed in chunk])
+        for (item, seed), frames in zip(chunk, clips):
             stem = f"{item.id}_s{seed}"
             save_video_and_sheet(frames, s.fps, out_dir / f"{stem}.mp4", out_dir / f"{stem}.png", label=f"{run} | {item.id} | seed {seed}")
             videos.append({"prompt_id": item.id, "title": item.title, "seed": seed, "mp4": f"{stem}.mp4", "sheet": f"{stem}.png"})
