@@ -16,7 +16,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from sara.errors import InputError, MissingWeightsError
+from sara.errors import InputError
 
 
 def _wan_frame_count(v: int) -> int:
@@ -561,40 +561,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"params file not found: {path}")
     raw = read_yaml(path.read_text()) or {}
     return params_from_dict(raw, str(path))
-
-
-def require_dir(param: str, value: str | None, what: str) -> Path:
-    """Return an existing local weights directory or raise one clear error naming the param and path.
-
-    Nothing is ever downloaded: real models load from directories named in params.
-    """
-    if not value:
-        raise MissingWeightsError(f"{param} is not set: it must name a local directory containing {what}")
-    p = Path(value).expanduser()
-    if not p.is_dir():
-        raise MissingWeightsError(f"{param} = {value!r} does not exist: it must be a local directory containing {what}")
-    return p
-
-
-def local_weight_dirs(params: Params, sections: list[str]) -> list[tuple[str, str | None, str]]:
-    """(param, value, contents) of every local weights directory that the given params sections need."""
-    out: list[tuple[str, str | None, str]] = []
-    if params.dit.kind == "local":
-        d, wanted = params.dit, lambda key: "dit" in sections or key in sections  # the section or single keys
-        out += [x for x in [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
-                            ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
-                            ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
-                            ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")] if wanted(x[0])]
-    if "vfm" in sections and params.vfm.kind == "local":
-        out.append(("vfm.path", params.vfm.path, "a V-JEPA 2 / 2.1 model in transformers format"))
-    if "text" in sections and params.text.kind == "qwen3vl_embedding":
-        out.append(("text.path", params.text.path, "Qwen3-VL-Embedding in transformers format"))
-    if "masks" in sections and params.masks.backend == "sam3":
-        out.append(("masks.sam3_dir", params.masks.sam3_dir, "a transformers-format SAM 3 video model"))
-    return out
-
-
-def check_local_weights(params: Params, sections: list[str]) -> None:
-    """Refuse, before any work, a params key that names missing local weights (one line: the key and the path)."""
-    for param, value, what in local_weight_dirs(params, sections):
-        require_dir(param, value, what)

@@ -28,7 +28,8 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from sara.config import Params, check_local_weights
+from sara.config import Params
+from sara.weights import check_local_weights
 from sara.env import repo_root
 
 # Environment variables set by orchestration (Prefect sweeps) -> MLflow tags on every stage run.

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sara.config import Params, ParamsError, load_params, params_from_dict, require_dir
+from sara.config import Params, ParamsError, load_params, params_from_dict
+from sara.weights import require_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILES = sorted([ROOT / "params.yaml", *(ROOT / "configs").glob("**/*.yaml")])

@@ -96,7 +96,7 @@ class TransformersJudge:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from sara.config import require_dir
+        from sara.weights import require_dir
 
         path = require_dir(f"rubric.judges[{params.name}].model", params.model, "a transformers image-text-to-text model (config.json, weights, processor files)")
         self.p = params

@@ -129,7 +129,7 @@ def run_vbench2(
     run_cmd: RunCmd = _default_run,
 ) -> VBenchResult:
     """VBench-2.0 from its source checkout (`evaluate.py`) with its own python, one dimension per process."""
-    from sara.config import require_dir
+    from sara.weights import require_dir
 
     unknown = [d for d in dimensions if d not in VB2_DIMS]
     if unknown:

@@ -72,7 +72,7 @@ class RaftFlow:
         import torch
         from torchvision.models.optical_flow import raft_large, raft_small
 
-        from sara.config import require_dir
+        from sara.weights import require_dir
 
         what = "torchvision RAFT weights as a state dict named raft_large.pth or raft_small.pth"
         root = require_dir("methods.moalign.raft_dir", raft_dir, what)

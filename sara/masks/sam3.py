@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from sara.config import Params, require_dir
+from sara.config import Params
+from sara.weights import require_dir
 from sara.env import resolve_device
 from sara.data.mtss import MTSSCaption, foreground_references, noun_phrase
 from sara.masks.store import EntityMasks

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sara.config import DiTParams, Params, require_dir
+from sara.config import DiTParams, Params
+from sara.weights import require_dir
 from sara.errors import MissingWeightsError
 
 MANIFEST = "manifest.json"

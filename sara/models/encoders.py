@@ -31,7 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sara.config import TextParams, VFMParams, require_dir
+from sara.config import TextParams, VFMParams
+from sara.weights import require_dir
 from sara.env import resolve_device
 from sara.models.video_view import VJEPA2_SHORT_SIDE_RATIO, SpatialView, sample_frame_indices, sampling_id
 
