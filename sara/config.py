@@ -229,6 +229,7 @@ class TrainParams(Section):
     seed: int = Field(1024, ge=0)  # Stage 2 only: data order, noise, timesteps, caption dropout
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0)  # chance a caption is replaced by "" (CFG; paper: open)
     feature_cache: bool = False  # read V-JEPA features of clean clips from vfm.cache_dir (else computed online)
+    cache_frozen_inputs: bool = False  # encode each clip's VAE latent and caption once per run, not every step
     log_every: int = Field(1, ge=1)  # MLflow metrics every k steps
     keep_checkpoints: int = Field(2, ge=1)  # newest resumable checkpoints kept per run
     state_dir: str = "models/dit_state"  # resumable DeepSpeed state per run (git-ignored scratch, not a DVC output)

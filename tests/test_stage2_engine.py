@@ -107,6 +107,24 @@ def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(wo
     assert metrics["resumed_from"] == 2 and metrics["steps"] == 6
 
 
+def test_cached_frozen_inputs_train_like_per_step_encoding_and_resume_bitwise(workspace: Path):
+    """train.cache_frozen_inputs encodes each clip's latent and caption once (benchmarks/stage2_step.md): the run
+    matches per-step encoding up to rounding, and a killed, resumed run rebuilds the same cache."""
+    plain, cached, killed = workspace / "plain", workspace / "cached", workspace / "cached_killed"
+    for d in (plain, cached, killed):
+        d.mkdir()
+    assert sara(plain, "train-dit", "--params", str(write_params(plain, "p")), "--run", "sft").returncode == 0
+    r = sara(cached, "train-dit", "--params", str(write_params(cached, "p", cache_frozen_inputs=True)), "--run", "sft")
+    assert r.returncode == 0, r.stderr[-3000:]
+    pk = write_params(killed, "p", cache_frozen_inputs=True)
+    assert sara(killed, "train-dit", "--params", str(pk), "--run", "sft", fault="kill@3").returncode == -9
+    assert sara(killed, "train-dit", "--params", str(pk), "--run", "sft").returncode == 0
+    wp, wc, wk = (weights(d / "dit" / "sft") for d in (plain, cached, killed))
+    for k in wp:
+        torch.testing.assert_close(wc[k], wp[k], rtol=1e-4, atol=1e-5)
+        assert torch.equal(wc[k], wk[k]), k
+
+
 def test_resume_never_outlives_its_inputs(workspace: Path):
     """A killed run whose clips then change starts afresh, and a finished run leaves no state to resume.
 
