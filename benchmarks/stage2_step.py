@@ -25,6 +25,7 @@ def main() -> None:
 
     import sara.train.stage2 as stage2
     from sara.config import load_params, params_from_dict
+    from sara.env import resolve_device
     from sara.train.engine import TrainEngine
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,7 +40,7 @@ def main() -> None:
     raw["train"].update(steps=args.steps, checkpoint_every=args.steps, out_dir=f"{scratch}/out", state_dir=f"{scratch}/state",
                         cache_frozen_inputs=args.cache_frozen_inputs)
     params = params_from_dict(raw, args.params)
-    cuda = torch.cuda.is_available() and params.project.device != "cpu"
+    cuda = resolve_device(params.project.device).type == "cuda"
     seconds: dict[str, float] = defaultdict(float)  # inside the training loop only
     once: dict[str, float] = {}  # one-time work before the loop (the frozen-input cache)
     in_loop = [False]
