@@ -78,11 +78,11 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
 
     from evaluation.mechanism import add_sums, budget_readout, relational_error_sums, summarise
     from sara.losses.diffusion import flow_match_xt, sigma_to_timestep
-    from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, load_trained_transformer, token_grid
+    from sara.models.dit import BlockFeatureHook, load_base, load_trained_transformer, token_grid
     from sara.env import resolve_device
     from sara.models.encoders import build_vfm
     from sara.models.grid import align_tokens
-    from sara.train.stage2 import ClipSet, fg_on_grid
+    from sara.train.stage2 import ClipSet, clip_latents, fg_on_grid
 
     m, dev = params.mechanism, resolve_device(params.project.device)
     base = load_base(params.dit.base_dir, params.dit.kind, dev, torch.float32, with_low_noise=False)
@@ -110,8 +110,7 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
         frames = torch.from_numpy(s.frames[None])  # (1, F, H, W, 3) uint8
         vy = vfm.features(frames).to(dev)  # (1, T_s, N_s, D_v)
         fg = fg_on_grid(torch.from_numpy(s.fg[None]), vfm.frame_indices(s.frames.shape[0]), vfm.grid)  # (1, T_s, N_s)
-        pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
-        z0 = encode_latents(base.vae, pixels.to(dev))  # (1, 16, F', H', W')
+        z0 = clip_latents(base, params, frames, dev)  # (1, 16, F', H', W')
         text = base.text([s.caption])
         gen = torch.Generator().manual_seed(m.noise_seed * 1_000_003 + i)  # same noise for every run
         raw_views, proj_views = [], []

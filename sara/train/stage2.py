@@ -102,9 +102,13 @@ class ClipSet:
         clip = load_clip(self.records[i].folder(self.root))
         return Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth)
 
+    @staticmethod
+    def _nbytes(s: Sample) -> int:
+        return s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
+
     def _keep(self, i: int, s: Sample) -> bool:
         """Cache `s` if it fits in `cache_mb`; False when it does not."""
-        size = s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
+        size = self._nbytes(s)
         if self._cached_bytes + size > self.cache_mb * 2**20:
             return False
         self._cache[i] = s
@@ -126,8 +130,7 @@ class ClipSet:
         if not todo:
             return len(self._cache)
         first = self._load(todo[0])
-        per_clip = first.frames.nbytes + (first.fg.nbytes if first.fg is not None else 0)
-        if self._cached_bytes + per_clip * len(todo) > self.cache_mb * 2**20:
+        if self._cached_bytes + self._nbytes(first) * len(todo) > self.cache_mb * 2**20:
             return len(self._cache)
         self._keep(todo[0], first)
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -312,9 +315,7 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
         flow_fn = flow_source(m.flow, raft_dir=m.raft_dir, device=str(dev)) if m.flow == "raft" else flow_source(m.flow)
     frozen = None
     if tp.cache_frozen_inputs:
-        size = (params.dit.height, params.dit.width)
-        frozen = FrozenInputs(dataset, lambda f: encode_latents(base.vae, frames_to_pixels(f, params.dit.frames, size).to(dev)),
-                              base.text)
+        frozen = FrozenInputs(dataset, lambda frames: clip_latents(base, params, frames, dev), base.text)
     return Stage2Setup(run, dist, base, saliency, vfm, model, engine, dataset, flow_fn, frozen=frozen)
 
 
@@ -331,6 +332,12 @@ class Stage2Batch:
     text: torch.Tensor  # (B, L, D_text)
     targets: AuxTargets
     w: torch.Tensor | None  # (B, T_s, N_s) saliency of the sara runs
+
+
+def clip_latents(base: Any, params: Params, frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Normalised VAE latents z_0 (B, 16, F', H', W') of uint8 clips (B, F, H, W, 3), at the DiT's frames and size."""
+    pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
+    return encode_latents(base.vae, pixels.to(device))
 
 
 def stage2_batch(setup: Stage2Setup, params: Params, step: int) -> Stage2Batch:
@@ -351,8 +358,7 @@ def stage2_batch(setup: Stage2Setup, params: Params, step: int) -> Stage2Batch:
         z0, text = setup.frozen.batch(idx, drop)  # (B, 16, F', H', W'), (B, L, D_text)
     else:
         with torch.no_grad():
-            pixels = frames_to_pixels(frames, params.dit.frames, (params.dit.height, params.dit.width))
-            z0 = encode_latents(base.vae, pixels.to(dev))  # (B, 16, F', H', W')
+            z0 = clip_latents(base, params, frames, dev)  # (B, 16, F', H', W')
             text = base.text(["" if d else s.caption for s, d in zip(samples, drop)])  # (B, L, D_text)
     band = dict(mean=tp.logit_mean, std=tp.logit_std, shift=tp.shift, t_min=tp.t_min, t_max=tp.t_max)
     sigma = torch.cat([sample_band_sigmas(1, g, **band) for g in gens])  # (B,)
