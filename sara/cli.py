@@ -1,6 +1,7 @@
 """`sara <stage> [--params params.yaml] [stage options]`: thin entry points used by dvc.yaml.
 
-`sara sweep [...]` is the one command that is not a stage: it starts an ablation sweep (flows/sweep.py).
+Two commands are not stages: `sara sweep [...]` starts an ablation sweep (flows/sweep.py), and `sara repro
+--jobs N` reproduces the pipeline with independent stages running at the same time (flows/repro.py).
 
 Each stage lives in `sara/stages/<module>.py` and exposes `add_arguments(parser)` (optional) and
 `run(params, **options)`. The CLI only parses arguments, loads and validates params, and calls `run`.
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.sweep import main as sweep_main
 
         return sweep_main(argv[1:])
+    if argv[:1] == ["repro"]:  # orchestration: `flows/repro.py` schedules one `dvc repro -s` per stage
+        from flows.repro import main as repro_main
+
+        return repro_main(argv[1:])
     parser = argparse.ArgumentParser(prog="sara", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, module_name in STAGES.items():

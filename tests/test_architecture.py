@@ -20,8 +20,9 @@ PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline")
 ORCHESTRATION = ("flows",)
 LAYERS = {"library": LIBRARY, "evaluation": EVALUATION, "pipeline": PIPELINE, "orchestration": ORCHESTRATION}
 ORDER = list(LAYERS)
-# The one named hand-off upwards (docs/architecture.md): `sara sweep` passes its argv to the sweep flow's main.
-HANDOFFS = {("sara.cli", "flows.sweep"), ("sara.cli", "flows.sweep.main")}
+# The named hand-offs upwards (docs/architecture.md): `sara sweep` and `sara repro` pass their argv to a flow's main.
+HANDOFFS = {("sara.cli", "flows.sweep"), ("sara.cli", "flows.sweep.main"),
+            ("sara.cli", "flows.repro"), ("sara.cli", "flows.repro.main")}
 # Single-device PyTorch: the model and loss code knows nothing of distribution, tracking or orchestration.
 PURE = ("sara.models", "sara.losses")
 PURE_FORBIDDEN = ("deepspeed", "mlflow", "prefect", "dvc")

@@ -1,0 +1,185 @@
+"""`sara repro --jobs N`: reproduce the DVC pipeline with independent stages running at the same time.
+
+`dvc repro` runs one stage after another. DVC supports running stages in parallel when each is reproduced by its
+own `dvc repro -s STAGE` process: it releases the repository lock while a stage's command runs and guards the
+stage's outputs with its read/write locks (dvc.org/doc/command-reference/repro, "Parallel stage execution"). It
+leaves the scheduling to the user; this module is that scheduler, and nothing more: DVC runs every stage, hashes
+it and writes dvc.lock, exactly as in a serial `dvc repro`.
+
+  1. plan      `dvc status` names the stages whose inputs changed; they and every stage downstream of them run
+  2. schedule  a stage starts once all its upstream stages finished, up to `--jobs` at a time; stages whose
+               training is budgeted in wall-clock minutes run one at a time (sharing the GPU would change what
+               they learn), everything else overlaps freely
+  3. record    each stage's output goes to `<logs>/<stage>.log`; its wall time, attempts and outcome to `--times`
+
+A lock race between two DVC processes (DVC takes its repository lock to hash a stage's inputs and outputs) is
+retried; a stage's own error is not: the stages downstream of it are skipped, independent branches go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from flows.dag import Dag, load_dag
+from flows.dvc_runner import DvcError, run_dvc
+
+# Stages that train for a fixed number of wall-clock minutes (pretrain.vae/vfm/dit.max_minutes): run alone among
+# themselves, so a budgeted model gets the steps it would get in a serial `dvc repro`.
+WALL_CLOCK_BUDGETED = frozenset({"pretrain_vae", "pretrain_vfm", "init_dit"})
+RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0)  # a DVC lock is held for seconds, while it hashes one stage
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # "ran", "failed", "skipped" (an upstream stage failed)
+    seconds: float = 0.0  # wall time of the stage's `dvc repro -s`, retries included
+    start_s: float = 0.0  # offset from the start of the whole run
+    attempts: int = 0
+    reason: str = ""  # a failure's last line, or the upstream stage that failed
+
+
+def changed_stages(repo: Path, env: Mapping[str, str]) -> set[str]:
+    """Stages whose dependencies, params or outputs differ from dvc.lock (or that it does not list)."""
+    out = run_dvc(["status", "--json"], repo, env, log=lambda _: None)
+    return set(json.loads(out[out.index("{"):] if "{" in out else "{}"))
+
+
+def plan(dag: Dag, changed: set[str], targets: list[str] | None = None) -> list[str]:
+    """The stages to run, upstream first: every changed stage and its descendants (their inputs will change),
+    limited to the targets and what they need when targets are given."""
+    unknown = [t for t in targets or [] if t not in dag.stages]
+    if unknown:
+        raise ValueError(f"no stage named {unknown[0]!r} in dvc.yaml (stages: {', '.join(sorted(dag.stages))})")
+    todo = {s for s in changed if s in dag.stages}
+    todo |= dag.descendants(todo)
+    if targets:
+        todo &= set(targets) | dag.ancestors(set(targets))
+    return dag.topological(todo)
+
+
+def repro_stage(repo: Path, stage: str, env: Mapping[str, str], log_file: Path,
+                delays: tuple[float, ...] = RETRY_DELAYS_S) -> int:
+    """`dvc repro -s STAGE`, its output appended to `log_file`; retried after a lock race. Returns attempts."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as fh:
+        def write(line: str) -> None:
+            fh.write(line + "\n")
+            fh.flush()
+
+        for attempt, delay in enumerate((*delays, None), start=1):
+            try:
+                run_dvc(["repro", "-s", stage], repo, env, log=write)
+                return attempt
+            except DvcError as exc:
+                if not exc.transient or delay is None:
+                    raise
+                write(f"[repro] lock race (attempt {attempt}); retrying in {delay:.0f} s")
+                time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_parallel(
+    dag: Dag,
+    stages: list[str],
+    jobs: int,
+    run_one: Callable[[str], int],
+    exclusive: frozenset[str] = WALL_CLOCK_BUDGETED,
+    log: Callable[[str], object] = print,
+) -> dict[str, StageOutcome]:
+    """Run `stages` (topologically ordered) with `run_one(stage) -> attempts`, each once all of its upstream stages
+    among `stages` have run, at most `jobs` at once and at most one whose base is in `exclusive`."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    planned = set(stages)
+    outcomes: dict[str, StageOutcome] = {}
+    pending = list(stages)
+    running: dict[Future[int], tuple[str, float]] = {}
+    t0 = time.monotonic()
+
+    def upstream(stage: str) -> set[str]:
+        return set(dag.stages[stage].upstream) & planned
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for stage in list(pending):
+                ups = upstream(stage)
+                failed = next((u for u in sorted(ups) if u in outcomes and outcomes[u].status != "ran"), None)
+                if failed is not None:
+                    pending.remove(stage)
+                    outcomes[stage] = StageOutcome(stage, "skipped", reason=f"upstream {failed} did not run")
+                    log(f"[repro] skip {stage}: upstream {failed} did not run")
+                    continue
+                busy_exclusive = any(dag.stages[s].base in exclusive for s, _ in running.values())
+                if (len(running) >= jobs or not ups <= outcomes.keys()
+                        or (dag.stages[stage].base in exclusive and busy_exclusive)):
+                    continue
+                pending.remove(stage)
+                running[pool.submit(run_one, stage)] = (stage, time.monotonic())
+                log(f"[repro] start {stage} ({len(outcomes)}/{len(stages)} done, {len(running)} running)")
+            if not running:
+                continue  # everything left was just skipped
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                stage, started = running.pop(fut)
+                seconds, start_s = time.monotonic() - started, started - t0
+                try:
+                    attempts = fut.result()
+                    outcomes[stage] = StageOutcome(stage, "ran", seconds, start_s, attempts)
+                    log(f"[repro] done  {stage} in {seconds:.0f} s ({len(outcomes)}/{len(stages)})")
+                except Exception as exc:  # noqa: BLE001 - a stage's failure is recorded; the others go on
+                    reason = exc.reason if isinstance(exc, DvcError) else f"{type(exc).__name__}: {exc}"
+                    outcomes[stage] = StageOutcome(stage, "failed", seconds, start_s, 0, reason)
+                    log(f"[repro] FAILED {stage} after {seconds:.0f} s: {reason}")
+    return {s: outcomes[s] for s in stages}
+
+
+def stage_env(jobs: int, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The stages' environment: unless the user chose, each of `jobs` concurrent stages gets its share of the
+    cores for PyTorch's intra-op threads (N processes x all cores would oversubscribe the machine)."""
+    out = dict(os.environ if env is None else env)
+    if jobs > 1:
+        out.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sara repro", description=__doc__.split("\n\n")[0])
+    ap.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
+    ap.add_argument("-j", "--jobs", type=int, default=4, help="stages running at once (default 4)")
+    ap.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: the current directory)")
+    ap.add_argument("--logs", type=Path, default=Path("tmp/repro_logs"), help="one log file per stage (under --repo)")
+    ap.add_argument("--times", type=Path, default=None, help="write each stage's wall time and outcome here (JSON)")
+    args = ap.parse_args(argv)
+    repo = args.repo.resolve()
+    env = stage_env(args.jobs)
+    dag = load_dag(repo)
+    stages = plan(dag, changed_stages(repo, env), args.targets or None)
+    print(f"[repro] {len(stages)} of {len(dag.stages)} stages to run, {args.jobs} at a time; logs in {args.logs}/")
+    logs = args.logs if args.logs.is_absolute() else repo / args.logs
+    t0 = time.monotonic()
+    outcomes = run_parallel(dag, stages, args.jobs, lambda s: repro_stage(repo, s, env, logs / f"{s}.log"))
+    wall = time.monotonic() - t0
+    bad = [o for o in outcomes.values() if o.status != "ran"]
+    if args.times:
+        args.times.parent.mkdir(parents=True, exist_ok=True)
+        args.times.write_text(json.dumps({"jobs": args.jobs, "wall_s": round(wall, 1),
+                                          "stages": [asdict(o) for o in outcomes.values()]}, indent=2) + "\n")
+    left = plan(dag, changed_stages(repo, env), args.targets or None)  # what DVC still finds to do
+    print(f"[repro] {len(outcomes) - len(bad)} ran, {len(bad)} failed or skipped, {wall:.0f} s; "
+          + ("dvc status: up to date" if not left else f"dvc status: not up to date: {', '.join(left)}"))
+    for o in bad:
+        print(f"[repro] {o.status}: {o.stage}: {o.reason}", file=sys.stderr)
+    return 1 if bad or left else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

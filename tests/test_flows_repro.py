@@ -1,0 +1,158 @@
+"""`sara repro --jobs N` (flows/repro.py): one `dvc repro -s` per stage, independent stages at the same time.
+
+The scheduler is tested with a fake stage runner (barriers prove overlap without timing anything); the whole
+command once on the toy DVC repository, where DVC itself must leave dvc.lock complete and `dvc status` clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.dag import Dag, StageInfo, load_dag
+from flows.repro import main, plan, run_parallel, stage_env
+from flows_testlib import FAILING_SEED, make_toy_repo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dag(edges: dict[str, set[str]]) -> Dag:
+    return Dag({n: StageInfo(n, (), frozenset(up)) for n, up in edges.items()})
+
+
+# corpus -> pretrain_vae -> init_dit; corpus -> pretrain_vfm -> features; train_dit-a, -b need init_dit, features
+LAB_LIKE = _dag({
+    "corpus": set(), "pretrain_vae": {"corpus"}, "pretrain_vfm": {"corpus"}, "features": {"pretrain_vfm"},
+    "init_dit": {"pretrain_vae"}, "train_dit-a": {"init_dit", "features"}, "train_dit-b": {"init_dit", "features"},
+})
+
+
+class Recorder:
+    """A fake `run_one`: records start/finish order and the most stages seen running at once."""
+
+    def __init__(self, barriers: dict[str, threading.Barrier] | None = None, fail: set[str] | None = None):
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+        self.running: set[str] = set()
+        self.together: list[set[str]] = []
+        self.barriers = barriers or {}
+        self.fail = fail or set()
+
+    def __call__(self, stage: str) -> int:
+        with self.lock:
+            self.events.append(("start", stage))
+            self.running.add(stage)
+            self.together.append(set(self.running))
+        try:
+            if stage in self.barriers:
+                self.barriers[stage].wait(timeout=20)  # raises BrokenBarrierError unless its partner runs too
+            if stage in self.fail:
+                raise RuntimeError(f"{stage} broke")
+            return 1
+        finally:
+            with self.lock:
+                self.running.discard(stage)
+                self.events.append(("end", stage))
+
+
+def test_independent_stages_run_at_the_same_time_and_each_waits_for_its_upstream():
+    both = threading.Barrier(2)
+    rec = Recorder(barriers={"train_dit-a": both, "train_dit-b": both})
+    out = run_parallel(LAB_LIKE, LAB_LIKE.topological(set(LAB_LIKE.stages)), 4, rec, log=lambda _: None)
+    assert {o.status for o in out.values()} == {"ran"}
+    order = rec.events
+    for stage, info in LAB_LIKE.stages.items():
+        for up in info.upstream:
+            assert order.index(("end", up)) < order.index(("start", stage)), (up, stage)
+
+
+def test_wall_clock_budgeted_stages_never_share_the_gpu():
+    """pretrain_vae and pretrain_vfm are both ready after corpus; they must run one after the other."""
+    rec = Recorder()
+    run_parallel(LAB_LIKE, LAB_LIKE.topological(set(LAB_LIKE.stages)), 8, rec, log=lambda _: None)
+    budgeted = {"pretrain_vae", "pretrain_vfm", "init_dit"}
+    assert all(len(s & budgeted) <= 1 for s in rec.together), rec.together
+
+
+def test_jobs_bounds_how_many_run_at_once():
+    dag = _dag({f"s{i}": set() for i in range(6)})
+    rec = Recorder()
+    run_parallel(dag, sorted(dag.stages), 2, rec, log=lambda _: None)
+    assert max(len(s) for s in rec.together) <= 2
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        run_parallel(dag, sorted(dag.stages), 0, rec)
+
+
+def test_a_failing_stage_skips_its_descendants_and_independent_branches_go_on():
+    rec = Recorder(fail={"pretrain_vfm"})
+    lines: list[str] = []
+    out = run_parallel(LAB_LIKE, LAB_LIKE.topological(set(LAB_LIKE.stages)), 4, rec, log=lines.append)
+    assert out["pretrain_vfm"].status == "failed" and "pretrain_vfm broke" in out["pretrain_vfm"].reason
+    assert out["features"].status == "skipped" and out["train_dit-a"].status == "skipped"
+    assert out["init_dit"].status == "ran"  # the VAE branch does not need the encoder
+    assert any("FAILED pretrain_vfm" in ln for ln in lines)
+
+
+def test_plan_runs_changed_stages_and_everything_downstream_within_the_targets():
+    stages = plan(LAB_LIKE, {"pretrain_vfm"})
+    assert stages == ["pretrain_vfm", "features", "train_dit-a", "train_dit-b"] or set(stages) == {
+        "pretrain_vfm", "features", "train_dit-a", "train_dit-b"}
+    assert stages.index("pretrain_vfm") < stages.index("features")
+    assert set(plan(LAB_LIKE, {"pretrain_vfm"}, ["features"])) == {"pretrain_vfm", "features"}
+    assert plan(LAB_LIKE, set()) == []
+    with pytest.raises(ValueError, match="no stage named 'train_dit-c'"):
+        plan(LAB_LIKE, {"corpus"}, ["train_dit-c"])
+
+
+def test_each_concurrent_stage_gets_a_share_of_the_cores_unless_the_user_chose():
+    n = os.cpu_count() or 1
+    assert stage_env(2, {})["OMP_NUM_THREADS"] == str(max(1, n // 2))
+    assert stage_env(2, {"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
+    assert "OMP_NUM_THREADS" not in stage_env(1, {})
+
+
+@pytest.fixture()
+def toy(tmp_path: Path) -> Path:
+    return make_toy_repo(tmp_path / "repo", ROOT / "params.yaml")
+
+
+def _status(repo: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout)
+
+
+def test_sara_repro_in_parallel_leaves_dvc_lock_complete_and_status_clean(toy: Path, capsys):
+    targets = ["rubric@sft", "rubric@videorepa", "rubric@sara-or"]
+    rc = main(["-j", "3", "--repo", str(toy), "--times", str(toy / "times.json"), *targets])
+    assert rc == 0, capsys.readouterr()
+    lock = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
+    ran = {"data", *targets, *(t.replace("rubric", "train_dit") for t in targets)}
+    assert ran <= set(lock), set(lock)
+    assert not {k for k in _status(toy) if k in ran}
+    times = json.loads((toy / "times.json").read_text())
+    assert {s["stage"] for s in times["stages"]} == ran and {s["status"] for s in times["stages"]} == {"ran"}
+    assert (toy / "tmp" / "repro_logs" / "data.log").is_file()
+    # a second run finds nothing to do
+    assert main(["-j", "3", "--repo", str(toy), *targets]) == 0
+    assert "0 of" in capsys.readouterr().out
+
+
+def test_sara_repro_reports_a_failing_stage_and_skips_what_needs_it(toy: Path, capsys):
+    params = yaml.safe_load((toy / "params.yaml").read_text())
+    params["train"]["seed"] = FAILING_SEED
+    (toy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rc = main(["-j", "2", "--repo", str(toy), "rubric@sft", "data"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"failed: train_dit@sft: train_dit@sft: SystemExit: toy stage fails on purpose" in err or (
+        "failed: train_dit@sft" in err and "fails on purpose" in err), err
+    assert "skipped: rubric@sft: upstream train_dit@sft did not run" in err
+    assert "data" in yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
