@@ -7,7 +7,8 @@ leaves the scheduling to the user; this module is that scheduler, and nothing mo
 it and writes dvc.lock, exactly as in a serial `dvc repro`.
 
   1. plan      `dvc status` names the stages whose inputs changed; they and every stage downstream of them run
-  2. schedule  a stage starts once all its upstream stages finished, up to `--jobs` at a time; stages whose
+  2. schedule  a stage starts once all its upstream stages finished, up to `--jobs` at a time, the one with the
+               longest chain of stages below it first (the critical path, counted in stages); stages whose
                training is budgeted in wall-clock minutes run one at a time (sharing the GPU would change what
                they learn), everything else overlaps freely
   3. record    each stage's output goes to `<logs>/<stage>.log`; its wall time, attempts and outcome to `--times`
@@ -66,6 +67,21 @@ def plan(dag: Dag, changed: set[str], targets: list[str] | None = None) -> list[
     return dag.topological(todo)
 
 
+def by_depth(dag: Dag, stages: list[str]) -> list[str]:
+    """`stages` reordered so that, of two stages, the one with the longer chain of stages depending on it comes
+    first (ties keep their order): started first, it shortens the run the most. E.g. the encoder's chain
+    (features, aligner, Stage 2, ...) is longer than the VAE's, so the encoder trains first."""
+    planned = set(stages)
+    below: dict[str, set[str]] = {s: set() for s in stages}
+    for s in stages:
+        for u in dag.stages[s].upstream & planned:
+            below[u].add(s)
+    depth: dict[str, int] = {}
+    for s in reversed(stages):  # topological order reversed: every stage below is measured first
+        depth[s] = 1 + max((depth[d] for d in below[s]), default=0)
+    return sorted(stages, key=lambda s: -depth[s])  # stable: equal depths keep the topological order
+
+
 def repro_stage(repo: Path, stage: str, env: Mapping[str, str], log_file: Path,
                 delays: tuple[float, ...] = RETRY_DELAYS_S) -> int:
     """`dvc repro -s STAGE`, its output appended to `log_file`; retried after a lock race. Returns attempts."""
@@ -101,7 +117,7 @@ def run_parallel(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     planned = set(stages)
     outcomes: dict[str, StageOutcome] = {}
-    pending = list(stages)
+    pending = by_depth(dag, stages)
     running: dict[Future[int], tuple[str, float]] = {}
     t0 = time.monotonic()
 

@@ -27,10 +27,12 @@ def _dag(edges: dict[str, set[str]]) -> Dag:
     return Dag({n: StageInfo(n, (), frozenset(up)) for n, up in edges.items()})
 
 
-# corpus -> pretrain_vae -> init_dit; corpus -> pretrain_vfm -> features; train_dit-a, -b need init_dit, features
+# corpus -> pretrain_vae -> init_dit; corpus -> pretrain_vfm -> features -> aligner; train_dit-a, -b need init_dit
+# and the aligner: the encoder's chain is one stage longer than the VAE's
 LAB_LIKE = _dag({
     "corpus": set(), "pretrain_vae": {"corpus"}, "pretrain_vfm": {"corpus"}, "features": {"pretrain_vfm"},
-    "init_dit": {"pretrain_vae"}, "train_dit-a": {"init_dit", "features"}, "train_dit-b": {"init_dit", "features"},
+    "aligner": {"features"}, "init_dit": {"pretrain_vae"}, "train_dit-a": {"init_dit", "aligner"},
+    "train_dit-b": {"init_dit", "aligner"},
 })
 
 
@@ -81,6 +83,17 @@ def test_wall_clock_budgeted_stages_never_share_the_gpu():
     assert all(len(s & budgeted) <= 1 for s in rec.together), rec.together
 
 
+def test_of_two_ready_budgeted_stages_the_one_with_the_longer_chain_below_starts_first():
+    """Encoder first: features waits on it and overlaps the VAE; VAE first would leave features for the end."""
+    rec = Recorder()
+    vae_first = ["corpus", "pretrain_vae", "init_dit", "pretrain_vfm", "features", "aligner", "train_dit-a",
+                 "train_dit-b"]  # a valid topological order that lists the VAE's chain first
+    run_parallel(LAB_LIKE, vae_first, 8, rec, log=lambda _: None)
+    starts = [s for e, s in rec.events if e == "start"]
+    assert starts.index("pretrain_vfm") < starts.index("pretrain_vae")
+    assert starts.index("features") < starts.index("init_dit")
+
+
 def test_jobs_bounds_how_many_run_at_once():
     dag = _dag({f"s{i}": set() for i in range(6)})
     rec = Recorder()
@@ -95,16 +108,15 @@ def test_a_failing_stage_skips_its_descendants_and_independent_branches_go_on():
     lines: list[str] = []
     out = run_parallel(LAB_LIKE, LAB_LIKE.topological(set(LAB_LIKE.stages)), 4, rec, log=lines.append)
     assert out["pretrain_vfm"].status == "failed" and "pretrain_vfm broke" in out["pretrain_vfm"].reason
-    assert out["features"].status == "skipped" and out["train_dit-a"].status == "skipped"
+    assert out["aligner"].status == "skipped" and out["train_dit-a"].status == "skipped"
     assert out["init_dit"].status == "ran"  # the VAE branch does not need the encoder
     assert any("FAILED pretrain_vfm" in ln for ln in lines)
 
 
 def test_plan_runs_changed_stages_and_everything_downstream_within_the_targets():
     stages = plan(LAB_LIKE, {"pretrain_vfm"})
-    assert stages == ["pretrain_vfm", "features", "train_dit-a", "train_dit-b"] or set(stages) == {
-        "pretrain_vfm", "features", "train_dit-a", "train_dit-b"}
-    assert stages.index("pretrain_vfm") < stages.index("features")
+    assert set(stages) == {"pretrain_vfm", "features", "aligner", "train_dit-a", "train_dit-b"}
+    assert stages.index("pretrain_vfm") < stages.index("features") < stages.index("aligner")
     assert set(plan(LAB_LIKE, {"pretrain_vfm"}, ["features"])) == {"pretrain_vfm", "features"}
     assert plan(LAB_LIKE, set()) == []
     with pytest.raises(ValueError, match="no stage named 'train_dit-c'"):
