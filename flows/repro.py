@@ -13,8 +13,9 @@ it and writes dvc.lock, exactly as in a serial `dvc repro`.
                they learn), everything else overlaps freely
   3. record    each stage's output goes to `<logs>/<stage>.log`; its wall time, attempts and outcome to `--times`
 
-A lock race between two DVC processes (DVC takes its repository lock to hash a stage's inputs and outputs) is
-retried; a stage's own error is not: the stages downstream of it are skipped, independent branches go on.
+DVC takes its repository lock to hash a stage's inputs and outputs; each `dvc repro` waits for it
+(`--wait-for-lock`), and a race that still fails is retried (or, once the stage's command has run, its outputs
+committed). A stage's own error is not retried: the stages downstream of it are skipped, independent branches go on.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class StageOutcome:
 
 def changed_stages(repo: Path, env: Mapping[str, str]) -> set[str]:
     """Stages whose dependencies, params or outputs differ from dvc.lock (or that it does not list)."""
-    out = run_dvc(["status", "--json"], repo, env, log=lambda _: None)
+    out = run_dvc(["--wait-for-lock", "status", "--json"], repo, env, log=lambda _: None)
     return set(json.loads(out[out.index("{"):] if "{" in out else "{}"))
 
 
@@ -83,17 +84,31 @@ def by_depth(dag: Dag, stages: list[str]) -> list[str]:
 
 
 def repro_stage(repo: Path, stage: str, env: Mapping[str, str], log_file: Path,
-                delays: tuple[float, ...] = RETRY_DELAYS_S) -> int:
-    """`dvc repro -s STAGE`, its output appended to `log_file`; retried after a lock race. Returns attempts."""
+                delays: tuple[float, ...] = RETRY_DELAYS_S, dvc: Callable[..., str] = run_dvc) -> int:
+    """`dvc --wait-for-lock repro -s STAGE`, its output appended to `log_file`. Returns the attempts made.
+
+    `--wait-for-lock` makes DVC wait for the repository lock rather than give up after 3 s, which it otherwise
+    does when another stage is hashing. A lock race that still fails the command is handled by where it struck:
+    before the stage's command ran, the repro is retried; after it ran (DVC re-takes the lock to save the
+    results), the outputs are in place and only unrecorded, so `dvc commit` records them: rerunning would train
+    the same model again (seen on the GPU: one Stage 2 run trained twice, 140 s on the critical path)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a") as fh:
+        ran = False
+
         def write(line: str) -> None:
+            nonlocal ran
+            ran = ran or line.startswith(f"Running stage '{stage}'")
             fh.write(line + "\n")
             fh.flush()
 
         for attempt, delay in enumerate((*delays, None), start=1):
             try:
-                run_dvc(["repro", "-s", stage], repo, env, log=write)
+                if ran:
+                    write(f"[repro] the command finished but DVC did not save it: dvc commit {stage}")
+                    dvc(["--wait-for-lock", "commit", "-f", stage], repo, env, log=write)
+                else:
+                    dvc(["--wait-for-lock", "repro", "-s", stage], repo, env, log=write)
                 return attempt
             except DvcError as exc:
                 if not exc.transient or delay is None:

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from flows.dag import Dag, StageInfo, load_dag
-from flows.repro import main, plan, run_parallel, stage_env
+from flows.dvc_runner import DvcError
+from flows.repro import main, plan, repro_stage, run_parallel, stage_env
 from flows_testlib import FAILING_SEED, make_toy_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +129,54 @@ def test_each_concurrent_stage_gets_a_share_of_the_cores_unless_the_user_chose()
     assert stage_env(2, {})["OMP_NUM_THREADS"] == str(max(1, n // 2))
     assert stage_env(2, {"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
     assert "OMP_NUM_THREADS" not in stage_env(1, {})
+
+
+LOCK_ERROR = "ERROR: Unable to acquire lock. Most likely another DVC process is running"
+
+
+class FakeDvc:
+    """Stands in for `run_dvc`: replays scripted outcomes (output lines, and whether it fails with a lock race)."""
+
+    def __init__(self, script: list[tuple[list[str], bool]]):
+        self.script = script
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args, repo, env, log):
+        self.calls.append(args)
+        lines, lock_race = self.script.pop(0)
+        for line in lines:
+            log(line)
+        if lock_race:
+            raise DvcError(args, 255, "\n".join([*lines, LOCK_ERROR]))
+        return "\n".join(lines)
+
+
+def test_a_lock_race_after_the_stage_ran_commits_its_outputs_instead_of_training_again(tmp_path: Path):
+    """On the GPU a Stage 2 run finished, DVC failed to re-take the lock to save it, and the retry trained it again."""
+    dvc = FakeDvc([
+        (["Running stage 'train_dit-sara-xor':", "> sara train-dit --run sara-xor", "train_dit/sara-xor: 100%",
+          "ERROR: failed to reproduce 'train_dit-sara-xor': Unable to acquire lock."], True),
+        (["Updating lock file 'dvc.lock'"], False),
+    ])
+    attempts = repro_stage(tmp_path, "train_dit-sara-xor", {}, tmp_path / "log", delays=(0.0,), dvc=dvc)
+    assert attempts == 2
+    assert dvc.calls == [["--wait-for-lock", "repro", "-s", "train_dit-sara-xor"],
+                         ["--wait-for-lock", "commit", "-f", "train_dit-sara-xor"]]
+    assert "dvc commit train_dit-sara-xor" in (tmp_path / "log").read_text()
+
+
+def test_a_lock_race_before_the_stage_ran_reproduces_it_again(tmp_path: Path):
+    dvc = FakeDvc([([], True), (["Running stage 'masks':"], False)])
+    assert repro_stage(tmp_path, "masks", {}, tmp_path / "log", delays=(0.0,), dvc=dvc) == 2
+    assert [c[1] for c in dvc.calls] == ["repro", "repro"]
+
+
+def test_a_stage_error_is_not_retried(tmp_path: Path):
+    def failing(args, repo, env, log):
+        raise DvcError(args, 1, "Running stage 'masks':\nValueError: bad mask")
+
+    with pytest.raises(DvcError, match="bad mask"):
+        repro_stage(tmp_path, "masks", {}, tmp_path / "log", delays=(0.0,), dvc=failing)
 
 
 @pytest.fixture()
