@@ -33,3 +33,29 @@ def test_every_figure_the_lab_pages_link_exists():
     for page in ("base.md", "comparison.md"):
         for link in re.findall(r"\]\(([^)]+\.(?:png|json))\)", (LAB / page).read_text()):
             assert (LAB / link).exists(), f"{page} links {link}"
+
+
+METHODS = ("sft", "videorepa", "moalign", "sara-and", "sara-or", "sara-xor")
+
+
+def test_comparison_has_every_method_with_two_training_seeds_and_every_ordering_evaluated():
+    cmp_ = json.loads((LAB / "comparison.json").read_text())
+    for run in METHODS:
+        r = cmp_["runs"][run]
+        assert len(r["train_seeds"]) >= 2, run
+        assert set(map(str, r["train_seeds"])) == set(r["per_train_seed"]), run
+        assert r["n_videos"] == 54 and len(r["sampling_seeds"]) >= 3, run
+    assert all(c["verdict"] != "not run" and not c["verdict"].startswith("not run") for c in cmp_["claims"])
+    for ref in ("sft", "videorepa"):
+        assert {m for m in METHODS if m != ref} <= set(cmp_["differences"][ref]), ref
+
+
+def test_the_lab_run_fits_the_budget_and_every_stage_ran():
+    """Base and comparison from an empty cache in <= 25 minutes of one H200, with the per-stage times committed."""
+    times = json.loads((LAB / "runs" / "repro_times.json").read_text())
+    assert times["wall_s"] <= 25 * 60
+    stages = {s["stage"]: s for s in times["stages"]}
+    assert {s["status"] for s in stages.values()} == {"ran"}
+    assert {"corpus", "init_dit", "compare", *(f"train_dit-{m}" for m in METHODS)} <= set(stages)
+    mechanism = {p.stem for p in (LAB / "mechanism").glob("*.json")}
+    assert {"base", *METHODS} <= mechanism
