@@ -182,34 +182,71 @@ def stage_env(jobs: int, env: Mapping[str, str] | None = None) -> dict[str, str]
     return out
 
 
+def reproduce(repo: Path, dag: Dag, jobs: int, env: Mapping[str, str], logs: Path,
+              targets: list[str] | None = None) -> tuple[dict[str, StageOutcome], list[str], float]:
+    """One pass: plan, run in parallel, check. Returns each stage's outcome, the stages DVC still finds out of
+    date afterwards, and the wall seconds."""
+    stages = plan(dag, changed_stages(repo, env), targets)
+    print(f"[repro] {len(stages)} of {len(dag.stages)} stages to run, {jobs} at a time; logs in {logs}/")
+    t0 = time.monotonic()
+    outcomes = run_parallel(dag, stages, jobs, lambda s: repro_stage(repo, s, env, logs / f"{s}.log"))
+    wall = time.monotonic() - t0
+    bad = [o for o in outcomes.values() if o.status != "ran"]
+    left = plan(dag, changed_stages(repo, env), targets)  # what DVC still finds to do
+    print(f"[repro] {len(outcomes) - len(bad)} ran, {len(bad)} failed or skipped, {wall:.0f} s; "
+          + ("dvc status: up to date" if not left else f"dvc status: not up to date: {', '.join(left)}"))
+    for o in bad:
+        print(f"[repro] {o.status}: {o.stage}: {o.reason}", file=sys.stderr)
+    return outcomes, left, wall
+
+
+def _times(jobs: int, outcomes: dict[str, StageOutcome], wall: float) -> dict:
+    return {"jobs": jobs, "wall_s": round(wall, 1), "stages": [asdict(o) for o in outcomes.values()]}
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seeds separated by commas, e.g. 1025,1026") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    from flows.train_seeds import check_extra_seeds, train_extra_seeds
+
     ap = argparse.ArgumentParser(prog="sara repro", description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
     ap.add_argument("-j", "--jobs", type=int, default=4, help="stages running at once (default 4)")
     ap.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: the current directory)")
     ap.add_argument("--logs", type=Path, default=Path("tmp/repro_logs"), help="one log file per stage (under --repo)")
     ap.add_argument("--times", type=Path, default=None, help="write each stage's wall time and outcome here (JSON)")
+    ap.add_argument("--extra-train-seeds", type=_seeds, default=[], metavar="SEED[,SEED...]",
+                    help="then train every method again with these train.seed values, for `sara compare` "
+                         "(flows/train_seeds.py)")
     args = ap.parse_args(argv)
     repo = args.repo.resolve()
+    try:
+        check_extra_seeds(repo, args.extra_train_seeds)
+    except ValueError as err:
+        ap.error(str(err))
     env = stage_env(args.jobs)
     dag = load_dag(repo)
-    stages = plan(dag, changed_stages(repo, env), args.targets or None)
-    print(f"[repro] {len(stages)} of {len(dag.stages)} stages to run, {args.jobs} at a time; logs in {args.logs}/")
     logs = args.logs if args.logs.is_absolute() else repo / args.logs
-    t0 = time.monotonic()
-    outcomes = run_parallel(dag, stages, args.jobs, lambda s: repro_stage(repo, s, env, logs / f"{s}.log"))
-    wall = time.monotonic() - t0
-    bad = [o for o in outcomes.values() if o.status != "ran"]
+    targets = args.targets or None
+    outcomes, left, wall = reproduce(repo, dag, args.jobs, env, logs, targets)
+    ok = not left and all(o.status == "ran" for o in outcomes.values())
+    times = _times(args.jobs, outcomes, wall)
+    if ok and args.extra_train_seeds:
+        def one_pass(pass_targets: list[str] | None, tag: str) -> bool:
+            o, rest, w = reproduce(repo, dag, args.jobs, env, logs / tag, pass_targets)
+            times.setdefault("passes", {})[tag] = _times(args.jobs, o, w)
+            return not rest and all(x.status == "ran" for x in o.values())
+
+        ok = train_extra_seeds(repo, dag, args.extra_train_seeds, one_pass, targets, env)
     if args.times:
         args.times.parent.mkdir(parents=True, exist_ok=True)
-        args.times.write_text(json.dumps({"jobs": args.jobs, "wall_s": round(wall, 1),
-                                          "stages": [asdict(o) for o in outcomes.values()]}, indent=2) + "\n")
-    left = plan(dag, changed_stages(repo, env), args.targets or None)  # what DVC still finds to do
-    print(f"[repro] {len(outcomes) - len(bad)} ran, {len(bad)} failed or skipped, {wall:.0f} s; "
-          + ("dvc status: up to date" if not left else f"dvc status: not up to date: {', '.join(left)}"))
-    for o in bad:
-        print(f"[repro] {o.status}: {o.stage}: {o.reason}", file=sys.stderr)
-    return 1 if bad or left else 0
+        args.times.write_text(json.dumps(times, indent=2) + "\n")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ with stage_run(stage, params, sections, variant=variant, tags=tags, extra_params
         log_metrics({"clips": params.data.n_train + params.data.n_heldout})
     elif stage == "rubric":  # evaluates the trained model only: a function of its final loss
         final_loss = json.loads((Path(params.train.out_dir) / variant / "done.json").read_text())["final_loss"]
+        loss = final_loss  # the rubric folder records which model it judged
         out = Path(params.rubric.out_dir) / variant
         publish_metrics("rubric", variant, {"grounded/TA_mean": toy_ta(final_loss), "grounded/MQ_mean": 1.0 + final_loss})
     else:

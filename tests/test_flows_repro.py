@@ -19,7 +19,7 @@ import yaml
 from flows.dag import Dag, StageInfo, load_dag
 from flows.dvc_runner import DvcError
 from flows.repro import main, plan, repro_stage, run_parallel, stage_env
-from flows_testlib import FAILING_SEED, make_toy_repo
+from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,22 +190,6 @@ def _status(repo: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def test_sara_repro_in_parallel_leaves_dvc_lock_complete_and_status_clean(toy: Path, capsys):
-    targets = ["rubric@sft", "rubric@videorepa", "rubric@sara-or"]
-    rc = main(["-j", "3", "--repo", str(toy), "--times", str(toy / "times.json"), *targets])
-    assert rc == 0, capsys.readouterr()
-    lock = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
-    ran = {"data", *targets, *(t.replace("rubric", "train_dit") for t in targets)}
-    assert ran <= set(lock), set(lock)
-    assert not {k for k in _status(toy) if k in ran}
-    times = json.loads((toy / "times.json").read_text())
-    assert {s["stage"] for s in times["stages"]} == ran and {s["status"] for s in times["stages"]} == {"ran"}
-    assert (toy / "tmp" / "repro_logs" / "data.log").is_file()
-    # a second run finds nothing to do
-    assert main(["-j", "3", "--repo", str(toy), *targets]) == 0
-    assert "0 of" in capsys.readouterr().out
-
-
 def test_sara_repro_reports_a_failing_stage_and_skips_what_needs_it(toy: Path, capsys):
     params = yaml.safe_load((toy / "params.yaml").read_text())
     params["train"]["seed"] = FAILING_SEED
@@ -217,3 +201,48 @@ def test_sara_repro_reports_a_failing_stage_and_skips_what_needs_it(toy: Path, c
         "failed: train_dit@sft" in err and "fails on purpose" in err), err
     assert "skipped: rubric@sft: upstream train_dit@sft did not run" in err
     assert "data" in yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
+
+
+def test_sara_repro_in_parallel_then_an_extra_training_seed_leaves_everything_recorded(toy: Path, capsys):
+    """The main pass leaves dvc.lock complete and `dvc status` clean; `--extra-train-seeds 7` then puts each
+    method's rubric folder of seed 7 in `<run>.seed7/` (what `sara compare` reads) and leaves the main seed's
+    folders, params.yaml and dvc.lock's view of them as before."""
+    params_text = (toy / "params.yaml").read_text()
+    main_seed = yaml.safe_load(params_text)["train"]["seed"]
+    lam = yaml.safe_load(params_text)["trd"]["lam_trd"]
+    targets = ["rubric@sft", "rubric@sara-or"]
+    rc = main(["-j", "3", "--repo", str(toy), "--extra-train-seeds", "7", "--times", str(toy / "t.json"), *targets])
+    assert rc == 0, capsys.readouterr()
+    lock = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
+    ran = {"data", *targets, *(t.replace("rubric", "train_dit") for t in targets)}
+    assert ran <= set(lock), set(lock)
+    times = json.loads((toy / "t.json").read_text())
+    assert {s["stage"] for s in times["stages"]} == ran and {s["status"] for s in times["stages"]} == {"ran"}
+    assert (toy / "tmp" / "repro_logs" / "data.log").is_file()
+    rubric = toy / "outputs" / "rubric"
+
+    def loss(folder: str) -> float:
+        return json.loads((rubric / folder / "done.json").read_text())["final_loss"]
+
+    assert not (rubric / "videorepa.seed7").exists()  # not a target
+    assert loss("sft.seed7") == pytest.approx(toy_loss("none", 7, lam, 2))
+    assert loss("sara-or.seed7") == pytest.approx(toy_loss("or", 7, lam, 2))
+    assert loss("sft") == pytest.approx(toy_loss("none", main_seed, lam, 2))
+    assert (toy / "params.yaml").read_text() == params_text
+    assert not {k for k in _status(toy) if k in {"data", *targets, "train_dit@sft", "train_dit@sara-or"}}
+    passes = times["passes"]
+    assert set(passes) == {"seed7", "restore"}
+    assert {s["stage"] for s in passes["seed7"]["stages"]} == {"train_dit@sft", "train_dit@sara-or", *targets}
+    capsys.readouterr()
+    assert main(["-j", "3", "--repo", str(toy), *targets]) == 0  # nothing left to do
+    assert "0 of" in capsys.readouterr().out
+
+
+def test_a_bad_extra_seed_fails_in_one_line_before_any_work(toy: Path, capsys):
+    main_seed = yaml.safe_load((toy / "params.yaml").read_text())["train"]["seed"]
+    for bad, says in ((str(main_seed), "that is train.seed"), ("7,7", "a seed is listed twice"),
+                      ("seven", "expected seeds separated by commas")):
+        with pytest.raises(SystemExit):
+            main(["-j", "2", "--repo", str(toy), "--extra-train-seeds", bad, "rubric@sft"])
+        assert says in capsys.readouterr().err, bad
+    assert not (toy / "dvc.lock").exists()  # nothing ran
