@@ -16,6 +16,9 @@ it and writes dvc.lock, exactly as in a serial `dvc repro`.
 DVC takes its repository lock to hash a stage's inputs and outputs; each `dvc repro` waits for it
 (`--wait-for-lock`), and a race that still fails is retried (or, once the stage's command has run, its outputs
 committed). A stage's own error is not retried: the stages downstream of it are skipped, independent branches go on.
+
+`--extra-train-seeds K[,K]` then trains every method again with each of those `train.seed` values for the
+comparison's training-seed spread (flows/train_seeds.py).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from pathlib import Path
 from flows.dag import Dag, load_dag
 from flows.dvc_runner import DvcError, run_dvc
 
-# Stages that train for a fixed number of wall-clock minutes (pretrain.vae/vfm/dit.max_minutes): run alone among
-# themselves, so a budgeted model gets the steps it would get in a serial `dvc repro`.
+# Stages that train for a fixed number of wall-clock minutes (pretrain.vae/vfm/dit.max_minutes): one at a time, so
+# a budgeted model never shares the GPU with another budgeted one (light stages may still overlap it and cost it
+# some steps: docs/lab/base.md, run 4).
 WALL_CLOCK_BUDGETED = frozenset({"pretrain_vae", "pretrain_vfm", "init_dit"})
 RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0)  # a DVC lock is held for seconds, while it hashes one stage
 
