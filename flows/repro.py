@@ -229,12 +229,15 @@ def main(argv: list[str] | None = None) -> int:
                          "(flows/train_seeds.py)")
     args = ap.parse_args(argv)
     repo = args.repo.resolve()
-    try:
+    env = stage_env(args.jobs)
+    dag = load_dag(repo)
+    try:  # bad arguments: one line, before any work
+        if args.jobs < 1:
+            raise ValueError(f"--jobs {args.jobs}: jobs must be at least 1")
+        plan(dag, set(), args.targets or None)  # names every target
         check_extra_seeds(repo, args.extra_train_seeds)
     except ValueError as err:
         ap.error(str(err))
-    env = stage_env(args.jobs)
-    dag = load_dag(repo)
     logs = args.logs if args.logs.is_absolute() else repo / args.logs
     targets = args.targets or None
     outcomes, left, wall = reproduce(repo, dag, args.jobs, env, logs, targets)

@@ -244,3 +244,13 @@ def test_a_bad_extra_seed_fails_in_one_line_before_any_work(toy: Path, capsys):
             main(["-j", "2", "--repo", str(toy), "--extra-train-seeds", bad, "rubric@sft"])
         assert says in capsys.readouterr().err, bad
     assert not (toy / "dvc.lock").exists()  # nothing ran
+
+
+def test_an_unknown_target_or_no_jobs_fails_in_one_line_before_any_work(toy: Path, capsys):
+    for argv, says in ((["train_dit@nosuch"], "no stage named 'train_dit@nosuch'"),
+                       (["-j", "0", "data"], "jobs must be at least 1")):
+        with pytest.raises(SystemExit):
+            main(["--repo", str(toy), *argv])
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
+    assert not (toy / "dvc.lock").exists()  # nothing ran
