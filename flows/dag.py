@@ -56,6 +56,10 @@ class Dag:
                 todo.extend(self.stages[n].upstream)
         return seen - names
 
+    def needed_by(self, targets: list[str] | None) -> set[str]:
+        """The targets and every stage they need; every stage when no targets are given."""
+        return set(self.stages) if not targets else set(targets) | self.ancestors(set(targets))
+
     def descendants(self, names: set[str]) -> set[str]:
         down: dict[str, set[str]] = {n: set() for n in self.stages}
         for s in self.stages.values():

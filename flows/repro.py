@@ -67,9 +67,7 @@ def plan(dag: Dag, changed: set[str], targets: list[str] | None = None) -> list[
         raise ValueError(f"no stage named {unknown[0]!r} in dvc.yaml (stages: {', '.join(sorted(dag.stages))})")
     todo = {s for s in changed if s in dag.stages}
     todo |= dag.descendants(todo)
-    if targets:
-        todo &= set(targets) | dag.ancestors(set(targets))
-    return dag.topological(todo)
+    return dag.topological(todo & dag.needed_by(targets))
 
 
 def by_depth(dag: Dag, stages: list[str]) -> list[str]:
@@ -177,7 +175,7 @@ def run_parallel(
     return {s: outcomes[s] for s in stages}
 
 
-def stage_env(jobs: int, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def share_cores(jobs: int, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The stages' environment: unless the user chose, each of `jobs` concurrent stages gets its share of the
     cores for PyTorch's intra-op threads (N processes x all cores would oversubscribe the machine)."""
     out = dict(os.environ if env is None else env)
@@ -202,6 +200,11 @@ def reproduce(repo: Path, dag: Dag, jobs: int, env: Mapping[str, str], logs: Pat
     for o in bad:
         print(f"[repro] {o.status}: {o.stage}: {o.reason}", file=sys.stderr)
     return outcomes, left, wall
+
+
+def all_ran(outcomes: dict[str, StageOutcome], left: list[str]) -> bool:
+    """Every planned stage ran and DVC finds nothing left to do."""
+    return not left and all(o.status == "ran" for o in outcomes.values())
 
 
 def _times(jobs: int, outcomes: dict[str, StageOutcome], wall: float) -> dict:
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(flows/train_seeds.py)")
     args = ap.parse_args(argv)
     repo = args.repo.resolve()
-    env = stage_env(args.jobs)
+    env = share_cores(args.jobs)
     dag = load_dag(repo)
     try:  # bad arguments: one line, before any work
         if args.jobs < 1:
@@ -241,13 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.logs if args.logs.is_absolute() else repo / args.logs
     targets = args.targets or None
     outcomes, left, wall = reproduce(repo, dag, args.jobs, env, logs, targets)
-    ok = not left and all(o.status == "ran" for o in outcomes.values())
+    ok = all_ran(outcomes, left)
     times = _times(args.jobs, outcomes, wall)
     if ok and args.extra_train_seeds:
         def one_pass(pass_targets: list[str] | None, tag: str) -> bool:
             o, rest, w = reproduce(repo, dag, args.jobs, env, logs / tag, pass_targets)
             times.setdefault("passes", {})[tag] = _times(args.jobs, o, w)
-            return not rest and all(x.status == "ran" for x in o.values())
+            return all_ran(o, rest)
 
         ok = train_extra_seeds(repo, dag, args.extra_train_seeds, one_pass, targets, env)
     if args.times:

@@ -26,7 +26,7 @@ from flows.dvc_runner import run_dvc
 
 def method_runs(dag: Dag, targets: list[str] | None = None) -> list[str]:
     """The runs that Stage 2 trains (`train_dit-<run>`), within the targets and what they need if given."""
-    scope = set(dag.stages) if not targets else set(targets) | dag.ancestors(set(targets))
+    scope = dag.needed_by(targets)
     return sorted(s.item for n, s in dag.stages.items() if s.base == "train_dit" and n in scope and s.item)
 
 
@@ -91,7 +91,7 @@ def train_extra_seeds(
         params_file.write_text(original)
     log(f"[seeds] params.yaml restored (train.seed {main_seed}); its outputs come back from DVC's run cache")
     ok = reproduce(targets, "restore") and ok
-    scope = set(dag.stages) if not targets else set(targets) | dag.ancestors(set(targets))
+    scope = dag.needed_by(targets)
     for compare in (n for n, s in dag.stages.items() if s.base == "compare" and n in scope and ok):
         run_dvc(["--wait-for-lock", "repro", "-f", "-s", compare], repo, env, log=log)
     return ok

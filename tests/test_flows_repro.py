@@ -18,7 +18,7 @@ import yaml
 
 from flows.dag import Dag, StageInfo, load_dag
 from flows.dvc_runner import DvcError
-from flows.repro import main, plan, repro_stage, run_parallel, stage_env
+from flows.repro import main, plan, repro_stage, run_parallel, share_cores
 from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,9 +126,9 @@ def test_plan_runs_changed_stages_and_everything_downstream_within_the_targets()
 
 def test_each_concurrent_stage_gets_a_share_of_the_cores_unless_the_user_chose():
     n = os.cpu_count() or 1
-    assert stage_env(2, {})["OMP_NUM_THREADS"] == str(max(1, n // 2))
-    assert stage_env(2, {"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
-    assert "OMP_NUM_THREADS" not in stage_env(1, {})
+    assert share_cores(2, {})["OMP_NUM_THREADS"] == str(max(1, n // 2))
+    assert share_cores(2, {"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"
+    assert "OMP_NUM_THREADS" not in share_cores(1, {})
 
 
 LOCK_ERROR = "ERROR: Unable to acquire lock. Most likely another DVC process is running"
