@@ -36,9 +36,8 @@ from pathlib import Path
 from flows.dag import Dag, load_dag
 from flows.dvc_runner import DvcError, run_dvc
 
-# Stages that train for a fixed number of wall-clock minutes (pretrain.vae/vfm/dit.max_minutes): one at a time, so
-# a budgeted model never shares the GPU with another budgeted one (light stages may still overlap it and cost it
-# some steps: docs/lab/base.md, run 4).
+# The GPU-heavy pretraining stages: one at a time, so each has the GPU to itself and its measured wall time, step
+# time and MFU mean what they say (their budgets are steps, so overlap would change timings, never the model).
 WALL_CLOCK_BUDGETED = frozenset({"pretrain_vae", "pretrain_vfm", "init_dit"})
 RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0)  # a DVC lock is held for seconds, while it hashes one stage
 

@@ -403,7 +403,8 @@ class VAEPretrainParams(Section):
     """AutoencoderKLWan trained on the corpus (sara.train.pretrain_vae); embedded: tiny random init."""
 
     base_dim: int = Field(3, ge=3)  # Wan2.1 VAE: 96; the embedded tiny VAE: 3
-    dim_mult: list[int] = [1, 1, 1, 1]  # Wan2.1 VAE: [1, 2, 4, 4]
+    # Wan2.1 VAE: [1, 2, 4, 4] (8x spatial); each level after the first halves H and W, the last two also time
+    dim_mult: list[int] = Field([1, 1, 1, 1], min_length=3, max_length=4)
     num_res_blocks: int = Field(1, ge=1)  # Wan2.1 VAE: 2
     steps: int = Field(2, ge=1)
     batch_size: int = Field(2, ge=1)
@@ -411,13 +412,12 @@ class VAEPretrainParams(Section):
     kl_weight: float = Field(1e-6, ge=0)  # small: the latent must stay informative (a near-deterministic AE)
     # Crop phase (None: none): the causal, convolutional VAE trains on cheap random windows, then whole clips
     crop_frames: WanFrames | None = None
-    crop_size: int | None = Field(None, ge=8, multiple_of=8)  # pixels; the VAE's 8x spatial compression
+    crop_size: int | None = Field(None, ge=8, multiple_of=8)  # pixels; a multiple of the VAE's (<= 8x) compression
     crop_batch_size: int | None = Field(None, ge=1)  # None: batch_size
-    full_fraction: float = Field(0.2, ge=0.0, le=1.0)  # the last share of `steps` (or `max_minutes`) on whole clips
+    full_fraction: float = Field(0.2, ge=0.0, le=1.0)  # the last share of `steps` on whole clips
     cuda_graph: bool = True  # GPU: replay the (launch-bound) step as a CUDA graph per phase (sara.train.cuda_graph)
     eval_clips: int = Field(64, ge=1)  # held-out clips of the PSNR gate
     min_psnr_db: float = 30.0  # gate of the lab scale
-    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
     seed: int = Field(0, ge=0)
     out_dir: str = "models/vae"
 
@@ -431,11 +431,14 @@ class VFMPretrainParams(Section):
     decoder_hidden_size: int = Field(32, ge=8)
     decoder_num_layers: int = Field(1, ge=1)
     mask_ratio: float = Field(0.9, gt=0.0, lt=1.0)  # tube masking (VideoMAE: 0.9)
+    # VideoMAE's per-patch normalised pixel target; off in the lab: flat-colour synthetic patches have ~zero variance,
+    # so the normalised target keeps only edges and drops the colour that tells entities apart
+    norm_pix_loss: bool = True
     steps: int = Field(2, ge=1)
     batch_size: int = Field(2, ge=1)
     lr: float = Field(1.5e-3, gt=0)
     probe_clips: int = Field(64, ge=4)  # held-out clips of the probe / AUROC gates
-    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
+    eval_every: int = Field(0, ge=0)  # probe the encoder every k steps on up to 128 held-out clips (0 = at the end only)
     seed: int = Field(0, ge=0)
     out_dir: str = "models/vfm"
 
@@ -456,7 +459,6 @@ class DiTPretrainParams(Section):
     eval_steps: int = Field(2, ge=1)  # denoising steps of the learning-curve samples
     eval_guidance: float = Field(1.0, ge=1.0)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = no EMA
-    max_minutes: float | None = Field(None, gt=0)  # wall-clock cap on training (None = run every step)
     seed: int = Field(0, ge=0)
 
 

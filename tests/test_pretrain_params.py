@@ -20,10 +20,10 @@ def covers(entries: list[str], key: str) -> bool:
 
 
 @pytest.mark.parametrize("stage, unrelated", [
-    ("corpus", ["pretrain.vae.lr", "pretrain.vfm.steps", "pretrain.dit.max_minutes"]),
-    ("pretrain_vae", ["dit.text_encoder_path", "dit.num_layers", "pretrain.dit.max_minutes", "pretrain.vfm.steps",
+    ("corpus", ["pretrain.vae.lr", "pretrain.vfm.steps", "pretrain.dit.lr"]),
+    ("pretrain_vae", ["dit.text_encoder_path", "dit.num_layers", "pretrain.dit.lr", "pretrain.vfm.steps",
                       "pretrain.corpus.n_train"]),
-    ("pretrain_vfm", ["pretrain.vae.lr", "pretrain.dit.max_minutes", "pretrain.corpus.n_train"]),
+    ("pretrain_vfm", ["pretrain.vae.lr", "pretrain.dit.lr", "pretrain.corpus.n_train"]),
     ("init_dit", ["pretrain.vfm.steps", "pretrain.vae.lr", "pretrain.corpus.n_train"]),
 ])
 def test_a_pretraining_stage_ignores_params_it_does_not_read(stage: str, unrelated: list[str]):
@@ -33,10 +33,10 @@ def test_a_pretraining_stage_ignores_params_it_does_not_read(stage: str, unrelat
 
 @pytest.mark.parametrize("stage, read", [
     ("corpus", ["pretrain.corpus.n_train", "project.scale"]),
-    ("pretrain_vae", ["pretrain.vae.lr", "pretrain.vae.max_minutes", "dit.kind", "dit.init_seed", "dit.vae_path",
+    ("pretrain_vae", ["pretrain.vae.lr", "pretrain.vae.steps", "dit.kind", "dit.init_seed", "dit.vae_path",
                       "pretrain.corpus.out_dir"]),
     ("pretrain_vfm", ["pretrain.vfm.steps", "vfm.kind", "pretrain.corpus.out_dir"]),
-    ("init_dit", ["pretrain.dit.max_minutes", "pretrain.vae.out_dir", "pretrain.corpus.out_dir", "dit.num_layers",
+    ("init_dit", ["pretrain.dit.lr", "pretrain.vae.out_dir", "pretrain.corpus.out_dir", "dit.num_layers",
                   "dit.text_encoder_path", "sample.prompt_set"]),
 ])
 def test_a_pretraining_stage_still_depends_on_what_it_reads(stage: str, read: list[str]):

@@ -36,7 +36,7 @@ def videomae_config(vfm: VFMParams, p: VFMPretrainParams) -> Any:
         decoder_num_attention_heads=max(1, p.decoder_hidden_size // 32), decoder_hidden_size=p.decoder_hidden_size,
         decoder_num_hidden_layers=p.decoder_num_layers, decoder_intermediate_size=4 * p.decoder_hidden_size,
         use_mean_pooling=False,  # keep the encoder's final LayerNorm: its tokens are what the TRD target reads
-        norm_pix_loss=True,
+        norm_pix_loss=p.norm_pix_loss,
     )
 
 

@@ -121,8 +121,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
         np.savez_compressed(out / CURVE_DIR / name, **{it.id: v for it, v in zip(prompts, videos)})
         return {"videos": name}
 
-    result = train_base_dit(p, transformer, latents, states, empty, device, on_eval=on_eval,
-                            max_minutes=p.max_minutes, log=log)
+    result = train_base_dit(p, transformer, latents, states, empty, device, on_eval=on_eval, log=log)
     result.transformer.save_pretrained(out / "transformer")
     result.transformer.save_pretrained(out / "transformer_2")
     shutil.copytree(vae_dir, out / "vae", ignore=shutil.ignore_patterns("manifest.json", "metrics.json", "*.png"))

@@ -41,8 +41,7 @@ def build_output(params: Params, out: Path, log=print) -> dict:
 
     c = params.pretrain.corpus.out_dir
     train, held = load_corpus(c, "train"), load_corpus(c, "heldout")
-    result = train_vae(params.pretrain.vae, train.frames, held.frames, resolve_device(params.project.device),
-                       max_minutes=params.pretrain.vae.max_minutes, log=log)
+    result = train_vae(params.pretrain.vae, train.frames, held.frames, resolve_device(params.project.device), log=log)
     result.vae.save_pretrained(out)
     rows = [np.concatenate([o, r], axis=1) for o, r in zip(result.originals, result.reconstructions)]  # (F, 2H, W, 3)
     sheet = np.concatenate([contact_sheet(r, label=f"held-out {i}: original (top) / reconstruction") for i, r in enumerate(rows)], 0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from sara.config import Params
 
 SECTIONS = ["project", "pretrain.corpus.out_dir", "pretrain.vfm", "vfm"]
+CURVE_CLIPS = 128  # held-out clips of each learning-curve probe (the final gates read `probe_clips`)
 
 
 def build_output(params: Params, out: Path, log=print) -> dict:
@@ -33,18 +34,28 @@ def build_output(params: Params, out: Path, log=print) -> dict:
                          f"({params.pretrain.vfm.out_dir!r}) so every stage reads the encoder pretrained here")
     from sara.data.corpus import load_corpus
     from sara.env import resolve_device
-    from sara.train.pretrain_vfm import encoder_probes, encoder_view, gate_passed, random_init_encoder, train_vfm
+    from sara.train.pretrain_vfm import (encoder_probes, encoder_view, gate_checks, gate_passed, random_init_encoder,
+                                         train_vfm)
 
     device = resolve_device(params.project.device)
     p, c = params.pretrain.vfm, params.pretrain.corpus.out_dir
     train, held = load_corpus(c, "train"), load_corpus(c, "heldout")
-    result = train_vfm(p, v, train.frames, device, max_minutes=p.max_minutes, log=log)
+    curve_clips = min(CURVE_CLIPS, p.probe_clips)
+
+    def on_eval(step: int, encoder) -> dict:
+        res = encoder_probes(encoder_view(encoder, v, device), held, curve_clips)
+        log(f"[pretrain_vfm] step {step}: shape {res['shape']['accuracy']} motion {res['motion']['accuracy']} "
+            f"pair AUROC {res['pair_auroc']} ({curve_clips} held-out clips)")
+        return {k: res[k] for k in ("shape", "motion", "pair_auroc")}
+
+    result = train_vfm(p, v, train.frames, device, on_eval=on_eval, log=log)
     encoder = result.model.videomae
     encoder.save_pretrained(out)
     pre = encoder_probes(encoder_view(encoder, v, device), held, p.probe_clips)
     rand = encoder_probes(encoder_view(random_init_encoder(v, p, p.seed).to(device), v, device), held, p.probe_clips)
-    metrics = {**result.metrics, "probe": {"pretrained": pre, "random_init": rand}, "gate_met": gate_passed(pre, rand)}
-    write_json(out / "metrics.json", {**metrics, "history": result.history})
+    metrics = {**result.metrics, "probe": {"pretrained": pre, "random_init": rand}, "gates": gate_checks(pre, rand),
+               "gate_met": gate_passed(pre, rand)}
+    write_json(out / "metrics.json", {**metrics, "history": result.history, "curve": result.curve})
     manifest = {"kind": "pretrained-videomae", "gate_met": metrics["gate_met"], "steps_done": metrics["steps_done"]}
     write_json(out / "manifest.json", manifest)
     log(f"[pretrain_vfm] shape probe {pre['shape']['accuracy']} vs random {rand['shape']['accuracy']}, motion "

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sara.config import DiTPretrainParams
-from sara.train.schedules import budget_lr, budget_progress
+from sara.train.schedules import budget_lr
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
 
 
@@ -108,7 +108,6 @@ def train_base_dit(
     device: torch.device,
     *,
     on_eval: Callable[[int, nn.Module], dict[str, Any]] | None = None,
-    max_minutes: float | None = None,
     log: Callable[[str], None] = print,
 ) -> DiTResult:
     """Pretrain `transformer` on latents (N, C, F', H', W') and text states (N, L, D), all on `device`."""
@@ -163,8 +162,7 @@ def train_base_dit(
             transformer.train()
             t_mark = time.time()
         for g in opt.param_groups:
-            used = budget_progress(step, p.steps, t_train + (time.time() - t_mark), max_minutes)
-            g["lr"] = budget_lr(step, used, p.lr, max(warmup, 1))
+            g["lr"] = budget_lr(step, p.steps, p.lr, max(warmup, 1))
         loss = step_loss(*batch())
         update(opt, transformer, ema, loss, p)
         done = step + 1
@@ -176,9 +174,6 @@ def train_base_dit(
             lv = float(loss.detach())  # syncs
             history.append({"step": step, "loss": lv, "seconds": round(time.time() - t0, 2)})
             log(f"[dit] step {step}/{p.steps} loss {lv:.4f} ({time.time() - t0:.0f} s)")
-        if max_minutes is not None and t_train + (time.time() - t_mark) > 60 * max_minutes:
-            log(f"[dit] time limit {max_minutes} min reached at step {done}")
-            break
     if cuda:
         torch.cuda.synchronize()
     t_train += time.time() - t_mark

@@ -1,4 +1,9 @@
-"""Lab scale: train diffusers' `AutoencoderKLWan` (Wan's 4x temporal / 8x spatial compression) on the corpus.
+"""Lab scale: train diffusers' `AutoencoderKLWan` on the corpus.
+
+Compression: 4x temporal, and 2^(len(dim_mult) - 1) spatial: Wan's own 8x with four levels, 4x with three. The
+lab uses three levels (4x spatial, 16 channels) with a DiT patch of 1x2x2, so the DiT sees the same number of
+tokens as Wan's 8x VAE with a 1x1x1 patch, and the VAE has four times the latent positions to reconstruct from
+(docs/lab/base.md: the 8x VAE plateaued near 20 dB on the budget).
 
 Loss: L1 + MSE on [-1, 1] pixels of the decoded posterior sample, plus a small KL term (`kl_weight`) so the latent
 stays close to a unit Gaussian without giving up detail. After training, the per-channel mean and std of the
@@ -19,15 +24,21 @@ from torch import nn
 
 from sara.config import VAEPretrainParams
 from sara.train.cuda_graph import GraphedStep, set_lr
-from sara.train.schedules import budget_lr, budget_progress
+from sara.train.schedules import budget_lr
 
 Z_DIM = 16  # Wan's latent channels (the DiT's in_channels)
 
 
 def vae_config(p: VAEPretrainParams) -> dict[str, Any]:
-    """AutoencoderKLWan config of `pretrain.vae`; the defaults are the embedded default's tiny VAE."""
+    """AutoencoderKLWan config of `pretrain.vae`; the defaults are the embedded default's tiny VAE.
+
+    Each level after the first halves height and width; the last two also halve time (4x temporal, like Wan).
+    `scale_factor_*` tell Wan's pipeline the compression, which it otherwise assumes to be Wan's 4x / 8x.
+    """
+    levels = len(p.dim_mult) - 1  # downsampling levels (the config requires at least two)
+    temporal = [i >= levels - 2 for i in range(levels)]  # Wan, 3 levels: [False, True, True]
     return dict(base_dim=p.base_dim, z_dim=Z_DIM, dim_mult=list(p.dim_mult), num_res_blocks=p.num_res_blocks,
-                temperal_downsample=[False, True, True])
+                temperal_downsample=temporal, scale_factor_spatial=2**levels, scale_factor_temporal=2**sum(temporal))
 
 
 def build_vae(p: VAEPretrainParams, seed: int) -> nn.Module:
@@ -116,14 +127,13 @@ def train_vae(
     heldout_frames: np.ndarray,
     device: torch.device,
     *,
-    max_minutes: float | None = None,
     sheet_clips: int = 4,
     log: Callable[[str], None] = print,
 ) -> VAEResult:
     """Train the VAE on uint8 clips (N, F, H, W, 3); the whole corpus sits on the device, so no step waits on data.
 
     With a crop phase (`crop_frames` / `crop_size`), steps train on random crops until the last `full_fraction` of
-    the steps or of `max_minutes`, then on whole clips (the held-out gate is always measured on whole clips).
+    the steps, then on whole clips (the held-out gate is always measured on whole clips).
     On a GPU each phase's step is captured as a CUDA graph (`cuda_graph`, sara.train.cuda_graph): the step is
     launch-bound (thousands of small kernels), and replaying it gives many more optimiser steps per minute.
     """
@@ -162,10 +172,8 @@ def train_vae(
     t0 = time.time()
     step = 0
     for step in range(p.steps):
-        elapsed = time.time() - t0
-        full = not cropping or step >= (1 - p.full_fraction) * p.steps or (
-            max_minutes is not None and elapsed > (1 - p.full_fraction) * 60 * max_minutes)
-        set_lr(opt, budget_lr(step, budget_progress(step, p.steps, elapsed, max_minutes), p.lr, warmup))
+        full = not cropping or step >= (1 - p.full_fraction) * p.steps
+        set_lr(opt, budget_lr(step, p.steps, p.lr, warmup))
         batch = p.batch_size if full else (p.crop_batch_size or p.batch_size)
         idx = torch.randint(0, len(clips), (batch,), generator=gen).to(device)
         x = to_pixels(clips[idx] if full else crop_batch(clips, idx, p.crop_frames, p.crop_size, gen))  # (B, 3, F, H, W)
@@ -177,9 +185,6 @@ def train_vae(
                             "seconds": time.time() - t0, "phase": "whole" if full else "crop"})
             log(f"[vae] step {step}/{p.steps} ({'whole clips' if full else 'crops'} {tuple(x.shape[2:])}) "
                 f"loss {loss:.4f} train PSNR {rec_psnr:.2f} dB ({time.time() - t0:.0f} s)")
-        if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
-            log(f"[vae] time limit {max_minutes} min reached at step {step + 1}")
-            break
     train_seconds = time.time() - t0
     vae.eval().requires_grad_(False)
     mean, std = latent_statistics(vae, clips)

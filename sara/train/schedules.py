@@ -32,20 +32,13 @@ def lr_at(step: int, peak: float, warmup_steps: int, total_steps: int, min_lr: f
 
 
 # ------------------------------------------------------------------ lab pretraining (VAE, video encoder, base DiT)
-# Each lab trainer runs `steps` steps or until `max_minutes`, whichever comes first. Its cosine decay follows the
-# budget nearer its end, so a run stopped by the clock has finished its decay instead of stopping at full lr.
+# Each lab trainer runs exactly `steps` optimiser steps: budgets are steps, never minutes, so the same params give the
+# same model on any GPU (up to kernel nondeterminism). Wall time is measured and reported, never a stopping rule.
 
 
-def budget_progress(step: int, steps: int, elapsed_s: float, max_minutes: float | None) -> float:
-    """Fraction in [0, 1] of a training budget used: steps done or wall time spent, whichever is larger."""
-    q = step / max(1, steps)
-    if max_minutes is not None:
-        q = max(q, elapsed_s / (60.0 * max_minutes))
-    return min(q, 1.0)
-
-
-def budget_lr(step: int, progress: float, lr: float, warmup: int) -> float:
-    """Linear warmup over the first `warmup` steps, then cosine decay to 10% of `lr` as `progress` goes 0 -> 1."""
+def budget_lr(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warmup over the first `warmup` steps, then cosine decay to 10% of `lr` at step `steps`."""
     if step < warmup:
         return lr * (step + 1) / max(1, warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0))))
+    progress = min(max(step / max(1, steps), 0.0), 1.0)
+    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
