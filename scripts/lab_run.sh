@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The lab DAG on an offline GPU machine (docs/offline.md): install the wheel folder beside the machine's own packages,
+# point the text model at a local MiniLM copy, and run `sara repro` on the given targets in a copy of the checkout,
+# sampling GPU utilisation throughout (scripts/gpu_busy.py). Results stay in the copy ($WORK):
+#   bash scripts/lab_run.sh /tmp/minilm-fp16 init_dit pretrain_vfm eval_aligner rubric-base
+set -euo pipefail
+MINILM=$1; shift
+WORK=${WORK:-/tmp/lab}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+mkdir -p /tmp/site/bin && printf '#!/bin/sh\nexec python3 -m sara.cli "$@"\n' > /tmp/site/bin/sara && chmod +x /tmp/site/bin/sara
+rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
+cd "$WORK"
+export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
+python3 - "$MINILM" <<'PY'
+import sys, yaml
+raw = yaml.safe_load(open("configs/lab.yaml"))
+raw["text"]["path"] = raw["dit"]["text_encoder_path"] = sys.argv[1]
+yaml.safe_dump(raw, open("params.yaml", "w"), sort_keys=False)
+PY
+if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
+python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs 8 --times repro_times.json "$@"
