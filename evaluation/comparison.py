@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from evaluation.report import METHOD_OP, OPERATORS, RUN_LABEL, finish_dim_bars
+from evaluation.report import METHOD_OP, OPERATORS, finish_dim_bars, table3_rows
 from evaluation.rubric.dimensions import ALL_DIMS, GROUPS, MQ_DIMS, SHORT, TA_DIMS
 from evaluation.statistics import (
     Interval,
@@ -36,9 +36,8 @@ from evaluation.statistics import (
     seed_spread,
     verdict,
 )
+from sara.runs import BASE, MAIN_RUN, ORACLE, row_label, row_rank
 
-ORACLE = "oracle"
-ROW_ORDER = [ORACLE, "base", "sft", "videorepa", "moalign", "sara-none", "sara-and", "sara-or", "sara-xor"]
 METRICS: dict[str, tuple[str, ...]] = {"TA": TA_DIMS, "MQ": MQ_DIMS, **{d: (d,) for d in ALL_DIMS}}
 SEED_DIR = re.compile(r"^(?P<run>[a-z0-9-]+)\.seed(?P<seed>\d+)$")
 NOT_RECORDS = {"summary.json", "index.json"}
@@ -56,8 +55,7 @@ CLAIMS: list[tuple[str, str, str, str]] = [
 ]
 
 
-def label(run: str) -> str:
-    return RUN_LABEL.get(run, run)
+label = row_label
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -100,7 +98,7 @@ def discover_runs(rubric_dir: Path, default_seed: int) -> dict[str, dict[int, Pa
         if seed in seeds:
             raise ValueError(f"{folder}: training seed {seed} of {run} is also in {seeds[seed]}")
         seeds[seed] = folder
-    return dict(sorted(found.items(), key=lambda kv: (ROW_ORDER.index(kv[0]) if kv[0] in ROW_ORDER else len(ROW_ORDER), kv[0])))
+    return dict(sorted(found.items(), key=lambda kv: row_rank(kv[0])))
 
 
 def read_records(folder: Path) -> list[dict]:
@@ -222,7 +220,7 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
         for m in METRICS:
             iv = run_interval(r, _dim_idx(m), weights, units, cfg.level)
             metrics[m] = {**iv.to_dict(), "spread": seed_spread(r, _dim_idx(m))}
-        trained = name not in (ORACLE, "base")
+        trained = name not in (ORACLE, BASE)
         out_runs[name] = {
             "label": label(name),
             "train_seeds": list(r.train_seeds) if trained else [],
@@ -308,7 +306,7 @@ def render_markdown(result: dict, protocol: str, note: str, mechanism: dict[str,
     md += _table(["Method", "TA mean [CI]", "TA train-seed spread", "MQ mean [CI]", "MQ train-seed spread", "videos",
                   "training seeds"], rows) + [""]
 
-    ops = [x for x in ("sara-or", "sara-xor", "sara-and", "sara-none", "moalign") if x in runs]
+    ops = table3_rows(list(runs), MAIN_RUN.name)
     if ops:
         md += [f"## Table 3 ({protocol}): pair-routing operator ablation", ""]
         md += _table(["Variant", "TA mean [CI]", "MQ mean [CI]"],
@@ -346,13 +344,13 @@ def mechanism_markdown(mechanism: dict[str, dict]) -> list[str]:
     md = ["## Mechanism: relational error |S_p - S_y| of the hook-layer tokens on held-out clips", ""]
     first = next(iter(mechanism.values()))
     md += [f"_{first.get('note', '')}_", ""]
-    before = mechanism.get("base", {}).get("features", {}).get("raw", {}).get("all")  # the untrained DiT
+    before = mechanism.get(BASE, {}).get("features", {}).get("raw", {}).get("all")  # the untrained DiT
     rows = []
     for run, m in mechanism.items():
         for kind, f in m["features"].items():
             a = f["all"]
             moved = "-"
-            if kind == "raw" and before is not None and run != "base":
+            if kind == "raw" and before is not None and run != BASE:
                 moved = " / ".join("-" if a[p]["estimate"] is None or before[p]["estimate"] is None
                                    else f"{a[p]['estimate'] - before[p]['estimate']:+.3f}" for p in ("fg_fg", "fg_bg", "bg_bg"))
             rows.append([label(run), kind, fmt_iv(a["total"], 3), fmt_iv(a["fg_fg"], 3), fmt_iv(a["fg_bg"], 3), fmt_iv(a["bg_bg"], 3),
