@@ -2,7 +2,7 @@
 comparison's training-seed spread.
 
 The DAG trains each method once, with `train.seed`. `sara compare` reads a method's other training seeds from
-`<rubric.out_dir>/<run>.seed<k>/` (evaluation/comparison.py). This module produces those folders with DVC:
+`<rubric.out_dir>/<run>.seed<k>/` (evaluation/comparison/). This module produces those folders with DVC:
   1. for each extra seed k, params.yaml gets `train.seed: k`; DVC reproduces each method's rubric stage and what
      it needs (Stage 2 and sampling; the base is untouched, it does not read `train`); each method's rubric
      folder is copied to `<run>.seed<k>/`;

@@ -341,7 +341,7 @@ class ClipScoreParams(Section):
 
 
 class ComparisonParams(Section):
-    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison.py)."""
+    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison/)."""
 
     runs: list[str] | None = None  # rows, in this order; None = every run with rubric scores (a listed run must exist)
     references: list[str] = ["sft", "videorepa"]  # paired differences of every run against each of these

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from evaluation.comparison import claim_verdict, discover_runs, load_run, prompts_needed, video_scores
+from evaluation.comparison.claims import claim_verdict, prompts_needed
+from evaluation.comparison.records import discover_runs, load_run, video_scores
 from evaluation.rubric.dimensions import ALL_DIMS
 from evaluation.statistics import Interval
 from sara.runs import NO_ROUTING

@@ -44,7 +44,8 @@ def test_the_vocabulary_is_torch_free():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("path", ["sara/losses/routing.py", "sara/config.py", "evaluation/comparison.py",
+@pytest.mark.parametrize("path", ["sara/losses/routing.py", "sara/config.py", "evaluation/comparison/claims.py",
+                                  "evaluation/comparison/numbers.py", "evaluation/comparison/markdown.py",
                                   "evaluation/rubric/evaluate.py", "sara/stages/per_run.py", "evaluation/report.py"])
 def test_operators_oracle_and_row_order_are_spelled_once(path: str):
     """`ROUTING_OPS`, `RoutingOp`, `ORACLE` and the row order were defined three times each."""
