@@ -26,11 +26,12 @@ def main() -> None:
     import sara.train.stage2 as stage2
     from sara.config import load_params, params_from_dict
     from sara.env import resolve_device
+    from sara.runs import Run, run_argument
     from sara.train.engine import TrainEngine
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--run", default="videorepa")
+    ap.add_argument("--run", default=Run("videorepa"), type=run_argument)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--cache-frozen-inputs", action="store_true", help="train.cache_frozen_inputs: true")
     args = ap.parse_args()

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sara.losses import trd as trd_mod
+from sara.losses.trd import chunked, common
 from sara.losses import trd_triton
 from sara.losses.routing import pair_weights
-from sara.losses.trd import masked_trd_chunked, masked_trd_reference, videorepa_trd, videorepa_trd_reference
+from sara.losses.trd import masked_trd, masked_trd_reference, videorepa_trd, videorepa_trd_reference
 
 GRIDS = [(16, 576), (40, 576), (21, 1590), (21, 3600)]  # (T, N): 9,216 / 23,040 / 33,390 / 75,600 tokens
 
@@ -137,15 +137,15 @@ def kernel_check(results: dict) -> None:
         for mode in ("gemm", "atomic"):
             for op, tau, mt in (("or", math.inf, True), ("xor", 10.0, False), ("none", 10.0, True)):
                 g = torch.Generator(device="cuda").manual_seed(3)
-                xh, _ = trd_mod._normalise(torch.randn(2, T * N, d, device="cuda", generator=g), dtype)
-                yh, _ = trd_mod._normalise(torch.randn(2, T * N, d, device="cuda", generator=g), dtype)
+                xh, _ = chunked.normalise(torch.randn(2, T * N, d, device="cuda", generator=g), dtype)
+                yh, _ = chunked.normalise(torch.randn(2, T * N, d, device="cuda", generator=g), dtype)
                 w = None if op == "none" else torch.rand(2, T * N, device="cuda", generator=g)
-                spec = trd_mod._Spec(N=N, op=op, tau=tau, mask_temporal=mt, margin=0.0, lam_tmp=1.0, alpha_s=1.0,
+                spec = common.Spec(N=N, op=op, tau=tau, mask_temporal=mt, margin=0.0, lam_tmp=1.0, alpha_s=1.0,
                                      alpha_t=1.0, backend="triton", fused=True, chunk=512)
                 base = trd_triton.FP32_CONFIG if dtype == torch.float32 else trd_triton.DEFAULT_CONFIG
                 cfg = trd_triton.TileConfig(**{**base.__dict__, "grad": mode, "strip_bytes": 2 * 2 * T * N * 4 * base.block})
                 got = trd_triton.triton_tiles(xh, yh, w, spec, 0.4, -0.8, True, True, config=cfg)
-                ref = trd_mod.chunked_tiles(xh.double(), yh.double(), None if w is None else w.double(), spec, 0.4,
+                ref = chunked.chunked_tiles(xh.double(), yh.double(), None if w is None else w.double(), spec, 0.4,
                                             -0.8, True, True)
                 row = {"dtype": str(dtype).replace("torch.", ""), "grad": mode, "op": op, "tau": tau,
                        "mask_temporal": mt, "num_spa_rel": rel(got[0], ref[0]), "num_tmp_rel": rel(got[1], ref[1]),
@@ -171,9 +171,9 @@ def check_correctness(results: dict) -> None:
             kw = dict(op=op, tau=tau, lam_tmp=0.7, mask_temporal=mt)
             ref = masked_trd_reference(vp, vy, w, **kw)
             gr = torch.autograd.grad(ref.total, vp)[0]
-            fast = masked_trd_chunked(vp, vy, w, impl="triton", **kw)
+            fast = masked_trd(vp, vy, w, impl="triton", **kw)
             gf = torch.autograd.grad(fast.total, vp)[0]
-            fs = masked_trd_chunked(vp, vy, w, impl="triton", **kw).spatial  # the recompute backward branch
+            fs = masked_trd(vp, vy, w, impl="triton", **kw).spatial  # the recompute backward branch
             gs = torch.autograd.grad(fs, vp)[0]
             grs = torch.autograd.grad(masked_trd_reference(vp, vy, w, **kw).spatial, vp)[0]
             row = {
@@ -208,7 +208,7 @@ def full_size_check(results: dict, d: int) -> None:
     vp, vy, w = inputs(T, N, d, torch.bfloat16)
     ref = masked_trd_reference(vp, vy, w)
     gr = torch.autograd.grad(ref.total, vp)[0]
-    fast = masked_trd_chunked(vp, vy, w, impl="triton")
+    fast = masked_trd(vp, vy, w, impl="triton")
     gf = torch.autograd.grad(fast.total, vp)[0]
     results["full_size_check"] = {"tokens": T * N, "loss_rel": rel(fast.total, ref.total), "grad_rel": rel(gf, gr),
                                   "loss": float(ref.total.detach()), **grad_metrics(gf, gr)}
@@ -233,7 +233,7 @@ def sweep_configs(results: dict, d: int, T: int, N: int) -> trd_triton.TileConfi
     rows = []
     best, best_ms = trd_triton.DEFAULT_CONFIG, math.inf
     for cfg in configs:
-        r = measure(lambda x: masked_trd_chunked(x, vy, w, impl="triton", tile_config=cfg).total, vp, warmup=1, iters=3)
+        r = measure(lambda x: masked_trd(x, vy, w, impl="triton", tile_config=cfg).total, vp, warmup=1, iters=3)
         r["config"] = cfg.__dict__
         rows.append(r)
         log(f"sweep {r}")
@@ -299,9 +299,9 @@ def main() -> None:
         row = {"T": T, "N": N, "tokens": n, "floor_ms": floor_ms,
                "inputs_gb": (vp.numel() + vy.numel()) * 2 / 1e9}
         impls = {
-            "fast": lambda x: masked_trd_chunked(x, vy, w, impl="triton", fused=True, tile_config=tile_config).total,
-            "fast_recompute": lambda x: masked_trd_chunked(x, vy, w, impl="triton", fused=False, tile_config=tile_config).total,
-            "fast_atomic": lambda x: masked_trd_chunked(x, vy, w, impl="triton", tile_config=ATOMIC).total,
+            "fast": lambda x: masked_trd(x, vy, w, impl="triton", fused=True, tile_config=tile_config).total,
+            "fast_recompute": lambda x: masked_trd(x, vy, w, impl="triton", fused=False, tile_config=tile_config).total,
+            "fast_atomic": lambda x: masked_trd(x, vy, w, impl="triton", tile_config=ATOMIC).total,
             "naive_bf16": lambda x: naive_bf16(x, vy, w),
             "reference": lambda x: masked_trd_reference(x, vy, w).total,
         }

@@ -18,16 +18,13 @@ from typing import Any
 
 from evaluation.rubric.dimensions import MQ_DIMS, SHORT, TA_DIMS
 from evaluation.vbench.scores import VB2_CATEGORIES
-from sara.runs import ALL_RUNS, BASE
+from sara.runs import ALL_RUNS, BASE, DAG_RUNS, DEFAULT_TARGET, METHODS, ORACLE, ROUTING_OPS, ROW_LABEL, Run
 
-RUN_LABEL = {
-    "oracle": "Real video (oracle)",
-    BASE: "Pretrained Wan2.2",
-    **{r.name: r.label for r in ALL_RUNS},  # SFT, VideoREPA, MoAlign, SARA (AND) ... from the run registry
-}
+RUN_LABEL = ROW_LABEL  # Real video (oracle), Pretrained Wan2.2, SFT, ..., SARA (AND): the run vocabulary's labels
 # method x routing-operator grid of the heatmap: "no TRD" (no auxiliary loss), "none" (constant weights)
-OPERATORS = ["no TRD", "none", "and", "or", "xor"]
+OPERATORS = ["no TRD", *ROUTING_OPS]
 METHOD_OP = {BASE: ("Pretrained", "no TRD"), **{r.name: r.report_cell for r in ALL_RUNS}}
+HEATMAP_ROWS = ["Pretrained", *(m.label for m in METHODS.values())]
 
 
 def label(run: str, main_run: str) -> str:
@@ -59,9 +56,22 @@ class Table:
 
 
 def main_rows(runs: list[str], main_run: str) -> list[str]:
-    """Table 1/2/5/6 rows in paper order: oracle, base, sft, videorepa, moalign, the main SARA run."""
-    order = ["oracle", "base", "sft", "videorepa", "moalign", main_run]
+    """Table 1/2/5/6 rows in paper order: oracle, base, each DAG run without routing (sft, videorepa, moalign),
+    the main SARA run."""
+    order = [ORACLE, BASE, *(r.name for r in DAG_RUNS if not r.uses_saliency), main_run]
     return [r for r in order if r in runs]
+
+
+def operator_rows(runs: list[str], main_run: str) -> list[str]:
+    """The SARA runs beside the main one, in Table 3's order (XOR, AND, none beside the OR run: the paper's)."""
+    order = [r.name for r in reversed(ALL_RUNS) if r.uses_saliency and r.target == DEFAULT_TARGET]
+    return [r for r in order if r in runs and r != main_run]
+
+
+def table3_rows(runs: list[str], main_run: str) -> list[str]:
+    """Table 3: the main SARA run, the other operators, then the motion-subspace method (MoAlign)."""
+    flow = [r.name for r in DAG_RUNS if r.spec.flow]
+    return [r for r in dict.fromkeys([main_run, *operator_rows(runs, main_run), *flow]) if r in runs]
 
 
 def rubric_tables(proto: str, block: dict, main_run: str, scale_note: str) -> list[Table]:
@@ -74,9 +84,8 @@ def rubric_tables(proto: str, block: dict, main_run: str, scale_note: str) -> li
                      fmt(res["MQ"]["vote"]), str(res["n_videos"]), str(res["TA"]["n_valid"] + res["MQ"]["n_valid"])])
     t1 = Table(f"table1_rubric_{proto}", f"Table 1 ({proto}): rubric TA / MQ, mean and vote", note,
                ["Method", "TA mean", "TA vote", "MQ mean", "MQ vote", "videos", "n_valid"], rows)
-    abl = [r for r in (main_run, "sara-xor", "sara-and", "sara-none", "moalign") if r in runs]
     rows3 = []
-    for r in dict.fromkeys(abl):
+    for r in table3_rows(list(runs), main_run):
         res = runs[r]
         name = {main_run: "SARA (full, OR)" if main_run == "sara-or" else f"SARA (full, {main_run})"}.get(r, RUN_LABEL.get(r, r))
         rows3.append([name, fmt(res["TA"]["mean"]), fmt(res["TA"]["vote"]), fmt(res["MQ"]["mean"]), fmt(res["MQ"]["vote"])])
@@ -85,7 +94,7 @@ def rubric_tables(proto: str, block: dict, main_run: str, scale_note: str) -> li
     out = [t1, t3]
     for num, group, dims in ((5, "TA", TA_DIMS), (6, "MQ", MQ_DIMS)):
         rows_d = []
-        for r in main_rows(list(runs), main_run) + [x for x in ("sara-and", "sara-xor", "sara-none") if x in runs and x != main_run]:
+        for r in main_rows(list(runs), main_run) + operator_rows(list(runs), main_run):
             res = runs[r]
             rows_d.append([label(r, main_run)] + [fmt(res["dims"][d]["mean"], 3) for d in dims] + [fmt(res[group]["mean"], 3)])
         out.append(Table(f"table{num}_{group.lower()}_dims_{proto}", f"Table {num} ({proto}): per-dimension {group} (mean over judges)",
@@ -104,7 +113,7 @@ def vbench_table(summary: dict, main_run: str, scale_note: str) -> Table | None:
         header += [f"V2 {c}" for c in VB2_CATEGORIES] + ["V2 Final"]
     rows = []
     missing_notes = set()
-    for r in main_rows(list(runs), main_run) + [x for x in ("sara-and", "sara-xor", "sara-none") if x in runs and x != main_run]:
+    for r in main_rows(list(runs), main_run) + operator_rows(list(runs), main_run):
         v1 = runs[r]["vbench1"]
         row = [label(r, main_run), runs[r]["mode"]] + [fmt(v1["raw"].get(d)) for d in dims1]
         for agg in ("Quality", "Semantic", "Total"):
@@ -137,7 +146,8 @@ def _plot_dims(block: dict, main_run: str, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = [r for r in main_rows(list(block["runs"]), main_run)] + [x for x in ("sara-and", "sara-xor") if x in block["runs"] and x != main_run]
+    named_ops = [r for r in operator_rows(list(block["runs"]), main_run) if Run.parse(r).op != "none"]
+    runs = main_rows(list(block["runs"]), main_run) + named_ops
     dims = list(TA_DIMS) + list(MQ_DIMS)
     x = np.arange(len(dims))
     width = 0.8 / max(1, len(runs))
@@ -169,7 +179,7 @@ def _plot_heatmap(block: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    methods = ["Pretrained", "SFT", "VideoREPA", "MoAlign", "SARA"]
+    methods = HEATMAP_ROWS
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, group in zip(axes, ("TA", "MQ")):
         grid = np.full((len(methods), len(OPERATORS)), np.nan)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sara.runs import Row, row_of_stage_item, split_stage_name
+
 
 def stage_base(name: str) -> str:
     """`train_dit-sara-or` (or a foreach `train_dit@sara-or`) -> `train_dit`; a plain stage name is its own base."""
-    return name.split("@", 1)[0] if "@" in name else name.split("-", 1)[0]
+    return name.split("@", 1)[0] if "@" in name else split_stage_name(name)[0]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,12 @@ class StageInfo:
         for a plain stage. Stage names themselves never contain `-` (sara/pipeline.py)."""
         if "@" in self.name:
             return self.name.split("@", 1)[1]
-        return self.name.split("-", 1)[1] if "-" in self.name else None
+        return split_stage_name(self.name)[1]
+
+    @property
+    def row(self) -> Row | None:
+        """The run (or `base` / `oracle` row) a per-run stage measures, from the run vocabulary; None otherwise."""
+        return row_of_stage_item(self.item)
 
     def reads(self, key: str) -> bool:
         """True when the stage depends on params key `key` (listed itself, or through its section)."""

@@ -96,7 +96,7 @@ def start_point_run(
         "sara.sweep_id": plan.sweep_id,
         "sara.method": p.method,
         "sara.routing_op": p.op,
-        "sara.run": p.run,
+        "sara.run": p.run.name,
         "sara.seed": str(p.seed),
         "sara.lam_trd": f"{p.lam_trd:g}",
         "sara.scale": point.params.project.scale,

@@ -18,9 +18,9 @@ from typing import Any
 
 
 from flows.dag import Dag
-from sara.config import MethodName, Params, ParamsError, RoutingOp, params_from_dict
+from sara.config import Params, ParamsError, params_from_dict
 from sara.config import read_yaml as parse_params_yaml
-from sara.runs import ALL_RUNS, Run
+from sara.runs import METHODS, MethodName, RoutingOp, Run
 
 SEED_KEY = "train.seed"
 LAM_TRD_KEY = "trd.lam_trd"
@@ -28,20 +28,18 @@ LAM_TRD_KEY = "trd.lam_trd"
 
 @dataclass(frozen=True)
 class SweepPoint:
-    method: MethodName
-    op: RoutingOp  # "none" for methods without saliency routing
+    run: Run  # the Stage 2 run; its per-run stages (`train_dit-<run>`, ...) are the point's targets
     seed: int
     lam_trd: float
 
     @property
-    def registry_run(self) -> Run:
-        """The point's run in the run registry (sara.runs)."""
-        return Run("sara", self.op) if self.method == "sara" else Run(self.method)
+    def method(self) -> MethodName:
+        return self.run.method
 
     @property
-    def run(self) -> str:
-        """The run name used by dvc.yaml's per-run stages and the checkpoints: `sft`, `sara-or`, ..."""
-        return self.registry_run.name
+    def op(self) -> str:
+        """The routing operator as tags show it (sara.runs.NO_ROUTING for a method that takes none)."""
+        return self.run.routing_op
 
     @property
     def label(self) -> str:
@@ -134,17 +132,18 @@ def dvc_value(value: Any) -> str:
 def build_points(
     methods: list[MethodName], ops: list[RoutingOp], seeds: list[int], lam_trd: list[float]
 ) -> list[SweepPoint]:
-    """The cartesian product; methods without routing get the single operator `none`."""
+    """The cartesian product; a method that takes no routing operator gets one point per seed and lam_trd."""
     if not methods or not seeds or not lam_trd:
         raise ParamsError("a sweep needs at least one method, one seed and one lam_trd value")
     if "sara" in methods and not ops:
         raise ParamsError("ops: method 'sara' needs at least one routing operator")
     points = []
     for method in dict.fromkeys(methods):
-        for op in dict.fromkeys(ops) if method == "sara" else ["none"]:
+        runs = [Run(method, op) for op in dict.fromkeys(ops)] if METHODS[method].saliency else [Run(method)]
+        for run in runs:
             for seed in dict.fromkeys(seeds):
                 for lam in dict.fromkeys(lam_trd):
-                    points.append(SweepPoint(method, op, seed, float(lam)))
+                    points.append(SweepPoint(run, seed, float(lam)))
     return points
 
 
@@ -171,18 +170,17 @@ def resolve_targets(dag: Dag, point: SweepPoint, templates: list[str] | None) ->
                 )
             out.append(name)
         return out
-    per_run = [s.name for s in dag.stages.values() if s.item == point.run]
+    per_run = [s.name for s in dag.stages.values() if s.row == point.run]
     if per_run:
         return sorted(per_run)
     if _has_run_stages(dag):
-        raise ParamsError(f"no stage of dvc.yaml is per-run for run {point.run!r} (method {point.method}, op {point.op})")
+        raise ParamsError(f"no stage of dvc.yaml is per-run for run {point.run.name!r} (method {point.method}, op {point.op})")
     return dag.leaves(set(dag.stages))
 
 
 def _has_run_stages(dag: Dag) -> bool:
-    """True once the DAG has per-run stages (`<stage>-<run>` for a run of the registry)."""
-    known = {r.name for r in ALL_RUNS}
-    return any(s.item in known for s in dag.stages.values())
+    """True once the DAG has per-run stages (`<stage>-<run>` for a run of the vocabulary)."""
+    return any(isinstance(s.row, Run) for s in dag.stages.values())
 
 
 def plan_sweep(

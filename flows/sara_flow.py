@@ -26,9 +26,8 @@ from flows.dag import load_dag
 from flows.dvc_runner import DvcError, exp_run
 from flows.env import apply_orchestration_defaults
 from flows.plan import PointPlan, SweepPlan, build_points, effective_params, params_file_overrides, plan_sweep, read_yaml
-from sara.config import MethodName, RoutingOp
 from sara.env import repo_root
-from sara.runs import DAG_RUNS
+from sara.runs import DAG_RUNS, MethodName, RoutingOp
 
 GPU_TAG = "gpu"
 RETRIES = 2
@@ -180,7 +179,7 @@ def point_task(plan: SweepPlan, point: PointPlan, uri: str, experiment_id: str, 
     logger.info("point %s: %d metrics, ran %s", point.point.label, len(metrics), result.ran or "nothing (cached)")
     return {
         "label": point.point.label,
-        "run": point.point.run,
+        "run": point.point.run.name,
         "method": point.point.method,
         "routing_op": point.point.op,
         "seed": point.point.seed,
@@ -292,7 +291,7 @@ def sara(
         f"{params_file} + overrides",
     )
     methods = list(methods or ["sara"])
-    ops = list(ops or [r.op for r in DAG_RUNS if r.method == "sara"])
+    ops = list(ops or [r.op for r in DAG_RUNS if r.uses_saliency])
     seeds = list(seeds or [base.train.seed])
     lam_trd = list(lam_trd or [base.trd.lam_trd])
     sweep_id = sweep_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{str(flow_run.id or 'local')[:8]}"

@@ -2,7 +2,7 @@
 comparison's training-seed spread.
 
 The DAG trains each method once, with `train.seed`. `sara compare` reads a method's other training seeds from
-`<rubric.out_dir>/<run>.seed<k>/` (evaluation/comparison.py). This module produces those folders with DVC:
+`<rubric.out_dir>/<run>.seed<k>/` (evaluation/comparison/). This module produces those folders with DVC:
   1. for each extra seed k, params.yaml gets `train.seed: k`; DVC reproduces each method's rubric stage and what
      it needs (Stage 2 and sampling; the base is untouched, it does not read `train`); each method's rubric
      folder is copied to `<run>.seed<k>/`;
@@ -22,20 +22,22 @@ import yaml
 
 from flows.dag import Dag
 from flows.dvc_runner import run_dvc
+from sara.runs import Run
 
 
-def method_runs(dag: Dag, targets: list[str] | None = None) -> list[str]:
+def method_runs(dag: Dag, targets: list[str] | None = None) -> list[Run]:
     """The runs that Stage 2 trains (`train_dit-<run>`), within the targets and what they need if given."""
     scope = dag.needed_by(targets)
-    return sorted(s.item for n, s in dag.stages.items() if s.base == "train_dit" and n in scope and s.item)
+    runs = [s.row for n, s in dag.stages.items() if s.base == "train_dit" and n in scope]
+    return sorted((r for r in runs if isinstance(r, Run)), key=str)
 
 
-def rubric_stages(dag: Dag, runs: list[str]) -> list[str]:
+def rubric_stages(dag: Dag, runs: list[Run]) -> list[str]:
     """Each run's rubric stage (`rubric-<run>` or a foreach `rubric@<run>`)."""
-    by_run = {s.item: n for n, s in dag.stages.items() if s.base == "rubric"}
+    by_run = {s.row: n for n, s in dag.stages.items() if s.base == "rubric"}
     missing = [r for r in runs if r not in by_run]
     if missing:
-        raise ValueError(f"no rubric stage for run {missing[0]!r}: extra training seeds are judged by it")
+        raise ValueError(f"no rubric stage for run {str(missing[0])!r}: extra training seeds are judged by it")
     return [by_run[r] for r in runs]
 
 
@@ -76,7 +78,7 @@ def train_extra_seeds(
     ok = True
     try:
         for seed in seeds:
-            log(f"[seeds] train.seed {seed}: {len(runs)} runs ({', '.join(runs)})")
+            log(f"[seeds] train.seed {seed}: {len(runs)} runs ({', '.join(map(str, runs))})")
             params_file.write_text(with_train_seed(original, seed))
             if not reproduce(rubrics, f"seed{seed}"):
                 log(f"[seeds] train.seed {seed} did not finish: its rubric folders are not kept")
@@ -85,7 +87,7 @@ def train_extra_seeds(
             for run in runs:
                 kept = rubric_dir / f"{run}.seed{seed}"
                 shutil.rmtree(kept, ignore_errors=True)
-                shutil.copytree(rubric_dir / run, kept)
+                shutil.copytree(rubric_dir / run.name, kept)
             log(f"[seeds] kept {len(runs)} rubric folders as <run>.seed{seed}/ under {rubric_dir}")
     finally:
         params_file.write_text(original)

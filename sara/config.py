@@ -17,6 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from sara.errors import InputError
+from sara.runs import MAIN_RUN, dag_run_names
 
 
 def _wan_frame_count(v: int) -> int:
@@ -33,8 +34,6 @@ def _not_bool(v: Any) -> Any:
 
 WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
 ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
-RoutingOp = Literal["none", "and", "or", "xor"]
-MethodName = Literal["sft", "videorepa", "moalign", "sara"]
 
 
 class StrictModel(BaseModel):
@@ -342,7 +341,7 @@ class ClipScoreParams(Section):
 
 
 class ComparisonParams(Section):
-    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison.py)."""
+    """`sara compare`: the controlled comparison of the Stage 2 runs with bootstrap intervals (evaluation/comparison/)."""
 
     runs: list[str] | None = None  # rows, in this order; None = every run with rubric scores (a listed run must exist)
     references: list[str] = ["sft", "videorepa"]  # paired differences of every run against each of these
@@ -376,7 +375,7 @@ class MechanismParams(Section):
 
 
 class ReportParams(Section):
-    main_run: str = "sara-or"  # the run shown as "SARA" in Tables 1, 2, 5 and 6 (paper: the OR operator)
+    main_run: str = MAIN_RUN.name  # the run shown as "SARA" in Tables 1, 2, 5 and 6 (paper: the OR operator)
     out_dir: str = "outputs/report"
 
 
@@ -493,8 +492,6 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _main_run_is_trained(self) -> "Params":
-        from sara.runs import dag_run_names  # the run registry (sara.runs imports this module)
-
         runs = dag_run_names()
         if self.report.main_run not in runs:
             raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "

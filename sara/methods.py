@@ -9,8 +9,8 @@ Every method trains the same high-noise DiT with the same data and schedule; onl
 - `sara`: masked TRD (Eqs. 9-11) with a routing operator (and | or | xor | none) on w from the frozen Stage 1
   aligner queried with the clean clip and the full caption.
 
-Which runs exist and what each reads (params keys, upstream outputs) is the run registry, `sara.runs`; this
-module says what each method computes. The auxiliary module (projector, motion head) is an nn.Module so DeepSpeed
+Which runs exist, what each method needs (target, saliency, flow) and reads (params keys, upstream outputs) is the
+run vocabulary, `sara.runs`; this module says what each method computes. The auxiliary module (projector, motion head) is an nn.Module so DeepSpeed
 owns and checkpoints its parameters together with the DiT.
 """
 
@@ -28,7 +28,7 @@ from sara.losses.trd import masked_trd, videorepa_trd
 from sara.models.grid import align_tokens
 from sara.models.motion import MotionSubspaceHead
 from sara.models.projector import TRDProjector
-from sara.runs import Run
+from sara.runs import METHODS, Method, Run
 
 @dataclass
 class AuxTargets:
@@ -109,11 +109,22 @@ class MoAlignObjective(AuxObjective):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    name: str
-    needs_vfm: bool  # frozen V-JEPA target
-    needs_saliency: bool  # frozen Stage 1 aligner
-    needs_flow: bool  # optical flow (MoAlign)
+    """A method's facts (sara.runs.METHODS: what it needs and reads) and how its auxiliary module is built."""
+
+    facts: Method
     build: Callable[[Params, int, int, str | None], AuxObjective]  # (params, dit_dim, vfm_dim, op)
+
+    @property
+    def needs_vfm(self) -> bool:  # frozen V-JEPA target
+        return self.facts.target
+
+    @property
+    def needs_saliency(self) -> bool:  # frozen Stage 1 aligner
+        return self.facts.saliency
+
+    @property
+    def needs_flow(self) -> bool:  # optical flow (MoAlign)
+        return self.facts.flow
 
 
 def _build_sft(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -> AuxObjective:
@@ -134,12 +145,8 @@ def _build_moalign(params: Params, dit_dim: int, vfm_dim: int, op: str | None) -
     return MoAlignObjective(params, dit_dim, vfm_dim)
 
 
-REGISTRY: dict[str, MethodSpec] = {
-    "sft": MethodSpec("sft", False, False, False, _build_sft),
-    "videorepa": MethodSpec("videorepa", True, False, False, _build_videorepa),
-    "moalign": MethodSpec("moalign", True, False, True, _build_moalign),
-    "sara": MethodSpec("sara", True, True, False, _build_sara),
-}
+_BUILD = {"sft": _build_sft, "videorepa": _build_videorepa, "moalign": _build_moalign, "sara": _build_sara}
+REGISTRY: dict[str, MethodSpec] = {name: MethodSpec(facts, _BUILD[name]) for name, facts in METHODS.items()}
 
 
 def params_subset(params: Params, keys: Sequence[str]) -> dict[str, Any]:

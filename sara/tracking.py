@@ -29,6 +29,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from sara.config import Params
+from sara.runs import NO_ROUTING, Run, parse_row
 from sara.weights import check_local_weights
 from sara.env import repo_root
 
@@ -271,21 +272,23 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
-def run_identity(params: Params, run: str, train_seed: int | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def run_identity(params: Params, run: Run | str, train_seed: int | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """(MLflow params, MLflow tags) naming the model a per-run stage trains or evaluates.
 
     Every per-run stage run (`train_dit/<run>`, `sample/<run>`, `rubric/<run>`, ...) carries them, as the sweep's
     point runs do, so runs group by `routing_op` and filter by `method`, `seed` or `lam_trd` in the MLflow UI even
-    outside a sweep. `<run>` is `sara-<op>`, a method without routing (`sft`: routing operator `none`), `base` (the
-    untrained model) or `oracle` (the renderer's ground truth). seed and lam_trd are the run's `train.seed` (or
-    `train_seed`, for a run trained with another seed) and `trd.lam_trd`.
+    outside a sweep. `run` is a Stage 2 run or the name of a row (`base`: the untrained model, `oracle`: the
+    renderer's ground truth; method = the row's name, no routing). A method without an operator has `routing_op`
+    NO_ROUTING, never the operator `none` (`sara-none`); a run with a TRD target names it (`target`). seed and
+    lam_trd are the run's `train.seed` (or `train_seed`, for a run trained with another seed) and `trd.lam_trd`.
     """
-    method, _, op = run.partition("-")
+    row = parse_row(run) if isinstance(run, str) else run
     identity = {
-        "method": method,
-        "routing_op": op if method == "sara" and op else "none",
+        "method": row.method if isinstance(row, Run) else row,
+        "routing_op": row.routing_op if isinstance(row, Run) else NO_ROUTING,
+        **({"target": row.target} if isinstance(row, Run) and row.spec.target else {}),
         "seed": str(params.train.seed if train_seed is None else train_seed),
         "lam_trd": f"{params.trd.lam_trd:g}",
     }
-    tags = {"sara.run": run, **{f"sara.{k}": v for k, v in identity.items()}}
+    tags = {"sara.run": str(row), **{f"sara.{k}": v for k, v in identity.items()}}
     return identity, tags

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from evaluation.comparison import claim_verdict, discover_runs, load_run, prompts_needed, video_scores
+from evaluation.comparison.claims import claim_verdict, prompts_needed
+from evaluation.comparison.records import discover_runs, load_run, video_scores
 from evaluation.rubric.dimensions import ALL_DIMS
 from evaluation.statistics import Interval
+from sara.runs import NO_ROUTING
 
 PROMPTS = ["p00", "p01", "p02", "p03"]
 SEEDS = [0, 1]
@@ -133,7 +135,7 @@ def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir:
                                        "compare/sara-xor/seed0"])
     assert all(c.info.status == "FINISHED" for c in children.values())
     sft1 = children["compare/sft/seed1"]
-    assert sft1.data.params["method"] == "sft" and sft1.data.params["routing_op"] == "none"
+    assert sft1.data.params["method"] == "sft" and sft1.data.params["routing_op"] == NO_ROUTING
     assert sft1.data.params["seed"] == "1" and sft1.data.params["protocol"] == "grounded"
     m, run = sft1.data.metrics, res["runs"]["sft"]
     seed1 = run["per_train_seed"]["1"]

@@ -16,6 +16,7 @@ from evaluation.vbench.scores import vb1_scores
 from sara.config import load_params, params_from_dict
 from sara.data.synthetic import SceneSpec, render
 from sara.data.video_io import write_video
+from sara.runs import NO_ROUTING
 
 
 class ScriptedJudge:
@@ -126,8 +127,8 @@ def test_rubric_stage_evaluates_one_run_under_stable_metric_names(setup, trackin
     assert m["rubric/grounded/TA_mean"] == on_disk["TA_mean"] and m["rubric/grounded/MQ_mean"] == on_disk["MQ_mean"]
     assert "rubric/grounded/motion_amplitude" in m and not any("sft" in k for k in m)
     assert {k: run.data.params[k] for k in ("method", "routing_op", "seed", "lam_trd")} == {
-        "method": "sft", "routing_op": "none", "seed": str(p.train.seed), "lam_trd": f"{p.trd.lam_trd:g}"}
-    assert run.data.tags["sara.method"] == "sft" and run.data.tags["sara.routing_op"] == "none"
+        "method": "sft", "routing_op": NO_ROUTING, "seed": str(p.train.seed), "lam_trd": f"{p.trd.lam_trd:g}"}
+    assert run.data.tags["sara.method"] == "sft" and run.data.tags["sara.routing_op"] == NO_ROUTING
 
 
 def test_report_aggregates_the_per_run_evaluations_and_logs_no_metric_twice(setup, tracking, metrics_dir):

@@ -45,8 +45,8 @@ def test_dag_refuses_a_directory_without_dvc_yaml(tmp_path: Path) -> None:
 def test_points_cover_methods_ops_seeds_and_lambdas() -> None:
     points = build_points(["sft", "sara"], ["and", "or"], [1, 2], [0.5, 1.0])
     assert len(points) == 2 * 2 + 2 * 2 * 2  # sft has the single operator `none`
-    assert {p.run for p in points} == {"sft", "sara-and", "sara-or"}
-    sara_or = next(p for p in points if p.run == "sara-or" and p.seed == 2 and p.lam_trd == 1.0)
+    assert {p.run.name for p in points} == {"sft", "sara-and", "sara-or"}
+    sara_or = next(p for p in points if p.run.name == "sara-or" and p.seed == 2 and p.lam_trd == 1.0)
     assert sara_or.overrides() == {"train.seed": 2, "trd.lam_trd": 1.0}  # the run is picked by the targets
     with pytest.raises(ParamsError, match="ops: method 'sara' needs at least one routing operator"):
         build_points(["sara"], [], [1], [0.5])

@@ -16,6 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss, toy_ta
+from sara.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -77,10 +78,11 @@ def test_each_point_is_a_child_run_with_its_own_metrics_and_provenance(sweep: di
     flow_run_id = str(sweep["state"].state_details.flow_run_id)
     task_ids = set()
     for run_name, child in children.items():
-        tags, op = child.data.tags, run_name.partition("-")[2] or "none"
+        tags, run = child.data.tags, Run.parse(run_name)
+        op = run.op or "none"  # the toy loss's factor (tests/flows_testlib.py)
         assert child.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
-        assert tags["sara.routing_op"] == op and tags["sara.seed"] == "7"
+        assert tags["sara.routing_op"] == run.routing_op and tags["sara.seed"] == "7"
         # the point trains AND evaluates its own model (targets sorted; `ran` in DVC's order)
         assert tags["dvc.stage"] == f"rubric@{run_name},train_dit@{run_name}"
         assert tags["dvc.ran"] == f"train_dit@{run_name},rubric@{run_name}"

@@ -95,19 +95,20 @@ def test_no_module_global_is_reassigned_from_outside():
 
 def test_the_tile_config_reaches_the_triton_backend(monkeypatch: pytest.MonkeyPatch):
     from sara.losses import trd, trd_triton
+    from sara.losses.trd import chunked
 
     seen = []
 
     def fake_triton_tiles(xh, yh, w, spec, *args, config=None):
         seen.append(spec.tile_config)
-        return trd.chunked_tiles(xh.float(), yh.float(), w, spec, *args)
+        return chunked.chunked_tiles(xh.float(), yh.float(), w, spec, *args)
 
-    monkeypatch.setattr(trd, "_pick_backend", lambda vp, impl: "triton")
+    monkeypatch.setattr(chunked, "_pick_backend", lambda vp, impl: "triton")
     monkeypatch.setattr(trd_triton, "triton_tiles", fake_triton_tiles)
     cfg = trd_triton.TileConfig(64, 32, 4, 2, grad="gemm")
     vp = torch.randn(1, 2, 4, 8)
     w = torch.rand(1, 2, 4)
-    got = trd.masked_trd_chunked(vp, vp + 0.1, w, impl="chunked", tile_config=cfg).total
+    got = trd.masked_trd(vp, vp + 0.1, w, impl="chunked", tile_config=cfg).total
     want = trd.masked_trd_reference(vp, vp + 0.1, w).total
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert seen == [cfg]
@@ -115,7 +116,7 @@ def test_the_tile_config_reaches_the_triton_backend(monkeypatch: pytest.MonkeyPa
 
 def test_masked_trd_input_check_reads_the_device_once(monkeypatch: pytest.MonkeyPatch):
     """Every host read of a tensor is a GPU sync on CUDA; the per-step range check of w may cost one, not two."""
-    from sara.losses.trd import _check_inputs
+    from sara.losses.trd.common import check_inputs
 
     reads = []
     for name in ("__float__", "__bool__", "item", "tolist", "__int__"):
@@ -127,10 +128,10 @@ def test_masked_trd_input_check_reads_the_device_once(monkeypatch: pytest.Monkey
 
         monkeypatch.setattr(torch.Tensor, name, spy)
     vp = torch.randn(1, 2, 3, 4)
-    _check_inputs(vp, vp.clone(), torch.rand(1, 2, 3), "or", 1.0, 1e-6, "auto")
+    check_inputs(vp, vp.clone(), torch.rand(1, 2, 3), "or", 1.0, 1e-6, "auto")
     assert len(reads) == 1, reads
     with pytest.raises(ValueError, match=r"w must lie in \[0, 1\]"):
-        _check_inputs(vp, vp.clone(), torch.full((1, 2, 3), 1.5), "or", 1.0, 1e-6, "auto")
+        check_inputs(vp, vp.clone(), torch.full((1, 2, 3), 1.5), "or", 1.0, 1e-6, "auto")
 
 
 def test_no_function_is_a_too_big_room():

@@ -13,7 +13,6 @@ import torch
 
 from sara.losses.trd import (
     masked_trd,
-    masked_trd_chunked,
     masked_trd_reference,
     pair_weight_sums,
     temporal_decay,
@@ -56,7 +55,7 @@ def test_chunked_matches_reference(dtype, op, tau, mask_temporal, shape) -> None
     kw = dict(op=op, tau=tau, lam_tmp=0.7, mask_temporal=mask_temporal)
     ref, rg, rgs = _loss_and_grads(masked_trd_reference, vp, vy, w, **kw)
     # chunk 4 does not divide N: tiles straddle frame boundaries and the last tile is ragged
-    fast, fg, fgs = _loss_and_grads(lambda *a, **k: masked_trd_chunked(*a, chunk=4, **k), vp, vy, w, **kw)
+    fast, fg, fgs = _loss_and_grads(lambda *a, **k: masked_trd(*a, chunk=4, **k), vp, vy, w, **kw)
     for name in ("spatial", "temporal", "total"):
         torch.testing.assert_close(getattr(fast, name), getattr(ref, name), **TOL[dtype])
     scale = float(rg.abs().max()) or 1.0
@@ -69,11 +68,11 @@ def test_chunked_matches_reference(dtype, op, tau, mask_temporal, shape) -> None
 def test_recompute_and_fused_give_the_same_gradient(fused: bool) -> None:
     vp, vy, w = _inputs(2, 3, 4, 5, torch.float64)
     ref, rg, _ = _loss_and_grads(masked_trd_reference, vp, vy, w, op="or", lam_tmp=0.3)
-    fast, fg, _ = _loss_and_grads(lambda *a, **k: masked_trd_chunked(*a, chunk=5, fused=fused, **k), vp, vy, w, op="or", lam_tmp=0.3)
+    fast, fg, _ = _loss_and_grads(lambda *a, **k: masked_trd(*a, chunk=5, fused=fused, **k), vp, vy, w, op="or", lam_tmp=0.3)
     torch.testing.assert_close(fg, rg, **TOL[torch.float64])
     # a scaled total (lambda_TRD * L) takes the fused branch too
     vp2 = vp.clone().requires_grad_(True)
-    (0.5 * masked_trd_chunked(vp2, vy, w, op="or", lam_tmp=0.3, chunk=5, fused=fused).total).backward()
+    (0.5 * masked_trd(vp2, vy, w, op="or", lam_tmp=0.3, chunk=5, fused=fused).total).backward()
     torch.testing.assert_close(vp2.grad, 0.5 * rg, **TOL[torch.float64])
 
 
@@ -84,10 +83,10 @@ def test_gradcheck_fast_path_float64(op: str, tau: float) -> None:
     vp.requires_grad_(True)
 
     def total(x):
-        return masked_trd_chunked(x, vy, w, op=op, tau=tau, lam_tmp=0.6, chunk=2).total
+        return masked_trd(x, vy, w, op=op, tau=tau, lam_tmp=0.6, chunk=2).total
 
     def spatial(x):
-        return masked_trd_chunked(x, vy, w, op=op, tau=tau, chunk=2).spatial
+        return masked_trd(x, vy, w, op=op, tau=tau, chunk=2).spatial
 
     assert torch.autograd.gradcheck(total, (vp,), eps=1e-6, atol=1e-7)
     assert torch.autograd.gradcheck(spatial, (vp,), eps=1e-6, atol=1e-7)

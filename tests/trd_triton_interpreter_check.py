@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from sara.losses import trd
+from sara.losses.trd import chunked, common
 from sara.losses.trd_triton import TileConfig, triton_tiles
 
 
@@ -23,16 +23,16 @@ def main() -> int:
              ("none", 2.0, True, 0.1, True, "gemm")]
     for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
         for op, tau, mt, margin, sym, mode in cases:
-            xh, _ = trd._normalise(torch.randn(B, n, D), dtype)
-            yh, _ = trd._normalise(torch.randn(B, n, D), dtype)
+            xh, _ = chunked.normalise(torch.randn(B, n, D), dtype)
+            yh, _ = chunked.normalise(torch.randn(B, n, D), dtype)
             w = None if op == "none" else torch.rand(B, n)
-            spec = trd._Spec(N=N, op=op, tau=tau, mask_temporal=mt, margin=margin, lam_tmp=1.0, alpha_s=1.0,
+            spec = common.Spec(N=N, op=op, tau=tau, mask_temporal=mt, margin=margin, lam_tmp=1.0, alpha_s=1.0,
                              alpha_t=1.0, backend="triton", fused=True, chunk=16)
             strip = 2 * B * n * xh.element_size() * 16  # two 16-token column blocks per strip
             cfg = TileConfig(block=16, block_k=16, num_warps=4, num_stages=1, symmetric=sym, group=2, grad=mode,
                              strip_bytes=strip)
             got = triton_tiles(xh, yh, w, spec, 0.3, -0.7, True, True, config=cfg)
-            ref = trd.chunked_tiles(xh.double(), yh.double(), None if w is None else w.double(), spec, 0.3, -0.7,
+            ref = chunked.chunked_tiles(xh.double(), yh.double(), None if w is None else w.double(), spec, 0.3, -0.7,
                                     True, True)
             for name, a, r in zip(("num_spa", "num_tmp", "G"), got, ref):
                 err = float((a.double() - r).abs().max() / r.abs().max().clamp_min(1e-30))

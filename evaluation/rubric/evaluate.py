@@ -23,8 +23,8 @@ from evaluation.rubric.prompts import description_from_caption
 from sara.data.synthetic import SceneSpec, render
 from sara.data.video_io import read_video, save_video_and_sheet
 from sara.sample import load_prompts
+from sara.runs import ORACLE, in_row_order
 
-ORACLE = "oracle"
 GROUNDED_NOTE = (
     "grounded judge: measured against the renderer's ground truth (palette segmentation, entity tracks, "
     "background statistics), mapped to the paper's 1-5 scales by documented cuts (evaluation/grounded/)"
@@ -150,9 +150,8 @@ def read_run_summaries(rubric_dir: Path) -> list[dict]:
 
 def list_runs_with(folder: Path, marker: str) -> list[str]:
     """Sub-folders of `folder` holding `marker`, oracle first, then in the paper's row order."""
-    order = [ORACLE, "base", "sft", "videorepa", "moalign", "sara-or", "sara-and", "sara-xor", "sara-none"]
     found = [p.name for p in folder.iterdir() if (p / marker).is_file()] if folder.is_dir() else []
-    return sorted(found, key=lambda r: (order.index(r) if r in order else len(order), r))
+    return in_row_order(found)
 
 
 def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=print) -> dict:

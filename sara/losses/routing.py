@@ -8,12 +8,9 @@ constant weight 1 (vanilla TRD, Eq. 2).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-RoutingOp = Literal["none", "and", "or", "xor"]
-ROUTING_OPS: tuple[str, ...] = ("none", "and", "or", "xor")
+from sara.runs import ROUTING_OPS  # the operators are named in the run vocabulary
 
 
 def check_op(op: str) -> str:

@@ -1,6 +1,6 @@
 """CUDA backend of the routed-TRD tile pass: launches the Triton kernel in _trd_kernel.py.
 
-Same contract as `sara.losses.trd.chunked_tiles`: (num_spa, num_tmp, G) with G = sum_b c_ab phi'(.) xh_b.
+Same contract as `sara.losses.trd.chunked.chunked_tiles`: (num_spa, num_tmp, G) with G = sum_b c_ab phi'(.) xh_b.
 Two ways to form G (TileConfig.grad):
   atomic  the kernel multiplies each coefficient tile by the X rows it needs and adds into G with float32
           atomics (2 * BM * D atomics per tile: this traffic, not the matmuls, bounds it);
@@ -93,7 +93,7 @@ def triton_tiles(
     xh: torch.Tensor,
     yh: torch.Tensor,
     w: torch.Tensor | None,
-    spec,  # sara.losses.trd._Spec
+    spec,  # sara.losses.trd.common.Spec
     coef_s: float,
     coef_t: float,
     need_loss: bool,

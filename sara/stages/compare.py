@@ -1,4 +1,4 @@
-"""`sara compare`: the controlled comparison of every evaluated run with intervals (evaluation/comparison.py).
+"""`sara compare`: the controlled comparison of every evaluated run with intervals (evaluation/comparison/).
 
 Reads the per-video rubric records under `rubric.out_dir` (training seed k of a run in `<run>.seed<k>/`) and the
 mechanism readouts `<run>.json` under `comparison.mechanism_dir` (default `mechanism.out_dir`, what the DAG's
@@ -32,7 +32,7 @@ def mechanism_dir(params: Params) -> str:
 
 def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str, float | None]:
     """TA/MQ with intervals and the paired differences against each reference, under `prefix`."""
-    from evaluation.comparison import SUMMARY
+    from evaluation.comparison.numbers import SUMMARY
 
     out: dict[str, float | None] = {}
     for m in SUMMARY:
@@ -76,7 +76,8 @@ def log_children(params: Params, result: dict[str, Any]) -> int:
 
 
 def run(params: Params) -> dict:
-    from evaluation.comparison import StatsConfig, build_comparison
+    from evaluation.comparison import build_comparison
+    from evaluation.comparison.numbers import StatsConfig
     from sara.io import atomic_dir
     from sara.tracking import SCALE_NOTE, log_artifact, log_metrics, stage_run
 

@@ -19,35 +19,35 @@ from pathlib import Path
 from typing import Any
 
 from sara.config import Params
-from sara.runs import BASE, SAMPLE_RUNS, Run
+from sara.runs import BASE, SAMPLE_RUNS, Row, Run, parse_row
 
 SECTIONS = ["project", "data.out_dir", "vfm", "text", "aligner.out_dir", "trd", "dit", "train.out_dir", "methods", "mechanism"]
 RUNS = SAMPLE_RUNS  # base (before Stage 2) and every run of the registry (the DAG's: sara.runs.DAG_SAMPLE_RUNS)
 
 
-def reads_aligner(run: str) -> bool:
+def reads_aligner(row: Row) -> bool:
     """The trained aligner is read by `base` (the pair-budget shares of every operator: they depend on the aligner
     and the clips, not on a run's weights, so they are read once, before Stage 2) and by the SARA runs (their
     frozen encoder is the aligner's); sft, videorepa and moalign never read it (sara/pipeline.py: their deps)."""
-    return run == BASE or Run.parse(run).uses_saliency
+    return row == BASE or isinstance(row, Run) and row.uses_saliency
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, choices=RUNS, help="base (before Stage 2) or a trained Stage 2 run")
 
 
-def _load_aux(run: str, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
-    """The run's trained auxiliary module (projector / motion head), or None for base and sft."""
+def _load_aux(row: Row, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
+    """The run's trained auxiliary module (projector / motion head), or None for base and a method without one."""
     import torch
 
     from sara.methods import build_objective
 
-    if run in ("base", "sft"):
+    if not isinstance(row, Run) or not row.spec.target:
         return None
-    aux = build_objective(Run.parse(run), params, dit_dim, vfm_dim)
+    aux = build_objective(row, params, dit_dim, vfm_dim)
     path = run_dir / "aux.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `sara train-dit --run {run}` first")
+        raise FileNotFoundError(f"{path} not found: run `sara train-dit --run {row}` first")
     aux.load_state_dict(torch.load(path, map_location="cpu"))
     return aux.eval()
 
@@ -84,19 +84,20 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
     from sara.models.grid import align_tokens
     from sara.train.stage2 import ClipSet, clip_latents, fg_on_grid
 
+    row = parse_row(run)
     m, dev = params.mechanism, resolve_device(params.project.device)
     base = load_base(params.dit.base_dir, params.dit.kind, dev, torch.float32, with_low_noise=False)
     run_dir = Path(params.train.out_dir) / run
-    transformer = base.transformer if run == "base" else load_trained_transformer(run_dir, dev, torch.float32)
+    transformer = base.transformer if row == BASE else load_trained_transformer(run_dir, dev, torch.float32)
     transformer.eval()
     saliency = None
-    if reads_aligner(run) and Path(params.aligner.out_dir).exists():
+    if reads_aligner(row) and Path(params.aligner.out_dir).exists():
         from sara.models.aligner import load_saliency_model
 
         saliency = load_saliency_model(params.aligner.out_dir, params, dev)
-    vfm = saliency.vfm if saliency is not None and run.startswith("sara") else build_vfm(params.vfm, dev)
+    vfm = saliency.vfm if saliency is not None and isinstance(row, Run) and row.uses_saliency else build_vfm(params.vfm, dev)
     dit_dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-    aux = _load_aux(run, params, run_dir, dit_dim, vfm.dim)
+    aux = _load_aux(row, params, run_dir, dit_dim, vfm.dim)
     if aux is not None:
         aux.to(dev)
     hook = BlockFeatureHook(transformer, params.trd.layer)
@@ -140,7 +141,7 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
     budget = budget_readout(torch.cat(ws), torch.cat(fgs)) if ws else None
     return {
         "run": run,
-        "model": str(params.dit.base_dir if run == "base" else run_dir),
+        "model": str(params.dit.base_dir if row == BASE else run_dir),
         "clips": ids,
         "split": m.split,
         "sigmas": list(m.sigmas),

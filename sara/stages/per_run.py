@@ -16,16 +16,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sara.runs import SAMPLE_RUNS
+from sara.runs import SAMPLE_RUNS, Row
 
-# Runs that can be sampled and evaluated: the untrained base model and every Stage 2 run (the run registry).
+# Runs that can be sampled and evaluated: the untrained base model and every Stage 2 run (the run vocabulary);
+# the rubric also scores `sara.runs.ORACLE`.
 RUNS = SAMPLE_RUNS
-ORACLE = "oracle"  # the renderer's ground truth of the synthetic prompts (rubric only)
 METRICS_DIR = Path("outputs/metrics")  # one folder per run; one JSON file per evaluation stage (DVC metrics)
 
 
-def metrics_path(stage: str, run: str) -> Path:
-    return METRICS_DIR / run / f"{stage}.json"
+def metrics_path(stage: str, run: Row | str) -> Path:
+    return METRICS_DIR / str(run) / f"{stage}.json"
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 
 from sara.config import Params
-from sara.stages.per_run import ORACLE, RUNS
+from sara.runs import ORACLE
+from sara.stages.per_run import RUNS
 
 SECTIONS = ["project", "sample", "rubric"]
 

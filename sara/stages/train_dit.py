@@ -15,35 +15,33 @@ import os
 from contextlib import nullcontext
 
 from sara.config import Params
+from sara.runs import Run, run_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # `--dit-run` is the same option for torchrun, whose own parser mistakes `--run` for its `--run-path`
-    parser.add_argument("--run", "--dit-run", dest="run", required=True,
+    # (an unknown run name is refused here, before anything heavy starts)
+    parser.add_argument("--run", "--dit-run", dest="run", required=True, type=run_argument,
                         help="sft | videorepa | moalign | sara-and | sara-or | sara-xor | sara-none")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore a matching saved train state")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
 
 
-def run(params: Params, run: str, resume: bool = True, local_rank: int | None = None) -> None:
+def run(params: Params, run: Run, resume: bool = True, local_rank: int | None = None) -> None:
     from sara.methods import params_subset
-    from sara.runs import Run
     from sara.train.stage2 import train_stage2
 
-    parsed = Run.parse(run)  # refuse unknown names before anything heavy starts
     if local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
-    keys = list(parsed.params)
+    keys = list(run.params)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        from sara.tracking import log_metrics, stage_run
+        from sara.tracking import log_metrics, run_identity, stage_run
 
         sections = [k for k in keys if "." not in k]
         extra = {k: v for k, v in params_subset(params, keys).items() if "." in k}
-        from sara.tracking import run_identity
-
         identity, tags = run_identity(params, run)
-        ctx = stage_run("train_dit", params, sections, variant=run, extra_params={**extra, **identity}, tags=tags)
+        ctx = stage_run("train_dit", params, sections, variant=run.name, extra_params={**extra, **identity}, tags=tags)
         log = log_metrics
     else:
         ctx, log = nullcontext(), None

@@ -307,7 +307,7 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
     engine = TrainEngine(model, tp, dist)
 
     if dataset is None:
-        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if run.method == "sara" else None)
+        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if spec.needs_saliency else None)
         dataset.preload(workers=min(16, os.cpu_count() or 1))
     flow_fn = None
     if spec.needs_flow:
@@ -420,7 +420,7 @@ def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool
 
 def train_stage2(
     params: Params,
-    run: str,
+    run: Run,
     *,
     dataset: Any | None = None,
     log: Callable[[dict[str, float], int], None] | None = None,
@@ -434,8 +434,7 @@ def train_stage2(
     """
     from sara.train.engine import peak_memory_bytes  # local: deepspeed takes seconds to import
 
-    parsed = Run.parse(run)
-    setup = build_stage2(params, parsed, dataset)
+    setup = build_stage2(params, run, dataset)
     tp, dist, dev, engine = params.train, setup.dist, setup.device, setup.engine
 
     fp, state_dir, start, history = _resume(setup, params, code_entry, resume)
@@ -459,7 +458,7 @@ def train_stage2(
         if fault == ("nan", step + 1):
             loss = loss * float("nan")
 
-        stop_if_non_finite(engine, loss, terms, run, step + 1, state_dir)
+        stop_if_non_finite(engine, loss, terms, run.name, step + 1, state_dir)
         engine.backward(loss)
         engine.step()
         done = step + 1
@@ -474,17 +473,17 @@ def train_stage2(
             peak_mem_gb=peak_memory_bytes(dev) / 2**30,
             sigma_mean=float(batch.sigma.mean()),
         )
-        if batch.w is not None and parsed.op is not None:
-            last.update(_budget(batch.w, parsed.op, batch.samples, setup.vfm))
+        if batch.w is not None and run.op is not None:
+            last.update(_budget(batch.w, run.op, batch.samples, setup.vfm))
         if done % tp.log_every == 0 or done == tp.steps:
             history.append((done, dict(last)))  # (step, metrics) of every logged step, kept in checkpoints
             if log is not None and dist.is_main:
                 log(last, done)
-        health.check_grad_norm(last["grad_norm"], _unhealthy(run, done, state_dir))
+        health.check_grad_norm(last["grad_norm"], _unhealthy(run.name, done, state_dir))
         if done % tp.checkpoint_every == 0 or done == tp.steps:
             with engine.full_parameters() as m:
-                health.check_weights(m, _unhealthy(run, done, state_dir))
-            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run,
+                health.check_weights(m, _unhealthy(run.name, done, state_dir))
+            engine.save(state_dir, ckpt.tag_for(done), {"step": done, "fingerprint": fp, "run": run.name,
                                                           "history": [[k, v] for k, v in history]})
             engine.barrier()
             if dist.is_main:
@@ -500,8 +499,8 @@ def train_stage2(
         bar.close()
 
     # -- final export (the DVC output) -------------------------------------------------------------------------
-    run_dir = Path(tp.out_dir) / run
-    final = {"run": run, "method": parsed.method, "op": parsed.op, "steps": tp.steps, "resumed_from": start,
+    run_dir = Path(tp.out_dir) / run.name
+    final = {"run": run.name, "method": run.method, "op": run.op, "steps": tp.steps, "resumed_from": start,
              "fingerprint": fp, "world_size": dist.world_size, "precision": engine.precision,
              "scale": params.project.scale, **last}
     with engine.full_parameters() as m:
@@ -512,7 +511,7 @@ def train_stage2(
         ckpt.discard_state(state_dir)  # exported: a later run with changed code or data can never resume it
     if setup.model.hook is not None:
         setup.model.hook.remove()
-    return Stage2Result(run, tp.steps, start, last, run_dir)
+    return Stage2Result(run.name, tp.steps, start, last, run_dir)
 
 
 def stop_if_non_finite(engine: Any, loss: torch.Tensor, terms: dict[str, torch.Tensor], run: str, step: int,

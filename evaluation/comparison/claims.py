@@ -1,0 +1,69 @@
+"""The paper's orderings (Tables 1 and 3), each tested on the comparison's paired bootstrap: holds, reversed, no
+difference, or cannot tell at this size (with the number of prompts that would tell, if the difference held)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from evaluation.rubric.dimensions import ALL_DIMS, MQ_DIMS, TA_DIMS
+from evaluation.statistics import Interval, RunScores, paired_difference
+from sara.runs import Run, row_label
+
+METRICS: dict[str, tuple[str, ...]] = {"TA": TA_DIMS, "MQ": MQ_DIMS, **{d: (d,) for d in ALL_DIMS}}
+SFT, VIDEOREPA = Run("sft").name, Run("videorepa").name
+OR, AND, XOR = (Run("sara", op).name for op in ("or", "and", "xor"))  # type: ignore[arg-type]
+# The paper's orderings: (a, relation, b, metric)
+CLAIMS: list[tuple[str, str, str, str]] = [
+    (OR, ">", VIDEOREPA, "TA"),
+    (VIDEOREPA, ">=", SFT, "TA"),
+    (OR, ">", SFT, "TA"),
+    (OR, ">", AND, "TA"),
+    (AND, ">", XOR, "TA"),
+    (OR, ">", AND, "MQ"),
+    (AND, ">", XOR, "MQ"),
+    (OR, ">", SFT, "MQ"),
+    (OR, ">", VIDEOREPA, "MQ"),
+]
+
+
+def dim_index(metric: str) -> list[int]:
+    """Columns of the rubric dimensions a metric averages (TA, MQ or one dimension)."""
+    return [ALL_DIMS.index(d) for d in METRICS[metric]]
+
+
+def claim_verdict(relation: str, diff: Interval) -> str:
+    if diff.estimate is None or diff.lo is None or diff.hi is None:
+        return "cannot tell (no scores)"
+    if diff.lo > 0:
+        return "holds"
+    if diff.hi < 0:
+        return "does not hold (reversed)"
+    return "no difference (consistent with >=)" if relation == ">=" else "cannot tell at this size"
+
+
+def prompts_needed(diff: Interval, n_prompts: int) -> int | None:
+    """Rough number of prompts at which an interval of this width (shrinking as 1/sqrt(prompts)) would exclude
+    zero, if the estimated difference held: n * (half-width / |difference|)^2. None when it already does or is 0."""
+    if diff.estimate is None or diff.lo is None or diff.hi is None or not diff.includes_zero() or diff.estimate == 0:
+        return None
+    half = (diff.hi - diff.lo) / 2.0
+    return int(math.ceil(n_prompts * (half / abs(diff.estimate)) ** 2))
+
+
+def test_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list, level: float) -> list[dict[str, Any]]:
+    """Every claim of CLAIMS on the shared bootstrap draw `weights` (B, V); `not run` when a side has no scores."""
+    claims = []
+    for a, rel, b, m in CLAIMS:
+        entry: dict[str, Any] = {"claim": f"{row_label(a)} {rel} {row_label(b)} on {m}", "a": a, "b": b, "relation": rel, "metric": m}
+        if a not in runs or b not in runs:
+            entry.update(verdict="not run", missing=[x for x in (a, b) if x not in runs])
+        else:
+            iv, n = paired_difference(runs[a], runs[b], dim_index(m), weights, units, level)
+            n_prompts = len({p for p, _ in set(runs[a].units) & set(runs[b].units)})
+            entry.update(difference=iv.to_dict(), n_paired=n, verdict=claim_verdict(rel, iv),
+                         prompts_needed=prompts_needed(iv, n_prompts))
+        claims.append(entry)
+    return claims

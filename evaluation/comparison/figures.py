@@ -1,0 +1,113 @@
+"""The comparison's figures: per-dimension bars with intervals, the method x routing-operator heatmap, and the
+qualitative grid (the methods side by side over time, one row per method, one PNG per prompt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.comparison.markdown import fmt_iv
+from evaluation.report import HEATMAP_ROWS, METHOD_OP, OPERATORS, finish_dim_bars
+from evaluation.rubric.dimensions import ALL_DIMS
+from sara.runs import ORACLE, row_label
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_dims(result: dict, path: Path, title: str) -> None:
+    """Per-dimension bars per method with their intervals as error bars."""
+    plt = _plt()
+    runs = [r for r in result["runs"] if r != ORACLE]
+    dims = list(ALL_DIMS)
+    x = np.arange(len(dims))
+    width = 0.8 / max(1, len(runs))
+    fig, ax = plt.subplots(figsize=(14, 4.5))
+    for i, r in enumerate(runs):
+        m = result["runs"][r]["metrics"]
+        est = np.array([np.nan if m[d]["estimate"] is None else m[d]["estimate"] for d in dims])
+        lo = np.array([np.nan if m[d]["lo"] is None else m[d]["lo"] for d in dims])
+        hi = np.array([np.nan if m[d]["hi"] is None else m[d]["hi"] for d in dims])
+        err = np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
+        ax.bar(x + i * width - 0.4 + width / 2, est, width, yerr=err, capsize=1.5, label=row_label(r), error_kw={"lw": 0.7})
+    finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.4)  # room above 5 for the error bars
+
+
+def plot_operator_heatmap(result: dict, path: Path, title: str) -> None:
+    """Method x routing operator, TA and MQ: the estimate and its interval in each cell."""
+    plt = _plt()
+    methods = HEATMAP_ROWS
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    im = None
+    for ax, group in zip(axes, ("TA", "MQ")):
+        grid = np.full((len(methods), len(OPERATORS)), np.nan)
+        text: dict[tuple[int, int], str] = {}
+        for run, (method, op) in METHOD_OP.items():
+            r = result["runs"].get(run)
+            if r and r["metrics"][group]["estimate"] is not None:
+                i, j = methods.index(method), OPERATORS.index(op)
+                grid[i, j] = r["metrics"][group]["estimate"]
+                text[(i, j)] = fmt_iv(r["metrics"][group]).replace(" [", "\n[")
+        im = ax.imshow(grid, cmap="viridis", vmin=1, vmax=5)
+        ax.set_xticks(range(len(OPERATORS)), OPERATORS)
+        ax.set_yticks(range(len(methods)), methods)
+        for (i, j), t in text.items():
+            ax.text(j, i, t, ha="center", va="center", color="white", fontsize=6.5)
+        ax.set_title(f"{group} mean [CI]", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def qualitative_grid(rows: list[tuple[str, np.ndarray]], n_frames: int, title: str, scale: int = 2) -> np.ndarray:
+    """One image: a row per method (label on the left), `n_frames` frames spread uniformly over its video."""
+    from PIL import Image, ImageDraw
+
+    from sara.models.encoders import sample_frame_indices
+
+    h, w = rows[0][1].shape[1:3]
+    th, tw, gap, left, top = h * scale, w * scale, 2, 124, 28
+    canvas = Image.new("RGB", (left + n_frames * (tw + gap), top + len(rows) * (th + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 2), title, fill=(0, 0, 0))
+    for r, (name, frames) in enumerate(rows):
+        y = top + r * (th + gap)
+        draw.text((2, y + th // 2 - 5), name, fill=(0, 0, 0))
+        idx = sample_frame_indices(len(frames), n_frames).tolist()
+        for c, f in enumerate(idx):
+            img = Image.fromarray(frames[f])
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+            canvas.paste(img.resize((tw, th), Image.NEAREST), (left + c * (tw + gap), y))
+            if r == 0:
+                draw.text((left + c * (tw + gap) + 2, 15), f"frame {f}", fill=(90, 90, 90))
+    return np.asarray(canvas)
+
+
+def write_qualitative(videos: dict[str, dict[tuple[str, int], str]], out: Path, n_frames: int) -> list[Path]:
+    """A PNG per prompt: every run's video of the prompt's first sampling seed, side by side over time."""
+    from sara.data.video_io import read_video, save_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = sorted({p for vids in videos.values() for p, _ in vids})
+    written = []
+    for prompt in prompts:
+        rows = []
+        for run, vids in videos.items():
+            seeds = sorted(s for p, s in vids if p == prompt)
+            if seeds:
+                frames, _ = read_video(vids[(prompt, seeds[0])])
+                rows.append((row_label(run)[:20], frames))
+        if rows:
+            path = out / f"{prompt}.png"
+            save_png(path, qualitative_grid(rows, n_frames, f"{prompt} (sampling seed {min(s for v in videos.values() for p, s in v if p == prompt)})"))
+            written.append(path)
+    return written

@@ -1,0 +1,35 @@
+"""sara/losses/trd is a package with one job per module: one public `masked_trd` (every implementation behind
+`impl`), the temporal decay written once, the reference and the chunked backend in modules of their own."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import torch
+
+import sara.losses.trd as trd
+
+PACKAGE = Path(trd.__file__).parent
+
+
+def test_one_public_masked_trd_dispatches_every_implementation():
+    assert not hasattr(trd, "masked_trd_chunked")
+    vp, vy, w = torch.randn(1, 3, 4, 8, dtype=torch.float64), torch.randn(1, 3, 4, 8, dtype=torch.float64), torch.rand(1, 3, 4, dtype=torch.float64)
+    want = trd.masked_trd_reference(vp, vy, w, op="xor", tau=2.0).total
+    for impl, extra in (("reference", {}), ("chunked", {"chunk": 5}), ("chunked", {"chunk": 2, "fused": False})):
+        got = trd.masked_trd(vp, vy, w, op="xor", tau=2.0, impl=impl, **extra).total
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_the_temporal_decay_is_computed_in_one_place():
+    """exp(-|t - u| / tau) was written three times (denominators, reference, chunked tiles)."""
+    hits = [f"{p.name}:{i}" for p in sorted(PACKAGE.glob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"torch\.exp\(-", line)]
+    assert len(hits) == 1, hits
+    gap = torch.tensor([0.0, 1.0, 3.0])
+    torch.testing.assert_close(trd.common.decay(gap, 2.0), torch.exp(-gap / 2.0))
+    assert torch.equal(trd.common.decay(gap, math.inf), torch.ones(3))
+    omega = trd.temporal_decay(3, 2.0)
+    assert omega[0, 0] == 0 and math.isclose(float(omega[0, 2]), math.exp(-1.0))
