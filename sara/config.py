@@ -379,6 +379,24 @@ class ReportParams(Section):
     out_dir: str = "outputs/report"
 
 
+class StudyParams(Section):
+    """The blind side-by-side study of the paper's Fig. 5 (evaluation/study/, docs/evaluation.md#blind-user-study)."""
+
+    main_run: str | None = None  # the run in every pair; None = report.main_run
+    baselines: list[str] = ["base", "sft", "videorepa", "moalign"]  # Fig. 5's opponents (base = Pretrained)
+    raters: int = Field(3, ge=1)  # rater ids the build issues; each rates every pair (the scripted rater votes as each)
+    attention_checks: int = Field(3, ge=0)  # per rater: a ground-truth clip against a corrupted copy of it
+    seed: int = Field(0, ge=0)  # opaque ids, sides, order, attention prompts, scripted noise, bootstrap
+    rater: Literal["scripted", "human"] = "scripted"  # votes of the grounded-judge stand-in, or of people (`db`)
+    db: str = "data/study/votes.sqlite"  # people's votes (`sara study serve`; never a DVC output); read if rater human
+    scripted_noise: float = Field(0.3, ge=0)  # sd of a scripted rater's per-vote noise on the 1-5 score
+    scripted_tie_margin: float = Field(0.15, ge=0)  # a scripted rater says tie when |score difference| <= this
+    max_failed_checks: int = Field(0, ge=0)  # exclusion rule: a rater failing more attention checks is dropped
+    n_boot: int = Field(2000, ge=100)  # bootstrap replicates (prompts x raters)
+    level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval
+    out_dir: str = "outputs/study"  # build/ (study_build), report/, plots/, metrics.json (study_report)
+
+
 class CorpusParams(Section):
     """The lab pretraining corpus (sara.data.corpus): random synthetic scenes, rendered once on every core."""
 
@@ -488,6 +506,7 @@ class Params(Section):
     vbench: VBenchParams = VBenchParams()
     clipscore: ClipScoreParams = ClipScoreParams()
     report: ReportParams = ReportParams()
+    study: StudyParams = StudyParams()
     pretrain: PretrainParams = PretrainParams()
 
     @model_validator(mode="after")
@@ -496,6 +515,19 @@ class Params(Section):
         if self.report.main_run not in runs:
             raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "
                              f"(runs: {', '.join(runs)})")
+        return self
+
+    @model_validator(mode="after")
+    def _study_runs(self) -> "Params":
+        from sara.runs import SAMPLE_RUNS  # the run registry (sara.runs imports this module)
+
+        main, baselines = self.study.main_run or self.report.main_run, self.study.baselines
+        for run in (main, *baselines):
+            if run not in SAMPLE_RUNS:
+                raise ValueError(f"study: {run!r} is not a sampled run ({', '.join(SAMPLE_RUNS)})")
+        if not baselines or len(set(baselines)) != len(baselines) or main in baselines:
+            raise ValueError(f"study.baselines must be distinct, not empty and without the main run {main!r}, "
+                             f"got {baselines}")
         return self
 
 
