@@ -2,6 +2,8 @@
 
 Two commands are not stages: `sara sweep [...]` starts an ablation sweep (flows/sweep.py), and `sara repro
 --jobs N` reproduces the pipeline with independent stages running at the same time (flows/repro.py).
+The blind user study is one group: `sara study build` and `sara study report` are the stages `study-build` and
+`study-report`; `sara study serve` runs the raters' web page (evaluation/study/server.py).
 
 Each stage lives in `sara/stages/<module>.py` and exposes `add_arguments(parser)` (optional) and
 `run(params, **options)`. The CLI only parses arguments, loads and validates params, and calls `run`.
@@ -35,7 +37,10 @@ STAGES = {
     "report": "report",
     "mechanism": "mechanism",
     "compare": "compare",
+    "study-build": "study_build",
+    "study-report": "study_report",
 }
+STUDY_USAGE = "usage: sara study {build,serve,report} [--params params.yaml] [options]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         from flows.repro import main as repro_main
 
         return repro_main(argv[1:])
+    if argv[:1] == ["study"]:
+        if argv[1:2] == ["serve"]:  # not a stage: the raters' web page
+            from evaluation.study.server import main as serve_main
+
+            return serve_main(argv[2:])
+        if argv[1:2] not in (["build"], ["report"]):
+            print(STUDY_USAGE, file=sys.stderr)
+            return 2
+        argv = [f"study-{argv[1]}", *argv[2:]]
     parser = argparse.ArgumentParser(prog="sara", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, module_name in STAGES.items():

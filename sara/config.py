@@ -528,6 +528,8 @@ class Params(Section):
         if not baselines or len(set(baselines)) != len(baselines) or main in baselines:
             raise ValueError(f"study.baselines must be distinct, not empty and without the main run {main!r}, "
                              f"got {baselines}")
+        if Path(self.study.db).resolve().is_relative_to(Path(self.study.out_dir).resolve()):
+            raise ValueError(f"study.db = {self.study.db!r} is inside study.out_dir, which DVC replaces on every build")
         return self
 
 

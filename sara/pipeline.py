@@ -6,7 +6,8 @@ its outputs and a comment. The rest comes from the code itself:
 - params: the stage module's `SECTIONS` (per run: `sara.runs.Run.params`);
 - the per-run stages `train_dit-<run>`, `sample-<run>`, `clipscore-<run>`, `vbench-<run>`, `rubric-<run>` (plus
   `rubric-oracle`) and `mechanism-<run>`: one per run of the registry (`sara.runs.DAG_RUNS`, plus `base`),
-  aggregated by `report` (the paper's tables) and `compare` (the same runs with intervals and the mechanism).
+  aggregated by `report` (the paper's tables) and `compare` (the same runs with intervals and the mechanism);
+- the blind user study `study_build` -> `study_report` (paper Fig. 5) over `study.main_run` and `study.baselines`.
 DVC's own templating cannot give foreach items lists of different lengths, so per-run stages are written out in
 full rather than padded into fixed slots. tests/test_pipeline.py checks that dvc.yaml is up to date, that every
 closure is covered and that every stage lists exactly the params sections its code reads.
@@ -20,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation.study.design import StudyLayout
 from sara.config import Params, load_params
 from sara.deps import ROOT, import_closure
 from sara.runs import BASE, DAG_RUNS, ORACLE, Row, split_stage_name, stage_name
@@ -183,7 +185,25 @@ def stages(params: Params) -> list[StageSpec]:
         comment="Aggregates every evaluated run into the paper's tables and plots (no metrics of its own: they "
                 "live per run).",
     ))
+    out += study_stages(p)
     return out
+
+
+def study_stages(p: Params) -> list[StageSpec]:
+    """The blind user study (paper Fig. 5): the build from the sampled videos, then the report from the votes."""
+    layout = StudyLayout(p.study.out_dir)
+    runs = (p.study.main_run or p.report.main_run, *p.study.baselines)
+    votes = (p.study.db,) if p.study.rater == "human" else ()  # people's votes: never an output of a stage
+    return [
+        StageSpec("study_build", "sara study-build", stage_file("study_build"), _sections("study_build"),
+                  tuple(f"{p.sample.out_dir}/{r}" for r in runs), (layout.build,),
+                  comment="The blind user study (paper Fig. 5; `sara study build|serve|report`): pairs of the main "
+                          "run and each baseline on the same prompt and seed, stripped media under opaque ids, "
+                          "each rater's order and sides. The report's votes come from the scripted raters "
+                          "(grounded-judge stand-in) or, with study.rater human, from study.db."),
+        StageSpec("study_report", "sara study-report", stage_file("study_report"), _sections("study_report"),
+                  (layout.build, *votes), (layout.report,), metrics=(layout.metrics,), plots=(layout.plots,)),
+    ]
 
 
 def _yaml_list(key: str, items: list, indent: str) -> list[str]:
