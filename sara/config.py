@@ -389,8 +389,8 @@ class StudyParams(Section):
     seed: int = Field(0, ge=0)  # opaque ids, sides, order, attention prompts, scripted noise, bootstrap
     rater: Literal["scripted", "human"] = "scripted"  # votes of the grounded-judge stand-in, or of people (`db`)
     db: str = "data/study/votes.sqlite"  # people's votes (`sara study serve`; never a DVC output); read if rater human
-    scripted_noise: float = Field(0.3, ge=0)  # sd of a scripted rater's per-vote noise on the 1-5 score
-    scripted_tie_margin: float = Field(0.15, ge=0)  # a scripted rater says tie when |score difference| <= this
+    scripted_noise: float = Field(0.15, ge=0)  # sd of a scripted rater's per-vote noise on the 1-5 score
+    scripted_tie_margin: float = Field(0.25, ge=0)  # a scripted rater says tie when |score difference| <= this
     max_failed_checks: int = Field(0, ge=0)  # exclusion rule: a rater failing more attention checks is dropped
     n_boot: int = Field(2000, ge=100)  # bootstrap replicates (prompts x raters)
     level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of every interval

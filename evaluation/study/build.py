@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,39 +35,58 @@ def _videos(samples_dir: Path, run: str, index: dict) -> dict[tuple[str, int], P
     return {(v["prompt_id"], int(v["seed"])): samples_dir / run / v["mp4"] for v in index["videos"]}
 
 
-def build_study(samples_dir: Path, main_run: str, baselines: list[str], *, raters: int, attention_checks: int,
-                seed: int, out: Path, log: Callable[[str], None] = print) -> Study:
-    key = study_key(seed)
+@dataclass(frozen=True)
+class Sources:
+    """The sampled videos a study is built from, checked: every baseline has every video of the main run."""
+
+    main_run: str
+    baselines: list[str]
+    prompt_set: str
+    fps: int
+    videos: dict[str, dict[tuple[str, int], Path]]  # run -> (prompt, sampling seed) -> mp4
+
+    @property
+    def units(self) -> list[tuple[str, int]]:
+        return list(self.videos[self.main_run])
+
+
+def read_sources(samples_dir: Path, main_run: str, baselines: list[str]) -> Sources:
     main_index = read_index(samples_dir, main_run)
     prompt_set, fps = main_index["prompt_set"], int(main_index["sampler"]["fps"])
     units = _videos(samples_dir, main_run, main_index)  # (prompt, seed) -> the main run's video
     if not units:
         raise BadDataError(f"{samples_dir / main_run / 'index.json'} lists no video")
-    sources = {main_run: units}
+    videos = {main_run: units}
     for run in baselines:
         index = read_index(samples_dir, run)
-        videos = _videos(samples_dir, run, index)
-        missing = sorted(set(units) - set(videos))
+        found = _videos(samples_dir, run, index)
+        missing = sorted(set(units) - set(found))
         if missing or index["prompt_set"] != prompt_set:
             what = f"prompt set {index['prompt_set']!r}" if not missing else f"no video of {missing[0][0]} seed {missing[0][1]}"
             raise BadDataError(f"{samples_dir / run / 'index.json'}: {what}, which the main run {main_run} has")
-        sources[run] = videos
+        videos[run] = {u: found[u] for u in units}
+    return Sources(main_run, list(baselines), prompt_set, fps, videos)
+
+
+def build_study(src: Sources, *, raters: int, attention_checks: int, seed: int, out: Path,
+                log: Callable[[str], None] = print) -> Study:
+    key = study_key(seed)
+    main_run, baselines, prompt_set, fps, units = src.main_run, src.baselines, src.prompt_set, src.fps, src.units
     prompts = {p.id: p for p in load_prompt_set(prompt_set)}
     caption = {pid: prompts[pid].caption.structured_caption.english.scene_description for pid, _ in units}
 
     media = out / MEDIA_DIR
     media.mkdir(parents=True, exist_ok=True)
     videos: dict[tuple[str, str, int], Video] = {}  # (source, prompt, seed) -> its stripped copy
-    for run, by_unit in sources.items():
-        for (pid, s), src in by_unit.items():
-            if (pid, s) in units:
-                v = Video(media=opaque(key, "media", run, pid, s), source=run)
-                strip_metadata(src, media / f"{v.media}.mp4")
-                videos[(run, pid, s)] = v
+    for run, by_unit in src.videos.items():
+        for (pid, s), path in by_unit.items():
+            v = Video(media=opaque(key, "media", run, pid, s), source=run)
+            strip_metadata(path, media / f"{v.media}.mp4")
+            videos[(run, pid, s)] = v
     pairs = [Pair(id=opaque(key, "pair", run, pid, s), kind="compare", prompt_id=pid, seed=s, caption=caption[pid],
                   a=videos[(main_run, pid, s)], b=videos[(run, pid, s)], baseline=run)
              for run in baselines for pid, s in units]
-    pairs += _attention_pairs(key, units, prompts, main_run, videos, caption, fps, attention_checks, seed, media)
+    pairs += _attention_pairs(key, src.videos[main_run], prompts, main_run, videos, caption, fps, attention_checks, seed, media)
     plans = {opaque(key, "rater", i, length=10): rater_plan(pairs, i, seed) for i in range(raters)}
     study = Study(fingerprint=fingerprint(pairs, plans, media), key=key.hex(), main_run=main_run,
                   baselines=list(baselines), prompt_set=prompt_set, fps=fps, pairs=pairs, plans=plans)

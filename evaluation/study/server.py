@@ -23,12 +23,22 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from evaluation.study.design import MEDIA_DIR, Study, StudyLayout, load_study
 from evaluation.study.page import landing_page, rater_page
 from evaluation.study.session import CHOICES, Session, Shown, VoteRefused
 from evaluation.study.store import VoteStore
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+
+
+class VoteBody(BaseModel):
+    """The body of a vote; anything else (another key, a number for an id) is a 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    pair: str
+    choice: str  # left | tie | right (checked by the session, which answers 422 too)
 
 
 def media_tokens(study: Study) -> dict[str, str]:
@@ -46,18 +56,12 @@ def create_app(study: Study, store: VoteStore, media_dir: Path):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, ConfigDict
     from starlette.exceptions import HTTPException
     from starlette.responses import FileResponse
 
     class BareFileResponse(FileResponse):
         def set_stat_headers(self, stat_result: os.stat_result) -> None:  # the length, never a time
             self.headers.setdefault("content-length", str(stat_result.st_size))
-
-    class VoteBody(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        pair: str
-        choice: str
 
     session = Session(study, store)
     tokens = media_tokens(study)

@@ -18,17 +18,18 @@ SECTIONS = ["project", "sample.out_dir", "report.main_run", "study.main_run", "s
 
 
 def run(params: Params) -> dict:
-    from evaluation.study.build import build_study
+    from evaluation.study.build import build_study, read_sources
     from evaluation.study.design import RATERS_FILE, StudyLayout
     from sara.io import atomic_dir
     from sara.tracking import log_artifact, log_metrics, stage_run
 
     out = Path(StudyLayout(params.study.out_dir).build)
+    sources = read_sources(Path(params.sample.out_dir), params.study.main_run or params.report.main_run,
+                           params.study.baselines)  # checked before a run opens: a missing sample opens none
     with stage_run("study_build", params, SECTIONS):
         with atomic_dir(out) as tmp:
-            study = build_study(Path(params.sample.out_dir), params.study.main_run or params.report.main_run,
-                                params.study.baselines, raters=params.study.raters,
-                                attention_checks=params.study.attention_checks, seed=params.study.seed, out=tmp)
+            study = build_study(sources, raters=params.study.raters, attention_checks=params.study.attention_checks,
+                                seed=params.study.seed, out=tmp)
         checks = sum(p.kind == "attention" for p in study.pairs)
         log_metrics({"study/pairs": len(study.pairs) - checks, "study/attention_checks": checks,
                      "study/raters": len(study.plans)})
