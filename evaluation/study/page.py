@@ -23,12 +23,12 @@ _PAGE = """<!doctype html>
 <meta name="referrer" content="no-referrer">
 <title>__TITLE__</title>
 <style>
-  body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 1400px; color: #222; }
+  body { font-family: system-ui, sans-serif; margin: 1.5rem auto; padding: 0 1.5rem; max-width: 1200px; color: #222; }
   #caption { font-size: 1.25rem; margin: .5rem 0 1rem; }
   #question { color: #555; }
   #videos { display: flex; gap: 2rem; justify-content: center; }
   figure { margin: 0; text-align: center; }
-  video { width: min(42vw, 640px); image-rendering: pixelated; background: #000; }
+  video { width: min(38vw, 480px); image-rendering: pixelated; background: #000; }
   #buttons { display: flex; gap: 1rem; justify-content: center; margin: 1.2rem 0; }
   button { font-size: 1.1rem; padding: .6rem 1.4rem; cursor: pointer; }
   button:disabled { cursor: default; opacity: .45; }
