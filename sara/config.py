@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from sara.errors import InputError
-from sara.runs import MAIN_RUN, dag_run_names
+from sara.runs import MAIN_RUN, SAMPLE_RUNS, dag_run_names
 
 
 def _wan_frame_count(v: int) -> int:
@@ -519,8 +519,6 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _study_runs(self) -> "Params":
-        from sara.runs import SAMPLE_RUNS  # the run registry (sara.runs imports this module)
-
         main, baselines = self.study.main_run or self.report.main_run, self.study.baselines
         for run in (main, *baselines):
             if run not in SAMPLE_RUNS:

@@ -295,7 +295,7 @@ def test_scripted_raters_give_fig5_in_files_and_mlflow(samples: Path, tmp_path: 
         assert r["win"]["lo"] <= r["win"]["estimate"] <= r["win"]["hi"]
     assert table["base"]["win"]["estimate"] == 100.0  # scrambled noise loses every vote
     md = (out / "report" / "study.md").read_text()
-    assert "| SARA vs |" in md and "| Pretrained |" in md and "Krippendorff" in md and "Rule: a rater is kept" in md
+    assert "| SARA vs |" in md and "| Pretrained Wan2.2 |" in md and "Krippendorff" in md and "Rule: a rater is kept" in md
     header = (out / "report" / "votes.csv").read_text().splitlines()[0]
     assert header == "rater,position,pair,kind,prompt_id,seed,baseline,left,right,choice,outcome,voted_at,rater_kept"
     assert (out / "plots" / "fig5.png").read_bytes()[:4] == b"\x89PNG"

@@ -29,7 +29,7 @@ def run(params: Params) -> dict:
     from evaluation.study.session import Session
     from evaluation.study.store import VoteStore, read_votes
     from sara.io import atomic_dir, write_json
-    from sara.runs import BASE, Run
+    from sara.runs import row_label
     from sara.stages.per_run import nest
     from sara.tracking import SCALE_NOTE, log_artifact, log_metrics, stage_run
 
@@ -51,8 +51,8 @@ def run(params: Params) -> dict:
                 votes = read_votes(s.db, study.fingerprint)
             result = analyse(study, votes, rater_kind=s.rater, n_boot=s.n_boot, level=s.level, seed=s.seed,
                              max_failed_checks=s.max_failed_checks)
-            labels = {r: "SARA" if r == study.main_run else "Pretrained" if r == BASE else Run.parse(r).label
-                      for r in (study.main_run, *study.baselines)}  # the paper's names in Fig. 5
+            labels = {r: "SARA" if r == study.main_run else row_label(r)
+                      for r in (study.main_run, *study.baselines)}  # the paper's names, as in the report
             write_report(result, study, votes, labels, note, tmp, tmp_plots)
         numbers = metrics(result)
         write_json(layout.metrics, {"study": nest(numbers)})
