@@ -64,6 +64,19 @@ def timed(fn, dev: torch.device, reps: int) -> float:
     return statistics.median(out)
 
 
+def nograd_forward_ms(net: torch.nn.Module, z0: torch.Tensor, text: torch.Tensor, dev: torch.device, reps: int,
+                      autocast: bool) -> float:
+    """Median ms of one DiT forward without grad (what a sampling step costs per pass), in eval mode."""
+    net.eval()
+    zt, t = z0.to(next(net.parameters()).dtype), torch.full((1,), 930.0, device=dev)
+
+    def forward() -> None:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and autocast):
+            net(zt, t, text.to(zt.dtype), return_dict=False)
+
+    return timed(forward, dev, reps)
+
+
 class SaliencyStub:
     """The aligner's Stage 2 path: w = sigmoid(Phi_sal(Phi_CA(V_y, E_emb(c)))) on random caption embeddings."""
 
@@ -183,15 +196,9 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
 
     # where the time goes: the frozen targets and the auxiliary loss alone (same shapes as inside the step)
     parts: dict[str, float] = {}
-    if forward_reps:  # the trained DiT without grad (a sampling step's forward), as the engine holds it
-        net = (engine.module if use_ds else model).transformer.eval()
-        zt, t = z0.to(next(net.parameters()).dtype), torch.full((1,), 930.0, device=dev)
-
-        def forward() -> None:
-            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and not use_ds):
-                net(zt, t, text.to(zt.dtype), return_dict=False)
-
-        parts["dit_fwd_nograd_ms"] = timed(forward, dev, forward_reps)
+    if forward_reps:  # the trained DiT as the engine holds it
+        net = (engine.module if use_ds else model).transformer
+        parts["dit_fwd_nograd_ms"] = nograd_forward_ms(net, z0, text, dev, forward_reps, autocast=not use_ds)
     if vfm is not None:
         parts["vfm_ms"] = timed(lambda: vfm.features(frames), dev, 3)
         vy = vfm.features(frames)
