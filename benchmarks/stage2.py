@@ -11,7 +11,8 @@ and the text encoder (latents and text states are random tensors of the right sh
 flow (computed once per clip and cached in training; a random flow field on the V-JEPA grid here).
 
 Engine: the project's DeepSpeed engine (ZeRO-2, bf16, one rank) when deepspeed imports, else plain torch AdamW
-with bf16 autocast (the table says which). Run:
+with bf16 autocast (the table says which). benchmarks/stage2_real_sizes.py runs the same `bench_method` at the real
+Wan2.1-1.3B and Wan2.2-TI2V-5B sizes under other engine settings. Run:
     PYTHONUNBUFFERED=1 python benchmarks/stage2.py --out stage2.json
 CPU smoke test of the same code at toy sizes: python benchmarks/stage2.py --toy
 """
@@ -63,6 +64,19 @@ def timed(fn, dev: torch.device, reps: int) -> float:
     return statistics.median(out)
 
 
+def nograd_forward_ms(net: torch.nn.Module, z0: torch.Tensor, text: torch.Tensor, dev: torch.device, reps: int,
+                      autocast: bool) -> float:
+    """Median ms of one DiT forward without grad (what a sampling step costs per pass), in eval mode."""
+    net.eval()
+    zt, t = z0.to(next(net.parameters()).dtype), torch.full((1,), 930.0, device=dev)
+
+    def forward() -> None:
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and autocast):
+            net(zt, t, text.to(zt.dtype), return_dict=False)
+
+    return timed(forward, dev, reps)
+
+
 class SaliencyStub:
     """The aligner's Stage 2 path: w = sigmoid(Phi_sal(Phi_CA(V_y, E_emb(c)))) on random caption embeddings."""
 
@@ -79,7 +93,13 @@ class SaliencyStub:
         return out.saliency.float().reshape(vy.shape[0], grid[0], grid[1] * grid[2])  # (B, T_s, N_s)
 
 
-def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, warmup: int, use_ds: bool) -> dict[str, Any]:
+def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, warmup: int, train: TrainParams | None,
+                 forward_reps: int = 0) -> dict[str, Any]:
+    """Step time and peak memory of one Stage 2 run at `size`. `train`: the project's DeepSpeed engine with these
+    settings (ZeRO stage, offload, precision, activation checkpointing), or None for plain torch AdamW with bf16
+    autocast. `forward_reps` > 0 also times that many DiT forwards without grad (what sampling costs)."""
+    import resource
+
     from diffusers import WanTransformer3DModel
 
     from sara.methods import REGISTRY, AuxTargets, build_objective
@@ -89,6 +109,7 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
     from sara.runs import Run
 
     run = Run.parse(run)
+    use_ds = train is not None
     spec = REGISTRY[run.method]
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     params = Params(trd=TRDParams(layer=size["layer"], projector_hidden=size["proj_hidden"]),
@@ -96,10 +117,12 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
     torch.manual_seed(0)
     with torch.device(dev):
         dit = WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=size["heads"], attention_head_dim=size["head_dim"], in_channels=16,
-            out_channels=16, text_dim=size["text"][1], freq_dim=256, ffn_dim=size["ffn"], num_layers=size["layers"],
+            patch_size=(1, 2, 2), num_attention_heads=size["heads"], attention_head_dim=size["head_dim"],
+            in_channels=size.get("channels", 16), out_channels=size.get("channels", 16), text_dim=size["text"][1],
+            freq_dim=256, ffn_dim=size["ffn"], num_layers=size["layers"],
         )
-    dit.enable_gradient_checkpointing()
+    if train is None or train.grad_checkpointing:
+        dit.enable_gradient_checkpointing()
     vfm = build_vfm(params.vfm, dev) if spec.needs_vfm else None
     if vfm is not None and dev.type == "cuda":
         vfm.model.to(dtype)
@@ -111,9 +134,9 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
     if use_ds:
         from sara.train.engine import TrainEngine, init_distributed
 
-        engine = TrainEngine(model, TrainParams(zero_stage=2, precision="bf16" if dev.type == "cuda" else "fp32", lr=5e-6), init_distributed())
+        engine = TrainEngine(model, train, init_distributed())
         fwd, backward, step = engine, engine.backward, engine.step
-        n_params = sum(p.numel() for p in engine.module.parameters())
+        n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())  # ZeRO-3: partitioned
     else:
         model = model.to(dev)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-6, weight_decay=0.01,
@@ -134,7 +157,7 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
         n_params = sum(p.numel() for p in model.parameters())
 
     f, h, w = size["latent"]
-    z0 = torch.randn(1, 16, f, h, w, device=dev)
+    z0 = torch.randn(1, size.get("channels", 16), f, h, w, device=dev)
     text = torch.randn(1, *size["text"], device=dev)
     frames = torch.randint(0, 256, (1, *size["pixels"], 3), dtype=torch.uint8, device=dev)
 
@@ -169,9 +192,13 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
         sync(dev)
         times.append((time.perf_counter() - t0) * 1e3)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
+    host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
     # where the time goes: the frozen targets and the auxiliary loss alone (same shapes as inside the step)
     parts: dict[str, float] = {}
+    if forward_reps:  # the trained DiT as the engine holds it
+        net = (engine.module if use_ds else model).transformer
+        parts["dit_fwd_nograd_ms"] = nograd_forward_ms(net, z0, text, dev, forward_reps, autocast=not use_ds)
     if vfm is not None:
         parts["vfm_ms"] = timed(lambda: vfm.features(frames), dev, 3)
         vy = vfm.features(frames)
@@ -187,9 +214,37 @@ def bench_method(run: str, size: dict[str, Any], dev: torch.device, steps: int, 
             out.backward()
 
         parts["aux_loss_fwd_bwd_ms"] = timed(aux_fb, dev, 3)
-    return {"run": run, "step_ms_median": statistics.median(times), "step_ms_all": times, "peak_mem_gib": peak,
-            "params": n_params, "tokens": f * (h // 2) * (w // 2), "engine": "deepspeed-zero2" if use_ds else "torch-adamw",
-            "last_terms": terms, **parts}
+    engine_name = f"deepspeed-zero{train.zero_stage}" if use_ds else "torch-adamw"
+    return {"run": str(run), "step_ms_median": statistics.median(times), "step_ms_all": times, "peak_mem_gib": peak,
+            "host_peak_gib": host_peak, "params": n_params, "tokens": f * (h // 2) * (w // 2), "engine": engine_name,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "last_terms": terms, **parts}
+
+
+def child_result(label: dict[str, Any], measure: Any, out: str | Path) -> None:
+    """In a benchmark's child process: write `measure()`'s result, or the error that stopped it, as JSON to `out`."""
+    try:
+        res = {**label, **measure()}
+    except Exception as err:  # the parent's table says why a row is missing (out of memory, a DeepSpeed refusal)
+        import traceback
+
+        traceback.print_exc()
+        res = {**label, "error": f"{type(err).__name__}: {err}"}
+    Path(out).write_text(json.dumps(res))
+
+
+def isolated(argv: list[str], label: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """Run `python <argv> --out <json>` in a process of its own (nothing, allocator state or engine buffers, carries
+    over between measurements) and return what its `child_result` wrote, or why it wrote nothing."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        try:
+            subprocess.run([sys.executable, *argv, "--out", str(out)], check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {**label, "error": f"timeout after {timeout:.0f} s"}
+        return json.loads(out.read_text()) if out.is_file() else {**label, "error": "benchmark process died"}
 
 
 def main() -> None:
@@ -213,27 +268,15 @@ def main() -> None:
         except Exception as err:  # the GPU image may lack it; plain torch is the fallback
             print(f"[bench] deepspeed unavailable ({err}); using torch AdamW", flush=True)
     if args.single:  # child process: measure one run, write its JSON
-        try:
-            res = bench_method(args.single, size, dev, args.steps, args.warmup, use_ds)
-        except Exception as err:  # the parent's table says why a run is missing
-            import traceback
-
-            traceback.print_exc()
-            res = {"run": args.single, "error": f"{type(err).__name__}: {err}"}
-        Path(args.out).write_text(json.dumps(res))
+        train = TrainParams(zero_stage=2, precision="auto", lr=5e-6, grad_checkpointing=True) if use_ds else None
+        child_result({"run": args.single}, lambda: bench_method(args.single, size, dev, args.steps, args.warmup, train), args.out)
         return
-    import subprocess
-    import tempfile
 
     results = []
     for run in [r for r in args.runs.split(",") if r]:
-        # one process per method: nothing (allocator state, engine buffers) carries over between measurements
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "r.json"
-            cmd = [sys.executable, __file__, "--single", run, "--out", str(out), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--engine", "deepspeed" if use_ds else "torch"] + (["--toy"] if args.toy else [])
-            subprocess.run(cmd, check=False)
-            res = json.loads(out.read_text()) if out.is_file() else {"run": run, "error": "benchmark process died"}
+        argv = [__file__, "--single", run, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                "--engine", "deepspeed" if use_ds else "torch"] + (["--toy"] if args.toy else [])
+        res = isolated(argv, {"run": run})
         print(json.dumps({k: v for k, v in res.items() if k != "step_ms_all"}), flush=True)
         results.append(res)
     info = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,

@@ -185,7 +185,9 @@ class TRDParams(Section):
 class DiTParams(Section):
     kind: Literal["tiny", "local"] = "tiny"  # tiny random-init WanTransformer3DModel, or a local diffusers dir
     path: str | None = None  # Wan2.2 high-noise expert (diffusers format) for kind local
-    low_noise_path: str | None = None  # frozen low-noise expert for sampling (kind local)
+    # frozen low-noise expert for sampling (kind local); None = a single-expert model (Wan2.1-T2V-1.3B,
+    # Wan2.2-TI2V-5B): the trained transformer denoises every step and sample.boundary_ratio must be null
+    low_noise_path: str | None = None
     vae_path: str | None = None  # AutoencoderKLWan directory (kind local)
     text_encoder_path: str | None = None  # UMT5 directory (kind local); tiny: a MiniLM copy (None: the packaged one)
     num_layers: int = Field(2, ge=1)  # tiny config only
@@ -209,6 +211,26 @@ class DiTParams(Section):
         return v
 
 
+class ValidationParams(Section):
+    """Validation videos during Stage 2 (sara.train.validation): every `every` steps the first `prompts` prompts of
+    `prompt_set` are sampled with the current weights at the training clip size (dit.frames/height/width, data.fps)
+    and logged to the run's MLflow run, with grounded TA / MQ scores where the prompt has ground truth (synthetic).
+    Its own settings, not `sample`'s: a sampling change must not retrain the Stage 2 runs."""
+
+    # 0 = off. Cost per validation: prompts x steps x (2 with CFG) DiT forwards + one VAE decode per video, against
+    # about 4 forwards per training step (forward, checkpoint recompute, backward); docs/stage2.md
+    every: int = Field(0, ge=0)
+    prompt_set: Literal["synthetic", "realworld"] = "synthetic"  # synthetic prompts carry ground truth
+    prompts: int = Field(2, ge=1, le=18)  # the first k prompts of the set (18 per set)
+    seed: int = Field(0, ge=0)  # one video per prompt, the same noise at every validation
+    steps: int = Field(4, ge=1)  # UniPC denoising steps
+    guidance: float = Field(1.0, ge=1.0)  # CFG scale; 1.0 = no unconditional pass (half the forwards)
+    shift: float = Field(5.0, gt=0)  # Wan timestep shift of the sampling schedule
+    # None: the trained transformer denoises every step (single-expert models; nothing else is loaded). A value:
+    # timesteps below boundary_ratio * 1000 use the base's frozen low-noise expert, loaded next to the training state
+    boundary_ratio: float | None = Field(None, gt=0.0, lt=1.0)
+
+
 class TrainParams(Section):
     steps: int = Field(400, ge=1)  # embedded default: about a minute per run on 2 cores (paper: 3000)
     lr: float = Field(1e-4, gt=0)  # paper: 5e-6, constant after warmup
@@ -220,7 +242,10 @@ class TrainParams(Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
     checkpoint_every: int = Field(100, ge=1)
-    t_min: float = Field(0.875, ge=0.0, lt=1.0)  # high-noise band lower edge (fraction of 1000)
+    # Timestep band [t_min, t_max] (fractions of 1000). Paper: 0.875-1.0, the band the high-noise expert serves.
+    # Single-expert model (dit.low_noise_path null): 0.0-1.0, because that one model denoises every step and a
+    # high-noise-only fine-tune would move the weights the low-noise steps share with no loss on them (docs/stage2.md)
+    t_min: float = Field(0.875, ge=0.0, lt=1.0)
     t_max: float = Field(1.0, gt=0.0, le=1.0)
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
@@ -233,11 +258,19 @@ class TrainParams(Section):
     keep_checkpoints: int = Field(2, ge=1)  # newest resumable checkpoints kept per run
     state_dir: str = "models/dit_state"  # resumable DeepSpeed state per run (git-ignored scratch, not a DVC output)
     out_dir: str = "models/dit"  # final model per run: <out_dir>/<run>/transformer, aux.pt, metrics.json
+    # ZeRO-Offload: "optimizer" keeps the fp32 master weights and AdamW states in CPU memory (needs zero_stage >= 1;
+    # what fits a 5B DiT on one 80 GB card), "all" also the bf16 weights (zero_stage 3); docs/stage2.md
+    offload: Literal["none", "optimizer", "all"] = "none"
+    validation: ValidationParams = ValidationParams()
 
     @model_validator(mode="after")
     def _band(self) -> "TrainParams":
         if self.t_min >= self.t_max:
             raise ValueError("t_min must be < t_max")
+        if self.offload == "optimizer" and self.zero_stage < 1:
+            raise ValueError("offload 'optimizer' needs zero_stage >= 1 (DeepSpeed offloads the partitioned states)")
+        if self.offload == "all" and self.zero_stage != 3:
+            raise ValueError("offload 'all' needs zero_stage 3 (only ZeRO-3 partitions the weights)")
         return self
 
 
@@ -275,7 +308,9 @@ class SampleParams(Section):
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     fps: int = Field(8, ge=1)
-    boundary_ratio: float = Field(0.875, gt=0.0, lt=1.0)  # switch from high- to low-noise expert
+    # switch from the high- to the low-noise expert; None = single expert: the run's transformer samples every step
+    # (Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B; required when dit.low_noise_path is null at kind local)
+    boundary_ratio: float | None = Field(0.875, gt=0.0, lt=1.0)
     prompt_set: Literal["synthetic", "realworld"] = "synthetic"
     vbench_prompts: str | None = None  # VBench-1.0 suite (VBench_full_info.json or one prompt per line); None = skip
     vbench2_prompts: str | None = None  # VBench-2.0 suite, same formats; None = skip

@@ -27,6 +27,7 @@ NEUTRAL: dict[str, str] = {
     "sara/cli.py": "argument parsing and dispatch to sara/stages/<stage>.py",
     "sara/env.py": "offline / quiet environment defaults and where the MLflow store lives",
     "sara/tracking.py": "MLflow logging of params, metrics and artifacts (never read back by a stage)",
+    "sara/stages/validation_log.py": "MLflow logging of Stage 2 validation videos and their grounded scores",
     "sara/deps.py": "this file: dependency bookkeeping",
     "sara/pipeline.py": "writes dvc.yaml",
 }

@@ -1,4 +1,5 @@
-"""Wan2.2 two-expert sampling on a prompt set (and the VBench prompt suites), one run at a time.
+"""Wan2.2 two-expert sampling (or one expert: Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B) on a prompt set (and the VBench
+prompt suites), one run at a time.
 
 A run is `base` (the untrained starting point: the "Pretrained" row) or a Stage 2 run (`sft`, `videorepa`,
 `moalign`, `sara-and`, `sara-or`, `sara-xor`): its trained high-noise expert replaces the base one; the frozen
@@ -8,7 +9,7 @@ Sampler: diffusers `WanPipeline(transformer=high, transformer_2=low, boundary_ra
 `prompt_embeds` / `negative_prompt_embeds` from the project's TextConditioner (no tokenizer or text encoder in
 the pipeline), the flow-matching UniPC solver with Wan's timestep shift (Wan2.2's own sampler; `euler` is the
 alternative). Timesteps >= boundary_ratio * 1000 run the high-noise expert with `guidance`, the rest the
-low-noise expert with `guidance_2`. The prompt given to the DiT is the full MTSS caption (as in Stage 2);
+low-noise expert with `guidance_2`; with `boundary_ratio` null the run's transformer takes every step. The prompt given to the DiT is the full MTSS caption (as in Stage 2);
 VBench prompts are flat text and are used as they are (their MTSS rewrite is open; docs/evaluation.md).
 
 Outputs in `<sample.out_dir>/<run>/`: `<prompt_id>_s<seed>.mp4` + `.png` contact sheet, `index.json`; with VBench
@@ -90,7 +91,10 @@ class Sampler:
         self.params = params
         self.device = resolve_device(params.project.device)
         dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        base = load_base(base_dir or params.dit.base_dir, params.dit.kind, self.device, dtype)
+        # sample.boundary_ratio null: a single-expert model (or an ablation of one), the run's transformer samples
+        # every step and no low-noise expert is loaded
+        two_experts = s.boundary_ratio is not None
+        base = load_base(base_dir or params.dit.base_dir, params.dit.kind, self.device, dtype, with_low_noise=two_experts)
         high = base.transformer
         if run != BASE_RUN:
             high = load_trained_transformer(Path(runs_dir or params.train.out_dir) / run, self.device, dtype)
@@ -108,6 +112,8 @@ class Sampler:
         self.pipe.set_progress_bar_config(disable=True)
         self.text = base.text
         self._neg = None
+        # the low-noise expert's CFG scale (diffusers refuses one without a boundary)
+        self.guidance_2 = (s.guidance if s.guidance_2 is None else s.guidance_2) if two_experts else None
 
     def generate(self, prompt: str, seed: int) -> np.ndarray:
         return self.generate_seeds(prompt, [seed])[0]
@@ -140,7 +146,7 @@ class Sampler:
             prompt_embeds=emb.to(dtype),  # (n, L, D)
             negative_prompt_embeds=self._neg.to(dtype).expand(n, -1, -1),
             num_frames=s.frames, height=s.height, width=s.width, num_inference_steps=s.steps,
-            guidance_scale=s.guidance, guidance_scale_2=s.guidance_2 if s.guidance_2 is not None else s.guidance,
+            guidance_scale=s.guidance, guidance_scale_2=self.guidance_2,
             generator=gens, output_type="np",
         ).frames  # (n, F, H, W, 3) float in [0, 1]
         return [np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8) for v in out]
@@ -191,7 +197,8 @@ def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path 
         "prompt_set": s.prompt_set,
         "scale": params.project.scale,
         "device": str(sampler.device),
-        "sampler": {"pipeline": "diffusers.WanPipeline (two experts, precomputed prompt embeddings)", **sampler_settings(params)},
+        "sampler": {"pipeline": f"diffusers.WanPipeline ({'two experts' if s.boundary_ratio is not None else 'one expert'}, "
+                               "precomputed prompt embeddings)", **sampler_settings(params)},
         "videos": videos,
         "suites": suites,
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sara.config import Params
+from sara.config import DiTParams, Params
 from sara.errors import MissingWeightsError
 
 
@@ -26,15 +26,23 @@ def require_dir(param: str, value: str | None, what: str) -> Path:
     return p
 
 
+def dit_weight_dirs(dit: DiTParams, two_experts: bool) -> list[tuple[str, str | None, str]]:
+    """(param, value, contents) of the local Wan directories of `dit`: the trained transformer, the frozen low-noise
+    expert of a two-expert model (Wan2.2-T2V-A14B; none for Wan2.1-T2V-1.3B or Wan2.2-TI2V-5B), the VAE, UMT5."""
+    trained = "the Wan2.2 high-noise expert" if two_experts else "the Wan transformer (a single-expert model)"
+    out = [("dit.path", dit.path, f"{trained} in diffusers format (config.json + safetensors)")]
+    if two_experts:
+        out.append(("dit.low_noise_path", dit.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"))
+    return out + [("dit.vae_path", dit.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
+                  ("dit.text_encoder_path", dit.text_encoder_path, "a UMT5 encoder")]
+
+
 def local_weight_dirs(params: Params, sections: list[str]) -> list[tuple[str, str | None, str]]:
     """(param, value, contents) of every local weights directory that the given params sections need."""
     out: list[tuple[str, str | None, str]] = []
     if params.dit.kind == "local":
         d, wanted = params.dit, lambda key: "dit" in sections or key in sections  # the section or single keys
-        out += [x for x in [("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format"),
-                            ("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
-                            ("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
-                            ("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder")] if wanted(x[0])]
+        out += [x for x in dit_weight_dirs(d, two_experts=d.low_noise_path is not None) if wanted(x[0])]
     if "vfm" in sections and params.vfm.kind == "local":
         out.append(("vfm.path", params.vfm.path, "a V-JEPA 2 / 2.1 model in transformers format"))
     if "text" in sections and params.text.kind == "qwen3vl_embedding":

@@ -39,10 +39,10 @@ matching), scores.py (the 13 dimensions and `grounded_scores`).
 """
 
 from evaluation.grounded.reference import Reference, Tracks, build_reference, match_entities, mp4_roundtrip, render_reference
-from evaluation.grounded.scores import CUTS, SCENE_ERR_CUTS, grounded_scores, to_scale
+from evaluation.grounded.scores import CUTS, SCENE_ERR_CUTS, grounded_scores, grounded_ta_mq, to_scale
 from evaluation.grounded.segment import aligned_iou, blobs_in_frame, colour_labels
 
 __all__ = [
     "CUTS", "SCENE_ERR_CUTS", "Reference", "Tracks", "aligned_iou", "blobs_in_frame",
-    "build_reference", "colour_labels", "grounded_scores", "match_entities", "mp4_roundtrip", "render_reference", "to_scale",
+    "build_reference", "colour_labels", "grounded_scores", "grounded_ta_mq", "match_entities", "mp4_roundtrip", "render_reference", "to_scale",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 
 from evaluation.grounded.reference import Reference, Tracks, build_reference, match_entities
 from evaluation.grounded.segment import aligned_iou
+from evaluation.rubric.aggregate import per_method
 from evaluation.rubric.dimensions import ALL_DIMS, count_error_score
 from sara.data.synthetic.spec import DIRECTION_VECTOR, SceneSpec
 
@@ -390,3 +391,11 @@ def grounded_scores(spec: SceneSpec, video: np.ndarray, fps: int, ref: Reference
     assert tuple(results) == ALL_DIMS
     return {d: {"score": s, "value": (None if v is None or not math.isfinite(v) else round(float(v), 4)), "reason": r}
             for d, (s, v, r) in results.items()}
+
+
+def grounded_ta_mq(videos: list[tuple[SceneSpec, np.ndarray]], fps: int) -> dict[str, float | None]:
+    """Grounded TA and MQ means over videos (spec, (F, H, W, 3) uint8) of synthetic prompts, as the rubric
+    aggregates them (dimensions that do not apply are left out)."""
+    scored = [{"grounded": {d: x["score"] for d, x in grounded_scores(spec, video, fps).items()}} for spec, video in videos]
+    res = per_method(scored, skip_inapplicable=True)
+    return {"TA": res["TA"]["mean"], "MQ": res["MQ"]["mean"]}

@@ -6,7 +6,8 @@ Two kinds (params `dit.kind`), one code path:
   as the text conditioning (Wan `text_dim` = 384). `init_dit` saves them with `save_pretrained`.
 - `local`: the Wan2.2-T2V-A14B experts, VAE and UMT5 encoder from local diffusers-format directories
   (`dit.path`, `dit.low_noise_path`, `dit.vae_path`, `dit.text_encoder_path`). `init_dit` writes only a manifest
-  pointing at them; nothing is copied or downloaded.
+  pointing at them; nothing is copied or downloaded. A single-expert model (Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B;
+  `dit.low_noise_path` and `sample.boundary_ratio` null) has no `transformer_2`: its transformer samples every step.
 
 `models/base/manifest.json` says which, and `load_base` reads either. A trained run keeps its transformer under
 `<run_dir>/transformer/` (`load_trained_transformer`).
@@ -27,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sara.config import DiTParams, Params
-from sara.weights import require_dir
+from sara.config import DiTParams, Params, ParamsError
+from sara.weights import dit_weight_dirs, require_dir
 from sara.errors import MissingWeightsError
 
 MANIFEST = "manifest.json"
@@ -163,14 +164,21 @@ def check_model_dir(param: str, value: str | None, what: str) -> str:
 
 
 def local_manifest(params: Params) -> dict[str, Any]:
-    """Manifest for kind local: validated paths to the real weights (never copied)."""
-    d = params.dit
+    """Manifest for kind local: validated paths to the real weights (never copied).
+
+    Two experts (Wan2.2-T2V-A14B) when sampling switches experts (`sample.boundary_ratio` set), else one
+    (Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B: `transformer_2` is None and the trained transformer samples every step)."""
+    two_experts = params.sample.boundary_ratio is not None
+    dirs = {param: check_model_dir(param, value, what) for param, value, what in dit_weight_dirs(params.dit, two_experts)}
+    if not two_experts and params.dit.low_noise_path is not None:
+        raise ParamsError(f"dit.low_noise_path = {params.dit.low_noise_path!r} names a low-noise expert but "
+                          "sample.boundary_ratio is null (one expert): set sample.boundary_ratio, or dit.low_noise_path: null")
     return {
         "kind": "local",
-        "transformer": check_model_dir("dit.path", d.path, "the Wan2.2 high-noise expert in diffusers format (config.json + safetensors)"),
-        "transformer_2": check_model_dir("dit.low_noise_path", d.low_noise_path, "the Wan2.2 low-noise expert in diffusers format"),
-        "vae": check_model_dir("dit.vae_path", d.vae_path, "the Wan AutoencoderKLWan in diffusers format"),
-        "text": {"kind": "umt5", "path": check_model_dir("dit.text_encoder_path", d.text_encoder_path, "a UMT5 encoder"), "max_tokens": d.text_max_tokens},
+        "transformer": dirs["dit.path"],
+        "transformer_2": dirs.get("dit.low_noise_path"),  # None: a single-expert model
+        "vae": dirs["dit.vae_path"],
+        "text": {"kind": "umt5", "path": dirs["dit.text_encoder_path"], "max_tokens": params.dit.text_max_tokens},
     }
 
 
@@ -232,14 +240,24 @@ def load_base(
     if manifest["kind"] != kind:
         raise ValueError(f"{base} was built for dit.kind={manifest['kind']!r} but params say {kind!r}: rerun init_dit")
     transformer = WanTransformer3DModel.from_pretrained(_resolve(base, manifest["transformer"])).to(device)
-    transformer_2 = None
-    if with_low_noise:
-        transformer_2 = WanTransformer3DModel.from_pretrained(_resolve(base, manifest["transformer_2"]), torch_dtype=dtype)
-        transformer_2 = transformer_2.to(device).eval().requires_grad_(False)
+    transformer_2 = load_low_noise(base, device, dtype) if with_low_noise else None
     vae = AutoencoderKLWan.from_pretrained(_resolve(base, manifest["vae"]), torch_dtype=dtype).to(device)
     vae.eval().requires_grad_(False)
     text = build_text_conditioner(manifest["text"], device, dtype)
     return DiTComponents(transformer.train(), transformer_2, vae, text, manifest)
+
+
+def load_low_noise(base_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> nn.Module:
+    """The frozen low-noise expert of a two-expert base (it samples the timesteps below the boundary ratio)."""
+    from diffusers import WanTransformer3DModel
+
+    base = Path(base_dir)
+    entry = read_manifest(base).get("transformer_2")
+    if entry is None:
+        raise ParamsError(f"{base} holds a single-expert model (no low-noise expert): it samples every step, so the "
+                          "boundary ratio must be null (sample.boundary_ratio, train.validation.boundary_ratio)")
+    model = WanTransformer3DModel.from_pretrained(_resolve(base, entry), torch_dtype=dtype)
+    return model.to(device).eval().requires_grad_(False)
 
 
 def load_trained_transformer(run_dir: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> nn.Module:
@@ -279,7 +297,10 @@ def frames_to_pixels(frames: torch.Tensor, num_frames: int | None = None, size: 
 
 @torch.no_grad()
 def encode_latents(vae: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Normalised Wan latents z_0 (B, 16, (F-1)/4+1, H/8, W/8) of VAE-range pixels (B, 3, F, H, W).
+    """Normalised Wan latents z_0 (B, C, (F-1)/4+1, H/s, W/s) of VAE-range pixels (B, 3, F, H, W).
+
+    C and s are the VAE's: 16 channels and s = 8 (Wan2.1 VAE: Wan2.1, Wan2.2-A14B), 48 and s = 16 (Wan2.2 VAE of
+    TI2V-5B, whose 2x2 pixel patchify happens inside the diffusers `AutoencoderKLWan`).
 
     Uses the posterior mean (deterministic, so resumed runs see the same z_0) and Wan's per-channel
     normalisation (z - latents_mean) / latents_std, the inverse of what WanPipeline applies before decoding.
@@ -298,6 +319,16 @@ def token_grid(transformer: nn.Module, latent_shape: tuple[int, ...]) -> tuple[i
     if f % p_t or h % p_h or w % p_w:
         raise ValueError(f"latent {tuple(latent_shape)} is not divisible by the patch size {(p_t, p_h, p_w)}")
     return f // p_t, h // p_h, w // p_w
+
+
+PAPER_HOOK = (18, 40)  # the paper aligns the output of block 18 of Wan2.2-A14B's 40 (Table 9)
+
+
+def scaled_hook_layer(num_layers: int, paper: tuple[int, int] = PAPER_HOOK) -> int:
+    """`trd.layer` for a DiT of `num_layers` blocks at the paper's relative depth: 18 of 40 -> 14 of 30 (Wan2.1-1.3B,
+    Wan2.2-TI2V-5B; 13.5 rounds up, as in the Wan-1.3B-size benchmark of docs/benchmarks.md)."""
+    layer, depth = paper
+    return max(1, min(num_layers, int(layer * num_layers / depth + 0.5)))
 
 
 class BlockFeatureHook:

@@ -52,17 +52,13 @@ def sample_videos(transformer: Any, vae: Any, states: Any, negative: Any, params
 
 def _score_file(args: tuple[str, str, int]) -> dict[str, Any]:
     """Grounded TA / MQ means of one curve file (run in a worker process)."""
-    from evaluation.grounded import grounded_scores
-    from evaluation.rubric.aggregate import per_method
+    from evaluation.grounded import grounded_ta_mq
     from sara.data.prompts import load_prompt_set
 
     path, prompt_set, fps = args
     items = {p.id: p for p in load_prompt_set(prompt_set)}
     videos = np.load(path)
-    scored = [{"grounded": {d: x["score"] for d, x in grounded_scores(items[k].spec, videos[k], fps).items()}}
-              for k in videos.files]
-    res = per_method(scored, skip_inapplicable=True)
-    return {"TA": res["TA"]["mean"], "MQ": res["MQ"]["mean"], "videos": len(scored)}
+    return {**grounded_ta_mq([(items[k].spec, videos[k]) for k in videos.files], fps), "videos": len(videos.files)}
 
 
 def score_curve(base_dir: str | Path, prompt_set: str, fps: int, workers: int | None = None) -> list[dict[str, Any]]:

@@ -42,11 +42,14 @@ def run(params: Params, run: Run, resume: bool = True, local_rank: int | None = 
         extra = {k: v for k, v in params_subset(params, keys).items() if "." in k}
         identity, tags = run_identity(params, run)
         ctx = stage_run("train_dit", params, sections, variant=run.name, extra_params={**extra, **identity}, tags=tags)
-        log = log_metrics
+        from sara.stages.validation_log import log_validation
+
+        log, sink = log_metrics, log_validation
     else:
-        ctx, log = nullcontext(), None
+        ctx, log, sink = nullcontext(), None, None
     with ctx:
-        result = train_stage2(params, run, log=log, resume=resume, code_entry="sara/stages/train_dit.py")
+        result = train_stage2(params, run, log=log, resume=resume, code_entry="sara/stages/train_dit.py",
+                              validation_sink=sink)
         if is_main:
             from sara.tracking import log_artifact
 

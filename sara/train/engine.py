@@ -119,6 +119,13 @@ def deepspeed_config(train: TrainParams, precision: str) -> dict[str, Any]:
     cfg["fp16"] = {"enabled": False}
     if int(cfg.get("zero_optimization", {}).get("stage", -1)) != train.zero_stage:
         raise ValueError(f"{path}: zero_optimization.stage does not say {train.zero_stage}")
+    if train.offload != "none":  # ZeRO-Offload (docs/stage2.md): the optimizer step runs on the CPU copy
+        cfg["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if train.offload == "all":
+            cfg["zero_optimization"]["offload_param"] = {"device": "cpu", "pin_memory": True}
+        # our torch AdamW (fused, also on CPU) steps the offloaded fp32 states: DeepSpeedCPUAdam would need its C++
+        # op compiled on the machine, which an offline GPU image may not be able to do
+        cfg["zero_force_ds_cpu_optimizer"] = False
     return cfg
 
 

@@ -49,6 +49,7 @@ from sara.models.video_view import require_full_clip_view
 from sara.runs import Run
 from sara.train import checkpoint as ckpt
 from sara.train import health
+from sara.train.validation import ValidationSink, build_validator
 
 FAULT_ENV = "SARA_FAULT"  # test hook after step K: "kill@K" SIGKILL, "term@K" SIGTERM; "nan@K" poisons step K's loss
 
@@ -427,6 +428,7 @@ def train_stage2(
     resume: bool = True,
     progress: bool = True,
     code_entry: str = "sara/train/stage2.py",
+    validation_sink: ValidationSink | None = None,
 ) -> Stage2Result:
     """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single).
 
@@ -438,6 +440,7 @@ def train_stage2(
     tp, dist, dev, engine = params.train, setup.dist, setup.device, setup.engine
 
     fp, state_dir, start, history = _resume(setup, params, code_entry, resume)
+    validate = build_validator(params, setup, validation_sink)  # train.validation (sara.train.validation)
     if log is not None and dist.is_main:
         for k, rec in history:  # the resumed run shows the whole curve, not only the steps after `start`
             log(rec, k)
@@ -488,6 +491,7 @@ def train_stage2(
             engine.barrier()
             if dist.is_main:
                 ckpt.prune_checkpoints(state_dir, tp.keep_checkpoints)
+        validate(done)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}")
