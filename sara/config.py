@@ -352,7 +352,20 @@ class ComparisonParams(Section):
     seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
     grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
     mechanism_dir: str | None = None  # readouts shown in comparison.md; None = mechanism.out_dir (the DAG's)
+    # primary claims, written here before the runs are trained (pre-registered): `<run> > <run> on TA|MQ`
+    # (sara/claims.py), tested as one family with Holm-Bonferroni at 1 - level; every other ordering is exploratory
+    claims: list[str] = []
     out_dir: str = "outputs/comparison"
+
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, v: list[str]) -> list[str]:
+        from sara.claims import parse_claim  # the claim vocabulary (it reads the run registry, which imports this)
+
+        texts = [parse_claim(c).text for c in v]
+        if len(set(texts)) != len(texts):
+            raise ValueError(f"a claim is listed twice: {sorted(t for t in texts if texts.count(t) > 1)[0]!r}")
+        return v
 
 
 class MechanismParams(Section):

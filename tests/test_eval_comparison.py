@@ -76,7 +76,8 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["rubric"]["out_dir"] = str(rubric_dir)
     params["train"]["seed"] = 0
-    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "mechanism_dir": str(mech), "grid_frames": 4}
+    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "mechanism_dir": str(mech), "grid_frames": 4,
+                            "claims": ["sara-or > videorepa on TA", "sara-xor > sara-and on MQ"]}
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     assert main(["compare", "--params", str(pfile)]) == 0
@@ -90,14 +91,27 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
     # videorepa equals sft's training seed 0 on every video; sft averages seeds 0 and 1 (+0.5 on unclipped scores)
     d = res["differences"]["sft"]
     assert d["sara-or"]["TA"]["verdict"] == "higher" and d["base"]["TA"]["verdict"] == "lower"
-    assert res["differences"]["videorepa"]["sara-xor"]["MQ"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "verdict": "no difference", "n_paired": 8}
+    assert res["differences"]["videorepa"]["sara-xor"]["MQ"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "verdict": "no difference", "n_paired": 8, "half_width": 0.0}
+    # the pre-registered family: sara-or is above videorepa on every resample (two-sided p = 2 / 201, x 2 by Holm)
+    primary = res["primary_claims"]
+    assert [c["text"] for c in primary["claims"]] == ["sara-or > videorepa on TA", "sara-xor > sara-and on MQ"]
+    first, second = primary["claims"]
+    assert first["verdict"] == "holds" and first["p_raw"] == pytest.approx(2 / 201, abs=1e-6)
+    assert first["p_holm"] == pytest.approx(4 / 201, abs=1e-6) and first["half_width"] == 0.0  # a constant +1
+    assert second["verdict"] == "not shown"  # xor is below and on the wrong side
+    assert primary["half_widths"]["TA"]["n"] > 0 and primary["half_widths"]["TA"]["max"] >= 0  # constant offsets here
+    assert all("half_width" in d["TA"] for per_run in res["differences"].values() for d in per_run.values())
+    # everything else is exploratory, with its raw p, and never "holds"
     claims = {c["claim"]: c for c in res["claims"]}
-    assert claims["SARA (OR) > VideoREPA on TA"]["verdict"] == "holds"
-    assert claims["SARA (OR) > SARA (AND) on TA"]["verdict"] == "holds"
-    assert claims["SARA (AND) > SARA (XOR) on MQ"]["verdict"] == "holds"
+    assert "SARA (OR) > VideoREPA on TA" not in claims  # tested in the primary family
+    assert {c["family"] for c in res["claims"]} == {"exploratory"}
+    assert claims["SARA (OR) > SARA (AND) on TA"]["verdict"] == "consistent (uncorrected)"
+    assert claims["SARA (AND) > SARA (XOR) on MQ"]["p_raw"] < 0.05
+    assert all(c["verdict"] != "holds" for c in res["claims"])
     md = (out / "comparison.md").read_text()
     for heading in ("Table 1 (grounded)", "Table 3 (grounded)", "Table 5 (grounded)", "Table 6 (grounded)",
-                    "Paired differences against SFT", "Paired differences against VideoREPA", "orderings", "Mechanism"):
+                    "Paired differences against SFT", "Paired differences against VideoREPA", "orderings", "Mechanism",
+                    "Pre-registered claims (Holm-Bonferroni)", "Exploratory"):
         assert heading in md
     figs = out / "figures"
     assert (figs / "dims_grounded.png").stat().st_size > 0 and (figs / "operator_heatmap_grounded.png").stat().st_size > 0
@@ -177,8 +191,9 @@ def test_vlm_reader_means_over_valid_judges() -> None:
 
 
 def test_claim_verdicts_and_prompts_needed() -> None:
-    assert claim_verdict(">", Interval(0.3, 0.1, 0.5)) == "holds"
-    assert claim_verdict(">", Interval(-0.3, -0.5, -0.1)) == "does not hold (reversed)"
+    # an exploratory ordering is never "holds": only a pre-registered claim is, after correction (test_eval_claims)
+    assert claim_verdict(">", Interval(0.3, 0.1, 0.5)) == "consistent (uncorrected)"
+    assert claim_verdict(">", Interval(-0.3, -0.5, -0.1)) == "reversed (uncorrected)"
     assert claim_verdict(">", Interval(0.1, -0.1, 0.3)) == "cannot tell at this size"
     assert claim_verdict(">=", Interval(0.0, -0.1, 0.1)).startswith("no difference")
     assert prompts_needed(Interval(0.1, -0.1, 0.3), 18) == 72  # half-width 0.2 = 2 x the difference: 4x the prompts

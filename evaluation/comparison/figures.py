@@ -4,6 +4,7 @@ qualitative grid (the methods side by side over time, one row per method, one PN
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -92,12 +93,17 @@ def qualitative_grid(rows: list[tuple[str, np.ndarray]], n_frames: int, title: s
     return np.asarray(canvas)
 
 
-def write_qualitative(videos: dict[str, dict[tuple[str, int], str]], out: Path, n_frames: int) -> list[Path]:
-    """A PNG per prompt: every run's video of the prompt's first sampling seed, side by side over time."""
+def write_qualitative(videos: dict[str, dict[tuple[str, int], str]], out: Path, n_frames: int,
+                      only: Iterable[str] | None = None) -> list[Path]:
+    """A PNG per prompt (of `only`, when given): every run's video of the prompt's first sampling seed, side by
+    side over time."""
     from sara.data.video_io import read_video, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     prompts = sorted({p for vids in videos.values() for p, _ in vids})
+    if only is not None:
+        keep = set(only)
+        prompts = [p for p in prompts if p in keep]
     written = []
     for prompt in prompts:
         rows = []

@@ -59,6 +59,26 @@ def child_metrics(result: dict[str, Any], run: str, train_seed: str | None) -> d
     return out
 
 
+def _metric_id(row: str) -> str:
+    """A row's name as an MLflow metric key may spell it (no `@`): the run's stage id, `sara-or-oracle`."""
+    from sara.runs import Run, parse_row
+
+    parsed = parse_row(row)
+    return parsed.stage_id if isinstance(parsed, Run) else parsed
+
+
+def primary_metrics(block: dict[str, Any]) -> dict[str, float | None]:
+    """The pre-registered claims on the parent run: `compare/primary/<i>_<a>_vs_<b>/<metric>/{diff,half_width,
+    p_raw,p_holm,holds}` (i: the claim's place in comparison.claims; a and b as stage ids, `sara-or-oracle`)."""
+    out: dict[str, float | None] = {}
+    for i, c in enumerate(block["claims"], 1):
+        key = f"compare/primary/{i}_{_metric_id(c['a'])}_vs_{_metric_id(c['b'])}/{c['metric']}"
+        d = c["difference"] or {}
+        out.update({f"{key}/diff": d.get("estimate"), f"{key}/half_width": c["half_width"], f"{key}/p_raw": c["p_raw"],
+                    f"{key}/p_holm": c["p_holm"], f"{key}/holds": float(c["verdict"] == "holds")})
+    return out
+
+
 def log_children(params: Params, result: dict[str, Any]) -> int:
     """One child run per (run, training seed) under the active `compare` run; returns how many."""
     from sara.tracking import child_run, log_metrics, run_identity
@@ -78,6 +98,7 @@ def log_children(params: Params, result: dict[str, Any]) -> int:
 def run(params: Params) -> dict:
     from evaluation.comparison import build_comparison
     from evaluation.comparison.numbers import StatsConfig
+    from sara.claims import parse_claim
     from sara.io import atomic_dir
     from sara.tracking import SCALE_NOTE, log_artifact, log_metrics, stage_run
 
@@ -90,10 +111,12 @@ def run(params: Params) -> dict:
                 Path(params.rubric.out_dir), tmp, runs=c.runs, references=c.references, protocol=c.protocol,
                 cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed, note=note,
                 grid_frames=c.grid_frames, mechanism_dir=Path(mechanism_dir(params)),
+                primary=[parse_claim(x) for x in c.claims],
             )
         # the claims' differences on the parent; each run's (and training seed's) numbers on its own child
         log_metrics({f"compare/{x['a']}_vs_{x['b']}/{x['metric']}": x["difference"]["estimate"]
                      for x in result["claims"] if "difference" in x and x["difference"]["estimate"] is not None})
+        log_metrics(primary_metrics(result["primary_claims"]))
         n = log_children(params, result)
         log_artifact(out, "comparison")
         print((out / "comparison.md").read_text())
