@@ -34,6 +34,9 @@ def _not_bool(v: Any) -> Any:
 
 WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
 ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
+# sara/data/prompts: the 18 synthetic or real-world prompts, the 256 held-out synthetic scenes, or lab = synthetic
+# followed by held-out (the qualitative grids read the 18, the intervals all 274)
+PromptSetName = Literal["synthetic", "realworld", "heldout", "lab"]
 
 
 class StrictModel(BaseModel):
@@ -276,7 +279,7 @@ class SampleParams(Section):
     width: int = Field(64, ge=16)
     fps: int = Field(8, ge=1)
     boundary_ratio: float = Field(0.875, gt=0.0, lt=1.0)  # switch from high- to low-noise expert
-    prompt_set: Literal["synthetic", "realworld"] = "synthetic"
+    prompt_set: PromptSetName = "synthetic"  # what is sampled and judged (lab: the 18 synthetic + 256 held-out)
     vbench_prompts: str | None = None  # VBench-1.0 suite (VBench_full_info.json or one prompt per line); None = skip
     vbench2_prompts: str | None = None  # VBench-2.0 suite, same formats; None = skip
     vbench_videos_per_prompt: int = Field(5, ge=1)  # VBench-1.0 standard: 5 (VBench-2.0: 3, Diversity 20)
@@ -351,6 +354,7 @@ class ComparisonParams(Section):
     scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
     seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
     grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
+    grid_prompt_set: PromptSetName | None = None  # qualitative grids for this set's prompts only; None = every prompt
     mechanism_dir: str | None = None  # readouts shown in comparison.md; None = mechanism.out_dir (the DAG's)
     # primary claims, written here before the runs are trained (pre-registered): `<run> > <run> on TA|MQ`
     # (sara/claims.py), tested as one family with Holm-Bonferroni at 1 - level; every other ordering is exploratory

@@ -134,7 +134,7 @@ def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir:
     params["rubric"]["out_dir"] = str(rubric_dir)
     params["train"]["seed"] = 0
     params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "grid_frames": 2,
-                            "mechanism_dir": str(tmp_path / "none")}
+                            "mechanism_dir": str(tmp_path / "none"), "claims": ["sara-or > sft on TA"]}
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     assert main(["compare", "--params", str(pfile)]) == 0
@@ -143,6 +143,10 @@ def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir:
     exp = tracking.get_experiment_by_name(params["project"]["mlflow_experiment"]).experiment_id
     runs = tracking.search_runs([exp])
     (parent,) = [r for r in runs if r.info.run_name == "compare"]
+    primary = "compare/primary/1_sara-or_vs_sft/TA"  # the pre-registered claim's numbers on the parent
+    assert parent.data.metrics[f"{primary}/holds"] == 1.0
+    assert parent.data.metrics[f"{primary}/p_holm"] == pytest.approx(res["primary_claims"]["claims"][0]["p_holm"])
+    assert {f"{primary}/{k}" for k in ("diff", "half_width", "p_raw")} <= set(parent.data.metrics)
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert sorted(children) == sorted(["compare/oracle", "compare/base", "compare/sft/seed0", "compare/sft/seed1",
                                        "compare/videorepa/seed0", "compare/sara-and/seed0", "compare/sara-or/seed0",
@@ -198,3 +202,12 @@ def test_claim_verdicts_and_prompts_needed() -> None:
     assert claim_verdict(">=", Interval(0.0, -0.1, 0.1)).startswith("no difference")
     assert prompts_needed(Interval(0.1, -0.1, 0.3), 18) == 72  # half-width 0.2 = 2 x the difference: 4x the prompts
     assert prompts_needed(Interval(0.3, 0.1, 0.5), 18) is None
+
+
+def test_qualitative_grids_only_for_the_chosen_prompts(rubric_dir: Path, tmp_path: Path) -> None:
+    """comparison.grid_prompt_set: the lab draws grids for its 18 hand-written prompts, not for all 274."""
+    from evaluation.comparison import write_qualitative
+
+    videos = {run: load_run(run, seeds, "grounded")[1] for run, seeds in discover_runs(rubric_dir, 0).items()}
+    written = write_qualitative(videos, tmp_path / "grids", 2, only=["p01", "p03", "not-compared"])
+    assert [p.name for p in written] == ["p01.png", "p03.png"]

@@ -30,6 +30,14 @@ def mechanism_dir(params: Params) -> str:
     return params.comparison.mechanism_dir or params.mechanism.out_dir
 
 
+def grid_prompts(params: Params) -> list[str] | None:
+    """The prompt ids that get a qualitative grid (`comparison.grid_prompt_set`), None for every prompt."""
+    from sara.data.prompts import load_prompt_set
+
+    name = params.comparison.grid_prompt_set
+    return None if name is None else [p.id for p in load_prompt_set(name)]
+
+
 def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str, float | None]:
     """TA/MQ with intervals and the paired differences against each reference, under `prefix`."""
     from evaluation.comparison.numbers import SUMMARY
@@ -111,7 +119,7 @@ def run(params: Params) -> dict:
                 Path(params.rubric.out_dir), tmp, runs=c.runs, references=c.references, protocol=c.protocol,
                 cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed, note=note,
                 grid_frames=c.grid_frames, mechanism_dir=Path(mechanism_dir(params)),
-                primary=[parse_claim(x) for x in c.claims],
+                primary=[parse_claim(x) for x in c.claims], grid_prompts=grid_prompts(params),
             )
         # the claims' differences on the parent; each run's (and training seed's) numbers on its own child
         log_metrics({f"compare/{x['a']}_vs_{x['b']}/{x['metric']}": x["difference"]["estimate"]
