@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from sara.errors import InputError
-from sara.runs import MAIN_RUN, SAMPLE_RUNS, dag_run_names
+from sara.runs import BASE, DAG_RUNS, MAIN_RUN, Run
 
 
 def _wan_frame_count(v: int) -> int:
@@ -259,10 +259,28 @@ class MoAlignParams(Section):
 
 class MethodsParams(Section):
     """Method-specific settings, one subsection per method, so a change retrains only that method. Which runs the
-    pipeline trains (the methods and SARA's routing operators) is the run registry, `sara.runs.DAG_RUNS`."""
+    pipeline trains (methods, SARA's routing operators, TRD targets) is `matrix.runs`."""
 
     videorepa: VideoREPAParams = VideoREPAParams()
     moalign: MoAlignParams = MoAlignParams()
+
+
+class MatrixParams(Section):
+    """The run matrix: the Stage 2 runs the DAG trains, samples, judges, reads out and compares.
+
+    No stage reads it: `python -m sara.pipeline` writes dvc.yaml from it (one `train_dit-<run>` ... per run), so
+    changing the matrix adds or drops stages and never makes a kept run stale. After editing it (or copying
+    another params file over params.yaml), rerun `python -m sara.pipeline`; `sara repro` refuses a stale dvc.yaml."""
+
+    runs: list[str] = Field([r.name for r in DAG_RUNS], min_length=1)  # run names of sara/runs.py, e.g. sara-or@oracle
+
+    @field_validator("runs")
+    @classmethod
+    def _runs(cls, v: list[str]) -> list[str]:
+        names = [Run.parse(name).name for name in v]  # an unknown name is refused with the valid forms
+        if len(set(names)) != len(names):
+            raise ValueError(f"{sorted(n for n in names if names.count(n) > 1)[0]!r} is listed twice")
+        return v
 
 
 class SampleParams(Section):
@@ -516,6 +534,7 @@ class Params(Section):
     dit: DiTParams = DiTParams()
     train: TrainParams = TrainParams()
     methods: MethodsParams = MethodsParams()
+    matrix: MatrixParams = MatrixParams()
     sample: SampleParams = SampleParams()
     rubric: RubricParams = RubricParams()
     comparison: ComparisonParams = ComparisonParams()
@@ -528,7 +547,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _main_run_is_trained(self) -> "Params":
-        runs = dag_run_names()
+        runs = self.matrix.runs
         if self.report.main_run not in runs:
             raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "
                              f"(runs: {', '.join(runs)})")
@@ -537,9 +556,10 @@ class Params(Section):
     @model_validator(mode="after")
     def _study_runs(self) -> "Params":
         main, baselines = self.study.main_run or self.report.main_run, self.study.baselines
+        sampled = (BASE, *self.matrix.runs)  # what the DAG samples: base and the run matrix
         for run in (main, *baselines):
-            if run not in SAMPLE_RUNS:
-                raise ValueError(f"study: {run!r} is not a sampled run ({', '.join(SAMPLE_RUNS)})")
+            if run not in sampled:
+                raise ValueError(f"study: {run!r} is not a sampled run ({', '.join(sampled)})")
         if not baselines or len(set(baselines)) != len(baselines) or main in baselines:
             raise ValueError(f"study.baselines must be distinct, not empty and without the main run {main!r}, "
                              f"got {baselines}")

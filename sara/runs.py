@@ -215,6 +215,11 @@ def dag_run_names() -> list[str]:
     return [r.name for r in DAG_RUNS]
 
 
+def matrix_runs(params: "Params") -> tuple[Run, ...]:
+    """The runs the DAG of `params` trains (`matrix.runs`, validated by the params; DAG_RUNS by default)."""
+    return tuple(Run.parse(name) for name in params.matrix.runs)
+
+
 def parse_row(name: str) -> Row:
     """`oracle`, `base` or a run name -> the row (a `Run` for a run); anything else: one clear ValueError."""
     if name in (ORACLE, BASE):

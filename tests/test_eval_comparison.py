@@ -211,3 +211,35 @@ def test_qualitative_grids_only_for_the_chosen_prompts(rubric_dir: Path, tmp_pat
     videos = {run: load_run(run, seeds, "grounded")[1] for run, seeds in discover_runs(rubric_dir, 0).items()}
     written = write_qualitative(videos, tmp_path / "grids", 2, only=["p01", "p03", "not-compared"])
     assert [p.name for p in written] == ["p01.png", "p03.png"]
+
+
+def test_runs_with_a_trd_target_are_rows_claims_and_mlflow_columns(rubric_dir: Path, tmp_path: Path, tracking) -> None:
+    """`videorepa@oracle` is a row of its own (labelled with its target), a reference and a side of a
+    pre-registered claim; MLflow keys spell it `videorepa-oracle` (a key takes no `@`)."""
+    import shutil
+
+    from sara.cli import main
+
+    src, dst = rubric_dir / "sara-or", rubric_dir / "videorepa@oracle"
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.json"):
+        f.write_text(f.read_text().replace('"run": "sara-or"', '"run": "videorepa@oracle"'))
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["rubric"]["out_dir"] = str(rubric_dir)
+    params["train"]["seed"] = 0
+    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "grid_frames": 2,
+                            "mechanism_dir": str(tmp_path / "none"), "references": ["sft", "videorepa@oracle"],
+                            "claims": ["videorepa@oracle > videorepa on TA"]}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    assert main(["compare", "--params", str(pfile)]) == 0
+    res = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+    assert res["runs"]["videorepa@oracle"]["label"] == "VideoREPA [oracle target]"
+    assert res["primary_claims"]["claims"][0]["verdict"] == "holds"
+    runs = tracking.search_runs([tracking.get_experiment_by_name(params["project"]["mlflow_experiment"]).experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == "compare"]
+    assert parent.data.metrics["compare/primary/1_videorepa-oracle_vs_videorepa/TA/holds"] == 1.0
+    child = next(r for r in runs if r.info.run_name == "compare/videorepa@oracle/seed0")
+    assert child.data.params["target"] == "oracle" and child.data.params["routing_op"] == "no routing"
+    assert "compare/grounded/vs_videorepa-oracle/TA_diff" in next(
+        r for r in runs if r.info.run_name == "compare/sft/seed0").data.metrics

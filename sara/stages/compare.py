@@ -10,7 +10,8 @@ and one child per run and training seed, `compare/<run>/seed<k>` (`compare/base`
 seed), with the run's identity as params (method, routing_op, seed, lam_trd, protocol) and its numbers as metrics,
 so the UI shows runs and routing operators side by side as columns. Child metrics, under `compare/<protocol>/`:
 - this training seed: `TA_mean`, `TA_lo`, `TA_hi` (the same for MQ), `n_videos`, `n_prompts`, and against each
-  reference `vs_<ref>/TA_diff`, `vs_<ref>/TA_diff_lo`, `vs_<ref>/TA_diff_hi`, `vs_<ref>/n_paired` (the same for MQ);
+  reference `vs_<ref>/TA_diff`, `vs_<ref>/TA_diff_lo`, `vs_<ref>/TA_diff_hi`, `vs_<ref>/n_paired` (the same for MQ;
+  a run with a TRD target is spelled by its stage id there, `vs_videorepa-oracle`: MLflow keys take no `@`);
 - the run over all its training seeds (the numbers of comparison.md): the same names under `all_seeds/`, plus
   `all_seeds/n_train_seeds` and `all_seeds/<dimension>` (per-dimension means).
 """
@@ -47,9 +48,9 @@ def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str
         iv = metrics[m]
         out.update({f"{prefix}{m}_mean": iv["estimate"], f"{prefix}{m}_lo": iv["lo"], f"{prefix}{m}_hi": iv["hi"]})
         for ref, d in differences.items():
-            key = f"{prefix}vs_{ref}/{m}_diff"
+            key = f"{prefix}vs_{_metric_id(ref)}/{m}_diff"
             out.update({key: d[m]["estimate"], f"{key}_lo": d[m]["lo"], f"{key}_hi": d[m]["hi"],
-                        f"{prefix}vs_{ref}/n_paired": d[m]["n_paired"]})
+                        f"{prefix}vs_{_metric_id(ref)}/n_paired": d[m]["n_paired"]})
     return out
 
 
@@ -122,7 +123,7 @@ def run(params: Params) -> dict:
                 primary=[parse_claim(x) for x in c.claims], grid_prompts=grid_prompts(params),
             )
         # the claims' differences on the parent; each run's (and training seed's) numbers on its own child
-        log_metrics({f"compare/{x['a']}_vs_{x['b']}/{x['metric']}": x["difference"]["estimate"]
+        log_metrics({f"compare/{_metric_id(x['a'])}_vs_{_metric_id(x['b'])}/{x['metric']}": x["difference"]["estimate"]
                      for x in result["claims"] if "difference" in x and x["difference"]["estimate"] is not None})
         log_metrics(primary_metrics(result["primary_claims"]))
         n = log_children(params, result)
