@@ -105,9 +105,12 @@ def mechanism_markdown(mechanism: dict[str, dict]) -> list[str]:
     md = ["## Mechanism: relational error |S_p - S_y| of the hook-layer tokens on held-out clips", ""]
     first = next(iter(mechanism.values()))
     md += [f"_{first.get('note', '')}_", ""]
-    before = mechanism.get(BASE, {}).get("features", {}).get("raw", {}).get("all")  # the untrained DiT
+    base = mechanism.get(BASE, {})
     rows = []
     for run, m in mechanism.items():
+        # the untrained DiT against the same TRD target as this run (readouts without targets: its raw features)
+        target = m.get("target")
+        before = (base.get("raw_by_target", {}).get(target) or base.get("features", {}).get("raw", {})).get("all")
         for kind, f in m["features"].items():
             a = f["all"]
             moved = "-"
