@@ -100,11 +100,11 @@ def test_random_target_is_the_lab_architecture_at_another_init(kind: str, lab, t
 
 
 def test_build_target_gives_every_target_the_lab_grid_and_width(lab) -> None:
-    targets = {name: build_target(name, Params(), lab) for name in ("lab", "oracle", "random")}
+    targets = {name: build_target(name, lab, VFMParams()) for name in ("lab", "oracle", "random")}
     assert {(t.grid, t.dim) for t in targets.values()} == {(lab.grid, lab.dim)}
     assert targets["lab"].encoder is lab and targets["random"].encoder.tag != lab.tag
     with pytest.raises(ValueError, match="unknown TRD target 'nowhere'"):
-        build_target("nowhere", Params(), lab)
+        build_target("nowhere", lab, VFMParams())
 
 
 def test_per_clip_computes_each_clip_once_and_off_computes_every_time() -> None:
@@ -131,9 +131,9 @@ def _setup(lab, target_name: str, cached: bool, seen: list) -> object:
         seen.append(vy.clone())
         return vy[..., 0].sigmoid()  # (B, T_s, N_s)
 
-    target = build_target(target_name, Params(), lab)
+    target = build_target(target_name, lab, VFMParams())
     return Stage2Setup(None, SimpleNamespace(device=torch.device("cpu")), None, SimpleNamespace(saliency=saliency), lab,
-                       None, None, None, None, target=target, lab_tokens=build_target("lab", Params(), lab),
+                       None, None, None, None, target=target, lab_tokens=build_target("lab", lab, VFMParams()),
                        per_clip={k: PerClip(cached) for k in ("target", "w")})
 
 
@@ -154,7 +154,7 @@ def test_stage2_regresses_onto_the_runs_target_while_saliency_reads_the_lab_enco
     seen: list = []
     batch, frames = samples()
     targets, w = frozen_targets(_setup(lab, name, False, seen), Params(), batch, frames)
-    expected = build_target(name, Params(), lab).features(batch, frames)
+    expected = build_target(name, lab, VFMParams()).features(batch, frames)
     torch.testing.assert_close(targets.vy, expected)  # TRD's target: the run's
     torch.testing.assert_close(seen[0], lab.features(frames))  # the aligner's input: the lab encoder, always
     assert not torch.allclose(expected, seen[0][..., : expected.shape[-1]])

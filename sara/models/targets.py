@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from sara.config import Params
+from sara.config import VFMParams
 from sara.losses.aligner import masks_to_grid
 from sara.models.encoders import VideoEncoder, _state_fingerprint, _vfm_tag, cached_features, freeze
 
@@ -130,14 +130,13 @@ def random_init_like(encoder: VideoEncoder, seed: int) -> VideoEncoder:
     return dataclasses.replace(encoder, model=model, identity=identity, tag=_vfm_tag(identity))
 
 
-def build_target(name: str, params: Params, lab: VideoEncoder) -> TRDTarget:
-    """The run's target (`Run.target`) on the lab encoder `lab`'s grid, reading the feature cache when
-    `train.feature_cache` is on (lab and random)."""
-    cache = params.vfm.cache_dir if params.train.feature_cache else None
+def build_target(name: str, lab: VideoEncoder, vfm: VFMParams, cache_dir: str | None = None) -> TRDTarget:
+    """The run's target (`Run.target`) on the lab encoder `lab`'s grid (`vfm`: its params, whose seed draws the
+    random init); encoder targets read the feature cache `cache_dir` when given."""
     if name == "lab":
-        return EncoderTarget("lab", lab, cache)
+        return EncoderTarget("lab", lab, cache_dir)
     if name == "random":
-        return EncoderTarget("random", random_init_like(lab, params.vfm.seed + RANDOM_SEED_OFFSET), cache)
+        return EncoderTarget("random", random_init_like(lab, vfm.seed + RANDOM_SEED_OFFSET), cache_dir)
     if name == "oracle":
         return OracleTarget(lab)
     raise ValueError(f"unknown TRD target {name!r}: expected lab, random or oracle (sara.runs.TARGETS)")

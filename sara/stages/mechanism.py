@@ -105,7 +105,7 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
     # S_y of the run's own TRD target (the lab encoder for base and sft); the raw relations also against every
     # target, so a run's change since base reads against the same target
     own = row.target if isinstance(row, Run) and row.spec.target else DEFAULT_TARGET
-    targets = {name: build_target(name, params, vfm) for name in TARGETS}
+    targets = {name: build_target(name, vfm, params.vfm) for name in TARGETS}
     hook = BlockFeatureHook(transformer, params.trd.layer)
     clips = ClipSet(params.data.out_dir, None, split=m.split, entity_masks=True)
     n = min(m.clips, len(clips))

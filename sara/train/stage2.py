@@ -313,8 +313,9 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
         vfm = build_vfm(params.vfm, dev)
     target = lab_tokens = None
     if vfm is not None:
-        target = build_target(run.target, params, vfm)
-        lab_tokens = target if run.target == "lab" else build_target("lab", params, vfm)
+        cache = params.vfm.cache_dir if tp.feature_cache else None
+        target = build_target(run.target, vfm, params.vfm, cache)
+        lab_tokens = target if run.target == "lab" else build_target("lab", vfm, params.vfm, cache)
     dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
     aux = build_objective(run, params, dit_dim, target.dim if target is not None else 0)
     layer = params.trd.layer if spec.needs_vfm else None
