@@ -241,5 +241,10 @@ def test_runs_with_a_trd_target_are_rows_claims_and_mlflow_columns(rubric_dir: P
     assert parent.data.metrics["compare/primary/1_videorepa-oracle_vs_videorepa/TA/holds"] == 1.0
     child = next(r for r in runs if r.info.run_name == "compare/videorepa@oracle/seed0")
     assert child.data.params["target"] == "oracle" and child.data.params["routing_op"] == "no routing"
+    figs = tmp_path / "comparison" / "figures"  # one operator heatmap per TRD target: the oracle's never overwrites the lab's
+    assert (figs / "operator_heatmap_grounded.png").is_file() and (figs / "operator_heatmap_grounded_oracle.png").is_file()
+    from evaluation.comparison.figures import heatmap_targets
+
+    assert heatmap_targets(res) == ["lab", "oracle"]
     assert "compare/grounded/vs_videorepa-oracle/TA_diff" in next(
         r for r in runs if r.info.run_name == "compare/sft/seed0").data.metrics

@@ -22,11 +22,12 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from evaluation.comparison.figures import plot_dims, plot_operator_heatmap, write_qualitative
+from evaluation.comparison.figures import heatmap_targets, plot_dims, plot_operator_heatmap, write_qualitative
 from evaluation.comparison.markdown import render_markdown
 from evaluation.comparison.numbers import StatsConfig, compare
 from evaluation.comparison.records import discover_runs, load_run, read_mechanism
 from sara.claims import Claim
+from sara.runs import DEFAULT_TARGET, TARGETS
 
 
 def build_comparison(
@@ -65,7 +66,10 @@ def build_comparison(
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     plot_dims(result, figs / f"dims_{protocol}.png", f"Per-dimension {protocol} rubric scores with {int(100 * cfg.level)}% intervals")
-    plot_operator_heatmap(result, figs / f"operator_heatmap_{protocol}.png", f"Method x routing operator ({protocol} judge)")
+    for target in heatmap_targets(result):  # one map per TRD target: operator_heatmap_<protocol>[_<target>].png
+        suffix = "" if target == DEFAULT_TARGET else f"_{target}"
+        plot_operator_heatmap(result, figs / f"operator_heatmap_{protocol}{suffix}.png",
+                              f"Method x routing operator ({protocol} judge, {TARGETS[target].label})", target)
     write_qualitative(videos, figs / "qualitative", grid_frames, grid_prompts)
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(render_markdown(result, protocol, note, mech))

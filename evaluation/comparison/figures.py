@@ -11,7 +11,7 @@ import numpy as np
 from evaluation.comparison.markdown import fmt_iv
 from evaluation.report import HEATMAP_ROWS, METHOD_OP, OPERATORS, finish_dim_bars
 from evaluation.rubric.dimensions import ALL_DIMS
-from sara.runs import ORACLE, row_label
+from sara.runs import BASE, DEFAULT_TARGET, ORACLE, TARGETS, Run, parse_row, row_label
 
 
 def _plt():
@@ -41,8 +41,15 @@ def plot_dims(result: dict, path: Path, title: str) -> None:
     finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.4)  # room above 5 for the error bars
 
 
-def plot_operator_heatmap(result: dict, path: Path, title: str) -> None:
-    """Method x routing operator, TA and MQ: the estimate and its interval in each cell."""
+def heatmap_targets(result: dict) -> list[str]:
+    """The TRD targets of the compared runs, the default first: one method x operator heatmap each."""
+    found = {r.target for r in (parse_row(n) for n in result["runs"]) if isinstance(r, Run) and r.spec.target}
+    return [t for t in TARGETS if t in found or t == DEFAULT_TARGET]
+
+
+def plot_operator_heatmap(result: dict, path: Path, title: str, target: str = DEFAULT_TARGET) -> None:
+    """Method x routing operator, TA and MQ: the estimate and its interval in each cell, for the runs on one TRD
+    target (base and SFT, which have none, in every map)."""
     plt = _plt()
     methods = HEATMAP_ROWS
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -50,9 +57,12 @@ def plot_operator_heatmap(result: dict, path: Path, title: str) -> None:
     for ax, group in zip(axes, ("TA", "MQ")):
         grid = np.full((len(methods), len(OPERATORS)), np.nan)
         text: dict[tuple[int, int], str] = {}
-        for run, (method, op) in METHOD_OP.items():
-            r = result["runs"].get(run)
-            if r and r["metrics"][group]["estimate"] is not None:
+        for run, r in result["runs"].items():
+            row = parse_row(run)
+            if not isinstance(row, Run) and row != BASE or isinstance(row, Run) and row.spec.target and row.target != target:
+                continue  # the oracle row, or another target's run (its own map)
+            method, op = METHOD_OP[BASE] if row == BASE else row.report_cell
+            if r["metrics"][group]["estimate"] is not None:
                 i, j = methods.index(method), OPERATORS.index(op)
                 grid[i, j] = r["metrics"][group]["estimate"]
                 text[(i, j)] = fmt_iv(r["metrics"][group]).replace(" [", "\n[")
