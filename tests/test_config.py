@@ -146,3 +146,6 @@ def test_the_run_matrix_is_checked_before_any_work() -> None:
     raw["matrix"]["runs"] = ["sft", "videorepa@oracle"]
     with pytest.raises(ParamsError, match="report.main_run = 'sara-or' is not a run the DAG trains"):
         params_from_dict(raw)
+    raw["matrix"]["runs"] = ["sft", "sara-or"]  # the study's baselines must be sampled: base or the matrix
+    with pytest.raises(ParamsError, match="study: 'videorepa' is not a sampled run \\(base, sft, sara-or\\)"):
+        params_from_dict(raw)
