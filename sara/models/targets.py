@@ -43,14 +43,10 @@ class TRDTarget(Protocol):
         ...
 
 
-@dataclasses.dataclass
-class EncoderTarget:
-    """A frozen video encoder's tokens (the `lab` and `random` targets), read from the feature cache when
-    `cache_dir` is set (content-keyed by encoder: the random encoder has its own entries), else computed."""
+class OnEncoderGrid:
+    """A target on its `encoder`'s token grid, with its width."""
 
-    name: str
     encoder: VideoEncoder
-    cache_dir: str | None = None
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -59,6 +55,16 @@ class EncoderTarget:
     @property
     def dim(self) -> int:
         return self.encoder.dim
+
+
+@dataclasses.dataclass
+class EncoderTarget(OnEncoderGrid):
+    """A frozen video encoder's tokens (the `lab` and `random` targets), read from the feature cache when
+    `cache_dir` is set (content-keyed by encoder: the random encoder has its own entries), else computed."""
+
+    name: str
+    encoder: VideoEncoder
+    cache_dir: str | None = None
 
     def features(self, clips: Sequence[Any], frames: torch.Tensor) -> torch.Tensor:
         if self.cache_dir is not None:
@@ -86,19 +92,11 @@ def membership_tokens(fractions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @dataclasses.dataclass
-class OracleTarget:
+class OracleTarget(OnEncoderGrid):
     """The renderer's ground truth as tokens on the lab encoder's grid (`membership_tokens`)."""
 
     encoder: VideoEncoder  # gives the grid, the width, the frames it samples and its resize; its weights are unused
     name: str = "oracle"
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        return self.encoder.grid
-
-    @property
-    def dim(self) -> int:
-        return self.encoder.dim
 
     def clip_tokens(self, masks: Any, clip_id: str = "?") -> torch.Tensor:
         """One clip's ground-truth masks (K, F, H, W) bool -> membership tokens (T_s, N_s, D_v)."""
