@@ -176,11 +176,23 @@ def run_interval(run: RunScores, dim_idx: Sequence[int], weights: np.ndarray, un
     return _percentile_interval(est, metric_value(vals, dim_idx, weights[:, cols]), level)
 
 
-def paired_difference(a: RunScores, b: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit],
-                      level: float = 0.95) -> tuple[Interval, int]:
-    """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed).
-    Returns the interval and the number of paired videos."""
-    _check_level(level)
+@dataclass(frozen=True)
+class PairedReplicates:
+    """Metric(a) - metric(b) over the videos both runs scored: the estimate, its value on every bootstrap
+    replicate (B,) (the same resamples for every pair of runs) and the number of paired videos."""
+
+    estimate: float
+    replicates: np.ndarray
+    n_paired: int
+
+    def interval(self, level: float = 0.95) -> Interval:
+        _check_level(level)
+        return _percentile_interval(self.estimate, self.replicates, level)
+
+
+def paired_replicates(a: RunScores, b: RunScores, dim_idx: Sequence[int], weights: np.ndarray,
+                      units: Sequence[Unit]) -> PairedReplicates:
+    """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed)."""
     common = set(a.units) & set(b.units)
     cols = [i for i, u in enumerate(units) if u in common]
     if not cols:
@@ -189,7 +201,34 @@ def paired_difference(a: RunScores, b: RunScores, dim_idx: Sequence[int], weight
     va, vb = a.values[:, _columns(a, sub)], b.values[:, _columns(b, sub)]
     est = float(metric_value(va, dim_idx)[0] - metric_value(vb, dim_idx)[0])
     w = weights[:, cols]
-    return _percentile_interval(est, metric_value(va, dim_idx, w) - metric_value(vb, dim_idx, w), level), len(cols)
+    return PairedReplicates(est, metric_value(va, dim_idx, w) - metric_value(vb, dim_idx, w), len(cols))
+
+
+def paired_difference(a: RunScores, b: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit],
+                      level: float = 0.95) -> tuple[Interval, int]:
+    """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed).
+    Returns the interval and the number of paired videos."""
+    _check_level(level)
+    pair = paired_replicates(a, b, dim_idx, weights, units)
+    return pair.interval(level), pair.n_paired
+
+
+def bootstrap_p_value(pair: PairedReplicates) -> float | None:
+    """Two-sided bootstrap p-value of "no difference" for a paired difference: twice the smaller share of replicates
+    on either side of zero, each share counted with the +1 of Davison & Hinkley (1997, Sec. 4.4) so that p is never
+    0 on B replicates; capped at 1. It is the dual of the percentile interval: p < 1 - level roughly when that
+    interval excludes zero. None without a finite estimate or replicate."""
+    reps = pair.replicates[np.isfinite(pair.replicates)]
+    if not np.isfinite(pair.estimate) or reps.size == 0:
+        return None
+    below = (1.0 + np.sum(reps <= 0.0)) / (reps.size + 1.0)
+    above = (1.0 + np.sum(reps >= 0.0)) / (reps.size + 1.0)
+    return float(min(1.0, 2.0 * min(below, above)))
+
+
+def half_width(iv: Interval) -> float | None:
+    """Half the width of an interval (the precision a comparison reached); None without both ends."""
+    return None if iv.lo is None or iv.hi is None else _r((iv.hi - iv.lo) / 2.0)
 
 
 def seed_spread(run: RunScores, dim_idx: Sequence[int]) -> dict:

@@ -219,6 +219,8 @@ def _seeds(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     from flows.train_seeds import check_extra_seeds, train_extra_seeds
+    from sara.deps import ROOT
+    from sara.pipeline import out_of_date
 
     ap = argparse.ArgumentParser(prog="sara repro", description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
@@ -236,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     try:  # bad arguments: one line, before any work
         if args.jobs < 1:
             raise ValueError(f"--jobs {args.jobs}: jobs must be at least 1")
+        if repo == ROOT and out_of_date(repo / "params.yaml", repo / "dvc.yaml"):  # the code's own DAG only
+            raise ValueError("dvc.yaml is not what params.yaml says (its run matrix or paths changed): run "
+                             "`python -m sara.pipeline` first")
         plan(dag, set(), args.targets or None)  # names every target
         check_extra_seeds(repo, args.extra_train_seeds)
     except ValueError as err:

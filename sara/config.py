@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from sara.errors import InputError
-from sara.runs import MAIN_RUN, SAMPLE_RUNS, dag_run_names
+from sara.runs import BASE, DAG_RUNS, MAIN_RUN, Run
 
 
 def _wan_frame_count(v: int) -> int:
@@ -34,6 +34,9 @@ def _not_bool(v: Any) -> Any:
 
 WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count the Wan VAE accepts
 ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
+# sara/data/prompts: the 18 synthetic or real-world prompts, the 256 held-out synthetic scenes, or lab = synthetic
+# followed by held-out (the qualitative grids read the 18, the intervals all 274)
+PromptSetName = Literal["synthetic", "realworld", "heldout", "lab"]
 
 
 class StrictModel(BaseModel):
@@ -289,10 +292,28 @@ class MoAlignParams(Section):
 
 class MethodsParams(Section):
     """Method-specific settings, one subsection per method, so a change retrains only that method. Which runs the
-    pipeline trains (the methods and SARA's routing operators) is the run registry, `sara.runs.DAG_RUNS`."""
+    pipeline trains (methods, SARA's routing operators, TRD targets) is `matrix.runs`."""
 
     videorepa: VideoREPAParams = VideoREPAParams()
     moalign: MoAlignParams = MoAlignParams()
+
+
+class MatrixParams(Section):
+    """The run matrix: the Stage 2 runs the DAG trains, samples, judges, reads out and compares.
+
+    No stage reads it: `python -m sara.pipeline` writes dvc.yaml from it (one `train_dit-<run>` ... per run), so
+    changing the matrix adds or drops stages and never makes a kept run stale. After editing it (or copying
+    another params file over params.yaml), rerun `python -m sara.pipeline`; `sara repro` refuses a stale dvc.yaml."""
+
+    runs: list[str] = Field([r.name for r in DAG_RUNS], min_length=1)  # run names of sara/runs.py, e.g. sara-or@oracle
+
+    @field_validator("runs")
+    @classmethod
+    def _runs(cls, v: list[str]) -> list[str]:
+        names = [Run.parse(name).name for name in v]  # an unknown name is refused with the valid forms
+        if len(set(names)) != len(names):
+            raise ValueError(f"{sorted(n for n in names if names.count(n) > 1)[0]!r} is listed twice")
+        return v
 
 
 class SampleParams(Section):
@@ -311,7 +332,7 @@ class SampleParams(Section):
     # switch from the high- to the low-noise expert; None = single expert: the run's transformer samples every step
     # (Wan2.1-T2V-1.3B, Wan2.2-TI2V-5B; required when dit.low_noise_path is null at kind local)
     boundary_ratio: float | None = Field(0.875, gt=0.0, lt=1.0)
-    prompt_set: Literal["synthetic", "realworld"] = "synthetic"
+    prompt_set: PromptSetName = "synthetic"  # what is sampled and judged (lab: the 18 synthetic + 256 held-out)
     vbench_prompts: str | None = None  # VBench-1.0 suite (VBench_full_info.json or one prompt per line); None = skip
     vbench2_prompts: str | None = None  # VBench-2.0 suite, same formats; None = skip
     vbench_videos_per_prompt: int = Field(5, ge=1)  # VBench-1.0 standard: 5 (VBench-2.0: 3, Diversity 20)
@@ -386,8 +407,22 @@ class ComparisonParams(Section):
     scheme: Literal["prompt", "prompt_seed", "video"] = "prompt"  # resampling unit (evaluation/statistics.py)
     seed: int = Field(0, ge=0)  # seed of the bootstrap draw (one draw shared by every run: paired)
     grid_frames: int = Field(8, ge=1)  # frames per method row of the qualitative grid
+    grid_prompt_set: PromptSetName | None = None  # qualitative grids for this set's prompts only; None = every prompt
     mechanism_dir: str | None = None  # readouts shown in comparison.md; None = mechanism.out_dir (the DAG's)
+    # primary claims, written here before the runs are trained (pre-registered): `<run> > <run> on TA|MQ`
+    # (sara/claims.py), tested as one family with Holm-Bonferroni at 1 - level; every other ordering is exploratory
+    claims: list[str] = []
     out_dir: str = "outputs/comparison"
+
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, v: list[str]) -> list[str]:
+        from sara.claims import parse_claim  # the claim vocabulary (it reads the run registry, which imports this)
+
+        texts = [parse_claim(c).text for c in v]
+        if len(set(texts)) != len(texts):
+            raise ValueError(f"a claim is listed twice: {sorted(t for t in texts if texts.count(t) > 1)[0]!r}")
+        return v
 
 
 class MechanismParams(Section):
@@ -534,6 +569,7 @@ class Params(Section):
     dit: DiTParams = DiTParams()
     train: TrainParams = TrainParams()
     methods: MethodsParams = MethodsParams()
+    matrix: MatrixParams = MatrixParams()
     sample: SampleParams = SampleParams()
     rubric: RubricParams = RubricParams()
     comparison: ComparisonParams = ComparisonParams()
@@ -546,7 +582,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _main_run_is_trained(self) -> "Params":
-        runs = dag_run_names()
+        runs = self.matrix.runs
         if self.report.main_run not in runs:
             raise ValueError(f"report.main_run = {self.report.main_run!r} is not a run the DAG trains "
                              f"(runs: {', '.join(runs)})")
@@ -555,9 +591,10 @@ class Params(Section):
     @model_validator(mode="after")
     def _study_runs(self) -> "Params":
         main, baselines = self.study.main_run or self.report.main_run, self.study.baselines
+        sampled = (BASE, *self.matrix.runs)  # what the DAG samples: base and the run matrix
         for run in (main, *baselines):
-            if run not in SAMPLE_RUNS:
-                raise ValueError(f"study: {run!r} is not a sampled run ({', '.join(SAMPLE_RUNS)})")
+            if run not in sampled:
+                raise ValueError(f"study: {run!r} is not a sampled run ({', '.join(sampled)})")
         if not baselines or len(set(baselines)) != len(baselines) or main in baselines:
             raise ValueError(f"study.baselines must be distinct, not empty and without the main run {main!r}, "
                              f"got {baselines}")

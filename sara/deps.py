@@ -37,6 +37,7 @@ NEUTRAL: dict[str, str] = {
 RUNTIME_DEPS: dict[str, tuple[str, ...]] = {
     "sara/train/engine.py": ("configs/deepspeed",),  # DeepSpeed JSON config per ZeRO stage
     "sara/data/prompts/__init__.py": ("sara/data/prompts",),  # the prompt-set JSON files next to it
+    "sara/data/prompts/heldout.py": ("sara/data/prompts",),  # writes heldout.json there
     "evaluation/vbench/runner.py": ("evaluation/vbench/worker.py",),  # run as a script in the VBench venv
     "evaluation/vbench/env.py": ("scripts/torchvision_cpu_hook.py",),  # copied into the VBench venv
 }

@@ -5,7 +5,8 @@ its outputs and a comment. The rest comes from the code itself:
 - code deps: the import closure of the stage's module (`sara.deps.import_closure`, neutral modules left out);
 - params: the stage module's `SECTIONS` (per run: `sara.runs.Run.params`);
 - the per-run stages `train_dit-<run>`, `sample-<run>`, `clipscore-<run>`, `vbench-<run>`, `rubric-<run>` (plus
-  `rubric-oracle`) and `mechanism-<run>`: one per run of the registry (`sara.runs.DAG_RUNS`, plus `base`),
+  `rubric-oracle`) and `mechanism-<run>`: one per run of the params' run matrix (`matrix.runs`, by default
+  `sara.runs.DAG_RUNS`; a run with a TRD target is `train_dit-sara-or-oracle`), plus `base`,
   aggregated by `report` (the paper's tables) and `compare` (the same runs with intervals and the mechanism);
 - the blind user study `study_build` -> `study_report` (paper Fig. 5) over `study.main_run` and `study.baselines`.
 DVC's own templating cannot give foreach items lists of different lengths, so per-run stages are written out in
@@ -24,7 +25,7 @@ from pathlib import Path
 from evaluation.study.design import StudyLayout
 from sara.config import Params, load_params
 from sara.deps import ROOT, import_closure
-from sara.runs import BASE, DAG_RUNS, ORACLE, Row, split_stage_name, stage_name
+from sara.runs import BASE, ORACLE, Row, matrix_runs, split_stage_name, stage_name
 from sara.stages.compare import mechanism_dir
 from sara.stages.mechanism import reads_aligner
 from sara.stages.per_run import metrics_path
@@ -77,8 +78,10 @@ def run_of(name: str) -> str | None:
     return split_stage_name(name)[1]
 
 
-# The rows every per-run evaluation stage measures: the untrained base model, then each run the DAG trains.
-SAMPLED: tuple[Row, ...] = (BASE, *DAG_RUNS)
+def sampled(params: Params) -> tuple[Row, ...]:
+    """The rows every per-run evaluation stage measures: the untrained base model, then each run the DAG trains
+    (`matrix.runs`)."""
+    return (BASE, *matrix_runs(params))
 
 
 def _model(p: Params, row: Row) -> tuple[str, ...]:
@@ -113,7 +116,8 @@ def stages(params: Params) -> list[StageSpec]:
         StageSpec("init_dit", "sara init-dit", stage_file("init_dit"), _sections("init_dit"), (corpus, vae),
                   (p.dit.base_dir,)),
     ]
-    for i, run in enumerate(DAG_RUNS):
+    rows = sampled(p)
+    for i, run in enumerate(matrix_runs(p)):
         out.append(StageSpec(
             stage_name("train_dit", run), f"sara train-dit --run {run}", stage_file("train_dit"), run.params, run.inputs(p),
             (f"{p.train.out_dir}/{run}",),
@@ -121,7 +125,7 @@ def stages(params: Params) -> list[StageSpec]:
                     "state (train.state_dir) is git-ignored scratch outside DVC, resumed only under the same "
                     "fingerprint (params, code closure, input hashes, world size) and deleted after the export.",
         ))
-    for i, name in enumerate(SAMPLED):
+    for i, name in enumerate(rows):
         out.append(StageSpec(
             stage_name("sample", name), f"sara sample --run {name}", stage_file("sample"), _sections("sample"), _model(p, name),
             (f"{p.sample.out_dir}/{name}",),
@@ -130,7 +134,7 @@ def stages(params: Params) -> list[StageSpec]:
         ))
     # Evaluation per run: a sweep point evaluates its own model and a changed run re-evaluates only itself; each
     # writes its stable-named metrics to outputs/metrics/<run>/<stage>.json (sara/stages/per_run.py).
-    for i, name in enumerate(SAMPLED):
+    for i, name in enumerate(rows):
         out.append(StageSpec(
             stage_name("clipscore", name), f"sara clipscore --run {name}", stage_file("clipscore"), _sections("clipscore"),
             (f"{p.sample.out_dir}/{name}",), (f"{p.clipscore.out_dir}/{name}",),
@@ -140,13 +144,13 @@ def stages(params: Params) -> list[StageSpec]:
                     "Metrics: outputs/metrics/<run>/<stage>.json with stable names (rubric.grounded.TA_mean, "
                     "vbench.quality, clipscore.mean); `dvc exp show` prints each point's own values.",
         ))
-    for name in SAMPLED:
+    for name in rows:
         out.append(StageSpec(
             stage_name("vbench", name), f"sara vbench --run {name}", stage_file("vbench"), _sections("vbench"),
             (f"{p.sample.out_dir}/{name}",), (f"{p.vbench.out_dir}/{name}",),
             metrics=(str(metrics_path("vbench", name)),),
         ))
-    for name in (ORACLE, *SAMPLED):
+    for name in (ORACLE, *rows):
         out.append(StageSpec(
             stage_name("rubric", name), f"sara rubric --run {name}", stage_file("rubric"), _sections("rubric"),
             () if name == ORACLE else (f"{p.sample.out_dir}/{name}",), (f"{p.rubric.out_dir}/{name}",),
@@ -154,7 +158,7 @@ def stages(params: Params) -> list[StageSpec]:
             comment="" if name != ORACLE else "The rubric per run, plus `oracle`: the renderer's ground truth of the "
                     "synthetic prompts (the \"Real video\" row; its code is in the stage's import closure).",
         ))
-    for i, name in enumerate(SAMPLED):
+    for i, name in enumerate(rows):
         out.append(StageSpec(
             stage_name("mechanism", name), f"sara mechanism --run {name}", stage_file("mechanism"), _sections("mechanism"),
             (*_model(p, name), clips, vfm, *((p.aligner.out_dir,) if reads_aligner(name) else ())),
@@ -164,21 +168,21 @@ def stages(params: Params) -> list[StageSpec]:
                     "projected. The trained aligner is read by base (each operator's pair-budget shares) and by the "
                     "SARA runs (their frozen encoder) only.",
         ))
-    sampled = [str(r) for r in SAMPLED]
-    compared = tuple(p.comparison.runs) if p.comparison.runs is not None else (ORACLE, *sampled)
+    sampled_names = [str(r) for r in rows]
+    compared = tuple(p.comparison.runs) if p.comparison.runs is not None else (ORACLE, *sampled_names)
     out.append(StageSpec(
         "compare", "sara compare", stage_file("compare"), _sections("compare"),
         (*(f"{p.rubric.out_dir}/{n}" for n in compared),
-         *(f"{p.sample.out_dir}/{n}" for n in compared if n in sampled),  # the qualitative grid's videos
-         *(f"{mechanism_dir(p)}/{n}.json" for n in compared if n in sampled)),
+         *(f"{p.sample.out_dir}/{n}" for n in compared if n in sampled_names),  # the qualitative grid's videos
+         *(f"{mechanism_dir(p)}/{n}.json" for n in compared if n in sampled_names)),
         (p.comparison.out_dir,),
         comment="The controlled comparison: bootstrap intervals over prompts x sampling seeds, paired differences "
                 "against the references, the paper's orderings, the mechanism tables and the figures. Training "
                 "seeds beyond train.seed (<rubric.out_dir>/<run>.seed<k>/) are read when present; the DAG trains "
                 "one.",
     ))
-    evaluated = (*(f"{p.rubric.out_dir}/{n}" for n in (ORACLE, *SAMPLED)),
-                 *(f"{p.vbench.out_dir}/{n}" for n in SAMPLED))
+    evaluated = (*(f"{p.rubric.out_dir}/{n}" for n in (ORACLE, *rows)),
+                 *(f"{p.vbench.out_dir}/{n}" for n in rows))
     out.append(StageSpec(
         "report", "sara report", stage_file("report"), _sections("report"), evaluated, (p.report.out_dir,),
         plots=(f"{p.report.out_dir}_plots",),
@@ -236,6 +240,11 @@ def render(specs: list[StageSpec]) -> str:
             if key in d:
                 lines += _yaml_list(key, d[key], "    ")
     return "\n".join(lines) + "\n"
+
+
+def out_of_date(params_file: Path = ROOT / "params.yaml", target: Path = ROOT / "dvc.yaml") -> bool:
+    """True when `target` is not what the code writes from `params_file` (e.g. its run matrix changed)."""
+    return not target.is_file() or target.read_text() != render(stages(load_params(params_file)))
 
 
 def main(argv: list[str] | None = None) -> int:

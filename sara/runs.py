@@ -70,6 +70,12 @@ DEFAULT_TARGET = "lab"
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # the encoder the pipeline provides: pretrained here at lab scale (pretrain.vfm.out_dir), tiny / local weights else
     Target("lab", "lab encoder", (), lambda p: (p.pretrain.vfm.out_dir,)),
+    # the controls (sara/models/targets.py), on the lab encoder's grid and width, so they read its folder too:
+    # the positive control, each token's membership over the clip's entities and background from the renderer's
+    # ground-truth masks (in data.out_dir, which every run reads)
+    Target("oracle", "oracle target", (), lambda p: (p.pretrain.vfm.out_dir,)),
+    # the negative control, the lab encoder's architecture at random init (seeded by vfm.seed)
+    Target("random", "random-init encoder", (), lambda p: (p.pretrain.vfm.out_dir,)),
 )}
 TARGET_MARK = "@"  # `sara-or@oracle`
 assert not set(TARGETS) & set(ROUTING_OPS), "a target never spells like a routing operator (stage ids read both)"
@@ -207,6 +213,11 @@ DAG_SAMPLE_RUNS: tuple[str, ...] = (BASE, *(r.name for r in DAG_RUNS))  # the sa
 
 def dag_run_names() -> list[str]:
     return [r.name for r in DAG_RUNS]
+
+
+def matrix_runs(params: "Params") -> tuple[Run, ...]:
+    """The runs the DAG of `params` trains (`matrix.runs`, validated by the params; DAG_RUNS by default)."""
+    return tuple(Run.parse(name) for name in params.matrix.runs)
 
 
 def parse_row(name: str) -> Row:

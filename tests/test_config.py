@@ -132,3 +132,20 @@ def test_every_params_key_named_in_dvc_yaml_exists_in_params_yaml() -> None:
         assert checked > 0
     finally:
         repo.close()
+
+
+def test_the_run_matrix_is_checked_before_any_work() -> None:
+    raw = _raw()
+    raw["matrix"]["runs"] = ["sft", "sara-or", "sara-maybe"]
+    with pytest.raises(ParamsError, match=r"matrix\.runs: unknown run 'sara-maybe'") as err:
+        params_from_dict(raw)
+    assert "\n" not in str(err.value)
+    raw["matrix"]["runs"] = ["sft", "sara-or", "sft"]
+    with pytest.raises(ParamsError, match="'sft' is listed twice"):
+        params_from_dict(raw)
+    raw["matrix"]["runs"] = ["sft", "videorepa@oracle"]
+    with pytest.raises(ParamsError, match="report.main_run = 'sara-or' is not a run the DAG trains"):
+        params_from_dict(raw)
+    raw["matrix"]["runs"] = ["sft", "sara-or"]  # the study's baselines must be sampled: base or the matrix
+    with pytest.raises(ParamsError, match="study: 'videorepa' is not a sampled run \\(base, sft, sara-or\\)"):
+        params_from_dict(raw)

@@ -15,6 +15,7 @@ import pytest
 from sara.data import mtss
 from sara.data import synthetic as S
 from sara.data.prompts import PROMPT_SETS, load_prompt_set, prompt_set_raw
+from sara.data.prompts import heldout
 
 
 @pytest.mark.parametrize("name", ["synthetic", "realworld"])
@@ -80,3 +81,32 @@ def test_prompt_json_ships_in_the_built_wheel(tmp_path: Path) -> None:
         for name in PROMPT_SETS:
             shipped = json.loads(z.read(f"sara/data/prompts/{name}.json"))
             assert shipped == prompt_set_raw(name), name  # the same file the code reads
+
+
+def test_lab_set_is_the_18_synthetic_prompts_then_256_heldout_scenes_with_ground_truth() -> None:
+    """Power: >= 256 judged prompts beside the 18 qualitative ones, every one with a spec the judge can render."""
+    lab = load_prompt_set("lab")
+    assert len(lab) == 18 + 256 and len({i.id for i in lab}) == len(lab)
+    assert [i.id for i in lab[:18]] == [i.id for i in load_prompt_set("synthetic")]
+    held = lab[18:]
+    assert all(i.spec is not None and i.id.startswith("held_") for i in held)
+    assert all(2 <= len(i.spec.entities) <= 4 for i in held)  # the continual-training scene law
+    assert sum(any(e.motion.kind in ("meet", "follow") for e in i.spec.entities) for i in held) > 100
+    assert len({i.spec.model_dump_json() for i in held}) == 256
+
+
+def test_heldout_file_is_what_its_generator_writes_for_a_few_items() -> None:
+    raw = prompt_set_raw("heldout")
+    assert raw["render"] == heldout.RENDER and len(raw["items"]) == heldout.N_PROMPTS
+    for i in (0, 1, 255):
+        assert raw["items"][i] == heldout.heldout_item(i), i
+
+
+@pytest.mark.slow
+def test_heldout_file_is_what_its_generator_writes(tmp_path: Path) -> None:
+    """Every item regenerated (about 30 s on 2 cores): the committed file is `python -m sara.data.prompts.heldout`."""
+    path = heldout.write(tmp_path / "heldout.json")
+    assert path.read_text() == heldout.PATH.read_text()
+    render = heldout.RENDER
+    for item in load_prompt_set("heldout")[:8]:  # the caption is the renderer's caption of the spec
+        assert item.caption == S.spec_to_mtss(item.spec, **render), item.id

@@ -76,7 +76,8 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["rubric"]["out_dir"] = str(rubric_dir)
     params["train"]["seed"] = 0
-    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "mechanism_dir": str(mech), "grid_frames": 4}
+    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "mechanism_dir": str(mech), "grid_frames": 4,
+                            "claims": ["sara-or > videorepa on TA", "sara-xor > sara-and on MQ"]}
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     assert main(["compare", "--params", str(pfile)]) == 0
@@ -90,14 +91,27 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
     # videorepa equals sft's training seed 0 on every video; sft averages seeds 0 and 1 (+0.5 on unclipped scores)
     d = res["differences"]["sft"]
     assert d["sara-or"]["TA"]["verdict"] == "higher" and d["base"]["TA"]["verdict"] == "lower"
-    assert res["differences"]["videorepa"]["sara-xor"]["MQ"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "verdict": "no difference", "n_paired": 8}
+    assert res["differences"]["videorepa"]["sara-xor"]["MQ"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0, "verdict": "no difference", "n_paired": 8, "half_width": 0.0}
+    # the pre-registered family: sara-or is above videorepa on every resample (two-sided p = 2 / 201, x 2 by Holm)
+    primary = res["primary_claims"]
+    assert [c["text"] for c in primary["claims"]] == ["sara-or > videorepa on TA", "sara-xor > sara-and on MQ"]
+    first, second = primary["claims"]
+    assert first["verdict"] == "holds" and first["p_raw"] == pytest.approx(2 / 201, abs=1e-6)
+    assert first["p_holm"] == pytest.approx(4 / 201, abs=1e-6) and first["half_width"] == 0.0  # a constant +1
+    assert second["verdict"] == "not shown"  # xor is below and on the wrong side
+    assert primary["half_widths"]["TA"]["n"] > 0 and primary["half_widths"]["TA"]["max"] >= 0  # constant offsets here
+    assert all("half_width" in d["TA"] for per_run in res["differences"].values() for d in per_run.values())
+    # everything else is exploratory, with its raw p, and never "holds"
     claims = {c["claim"]: c for c in res["claims"]}
-    assert claims["SARA (OR) > VideoREPA on TA"]["verdict"] == "holds"
-    assert claims["SARA (OR) > SARA (AND) on TA"]["verdict"] == "holds"
-    assert claims["SARA (AND) > SARA (XOR) on MQ"]["verdict"] == "holds"
+    assert "SARA (OR) > VideoREPA on TA" not in claims  # tested in the primary family
+    assert {c["family"] for c in res["claims"]} == {"exploratory"}
+    assert claims["SARA (OR) > SARA (AND) on TA"]["verdict"] == "consistent (uncorrected)"
+    assert claims["SARA (AND) > SARA (XOR) on MQ"]["p_raw"] < 0.05
+    assert all(c["verdict"] != "holds" for c in res["claims"])
     md = (out / "comparison.md").read_text()
     for heading in ("Table 1 (grounded)", "Table 3 (grounded)", "Table 5 (grounded)", "Table 6 (grounded)",
-                    "Paired differences against SFT", "Paired differences against VideoREPA", "orderings", "Mechanism"):
+                    "Paired differences against SFT", "Paired differences against VideoREPA", "orderings", "Mechanism",
+                    "Pre-registered claims (Holm-Bonferroni)", "Exploratory"):
         assert heading in md
     figs = out / "figures"
     assert (figs / "dims_grounded.png").stat().st_size > 0 and (figs / "operator_heatmap_grounded.png").stat().st_size > 0
@@ -120,7 +134,7 @@ def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir:
     params["rubric"]["out_dir"] = str(rubric_dir)
     params["train"]["seed"] = 0
     params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "grid_frames": 2,
-                            "mechanism_dir": str(tmp_path / "none")}
+                            "mechanism_dir": str(tmp_path / "none"), "claims": ["sara-or > sft on TA"]}
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
     assert main(["compare", "--params", str(pfile)]) == 0
@@ -129,6 +143,10 @@ def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir:
     exp = tracking.get_experiment_by_name(params["project"]["mlflow_experiment"]).experiment_id
     runs = tracking.search_runs([exp])
     (parent,) = [r for r in runs if r.info.run_name == "compare"]
+    primary = "compare/primary/1_sara-or_vs_sft/TA"  # the pre-registered claim's numbers on the parent
+    assert parent.data.metrics[f"{primary}/holds"] == 1.0
+    assert parent.data.metrics[f"{primary}/p_holm"] == pytest.approx(res["primary_claims"]["claims"][0]["p_holm"])
+    assert {f"{primary}/{k}" for k in ("diff", "half_width", "p_raw")} <= set(parent.data.metrics)
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert sorted(children) == sorted(["compare/oracle", "compare/base", "compare/sft/seed0", "compare/sft/seed1",
                                        "compare/videorepa/seed0", "compare/sara-and/seed0", "compare/sara-or/seed0",
@@ -177,9 +195,56 @@ def test_vlm_reader_means_over_valid_judges() -> None:
 
 
 def test_claim_verdicts_and_prompts_needed() -> None:
-    assert claim_verdict(">", Interval(0.3, 0.1, 0.5)) == "holds"
-    assert claim_verdict(">", Interval(-0.3, -0.5, -0.1)) == "does not hold (reversed)"
+    # an exploratory ordering is never "holds": only a pre-registered claim is, after correction (test_eval_claims)
+    assert claim_verdict(">", Interval(0.3, 0.1, 0.5)) == "consistent (uncorrected)"
+    assert claim_verdict(">", Interval(-0.3, -0.5, -0.1)) == "reversed (uncorrected)"
     assert claim_verdict(">", Interval(0.1, -0.1, 0.3)) == "cannot tell at this size"
     assert claim_verdict(">=", Interval(0.0, -0.1, 0.1)).startswith("no difference")
     assert prompts_needed(Interval(0.1, -0.1, 0.3), 18) == 72  # half-width 0.2 = 2 x the difference: 4x the prompts
     assert prompts_needed(Interval(0.3, 0.1, 0.5), 18) is None
+
+
+def test_qualitative_grids_only_for_the_chosen_prompts(rubric_dir: Path, tmp_path: Path) -> None:
+    """comparison.grid_prompt_set: the lab draws grids for its 18 hand-written prompts, not for all 274."""
+    from evaluation.comparison import write_qualitative
+
+    videos = {run: load_run(run, seeds, "grounded")[1] for run, seeds in discover_runs(rubric_dir, 0).items()}
+    written = write_qualitative(videos, tmp_path / "grids", 2, only=["p01", "p03", "not-compared"])
+    assert [p.name for p in written] == ["p01.png", "p03.png"]
+
+
+def test_runs_with_a_trd_target_are_rows_claims_and_mlflow_columns(rubric_dir: Path, tmp_path: Path, tracking) -> None:
+    """`videorepa@oracle` is a row of its own (labelled with its target), a reference and a side of a
+    pre-registered claim; MLflow keys spell it `videorepa-oracle` (a key takes no `@`)."""
+    import shutil
+
+    from sara.cli import main
+
+    src, dst = rubric_dir / "sara-or", rubric_dir / "videorepa@oracle"
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.json"):
+        f.write_text(f.read_text().replace('"run": "sara-or"', '"run": "videorepa@oracle"'))
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["rubric"]["out_dir"] = str(rubric_dir)
+    params["train"]["seed"] = 0
+    params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "grid_frames": 2,
+                            "mechanism_dir": str(tmp_path / "none"), "references": ["sft", "videorepa@oracle"],
+                            "claims": ["videorepa@oracle > videorepa on TA"]}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    assert main(["compare", "--params", str(pfile)]) == 0
+    res = json.loads((tmp_path / "comparison" / "comparison.json").read_text())
+    assert res["runs"]["videorepa@oracle"]["label"] == "VideoREPA [oracle target]"
+    assert res["primary_claims"]["claims"][0]["verdict"] == "holds"
+    runs = tracking.search_runs([tracking.get_experiment_by_name(params["project"]["mlflow_experiment"]).experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == "compare"]
+    assert parent.data.metrics["compare/primary/1_videorepa-oracle_vs_videorepa/TA/holds"] == 1.0
+    child = next(r for r in runs if r.info.run_name == "compare/videorepa@oracle/seed0")
+    assert child.data.params["target"] == "oracle" and child.data.params["routing_op"] == "no routing"
+    figs = tmp_path / "comparison" / "figures"  # one operator heatmap per TRD target: the oracle's never overwrites the lab's
+    assert (figs / "operator_heatmap_grounded.png").is_file() and (figs / "operator_heatmap_grounded_oracle.png").is_file()
+    from evaluation.comparison.figures import heatmap_targets
+
+    assert heatmap_targets(res) == ["lab", "oracle"]
+    assert "compare/grounded/vs_videorepa-oracle/TA_diff" in next(
+        r for r in runs if r.info.run_name == "compare/sft/seed0").data.metrics

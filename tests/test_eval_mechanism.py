@@ -171,3 +171,20 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     assert after["budget"] is None  # read once, by base: the shares depend on the aligner and clips, not the run
     for b in before["budget"].values():
         assert sum(b["shares"].values()) == pytest.approx(1.0)
+    # a run with the oracle TRD target reads out against its target: the same weights give base's raw relations
+    # against the oracle, which are not those against the lab encoder
+    oracle_dir = tmp_path / "dit" / "videorepa@oracle"
+    import shutil
+
+    shutil.copytree(run_dir, oracle_dir)
+    assert main(["mechanism", "--params", str(pfile), "--run", "videorepa@oracle"]) == 0
+    oracle = json.loads((tmp_path / "mech" / "videorepa@oracle.json").read_text())
+    assert (before["target"], after["target"], oracle["target"]) == ("lab", "lab", "oracle")
+    assert set(before["raw_by_target"]) == {"lab", "oracle", "random"}
+    assert before["raw_by_target"]["lab"] == before["features"]["raw"]
+    assert oracle["features"]["raw"] == before["raw_by_target"]["oracle"] != before["features"]["raw"]
+    assert oracle["features"]["projected"] != after["features"]["projected"]  # the projector against the oracle
+    from evaluation.comparison.markdown import mechanism_markdown
+
+    table = "\n".join(mechanism_markdown({"base": before, "videorepa@oracle": oracle}))
+    assert "VideoREPA [oracle target] | raw |" in table and "+0.000 / +0.000 / +0.000" in table  # vs base, same target

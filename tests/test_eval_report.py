@@ -148,3 +148,12 @@ def test_report_aggregates_the_per_run_evaluations_and_logs_no_metric_twice(setu
     (rep,) = [r for r in runs if r.info.run_name == "report"]
     assert rep.data.metrics == {}  # the numbers live on rubric/<run>, once
     assert sorted(r.info.run_name for r in runs if r.info.run_name != "report") == ["rubric/base", "rubric/oracle", "rubric/sft"]
+
+
+def test_the_papers_heatmap_holds_only_runs_on_the_default_target():
+    """A run on another TRD target (sara-or@oracle) has the same (method, operator) cell as sara-or: in the
+    report's heatmap it would overwrite the lab encoder's number (the comparison draws one map per target)."""
+    from evaluation.report import METHOD_OP
+
+    assert METHOD_OP["sara-or"] == ("SARA", "or") and "sara-or@oracle" not in METHOD_OP
+    assert len(set(METHOD_OP.values())) == len(METHOD_OP)  # one run per cell

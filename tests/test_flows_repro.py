@@ -254,3 +254,16 @@ def test_an_unknown_target_or_no_jobs_fails_in_one_line_before_any_work(toy: Pat
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, err
     assert not (toy / "dvc.lock").exists()  # nothing ran
+
+
+def test_a_dvc_yaml_stale_for_params_yaml_is_refused_in_one_line(monkeypatch, capsys):
+    """The DAG is written from params.yaml's run matrix: after `cp configs/lab.yaml params.yaml` without
+    `python -m sara.pipeline`, `sara repro` would train the old matrix; it stops first and names the fix."""
+    import sara.pipeline
+    from sara.deps import ROOT
+
+    monkeypatch.setattr(sara.pipeline, "out_of_date", lambda *a: True)
+    with pytest.raises(SystemExit):
+        main(["--repo", str(ROOT), "nosuch"])  # never a real stage: nothing runs even without the check
+    err = capsys.readouterr().err
+    assert "run `python -m sara.pipeline` first" in err and "Traceback" not in err

@@ -230,3 +230,50 @@ def test_sft_reads_no_alignment_params_or_inputs():
     assert "models/aligner" not in sft["deps"] and "data/masks" not in sft["deps"]
     assert {"models/aligner", "data/masks"} <= set(DVC["train_dit-sara-or"]["deps"])
     assert Run.parse("sara-or").params[-1] == "trd"
+
+
+def _matrix_params(runs: list[str]) -> Params:
+    from sara.config import params_from_dict
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["matrix"]["runs"] = runs
+    raw["report"]["main_run"] = "sara-or"
+    raw["study"]["baselines"] = ["base", "sft"]  # the study compares sampled runs only
+    return params_from_dict(raw)
+
+
+def test_the_params_run_matrix_gives_the_per_run_stages_targets_included():
+    """matrix.runs, not a list in code, decides which runs the DAG trains: the lab's TRD-target controls are
+    stages of their own (`train_dit-videorepa-oracle`), reading the lab encoder's folder for its grid."""
+    specs = {s.name: s for s in stages(_matrix_params(["sft", "sara-or", "videorepa@oracle", "sara-or@random"]))}
+    assert [n for n in specs if n.startswith("train_dit-")] == [
+        "train_dit-sft", "train_dit-sara-or", "train_dit-videorepa-oracle", "train_dit-sara-or-random"]
+    oracle = specs["train_dit-videorepa-oracle"]
+    assert oracle.cmd == "sara train-dit --run videorepa@oracle" and oracle.outs == ("models/dit/videorepa@oracle",)
+    assert P.pretrain.vfm.out_dir in oracle.inputs and P.aligner.out_dir not in oracle.inputs
+    assert P.aligner.out_dir in specs["train_dit-sara-or-random"].inputs  # SARA's saliency: the lab aligner
+    for stage in ("sample", "rubric", "mechanism"):
+        assert f"{stage}-sara-or-random" in specs and f"{stage}-moalign" not in specs
+    assert "outputs/rubric/videorepa@oracle" in specs["compare"].inputs
+    assert f"{P.mechanism.out_dir}/sara-or@random.json" in specs["compare"].inputs
+
+
+def test_the_lab_matrix_is_the_comparison_of_the_issue():
+    lab = load_params(REPO / "configs" / "lab.yaml")
+    trained = [s.name for s in stages(lab) if s.name.startswith("train_dit-")]
+    assert len(trained) == 12 and {"train_dit-sft", "train_dit-moalign", "train_dit-videorepa-random",
+                                   "train_dit-sara-or-random"} <= set(trained)
+    for target in ("", "-oracle"):
+        assert {f"train_dit-{m}{target}" for m in ("videorepa", "sara-and", "sara-or", "sara-xor")} <= set(trained)
+
+
+def test_a_stale_dvc_yaml_is_detected(tmp_path: Path):
+    from sara.pipeline import out_of_date
+
+    assert not out_of_date()
+    other = tmp_path / "params.yaml"
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["matrix"]["runs"] = ["sft", "sara-or"]
+    raw["study"]["baselines"] = ["base", "sft"]
+    other.write_text(yaml.safe_dump(raw))
+    assert out_of_date(other)

@@ -4,7 +4,9 @@ paired differences against the reference runs, the orderings the paper claims, a
 One module per job: records.py reads the per-video rubric records `<rubric_dir>/<run>/<prompt>_s<seed>.json`
 (written by `sara rubric`; a run's other training seeds in `<run>.seed<k>/`) and the mechanism readouts;
 numbers.py computes every number (statistics: evaluation/statistics.py; the interval, the resampling unit and the
-pairing are documented there); claims.py tests the paper's orderings; markdown.py and figures.py present them.
+pairing are documented there); primary.py decides the pre-registered claims of `comparison.claims` with a
+correction for multiplicity; claims.py reads the paper's other orderings, exploratory; markdown.py and figures.py
+present them.
 Run names and the row order come from the run vocabulary (sara/runs.py).
 
 Outputs (`comparison.out_dir`): `comparison.md` (docs-ready tables), `comparison.json` (every number of the
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
-from evaluation.comparison.figures import plot_dims, plot_operator_heatmap, write_qualitative
+from evaluation.comparison.figures import heatmap_targets, plot_dims, plot_operator_heatmap, write_qualitative
 from evaluation.comparison.markdown import render_markdown
 from evaluation.comparison.numbers import StatsConfig, compare
 from evaluation.comparison.records import discover_runs, load_run, read_mechanism
+from sara.claims import Claim
+from sara.runs import DEFAULT_TARGET, TARGETS
 
 
 def build_comparison(
@@ -38,6 +42,8 @@ def build_comparison(
     note: str,
     grid_frames: int = 8,
     mechanism_dir: Path | None = None,
+    primary: Sequence[Claim] = (),
+    grid_prompts: Iterable[str] | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Read the rubric records, compute the comparison and write comparison.md, comparison.json and figures/."""
@@ -51,7 +57,7 @@ def build_comparison(
     for run, seed_dirs in found.items():
         scores[run], videos[run] = load_run(run, seed_dirs, protocol)
         log(f"[compare] {run:10s} training seeds {list(seed_dirs)} videos {len(scores[run].units)}")
-    result = compare(scores, references, cfg)
+    result = compare(scores, references, cfg, primary)
     result.update(protocol=protocol, note=note, rubric_dir=str(rubric_dir))
     mech = read_mechanism(mechanism_dir, found) if mechanism_dir is not None else {}
     if mech:
@@ -60,8 +66,11 @@ def build_comparison(
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     plot_dims(result, figs / f"dims_{protocol}.png", f"Per-dimension {protocol} rubric scores with {int(100 * cfg.level)}% intervals")
-    plot_operator_heatmap(result, figs / f"operator_heatmap_{protocol}.png", f"Method x routing operator ({protocol} judge)")
-    write_qualitative(videos, figs / "qualitative", grid_frames)
+    for target in heatmap_targets(result):  # one map per TRD target: operator_heatmap_<protocol>[_<target>].png
+        suffix = "" if target == DEFAULT_TARGET else f"_{target}"
+        plot_operator_heatmap(result, figs / f"operator_heatmap_{protocol}{suffix}.png",
+                              f"Method x routing operator ({protocol} judge, {TARGETS[target].label})", target)
+    write_qualitative(videos, figs / "qualitative", grid_frames, grid_prompts)
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(render_markdown(result, protocol, note, mech))
     return result

@@ -1,15 +1,20 @@
-"""The paper's orderings (Tables 1 and 3), each tested on the comparison's paired bootstrap: holds, reversed, no
-difference, or cannot tell at this size (with the number of prompts that would tell, if the difference held)."""
+"""The paper's orderings (Tables 1 and 3), each tested on the comparison's paired bootstrap: consistent, reversed,
+no difference, or cannot tell at this size (with the number of prompts that would tell, if the difference held).
+
+They are exploratory: each is read from its own uncorrected interval and carries its raw p-value, so none of them
+"holds". The claims that decide are the pre-registered ones of `comparison.claims`, tested together with a
+correction for multiplicity (primary.py); an ordering registered there is left out here."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from evaluation.rubric.dimensions import ALL_DIMS, MQ_DIMS, TA_DIMS
-from evaluation.statistics import Interval, RunScores, paired_difference
+from evaluation.statistics import Interval, RunScores, bootstrap_p_value, half_width, paired_replicates
+from sara.claims import Claim
 from sara.runs import Run, row_label
 
 METRICS: dict[str, tuple[str, ...]] = {"TA": TA_DIMS, "MQ": MQ_DIMS, **{d: (d,) for d in ALL_DIMS}}
@@ -35,12 +40,14 @@ def dim_index(metric: str) -> list[int]:
 
 
 def claim_verdict(relation: str, diff: Interval) -> str:
+    """Verdict of an exploratory ordering from its uncorrected interval: never "holds", which only a pre-registered
+    claim reaches, after the correction for multiplicity (primary.py)."""
     if diff.estimate is None or diff.lo is None or diff.hi is None:
         return "cannot tell (no scores)"
     if diff.lo > 0:
-        return "holds"
+        return "consistent (uncorrected)"
     if diff.hi < 0:
-        return "does not hold (reversed)"
+        return "reversed (uncorrected)"
     return "no difference (consistent with >=)" if relation == ">=" else "cannot tell at this size"
 
 
@@ -53,17 +60,25 @@ def prompts_needed(diff: Interval, n_prompts: int) -> int | None:
     return int(math.ceil(n_prompts * (half / abs(diff.estimate)) ** 2))
 
 
-def test_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list, level: float) -> list[dict[str, Any]]:
-    """Every claim of CLAIMS on the shared bootstrap draw `weights` (B, V); `not run` when a side has no scores."""
+def test_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list, level: float,
+                primary: Sequence[Claim] = ()) -> list[dict[str, Any]]:
+    """Every claim of CLAIMS on the shared bootstrap draw `weights` (B, V), but those registered in `primary`;
+    `not run` when a side has no scores. Each is exploratory, with its raw p-value and half-width."""
+    registered = {(c.a, c.relation, c.b, c.metric) for c in primary}
     claims = []
     for a, rel, b, m in CLAIMS:
-        entry: dict[str, Any] = {"claim": f"{row_label(a)} {rel} {row_label(b)} on {m}", "a": a, "b": b, "relation": rel, "metric": m}
+        if (a, rel, b, m) in registered:
+            continue  # decided in the primary family
+        entry: dict[str, Any] = {"claim": f"{row_label(a)} {rel} {row_label(b)} on {m}", "a": a, "b": b, "relation": rel,
+                                 "metric": m, "family": "exploratory"}
         if a not in runs or b not in runs:
             entry.update(verdict="not run", missing=[x for x in (a, b) if x not in runs])
         else:
-            iv, n = paired_difference(runs[a], runs[b], dim_index(m), weights, units, level)
+            pair = paired_replicates(runs[a], runs[b], dim_index(m), weights, units)
+            iv = pair.interval(level)
             n_prompts = len({p for p, _ in set(runs[a].units) & set(runs[b].units)})
-            entry.update(difference=iv.to_dict(), n_paired=n, verdict=claim_verdict(rel, iv),
-                         prompts_needed=prompts_needed(iv, n_prompts))
+            entry.update(difference=iv.to_dict(), n_paired=pair.n_paired, verdict=claim_verdict(rel, iv),
+                         prompts_needed=prompts_needed(iv, n_prompts), half_width=half_width(iv),
+                         p_raw=bootstrap_p_value(pair))
         claims.append(entry)
     return claims

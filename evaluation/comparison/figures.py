@@ -4,13 +4,14 @@ qualitative grid (the methods side by side over time, one row per method, one PN
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
 from evaluation.comparison.markdown import fmt_iv
 from evaluation.report import HEATMAP_ROWS, METHOD_OP, OPERATORS, finish_dim_bars
 from evaluation.rubric.dimensions import ALL_DIMS
-from sara.runs import ORACLE, row_label
+from sara.runs import BASE, DEFAULT_TARGET, ORACLE, TARGETS, Run, parse_row, row_label
 
 
 def _plt():
@@ -40,8 +41,15 @@ def plot_dims(result: dict, path: Path, title: str) -> None:
     finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.4)  # room above 5 for the error bars
 
 
-def plot_operator_heatmap(result: dict, path: Path, title: str) -> None:
-    """Method x routing operator, TA and MQ: the estimate and its interval in each cell."""
+def heatmap_targets(result: dict) -> list[str]:
+    """The TRD targets of the compared runs, the default first: one method x operator heatmap each."""
+    found = {r.target for r in (parse_row(n) for n in result["runs"]) if isinstance(r, Run) and r.spec.target}
+    return [t for t in TARGETS if t in found or t == DEFAULT_TARGET]
+
+
+def plot_operator_heatmap(result: dict, path: Path, title: str, target: str = DEFAULT_TARGET) -> None:
+    """Method x routing operator, TA and MQ: the estimate and its interval in each cell, for the runs on one TRD
+    target (base and SFT, which have none, in every map)."""
     plt = _plt()
     methods = HEATMAP_ROWS
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -49,9 +57,12 @@ def plot_operator_heatmap(result: dict, path: Path, title: str) -> None:
     for ax, group in zip(axes, ("TA", "MQ")):
         grid = np.full((len(methods), len(OPERATORS)), np.nan)
         text: dict[tuple[int, int], str] = {}
-        for run, (method, op) in METHOD_OP.items():
-            r = result["runs"].get(run)
-            if r and r["metrics"][group]["estimate"] is not None:
+        for run, r in result["runs"].items():
+            row = parse_row(run)
+            if not isinstance(row, Run) and row != BASE or isinstance(row, Run) and row.spec.target and row.target != target:
+                continue  # the oracle row, or another target's run (its own map)
+            method, op = METHOD_OP[BASE] if row == BASE else row.report_cell
+            if r["metrics"][group]["estimate"] is not None:
                 i, j = methods.index(method), OPERATORS.index(op)
                 grid[i, j] = r["metrics"][group]["estimate"]
                 text[(i, j)] = fmt_iv(r["metrics"][group]).replace(" [", "\n[")
@@ -92,12 +103,17 @@ def qualitative_grid(rows: list[tuple[str, np.ndarray]], n_frames: int, title: s
     return np.asarray(canvas)
 
 
-def write_qualitative(videos: dict[str, dict[tuple[str, int], str]], out: Path, n_frames: int) -> list[Path]:
-    """A PNG per prompt: every run's video of the prompt's first sampling seed, side by side over time."""
+def write_qualitative(videos: dict[str, dict[tuple[str, int], str]], out: Path, n_frames: int,
+                      only: Iterable[str] | None = None) -> list[Path]:
+    """A PNG per prompt (of `only`, when given): every run's video of the prompt's first sampling seed, side by
+    side over time."""
     from sara.data.video_io import read_video, save_png
 
     out.mkdir(parents=True, exist_ok=True)
     prompts = sorted({p for vids in videos.values() for p, _ in vids})
+    if only is not None:
+        keep = set(only)
+        prompts = [p for p in prompts if p in keep]
     written = []
     for prompt in prompts:
         rows = []

@@ -62,7 +62,8 @@ def render_markdown(result: dict, protocol: str, note: str, mechanism: dict[str,
             rows.append([row_label(name), fmt_iv(d["TA"]), d["TA"]["verdict"], fmt_iv(d["MQ"]), d["MQ"]["verdict"], str(d["TA"]["n_paired"])])
         md += _table(["Method", "ΔTA [CI]", "TA", "ΔMQ [CI]", "MQ", "paired videos"], rows) + [""]
 
-    md += ["## The paper's orderings at this scale", ""]
+    md += primary_markdown(result.get("primary_claims"), pct)
+    md += ["## Exploratory: the paper's orderings at this scale (uncorrected)", ""]
     rows = []
     for c in result["claims"]:
         if c["verdict"] == "not run":
@@ -77,14 +78,39 @@ def render_markdown(result: dict, protocol: str, note: str, mechanism: dict[str,
     return "\n".join(md) + "\n"
 
 
+def primary_markdown(block: dict | None, pct: int) -> list[str]:
+    """The pre-registered claims: difference, half-width, raw and Holm-adjusted p, verdict; and the precision
+    the paired differences reached."""
+    if not block or not block["claims"]:
+        return ["## Pre-registered claims", "", "_None were registered (comparison.claims): every ordering below is "
+                "exploratory._", ""]
+    md = ["## Pre-registered claims (Holm-Bonferroni)", "",
+          f"_Written in params before the runs (comparison.claims); {block['n_claims']} claims tested as one family "
+          f"with Holm's step-down procedure at familywise alpha {block['alpha']:g}, two-sided bootstrap p-values on "
+          f"the shared resamples; a claim holds only when its adjusted p is at most alpha and its difference has "
+          f"the claimed sign (evaluation/comparison/primary.py)._", ""]
+    rows = [[c["claim"], fmt_iv(c["difference"]), "-" if c["half_width"] is None else f"{c['half_width']:.3f}",
+             "-" if c["p_raw"] is None else f"{c['p_raw']:.4f}", f"{c['p_holm']:.4f}", c["verdict"]]
+            for c in block["claims"]]
+    md += _table(["Claim", f"difference [{pct}% CI]", "half-width", "p (raw)", "p (Holm)", "verdict"], rows) + [""]
+    reached = [f"{m} {v['max']:.3f} (median {v['median']:.3f}, {v['n']} differences)"
+               for m, v in block.get("half_widths", {}).items() if v.get("max") is not None]
+    if reached:
+        md += [f"Largest half-width of the paired differences against the references: {'; '.join(reached)}.", ""]
+    return md
+
+
 def mechanism_markdown(mechanism: dict[str, dict]) -> list[str]:
     """Tables of the mechanism readouts (evaluation/mechanism.py), one row per run and feature kind."""
     md = ["## Mechanism: relational error |S_p - S_y| of the hook-layer tokens on held-out clips", ""]
     first = next(iter(mechanism.values()))
     md += [f"_{first.get('note', '')}_", ""]
-    before = mechanism.get(BASE, {}).get("features", {}).get("raw", {}).get("all")  # the untrained DiT
+    base = mechanism.get(BASE, {})
     rows = []
     for run, m in mechanism.items():
+        # the untrained DiT against the same TRD target as this run (readouts without targets: its raw features)
+        target = m.get("target")
+        before = (base.get("raw_by_target", {}).get(target) or base.get("features", {}).get("raw", {})).get("all")
         for kind, f in m["features"].items():
             a = f["all"]
             moved = "-"

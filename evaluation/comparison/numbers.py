@@ -6,12 +6,15 @@ orderings (claims.py). The interval, the resampling unit and the pairing: evalua
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from evaluation.comparison.claims import METRICS, dim_index, test_claims
-from evaluation.statistics import RunScores, bootstrap_weights, paired_difference, run_interval, seed_spread, verdict
+from evaluation.comparison.primary import decide_primary, half_widths_reached
+from evaluation.statistics import (RunScores, bootstrap_weights, half_width, paired_difference, paired_replicates,
+                                   run_interval, seed_spread, verdict)
+from sara.claims import Claim
 from sara.runs import BASE, ORACLE, row_label
 
 
@@ -46,8 +49,9 @@ def per_train_seed(r: RunScores, runs: dict[str, RunScores], references: Iterabl
     return out
 
 
-def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsConfig) -> dict[str, Any]:
-    """Every number of the comparison (the body of comparison.json)."""
+def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsConfig,
+            primary: Sequence[Claim] = ()) -> dict[str, Any]:
+    """Every number of the comparison (the body of comparison.json); `primary` are the pre-registered claims."""
     references = list(references)  # read once per run
     if not runs:
         raise ValueError("no runs to compare")
@@ -83,12 +87,18 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
             diffs[ref][name] = {}
             for m in METRICS:
                 iv, n = paired_difference(r, runs[ref], dim_index(m), weights, units, cfg.level)
-                diffs[ref][name][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": n}
-    claims = test_claims(runs, weights, units, cfg.level)
+                diffs[ref][name][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": n, "half_width": half_width(iv)}
+    claims = test_claims(runs, weights, units, cfg.level, primary)
+
+    def pair(a: str, b: str, m: str):  # a primary claim's paired difference, on the same resamples
+        return paired_replicates(runs[a], runs[b], dim_index(m), weights, units) if a in runs and b in runs else None
+
+    primary_claims = {**decide_primary(primary, pair, cfg.level, row_label), "half_widths": half_widths_reached(diffs)}
     return {
         "statistics": {"n_boot": cfg.n_boot, "level": cfg.level, "scheme": cfg.scheme, "seed": cfg.seed,
                        "n_units": len(units), "n_prompts": len({p for p, _ in units})},
         "runs": out_runs,
         "differences": diffs,
+        "primary_claims": primary_claims,
         "claims": claims,
     }

@@ -10,7 +10,8 @@ and one child per run and training seed, `compare/<run>/seed<k>` (`compare/base`
 seed), with the run's identity as params (method, routing_op, seed, lam_trd, protocol) and its numbers as metrics,
 so the UI shows runs and routing operators side by side as columns. Child metrics, under `compare/<protocol>/`:
 - this training seed: `TA_mean`, `TA_lo`, `TA_hi` (the same for MQ), `n_videos`, `n_prompts`, and against each
-  reference `vs_<ref>/TA_diff`, `vs_<ref>/TA_diff_lo`, `vs_<ref>/TA_diff_hi`, `vs_<ref>/n_paired` (the same for MQ);
+  reference `vs_<ref>/TA_diff`, `vs_<ref>/TA_diff_lo`, `vs_<ref>/TA_diff_hi`, `vs_<ref>/n_paired` (the same for MQ;
+  a run with a TRD target is spelled by its stage id there, `vs_videorepa-oracle`: MLflow keys take no `@`);
 - the run over all its training seeds (the numbers of comparison.md): the same names under `all_seeds/`, plus
   `all_seeds/n_train_seeds` and `all_seeds/<dimension>` (per-dimension means).
 """
@@ -30,6 +31,14 @@ def mechanism_dir(params: Params) -> str:
     return params.comparison.mechanism_dir or params.mechanism.out_dir
 
 
+def grid_prompts(params: Params) -> list[str] | None:
+    """The prompt ids that get a qualitative grid (`comparison.grid_prompt_set`), None for every prompt."""
+    from sara.data.prompts import load_prompt_set
+
+    name = params.comparison.grid_prompt_set
+    return None if name is None else [p.id for p in load_prompt_set(name)]
+
+
 def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str, float | None]:
     """TA/MQ with intervals and the paired differences against each reference, under `prefix`."""
     from evaluation.comparison.numbers import SUMMARY
@@ -39,9 +48,9 @@ def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str
         iv = metrics[m]
         out.update({f"{prefix}{m}_mean": iv["estimate"], f"{prefix}{m}_lo": iv["lo"], f"{prefix}{m}_hi": iv["hi"]})
         for ref, d in differences.items():
-            key = f"{prefix}vs_{ref}/{m}_diff"
+            key = f"{prefix}vs_{_metric_id(ref)}/{m}_diff"
             out.update({key: d[m]["estimate"], f"{key}_lo": d[m]["lo"], f"{key}_hi": d[m]["hi"],
-                        f"{prefix}vs_{ref}/n_paired": d[m]["n_paired"]})
+                        f"{prefix}vs_{_metric_id(ref)}/n_paired": d[m]["n_paired"]})
     return out
 
 
@@ -56,6 +65,26 @@ def child_metrics(result: dict[str, Any], run: str, train_seed: str | None) -> d
     one = r["per_train_seed"][train_seed] if train_seed is not None else {"metrics": r["metrics"], "differences": pooled}
     out.update(_block(pre, one["metrics"], one["differences"]))
     out.update({f"{pre}n_videos": r["n_videos"], f"{pre}n_prompts": r["n_prompts"]})
+    return out
+
+
+def _metric_id(row: str) -> str:
+    """A row's name as an MLflow metric key may spell it (no `@`): the run's stage id, `sara-or-oracle`."""
+    from sara.runs import Run, parse_row
+
+    parsed = parse_row(row)
+    return parsed.stage_id if isinstance(parsed, Run) else parsed
+
+
+def primary_metrics(block: dict[str, Any]) -> dict[str, float | None]:
+    """The pre-registered claims on the parent run: `compare/primary/<i>_<a>_vs_<b>/<metric>/{diff,half_width,
+    p_raw,p_holm,holds}` (i: the claim's place in comparison.claims; a and b as stage ids, `sara-or-oracle`)."""
+    out: dict[str, float | None] = {}
+    for i, c in enumerate(block["claims"], 1):
+        key = f"compare/primary/{i}_{_metric_id(c['a'])}_vs_{_metric_id(c['b'])}/{c['metric']}"
+        d = c["difference"] or {}
+        out.update({f"{key}/diff": d.get("estimate"), f"{key}/half_width": c["half_width"], f"{key}/p_raw": c["p_raw"],
+                    f"{key}/p_holm": c["p_holm"], f"{key}/holds": float(c["verdict"] == "holds")})
     return out
 
 
@@ -78,6 +107,7 @@ def log_children(params: Params, result: dict[str, Any]) -> int:
 def run(params: Params) -> dict:
     from evaluation.comparison import build_comparison
     from evaluation.comparison.numbers import StatsConfig
+    from sara.claims import parse_claim
     from sara.io import atomic_dir
     from sara.tracking import SCALE_NOTE, log_artifact, log_metrics, stage_run
 
@@ -90,10 +120,12 @@ def run(params: Params) -> dict:
                 Path(params.rubric.out_dir), tmp, runs=c.runs, references=c.references, protocol=c.protocol,
                 cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed, note=note,
                 grid_frames=c.grid_frames, mechanism_dir=Path(mechanism_dir(params)),
+                primary=[parse_claim(x) for x in c.claims], grid_prompts=grid_prompts(params),
             )
         # the claims' differences on the parent; each run's (and training seed's) numbers on its own child
-        log_metrics({f"compare/{x['a']}_vs_{x['b']}/{x['metric']}": x["difference"]["estimate"]
+        log_metrics({f"compare/{_metric_id(x['a'])}_vs_{_metric_id(x['b'])}/{x['metric']}": x["difference"]["estimate"]
                      for x in result["claims"] if "difference" in x and x["difference"]["estimate"] is not None})
+        log_metrics(primary_metrics(result["primary_claims"]))
         n = log_children(params, result)
         log_artifact(out, "comparison")
         print((out / "comparison.md").read_text())

@@ -82,6 +82,8 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
     from sara.env import resolve_device
     from sara.models.encoders import build_vfm
     from sara.models.grid import align_tokens
+    from sara.models.targets import build_target
+    from sara.runs import DEFAULT_TARGET, TARGETS
     from sara.train.stage2 import ClipSet, clip_latents, fg_on_grid
 
     row = parse_row(run)
@@ -100,21 +102,28 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
     aux = _load_aux(row, params, run_dir, dit_dim, vfm.dim)
     if aux is not None:
         aux.to(dev)
+    # S_y of the run's own TRD target (the lab encoder for base and sft); the raw relations also against every
+    # target, so a run's change since base reads against the same target
+    own = row.target if isinstance(row, Run) and row.spec.target else DEFAULT_TARGET
+    targets = {name: build_target(name, vfm, params.vfm) for name in TARGETS}
     hook = BlockFeatureHook(transformer, params.trd.layer)
-    clips = ClipSet(params.data.out_dir, None, split=m.split)
+    clips = ClipSet(params.data.out_dir, None, split=m.split, entity_masks=True)
     n = min(m.clips, len(clips))
     raw, proj, ws, fgs, ids = [], [], [], [], []
+    raw_by_target: dict[str, list] = {name: [] for name in targets}
     for i in range(n):
         s = clips[i]
         if s.fg is None:
             raise ValueError(f"clip {s.clip_id} in {params.data.out_dir} has no FG masks: the readout needs ground-truth masks")
         frames = torch.from_numpy(s.frames[None])  # (1, F, H, W, 3) uint8
-        vy = vfm.features(frames).to(dev)  # (1, T_s, N_s, D_v)
+        ty = {name: t.features([s], frames).to(dev) for name, t in targets.items()}  # each (1, T_s, N_s, D_v)
+        vy = ty[own]
         fg = fg_on_grid(torch.from_numpy(s.fg[None]), vfm.frame_indices(s.frames.shape[0]), vfm.grid)  # (1, T_s, N_s)
         z0 = clip_latents(base, params, frames, dev)  # (1, 16, F', H', W')
         text = base.text([s.caption])
         gen = torch.Generator().manual_seed(m.noise_seed * 1_000_003 + i)  # same noise for every run
         raw_views, proj_views = [], []
+        views_by_target: dict[str, list] = {name: [] for name in targets}
         for sigma in m.sigmas:
             noise = torch.randn(z0.shape, generator=gen).to(dev)
             sig = torch.tensor([sigma], device=dev)
@@ -122,20 +131,25 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
             h = hook.pop()  # (1, F'*H'*W', D_dit)
             grid = token_grid(transformer, z0.shape)
             feats = align_tokens(h.float(), grid, vfm.grid, params.trd.grid_mode)  # (1, T_s, N_s, D_dit)
-            raw_views.append(relational_error_sums(feats[0], vy[0], fg[0]))
+            for name, y in ty.items():
+                views_by_target[name].append(relational_error_sums(feats[0], y[0], fg[0]))
+            raw_views.append(views_by_target[own][-1])
             p = _projected(aux, h.float(), grid, vy, vfm.grid, params.trd.grid_mode) if aux is not None else None
             if p is not None:
                 proj_views.append(relational_error_sums(p[0][0].float(), p[1][0].float(), fg[0]))
         raw.append(add_sums(raw_views))  # one entry per clip: the bootstrap resamples clips
+        for name, views in views_by_target.items():
+            raw_by_target[name].append(add_sums(views))
         if proj_views:
             proj.append(add_sums(proj_views))
         if saliency is not None:
-            ws.append(saliency.saliency(vy, [s.caption]).cpu())
+            ws.append(saliency.saliency(ty[DEFAULT_TARGET], [s.caption]).cpu())  # the aligner reads the lab encoder
             fgs.append(fg)
         ids.append(s.clip_id)
         log(f"[mechanism] {run} clip {i + 1}/{n} {s.clip_id}")
     hook.remove()
     features = {"raw": summarise(raw, m.n_boot, 0, m.level)}
+    by_target = {name: summarise(sums, m.n_boot, 0, m.level) for name, sums in raw_by_target.items()}
     if proj:
         features["projected"] = summarise(proj, m.n_boot, 0, m.level)
     budget = budget_readout(torch.cat(ws), torch.cat(fgs)) if ws else None
@@ -147,10 +161,12 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
         "sigmas": list(m.sigmas),
         "layer": params.trd.layer,
         "vfm_grid": list(vfm.grid),
+        "target": own,  # S_y of `features`: the run's TRD target (sara/models/targets.py)
+        "raw_by_target": by_target,  # the raw hook-layer relations against every target
         "note": (f"mean |S_p - S_y| over ordered token pairs (a != b) of {n} {m.split} clips at sigma "
                  f"{', '.join(map(str, m.sigmas))}, hook layer {params.trd.layer}, on the encoder grid "
                  f"{'x'.join(map(str, vfm.grid))}; {int(100 * m.level)}% bootstrap intervals over clips; lower is closer "
-                 "to the frozen encoder's relations"),
+                 "to the relations of the run's TRD target (the lab encoder unless the run names another)"),
         "features": features,
         "budget": budget,
     }
@@ -168,6 +184,9 @@ def run(params: Params, run: str) -> dict[str, Any]:
         write_json(out, result)
         log_metrics({f"mechanism/{kind}/{scope}/{part}": v["estimate"] for kind, f in result["features"].items()
                      for scope, parts in f.items() for part, v in parts.items() if v["estimate"] is not None})
+        log_metrics({f"mechanism/raw_vs_{target}/all/{part}": v["estimate"]  # the raw relations against each target
+                     for target, f in result["raw_by_target"].items() for part, v in f["all"].items()
+                     if v["estimate"] is not None})
         for kind, f in result["features"].items():
             a = f["all"]
             print(f"[mechanism] {run} {kind:9s} total {a['total']['estimate']} FG-FG {a['fg_fg']['estimate']} "

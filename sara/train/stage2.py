@@ -5,7 +5,9 @@ Per step (assembled from the paper's Stage 2 description; docs/stage2.md):
   1. batch: clips chosen by (seed, step, rank); the DiT takes `dit.frames` frames at bin centres of the clip,
      V-JEPA takes its own `vfm.frames` by the same rule, so both span the whole clip (docs/stage2.md);
   2. z_0 = VAE(x_0) (frozen); sigma from the band-limited shifted logit-normal; z_t on the flow path;
-  3. frozen targets without grad: V_y = V-JEPA(x_0) (or the Stage 1 cache), w = aligner(V_y, full caption);
+  3. frozen targets without grad: the run's TRD target tokens (sara/models/targets.py: the lab encoder's V_y =
+     E_v(x_0), or the oracle / random-init controls on its grid), w = aligner(V_y of the lab encoder, full
+     caption); with `train.cache_frozen_inputs` both are computed once per clip and kept;
   4. DiT forward; the hook keeps the output of block `trd.layer`; the method's loss projects it and compares;
   5. non-finite loss on any rank -> stop with NonFiniteLossError (weights untouched, last good checkpoint kept);
   6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end, each one
@@ -44,7 +46,8 @@ from sara.masks.store import load_masks
 from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset
 from sara.models.aligner import load_saliency_model
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
-from sara.models.encoders import build_vfm, cached_features
+from sara.models.encoders import build_vfm
+from sara.models.targets import EncoderTarget, PerClip, TRDTarget, build_target
 from sara.models.video_view import require_full_clip_view
 from sara.runs import Run
 from sara.train import checkpoint as ckpt
@@ -70,21 +73,25 @@ class Sample:
     caption: str  # the full MTSS caption c (what both the DiT and the aligner see)
     fg: np.ndarray | None = None  # (F, H, W) bool union of entity masks, for the pair-budget log
     truth: Truth | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
+    masks: np.ndarray | None = None  # (K, F, H, W) bool ground-truth entity masks, kept for the oracle target only
 
 
 class ClipSet:
     """Training clips from the clip folders (`data.out_dir`), with ground-truth / SAM FG masks when present.
 
     Decoded clips are kept in memory when the set is small (the embedded default), else read per step.
+    `entity_masks` keeps each clip's ground-truth entity masks too (the oracle TRD target reads them).
     """
 
-    def __init__(self, clips_root: str | Path, masks_dir: str | Path | None = None, split: str = "train", cache_mb: int = 1024) -> None:
+    def __init__(self, clips_root: str | Path, masks_dir: str | Path | None = None, split: str = "train", cache_mb: int = 1024,
+                 entity_masks: bool = False) -> None:
         self.root = Path(clips_root)
         self.records = list_clips(self.root, split)
         if not self.records:
             raise ValueError(f"no {split} clips in {self.root}/index.json")
         self.masks_dir = Path(masks_dir) if masks_dir else None
         self.cache_mb = cache_mb
+        self.entity_masks = entity_masks
         self._cache: dict[int, Sample] = {}
         self._cached_bytes = 0
 
@@ -101,11 +108,12 @@ class ClipSet:
 
     def _load(self, i: int) -> Sample:
         clip = load_clip(self.records[i].folder(self.root))
-        return Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth)
+        masks = clip.masks if self.entity_masks else None
+        return Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth, masks)
 
     @staticmethod
     def _nbytes(s: Sample) -> int:
-        return s.frames.nbytes + (s.fg.nbytes if s.fg is not None else 0)
+        return sum(x.nbytes for x in (s.frames, s.fg, s.masks) if x is not None)
 
     def _keep(self, i: int, s: Sample) -> bool:
         """Cache `s` if it fits in `cache_mb`; False when it does not."""
@@ -265,13 +273,16 @@ class Stage2Setup:
     dist: Any  # sara.train.engine.DistInfo
     base: Any  # sara.models.dit.DiTComponents: the trained DiT, its frozen VAE and text conditioner
     saliency: Any | None  # frozen Stage 1 aligner (sara only)
-    vfm: Any | None  # frozen V-JEPA target (every TRD method)
+    vfm: Any | None  # the lab's frozen video encoder (every TRD method): its grid, and SARA's saliency input
     model: Stage2Model
     engine: Any  # sara.train.engine.TrainEngine
     dataset: Any
     flow_fn: Callable[..., np.ndarray] | None  # MoAlign's optical flow, (frames, truth) -> (F-1, H, W, 2)
     flow_cache: dict[str, torch.Tensor] = field(default_factory=dict)  # a clip's flow on the grid, computed once
     frozen: FrozenInputs | None = None  # cached z_0 and caption states (train.cache_frozen_inputs)
+    target: TRDTarget | None = None  # the run's TRD target (Run.target), on the lab encoder's grid
+    lab_tokens: EncoderTarget | None = None  # the lab encoder's V_y, what the aligner reads (sara runs)
+    per_clip: dict[str, PerClip] = field(default_factory=dict)  # frozen targets kept per clip ("target", "w")
 
     @property
     def device(self) -> torch.device:
@@ -301,14 +312,20 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
         vfm = saliency.vfm  # V_y is shared by the aligner and the TRD target (as the paper states)
     elif spec.needs_vfm:
         vfm = build_vfm(params.vfm, dev)
+    target = lab_tokens = None
+    if vfm is not None:
+        cache = params.vfm.cache_dir if tp.feature_cache else None
+        target = build_target(run.target, vfm, params.vfm, cache)
+        lab_tokens = target if run.target == "lab" else build_target("lab", vfm, params.vfm, cache)
     dit_dim = base.transformer.config.num_attention_heads * base.transformer.config.attention_head_dim
-    aux = build_objective(run, params, dit_dim, vfm.dim if vfm is not None else 0)
+    aux = build_objective(run, params, dit_dim, target.dim if target is not None else 0)
     layer = params.trd.layer if spec.needs_vfm else None
     model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
     engine = TrainEngine(model, tp, dist)
 
     if dataset is None:
-        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if spec.needs_saliency else None)
+        dataset = ClipSet(params.data.out_dir, params.masks.out_dir if spec.needs_saliency else None,
+                          entity_masks=run.target == "oracle" and spec.needs_vfm)
         dataset.preload(workers=min(16, os.cpu_count() or 1))
     flow_fn = None
     if spec.needs_flow:
@@ -317,7 +334,9 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
     frozen = None
     if tp.cache_frozen_inputs:
         frozen = FrozenInputs(dataset, lambda frames: clip_latents(base, params, frames, dev), base.text)
-    return Stage2Setup(run, dist, base, saliency, vfm, model, engine, dataset, flow_fn, frozen=frozen)
+    per_clip = {k: PerClip(enabled=tp.cache_frozen_inputs) for k in ("target", "w")}
+    return Stage2Setup(run, dist, base, saliency, vfm, model, engine, dataset, flow_fn, frozen=frozen, target=target,
+                       lab_tokens=lab_tokens, per_clip=per_clip)
 
 
 @dataclass
@@ -371,19 +390,25 @@ def stage2_batch(setup: Stage2Setup, params: Params, step: int) -> Stage2Batch:
 
 
 def frozen_targets(setup: Stage2Setup, params: Params, samples: list[Sample], frames: torch.Tensor) -> tuple[AuxTargets, torch.Tensor | None]:
-    """The aux loss's frozen inputs for a batch: V-JEPA tokens of the clean clips, the aligner's saliency w under
-    the full caption (sara) and the optical flow on the token grid (moalign)."""
-    vfm, dev = setup.vfm, setup.device
-    if vfm is None:
+    """The aux loss's frozen inputs for a batch: the run's TRD target tokens of the clean clips, the aligner's
+    saliency w under the full caption from the lab encoder's tokens (sara, whatever the target) and the optical
+    flow on the token grid (moalign). Each is a function of the clip alone: with `train.cache_frozen_inputs` it is
+    computed the first time a clip is drawn and kept (setup.per_clip)."""
+    vfm, dev, target = setup.vfm, setup.device, setup.target
+    if vfm is None or target is None:
         return AuxTargets(), None
+    ids = [s.clip_id for s in samples]
+
+    def tokens(source: TRDTarget, at: list[int]) -> torch.Tensor:  # (M, T_s, N_s, D_v) of the clips at `at`
+        return source.features([samples[i] for i in at], frames[at])
+
     w = None
     with torch.no_grad():
-        if params.train.feature_cache:
-            vy = torch.stack([cached_features(vfm, s, params.vfm.cache_dir) for s in samples]).to(dev)
-        else:
-            vy = vfm.features(frames)  # (B, T_s, N_s, D_v)
+        vy = setup.per_clip["target"].get(ids, lambda at: tokens(target, at))  # (B, T_s, N_s, D_v)
         if setup.saliency is not None:
-            w = setup.saliency.saliency(vy, [s.caption for s in samples])  # full caption c, clean clip x_0
+            lab = setup.lab_tokens
+            w = setup.per_clip["w"].get(ids, lambda at: setup.saliency.saliency(  # full caption c, clean clip x_0
+                vy[at] if lab is target else tokens(lab, at), [samples[i].caption for i in at]))
     flow = None
     if setup.flow_fn is not None:
         cache = setup.flow_cache
@@ -391,7 +416,7 @@ def frozen_targets(setup: Stage2Setup, params: Params, samples: list[Sample], fr
             if s.clip_id not in cache:
                 cache[s.clip_id] = flow_to_grid(torch.from_numpy(setup.flow_fn(s.frames, s.truth)), vfm.grid)[0]
         flow = torch.stack([cache[s.clip_id] for s in samples]).to(dev)  # (B, T_s-1, H_s, W_s, 2)
-    return AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), flow=flow, vfm_grid=vfm.grid), w
+    return AuxTargets(vy=vy.to(dev), w=None if w is None else w.to(dev), flow=flow, vfm_grid=target.grid), w
 
 
 def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool
@@ -504,7 +529,7 @@ def train_stage2(
 
     # -- final export (the DVC output) -------------------------------------------------------------------------
     run_dir = Path(tp.out_dir) / run.name
-    final = {"run": run.name, "method": run.method, "op": run.op, "steps": tp.steps, "resumed_from": start,
+    final = {"run": run.name, "method": run.method, "op": run.op, "target": run.target, "steps": tp.steps, "resumed_from": start,
              "fingerprint": fp, "world_size": dist.world_size, "precision": engine.precision,
              "scale": params.project.scale, **last}
     with engine.full_parameters() as m:

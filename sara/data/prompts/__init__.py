@@ -1,9 +1,13 @@
-"""The two 18-prompt MTSS sets shipped with the package (the paper gives no such list, these are ours; docs/data.md).
+"""The MTSS prompt sets shipped with the package (the paper gives no such list, these are ours; docs/data.md).
 
-- `synthetic.json`: synthetic-domain prompts; each item carries the `SceneSpec` the renderer draws as ground truth
-  (for the grounded judge) and a caption equal to `spec_to_mtss(spec)` at the file's `render` settings.
-- `realworld.json`: real-world multi-subject prompts (several people and objects, attribute binding, interactions,
-  camera moves) for real video models.
+- `synthetic.json`: 18 synthetic-domain prompts; each item carries the `SceneSpec` the renderer draws as ground
+  truth (for the grounded judge) and a caption equal to `spec_to_mtss(spec)` at the file's `render` settings.
+- `realworld.json`: 18 real-world multi-subject prompts (several people and objects, attribute binding,
+  interactions, camera moves) for real video models.
+- `heldout.json`: 256 random synthetic scenes with their ground truth, for statistical power (heldout.py says how
+  they are drawn and regenerates the file).
+- `lab` (no file of its own): the 18 synthetic prompts followed by the 256 held-out ones, what the lab scale
+  samples and judges: the first for the qualitative grids, all of them for the intervals.
 
 Item fields: `id` (unique, e.g. syn_07 / real_03), `title`, `focus` (the rubric dimensions it stresses),
 `caption` (MTSS), and `spec` (synthetic only).
@@ -21,7 +25,8 @@ from pydantic import ValidationError
 from sara.data.mtss import MTSSCaption, MTSSError, parse_caption
 from sara.data.synthetic.spec import SceneSpec
 
-PROMPT_SETS = ("synthetic", "realworld")
+PROMPT_SETS = ("synthetic", "realworld", "heldout")  # one JSON file each
+COMBINED_SETS: dict[str, tuple[str, ...]] = {"lab": ("synthetic", "heldout")}  # sets made of the files' sets, in order
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,20 @@ class PromptItem:
 def prompt_set_raw(name: str) -> dict[str, Any]:
     """The parsed JSON file of one prompt set (including header fields such as `render`)."""
     if name not in PROMPT_SETS:
-        raise ValueError(f"unknown prompt set {name!r}; choose from {PROMPT_SETS}")
+        raise ValueError(f"unknown prompt set {name!r}; choose from {(*PROMPT_SETS, *COMBINED_SETS)}")
     text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 
 def load_prompt_set(name: str) -> list[PromptItem]:
-    """Validated prompt items of the set `name` ("synthetic" or "realworld"); errors name the item and field."""
+    """Validated prompt items of the set `name` (a file of PROMPT_SETS or a set of COMBINED_SETS); errors name the
+    item and field."""
+    if name in COMBINED_SETS:
+        items = [item for part in COMBINED_SETS[name] for item in load_prompt_set(part)]
+        ids = [i.id for i in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"prompt set {name}: an id is in two of {', '.join(COMBINED_SETS[name])}")
+        return items
     raw = prompt_set_raw(name)
     items: list[PromptItem] = []
     seen: set[str] = set()
