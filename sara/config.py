@@ -545,6 +545,8 @@ class DiTPretrainParams(Section):
     eval_every: int = Field(1, ge=1)  # sample the held-out prompts every k steps (the learning curve)
     eval_steps: int = Field(2, ge=1)  # denoising steps of the learning-curve samples
     eval_guidance: float = Field(1.0, ge=1.0)
+    # prompts of the learning curve: the 18 qualitative synthetic prompts, whatever `sample.prompt_set` evaluates
+    eval_prompt_set: PromptSetName = "synthetic"
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = no EMA
     seed: int = Field(0, ge=0)
 

@@ -291,3 +291,25 @@ def test_embedded_base_records_the_text_encoder_copy_it_was_given(tmp_path):
     manifest = save_base(params_from_dict(raw, "embedded"), tmp_path / "base")
     assert manifest["text"]["path"] == "/some/minilm-copy"
     assert _json.loads((tmp_path / "base" / "manifest.json").read_text())["text"]["path"] == "/some/minilm-copy"
+
+
+def test_base_learning_curve_samples_the_qualitative_prompts_whatever_the_evaluated_set(lab, tmp_path, monkeypatch):
+    """The lab evaluates 274 prompts (`sample.prompt_set: lab`); the DiT's learning curve must stay on the 18
+    qualitative ones (`pretrain.dit.eval_prompt_set`), or every curve point samples 274 videos."""
+    import sara.sample
+    from sara.stages.pretrain_dit import pretrain_base
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def record(name):
+        asked.append(name)
+        raise Stop
+
+    corpus_dir, _ = lab
+    monkeypatch.setattr(sara.sample, "load_prompts", record)
+    with pytest.raises(Stop):
+        pretrain_base(micro_lab_params(corpus_dir, sample__prompt_set="lab"), tmp_path / "base")
+    assert asked == ["synthetic"]

@@ -6,7 +6,7 @@ of each clip's full MTSS caption (`dit.text_max_tokens`, 512 at lab scale, so th
 sara.train.pretrain_dit. The pretrained transformer becomes both experts (the high-noise copy is what Stage 2
 trains, the low-noise copy stays frozen for sampling).
 
-Learning curve: every `pretrain.dit.eval_every` steps the held-out prompts (`sample.prompt_set`, one video each,
+Learning curve: every `pretrain.dit.eval_every` steps the prompts of `pretrain.dit.eval_prompt_set` (one video each,
 seed `sample.seeds[0]`) are sampled at `pretrain.dit.eval_steps` denoising steps and CFG `eval_guidance`; the
 videos are kept in `curve/step_<n>.npz` and scored by the grounded judge at the end (`curve.json`: TA / MQ
 means against steps). Where the machine cannot score (no mp4 encoder for the judge's reference round trip),
@@ -104,7 +104,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     latents = encode_corpus(vae, corpus.frames, device)
     states = encode_captions(text, corpus.captions)
     empty = encode_captions(text, [""])
-    prompts = load_prompts(s.prompt_set)
+    prompts = load_prompts(p.eval_prompt_set)
     prompt_states = encode_captions(text, [full_caption(it.caption) for it in prompts])
     neg = encode_captions(text, [s.negative_prompt])
     torch.manual_seed(params.dit.init_seed)  # the base model's init seed (train.seed is Stage 2 only)
@@ -121,11 +121,11 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     result.transformer.save_pretrained(out / "transformer")
     result.transformer.save_pretrained(out / "transformer_2")
     shutil.copytree(vae_dir, out / "vae", ignore=shutil.ignore_patterns("manifest.json", "metrics.json", "*.png"))
-    curve = {"prompt_set": s.prompt_set, "seed": s.seeds[0], "eval_steps": p.eval_steps,
+    curve = {"prompt_set": p.eval_prompt_set, "seed": s.seeds[0], "eval_steps": p.eval_steps,
              "eval_guidance": p.eval_guidance, "scored": False, "points": result.curve}
     (out / "curve.json").write_text(json.dumps(curve, indent=2))
     try:
-        score_curve(out, s.prompt_set, s.fps)
+        score_curve(out, p.eval_prompt_set, s.fps)
     except Exception as err:  # e.g. no mp4 encoder on a GPU machine: the videos are kept for scripts/lab_score.py
         log(f"[init_dit] curve not scored here ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
             "score it with `python scripts/lab_score.py <base_dir>`")
