@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lab DAG on an offline GPU machine (docs/offline.md): install the wheel folder beside the machine's own packages,
-# point the text model at a local MiniLM copy, and run `sara repro` on the given targets in a copy of the checkout,
+# point the text model at a local MiniLM copy, write dvc.yaml for the lab's run matrix, and run `sara repro` on the given targets in a copy of the checkout,
 # sampling GPU utilisation throughout (scripts/gpu_busy.py). Results stay in the copy ($WORK):
 #   bash scripts/lab_run.sh /tmp/minilm-fp16 init_dit pretrain_vfm eval_aligner rubric-base
 set -euo pipefail
@@ -17,5 +17,6 @@ raw = yaml.safe_load(open("configs/lab.yaml"))
 raw["text"]["path"] = raw["dit"]["text_encoder_path"] = sys.argv[1]
 yaml.safe_dump(raw, open("params.yaml", "w"), sort_keys=False)
 PY
+python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
 python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs 8 --times repro_times.json "$@"
