@@ -20,9 +20,9 @@ the backend choice) and api.py, the public API re-exported here: `masked_trd` (E
 implementation), `vanilla_trd` (Eq. 2) and `videorepa_trd` (the hinge form).
 """
 
-from sara.losses.trd.api import masked_trd, vanilla_trd, videorepa_trd
+from sara.losses.trd.api import masked_trd, masked_trd_reference, vanilla_trd, videorepa_trd
 from sara.losses.trd.common import IMPLS, TRDLoss, pair_weight_sums, temporal_decay
-from sara.losses.trd.reference import masked_trd_reference, videorepa_trd_reference
+from sara.losses.trd.reference import videorepa_trd_reference
 
 __all__ = ["IMPLS", "TRDLoss", "masked_trd", "masked_trd_reference", "pair_weight_sums", "temporal_decay",
            "vanilla_trd", "videorepa_trd", "videorepa_trd_reference"]

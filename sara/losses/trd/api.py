@@ -10,7 +10,7 @@ import torch
 
 from sara.losses.trd.chunked import fast_trd
 from sara.losses.trd.common import CHUNK_TOKENS, FUSED, TRDLoss, check_inputs
-from sara.losses.trd.reference import masked_trd_reference, videorepa_trd_reference
+from sara.losses.trd.reference import reference_trd, videorepa_trd_reference
 
 def masked_trd(
     vp: torch.Tensor,
@@ -43,11 +43,16 @@ def masked_trd(
     """
     check_inputs(vp, vy, w, op, tau, eps, impl)
     if impl == "reference":
-        return masked_trd_reference(vp, vy, w, op=op, tau=tau, lam_tmp=lam_tmp, eps=eps, mask_temporal=mask_temporal)
+        return reference_trd(vp, vy, w, op, tau, lam_tmp, eps, mask_temporal)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     spatial, temporal = fast_trd(vp, vy, w, op, tau, lam_tmp, eps, mask_temporal, 0.0, impl, chunk, fused, tile_config)
     return TRDLoss(spatial, temporal, spatial + lam_tmp * temporal)
+
+
+def masked_trd_reference(vp: torch.Tensor, vy: torch.Tensor, w: torch.Tensor | None = None, **settings: Any) -> TRDLoss:
+    """`masked_trd` on the materialising reference (the test oracle): the same keywords but `impl`."""
+    return masked_trd(vp, vy, w, impl="reference", **settings)
 
 
 def vanilla_trd(vp: torch.Tensor, vy: torch.Tensor, *, lam_tmp: float = 1.0, impl: str = "auto") -> TRDLoss:

@@ -39,23 +39,11 @@ def _reference_terms(
     return (Ws * phi).sum(), Ws.sum(), (Wt * phi).sum(), Wt.sum()
 
 
-def masked_trd_reference(
-    vp: torch.Tensor,
-    vy: torch.Tensor,
-    w: torch.Tensor | None = None,
-    *,
-    op: str = "or",
-    tau: float = math.inf,
-    lam_tmp: float = 1.0,
-    eps: float = 1e-6,
-    mask_temporal: bool = True,
-) -> TRDLoss:
-    """Masked TRD (Eqs. 9-11), naive: materialises both Grams and the pair weights. The test oracle.
-
-    Same semantics as `masked_trd` (which calls it for `impl="reference"`). Computes in float32 for
-    bf16/fp16/float32 inputs, float64 for float64. Memory O(B * (T*N)^2).
-    """
-    check_inputs(vp, vy, w, op, tau, eps, "reference")
+def reference_trd(vp: torch.Tensor, vy: torch.Tensor, w: torch.Tensor | None, op: str, tau: float, lam_tmp: float,
+                  eps: float, mask_temporal: bool) -> TRDLoss:
+    """Masked TRD (Eqs. 9-11), naive: materialises both Grams and the pair weights. The test oracle, reached as
+    `masked_trd(..., impl="reference")` (inputs checked there). Computes in float32 for bf16/fp16/float32 inputs,
+    float64 for float64. Memory O(B * (T*N)^2)."""
     ns, ds, nt, dt = _reference_terms(vp, vy, w, op, tau, mask_temporal, 0.0)
     spatial = ns / (ds + eps) if float(ds) + eps > 0 else ns * 0
     temporal = nt / (dt + eps) if float(dt) + eps > 0 else nt * 0
