@@ -62,13 +62,10 @@ class ProjectParams(Section):
     mlflow_experiment: str = Field("sara", min_length=1)  # MLflow experiment every stage logs into
 
 
-class DataParams(Section):
-    source: Literal["synthetic", "folder"] = "synthetic"  # synthetic renderer, or a folder of real clips
-    folder: str | None = None  # real clips (one folder per clip, same layout as the renderer writes)
-    out_dir: str = "data/clips"  # where the data stage writes clip folders and index.json
-    n_train: int = Field(24, ge=1)  # synthetic training clips
-    n_heldout: int = Field(8, ge=1)  # synthetic held-out clips (Stage 1 diagnostics, evaluation)
-    frames: int = Field(16, ge=2)  # frames per clip
+class SceneParams(Section):
+    """What the synthetic renderer draws, shared by the clips (`data`) and the lab corpus (`pretrain.corpus`): frame
+    size and rate, how many foreground entities, how often they interact, are people, or the camera pans."""
+
     height: int = Field(64, ge=16)
     width: int = Field(64, ge=16)
     fps: int = Field(8, ge=1)
@@ -77,13 +74,33 @@ class DataParams(Section):
     interaction_prob: float = Field(0.3, ge=0.0, le=1.0)  # chance that two entities interact (meet / follow)
     person_prob: float = Field(0.2, ge=0.0, le=1.0)  # chance that an entity is a stick figure (PERSON_k)
     pan_prob: float = Field(0.15, ge=0.0, le=1.0)  # chance that the camera pans slowly left or right
+
+    @model_validator(mode="after")
+    def _entity_range(self) -> "SceneParams":
+        if self.min_entities > self.max_entities:
+            raise ValueError("min_entities must be <= max_entities")
+        return self
+
+    @property
+    def scene_options(self) -> dict[str, Any]:
+        """Keywords of `sara.data.synthetic.random_spec`: one scene drawn under these settings."""
+        return {"min_entities": self.min_entities, "max_entities": self.max_entities, "height": self.height,
+                "width": self.width, "interaction_prob": self.interaction_prob, "person_prob": self.person_prob,
+                "pan_prob": self.pan_prob}
+
+
+class DataParams(SceneParams):
+    source: Literal["synthetic", "folder"] = "synthetic"  # synthetic renderer, or a folder of real clips
+    folder: str | None = None  # real clips (one folder per clip, same layout as the renderer writes)
+    out_dir: str = "data/clips"  # where the data stage writes clip folders and index.json
+    n_train: int = Field(24, ge=1)  # synthetic training clips
+    n_heldout: int = Field(8, ge=1)  # synthetic held-out clips (Stage 1 diagnostics, evaluation)
+    frames: int = Field(16, ge=2)  # frames per clip
     pixel_format: Literal["yuv444p", "yuv420p"] = "yuv444p"  # mp4 colour sampling; 4:4:4 keeps 64 px edges sharp
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _entity_range(self) -> "DataParams":
-        if self.min_entities > self.max_entities:
-            raise ValueError("min_entities must be <= max_entities")
+    def _source(self) -> "DataParams":
         if self.pixel_format == "yuv420p" and (self.height % 2 or self.width % 2):
             raise ValueError("height and width must be even for pixel_format yuv420p")
         if self.source == "folder" and not self.folder:
@@ -467,20 +484,12 @@ class StudyParams(Section):
     out_dir: str = "outputs/study"  # build/ (study_build), report/, plots/, metrics.json (study_report)
 
 
-class CorpusParams(Section):
+class CorpusParams(SceneParams):
     """The lab pretraining corpus (sara.data.corpus): random synthetic scenes, rendered once on every core."""
 
     n_train: int = Field(4096, ge=1)  # clips every base model pretrains on
     n_heldout: int = Field(256, ge=1)  # held-out clips (VAE PSNR, encoder probes), with entity masks
     frames: WanFrames = Field(17, ge=1)  # 4k+1 for the Wan VAE (the DiT trains on these clips)
-    height: int = Field(64, ge=16)
-    width: int = Field(64, ge=16)
-    fps: int = Field(8, ge=1)
-    min_entities: int = Field(1, ge=1, le=4)
-    max_entities: int = Field(4, ge=1, le=4)
-    interaction_prob: float = Field(0.3, ge=0.0, le=1.0)
-    person_prob: float = Field(0.2, ge=0.0, le=1.0)
-    pan_prob: float = Field(0.15, ge=0.0, le=1.0)
     workers: int = Field(0, ge=0)  # render processes; 0 = every core
     seed: int = Field(7, ge=0)  # separate from data.seed: the corpus never contains a CT or held-out clip
     out_dir: str = "data/corpus"

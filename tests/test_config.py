@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -148,4 +149,17 @@ def test_the_run_matrix_is_checked_before_any_work() -> None:
         params_from_dict(raw)
     raw["matrix"]["runs"] = ["sft", "sara-or"]  # the study's baselines must be sampled: base or the matrix
     with pytest.raises(ParamsError, match="study: 'videorepa' is not a sampled run \\(base, sft, sara-or\\)"):
+        params_from_dict(raw)
+
+
+@pytest.mark.parametrize("section", ["data", "pretrain.corpus"])
+def test_entity_range_is_checked_for_clips_and_corpus(section: str):
+    """The corpus section lost `min_entities <= max_entities` when it copied the clips' fields; both share one
+    definition now (sara.config.SceneParams), so neither can lose it again."""
+    raw: dict = {}
+    node = raw
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node.update(min_entities=3, max_entities=2)
+    with pytest.raises(ParamsError, match=re.escape(f"{section}: min_entities must be <= max_entities")):
         params_from_dict(raw)

@@ -59,9 +59,7 @@ def render_clip(c: CorpusParams, split: str, index: int) -> dict[str, Any]:
     from sara.data.synthetic import random_spec, render, spec_to_mtss
 
     rng = np.random.default_rng([c.seed, SPLITS[split], index])
-    spec = random_spec(rng, min_entities=c.min_entities, max_entities=c.max_entities,
-                       interaction_prob=c.interaction_prob, person_prob=c.person_prob, pan_prob=c.pan_prob,
-                       height=c.height, width=c.width)
+    spec = random_spec(rng, **c.scene_options)
     frames, masks, _ = render(spec, c.frames, c.height, c.width, c.fps)  # (F, H, W, 3), (K, F, H, W)
     caption = full_caption(spec_to_mtss(spec, frames=c.frames, height=c.height, width=c.width, fps=c.fps))
     out: dict[str, Any] = {"frames": frames, "caption": caption}

@@ -38,9 +38,7 @@ def render_synthetic(params: Params, out: Path) -> tuple[list[Any], list[Any]]:
     records, truths = [], []
     for split, i in tqdm(jobs, desc="data: render", unit="clip"):
         rng = np.random.default_rng(clip_seed(d.seed, split, i))
-        spec = random_spec(rng, min_entities=d.min_entities, max_entities=d.max_entities,
-                           interaction_prob=d.interaction_prob, person_prob=d.person_prob, pan_prob=d.pan_prob,
-                           height=d.height, width=d.width)
+        spec = random_spec(rng, **d.scene_options)
         frames, masks, truth = render(spec, d.frames, d.height, d.width, d.fps)
         caption = spec_to_mtss(spec, truth=truth)
         records.append(write_clip(out, f"{split}_{i:04d}", split, frames, d.fps, caption, truth, masks,
