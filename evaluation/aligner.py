@@ -126,7 +126,7 @@ def evaluate_aligner(aligner: Any, text: Any, examples: Sequence[Any], grid: tup
     `entity_pairs/*` for how differently two entity queries of one clip respond.
     `vjepa_attn` maps clip_id -> V-JEPA last-layer attention (heads, N_v, N_v) for Δ self-attn entropy.
     """
-    from sara.train.stage1 import Unit
+    from sara.data.supervision import Unit
 
     dev = next(aligner.parameters()).device
     t, h, w = grid

@@ -262,7 +262,7 @@ def test_masks_go_through_the_same_resize_and_crop_as_the_pixels():
 
 
 def test_stage1_targets_cover_only_what_the_encoder_saw():
-    from sara.train.stage1 import supervision_units
+    from sara.data.supervision import supervision_units
 
     mask = torch.zeros(1, 4, 40, 56, dtype=torch.bool)
     mask[0, :, :, :8] = True  # only the left margin: outside the 32 x 32 centre crop of the 36 x 50 resized frame

@@ -11,7 +11,8 @@ from torch.testing import assert_close
 
 from sara.losses.aligner import info_nce, masks_to_grid, same_caption_matrix, saliency_bce
 from sara.train.schedules import lr_at, warmup_cosine
-from sara.train.stage1 import ClipExample, Unit, batch_order, make_batch, supervision_units
+from sara.data.supervision import ClipExample, Unit, supervision_units
+from sara.train.stage1 import batch_order, make_batch
 
 
 def test_masks_to_grid_is_the_covered_fraction_of_each_tubelet_patch_volume():

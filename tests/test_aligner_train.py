@@ -11,7 +11,8 @@ from aligner_testlib import save_tiny_bert, tiny_aligner_params, tiny_text, tiny
 from torch.testing import assert_close
 
 from sara.config import Params, TextParams
-from sara.train.stage1 import ClipExample, Unit, make_batch, stage1_loss, train_aligner
+from sara.data.supervision import ClipExample, Unit
+from sara.train.stage1 import make_batch, stage1_loss, train_aligner
 
 GRID = (2, 2, 2)
 

@@ -36,7 +36,7 @@ def run(params: Params, progress: bool = True) -> Path:
     from sara.env import resolve_device
     from sara.stages.train_aligner import ablation_name
     from sara.tracking import log_artifact, log_metrics, stage_run
-    from sara.train.stage1 import build_examples
+    from sara.data.supervision import build_examples
 
     p = params.aligner
     eval_dir = Path(p.eval_dir)

@@ -34,7 +34,8 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
     from sara.env import resolve_device
     from sara.models.encoders import build_text_model, build_vfm, cached_features
     from sara.tracking import log_artifact, log_metrics, stage_run
-    from sara.train.stage1 import TRAIN_STATE, build_examples, run_fingerprint, train_aligner
+    from sara.data.supervision import build_examples
+    from sara.train.stage1 import TRAIN_STATE, run_fingerprint, train_aligner
 
     p = params.aligner
     out = Path(p.out_dir)

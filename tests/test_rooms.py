@@ -1,8 +1,10 @@
-"""sara/losses/trd is a package with one job per module: one public `masked_trd` (every implementation behind
-`impl`), the temporal decay written once, the reference and the chunked backend in modules of their own."""
+"""Rooms by job. sara/losses/trd is a package with one job per module: one public `masked_trd` (every
+implementation behind `impl`), the temporal decay written once, the reference and the chunked backend in modules of
+their own. Evaluation reads plain data types, never a training loop."""
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from pathlib import Path
@@ -12,6 +14,7 @@ import torch
 import sara.losses.trd as trd
 
 PACKAGE = Path(trd.__file__).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_public_masked_trd_dispatches_every_implementation():
@@ -33,3 +36,14 @@ def test_the_temporal_decay_is_computed_in_one_place():
     assert torch.equal(trd.common.decay(gap, math.inf), torch.ones(3))
     omega = trd.temporal_decay(3, 2.0)
     assert omega[0, 0] == 0 and math.isclose(float(omega[0, 2]), math.exp(-1.0))
+
+
+def test_evaluation_imports_no_training_loop():
+    """evaluation/aligner.py took `Unit` from sara/train/stage1.py: the supervision units are data
+    (sara.data.supervision), which the loop and the evaluation both read."""
+    hits = []
+    for path in sorted((ROOT / "evaluation").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
+            hits += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.startswith("sara.train")]
+    assert not hits, hits
