@@ -43,7 +43,8 @@ def _value(text: str) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", type=_list, help="comma list of sft, videorepa, moalign, sara (default: sara)")
-    parser.add_argument("--ops", type=_list, help="comma list of and, or, xor, none (default: methods.sara.ops)")
+    parser.add_argument("--ops", type=_list,
+                        help="comma list of and, or, xor, none (default: the operators of the DAG's SARA runs)")
     parser.add_argument("--seeds", type=lambda t: _list(t, int), help="comma list of train.seed values")
     parser.add_argument("--lam-trd", type=lambda t: _list(t, float), help="comma list of trd.lam_trd values")
     parser.add_argument("--params-file", help="params file whose differences from params.yaml become overrides")
