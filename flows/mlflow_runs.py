@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from flows.dag import stage_base
 from flows.plan import PointPlan, SweepPlan
 from sara.config import Params
-from sara.tracking import flatten
+from sara.tracking import EXPERIMENT_KIND, flatten, mark_model_development
 
 METRIC_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 MAX_POINTS_PER_KEY = 5000  # keep copies bounded for long training curves
@@ -38,8 +38,9 @@ def ensure_experiment(client: MlflowClient, name: str, repo: Path) -> str:
     """
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        mark_model_development(client, exp)
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=(repo / "mlruns").resolve().as_uri())
+    return client.create_experiment(name, artifact_location=(repo / "mlruns").resolve().as_uri(), tags=EXPERIMENT_KIND)
 
 
 def git_tags(repo: Path) -> dict[str, str]:

@@ -40,6 +40,10 @@ ORCHESTRATION_TAGS = {
     "SARA_SWEEP_ID": "sara.sweep_id",
 }
 
+# The MLflow UI (3.x) opens an experiment by its kind: "custom_model_development" on the runs table, while an
+# untagged one may land on the GenAI overview (traces, token usage). Every stage and sweep marks the experiment.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
 SCALE_NOTE = {
     "embedded": "embedded default: tiny random-init models on synthetic clips; proves the plumbing, not the science",
     "gpu": "gpu scale: random-init models at real token counts; timings, not quality",
@@ -161,6 +165,13 @@ def close_orphans(experiment_id: str, name: str) -> str | None:
     return previous
 
 
+def mark_model_development(c: MlflowClient, experiment: Any) -> None:
+    """Tag the experiment as model development (EXPERIMENT_KIND), once: the UI then opens on its runs."""
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            c.set_experiment_tag(experiment.experiment_id, key, value)
+
+
 @contextmanager
 def stage_run(
     stage: str,
@@ -179,6 +190,7 @@ def stage_run(
     check_local_weights(params, sections)
     open_store()
     experiment = mlflow.set_experiment(params.project.mlflow_experiment)
+    mark_model_development(client(), experiment)
     name = f"{stage}/{variant}" if variant else stage
     previous = close_orphans(experiment.experiment_id, name)
     all_tags = {

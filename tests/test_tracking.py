@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,16 @@ def test_stage_run_logs_a_dotted_key_alone(tracking) -> None:
         pass
     logged = tracking.get_run(run.info.run_id).data.params
     assert logged["train.out_dir"] == "models/dit" and "train.lr" not in logged
+
+
+def test_the_experiment_is_tagged_as_model_development(tracking) -> None:
+    """MLflow 3's UI opens an untagged experiment on the GenAI overview (traces, "no data"), not on its runs."""
+    from flows.mlflow_runs import ensure_experiment
+
+    with stage_run("data", Params(), ["data"]):
+        pass
+    exp = tracking.get_experiment_by_name(Params().project.mlflow_experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    other = tracking.create_experiment("untagged")
+    ensure_experiment(tracking, "untagged", Path("."))  # a sweep marks an existing experiment too
+    assert tracking.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
