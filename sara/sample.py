@@ -30,7 +30,6 @@ from sara.data.video_io import save_video_and_sheet, write_video
 from sara.env import resolve_device
 
 from sara.data.mtss import full_caption
-from sara.models.dit import load_base, load_trained_transformer
 from sara.runs import BASE as BASE_RUN  # the untrained base model
 
 
@@ -86,6 +85,8 @@ class Sampler:
     def __init__(self, params: Params, run: str, base_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> None:
         import torch
         from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
+
+        from sara.models.dit import load_base, load_trained_transformer  # local: torch and diffusers are seconds
 
         s = params.sample
         self.params = params

@@ -47,3 +47,14 @@ def test_evaluation_imports_no_training_loop():
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])] if isinstance(node, ast.Import) else []
             hits += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.startswith("sara.train")]
     assert not hits, hits
+
+
+def test_the_rubric_and_report_stages_start_without_torch():
+    """A stage process pays its imports at start-up (~50 stages in the embedded DAG): the rubric judges rendered
+    videos and the report reads JSON, neither needs torch or diffusers (sara.sample imported the DiT at the top)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sara.cli, sara.stages.report, evaluation.rubric.evaluate, evaluation.rubric.summaries; "
+            "heavy = sorted(m for m in ('torch', 'diffusers') if m in sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -4,7 +4,7 @@ One run at a time (`evaluate_run`, the stage `sara rubric --run <run>`); layout 
   oracle/<prompt>_s<seed>.mp4 + .png  the renderer's ground-truth clip of each synthetic prompt (the oracle row)
   <run>/<prompt>_s<seed>.json         per video: grounded scores and, per VLM judge, both group calls with raw replies
   <run>/summary.json                  per protocol ("grounded", "vlm"): per-dimension mean/vote, TA/MQ, n_valid
-`merge_runs` puts the runs' summaries side by side for the report.
+`merge_runs` (evaluation/rubric/summaries.py) puts the runs' summaries side by side for the report.
 The two protocols are never mixed: the grounded judge is a measurement against ground truth, the VLM judges
 are the paper's protocol; each table names which produced it.
 """
@@ -23,7 +23,8 @@ from evaluation.rubric.prompts import description_from_caption
 from sara.data.synthetic import SceneSpec, render
 from sara.data.video_io import read_video, save_video_and_sheet
 from sara.sample import load_prompts
-from sara.runs import ORACLE, in_row_order
+from evaluation.rubric.summaries import list_runs_with, merge_runs
+from sara.runs import ORACLE
 
 GROUNDED_NOTE = (
     "grounded judge: measured against the renderer's ground truth (palette segmentation, entity tracks, "
@@ -128,30 +129,6 @@ def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = No
     summary = {"run": run, "prompt_set": s.prompt_set, "scale": params.project.scale, "protocols": protocols}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def merge_runs(summaries: list[dict]) -> dict:
-    """Per-run summaries -> the report's view: `{"runs": [...], "protocols": {p: {"note", "judges", "runs": {run: result}}}}`."""
-    protocols: dict[str, dict] = {}
-    for one in summaries:
-        for name, block in one["protocols"].items():
-            merged = protocols.setdefault(name, {"note": block["note"], "judges": block["judges"], "runs": {}})
-            merged["runs"][one["run"]] = block["result"]
-    first = summaries[0] if summaries else {}
-    return {"prompt_set": first.get("prompt_set"), "scale": first.get("scale"), "runs": [s["run"] for s in summaries],
-            "protocols": protocols}
-
-
-def read_run_summaries(rubric_dir: Path) -> list[dict]:
-    """Every `<rubric_dir>/<run>/summary.json`, oracle first, then in the paper's row order."""
-    runs = list_runs_with(rubric_dir, "summary.json")
-    return [json.loads((rubric_dir / run / "summary.json").read_text()) for run in runs]
-
-
-def list_runs_with(folder: Path, marker: str) -> list[str]:
-    """Sub-folders of `folder` holding `marker`, oracle first, then in the paper's row order."""
-    found = [p.name for p in folder.iterdir() if (p / marker).is_file()] if folder.is_dir() else []
-    return in_row_order(found)
 
 
 def evaluate_all(params: Any, out: Path, judges: list[Any] | None = None, log=print) -> dict:

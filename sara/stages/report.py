@@ -20,7 +20,7 @@ def gather(params: Params) -> tuple[dict, dict]:
     """(rubric view, vbench view) of every evaluated run, as `evaluation.report.build_report` reads them."""
     import json
 
-    from evaluation.rubric.evaluate import list_runs_with, merge_runs, read_run_summaries
+    from evaluation.rubric.summaries import list_runs_with, merge_runs, read_run_summaries
     from sara.stages.vbench import merge_runs as merge_vbench
 
     rubric_dir = Path(params.rubric.out_dir)
