@@ -63,3 +63,20 @@ def test_the_check_sees_a_removed_key():
     assert documented_keys(r"--keep 'trd\.lam_trd|methods\.sara\.ops'") == {"trd.lam_trd", "methods.sara.ops"}
     assert schema_has("trd.lam_trd") and schema_has("pretrain.corpus.min_entities") and not schema_has("methods.sara.ops")
     assert documented_keys("see outputs/report/report.md and report.md") == set()
+
+
+def test_the_readme_front_door():
+    """The README opens with the two Quickstart commands, its DAG sketch names every stage of dvc.yaml, and its
+    "Three ways" table has three rows (it had four, and the sketch lacked corpus, pretrain_vae, pretrain_vfm)."""
+    import yaml
+
+    from sara.runs import split_stage_name
+
+    text = (ROOT / "README.md").read_text()
+    quick = text[text.index("## Quickstart"):][:600]
+    assert "bash scripts/install.sh && . .venv/bin/activate && dvc repro" in quick and "bash .ci/run" in quick
+    sketch = text[text.index("### What `dvc repro` runs"):].split("```")[1]
+    stages = {split_stage_name(n)[0] for n in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]}
+    assert not sorted(s for s in stages if s not in sketch)
+    ways = text[text.index("## Three ways"):].split("\n\n")[1]
+    assert len([line for line in ways.splitlines() if line.startswith("| ") and "---" not in line]) == 1 + 3
