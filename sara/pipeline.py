@@ -89,34 +89,11 @@ def _model(p: Params, row: Row) -> tuple[str, ...]:
     return (p.dit.base_dir,) if row == BASE else (p.dit.base_dir, f"{p.train.out_dir}/{row}")
 
 
-def stages(params: Params) -> list[StageSpec]:
-    """Every stage of the pipeline, in DAG order."""
-    p = params
-    clips, masks, feats = p.data.out_dir, p.masks.out_dir, p.vfm.cache_dir
-    corpus, vae, vfm = p.pretrain.corpus.out_dir, p.pretrain.vae.out_dir, p.pretrain.vfm.out_dir
-    out = [
-        StageSpec("corpus", "sara corpus", stage_file("corpus"), _sections("corpus"), outs=(corpus,),
-                  comment="The base models, one stage each with one behaviour per scale (random init embedded, "
-                          "pretrained here lab, local weights paper): docs/lab/base.md."),
-        StageSpec("pretrain_vae", "sara pretrain-vae", stage_file("pretrain_vae"), _sections("pretrain_vae"),
-                  (corpus,), (vae,)),
-        StageSpec("pretrain_vfm", "sara pretrain-vfm", stage_file("pretrain_vfm"), _sections("pretrain_vfm"),
-                  (corpus,), (vfm,)),
-        StageSpec("data", "sara data", stage_file("data"), _sections("data"), outs=(clips,)),
-        StageSpec("masks", "sara masks", stage_file("masks"), _sections("masks"), (clips,), (masks,),
-                  metrics=(f"{Path(masks).parent}/masks_metrics.json",)),
-        StageSpec("features", "sara features", stage_file("features"), _sections("features"), (clips, vfm), (feats,),
-                  comment="V-JEPA features of every clip, content-keyed (clip bytes, encoder, preprocessing); their own "
-                          "stage, so the run cache restores every stage that reads them."),
-        StageSpec("train_aligner", "sara train-aligner", stage_file("train_aligner"), _sections("train_aligner"),
-                  (clips, masks, feats, vfm), (p.aligner.out_dir,)),
-        StageSpec("eval_aligner", "sara eval-aligner", stage_file("eval_aligner"), _sections("eval_aligner"),
-                  (p.aligner.out_dir, clips, masks, feats), (f"{p.aligner.eval_dir}/figures",),
-                  metrics=(f"{p.aligner.eval_dir}/metrics.json",)),
-        StageSpec("init_dit", "sara init-dit", stage_file("init_dit"), _sections("init_dit"), (corpus, vae),
-                  (p.dit.base_dir,)),
-    ]
-    rows = sampled(p)
+def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
+    """Stage 2 per run of the matrix, then sampling, CLIP score, VBench, rubric (plus the oracle's) and mechanism
+    per sampled row."""
+    clips, vfm = p.data.out_dir, p.pretrain.vfm.out_dir
+    out: list[StageSpec] = []
     for i, run in enumerate(matrix_runs(p)):
         out.append(StageSpec(
             stage_name("train_dit", run), f"sara train-dit --run {run}", stage_file("train_dit"), run.params, run.inputs(p),
@@ -168,6 +145,38 @@ def stages(params: Params) -> list[StageSpec]:
                     "projected. The trained aligner is read by base (each operator's pair-budget shares) and by the "
                     "SARA runs (their frozen encoder) only.",
         ))
+    return out
+
+
+def stages(params: Params) -> list[StageSpec]:
+    """Every stage of the pipeline, in DAG order."""
+    p = params
+    clips, masks, feats = p.data.out_dir, p.masks.out_dir, p.vfm.cache_dir
+    corpus, vae, vfm = p.pretrain.corpus.out_dir, p.pretrain.vae.out_dir, p.pretrain.vfm.out_dir
+    out = [
+        StageSpec("corpus", "sara corpus", stage_file("corpus"), _sections("corpus"), outs=(corpus,),
+                  comment="The base models, one stage each with one behaviour per scale (random init embedded, "
+                          "pretrained here lab, local weights paper): docs/lab/base.md."),
+        StageSpec("pretrain_vae", "sara pretrain-vae", stage_file("pretrain_vae"), _sections("pretrain_vae"),
+                  (corpus,), (vae,)),
+        StageSpec("pretrain_vfm", "sara pretrain-vfm", stage_file("pretrain_vfm"), _sections("pretrain_vfm"),
+                  (corpus,), (vfm,)),
+        StageSpec("data", "sara data", stage_file("data"), _sections("data"), outs=(clips,)),
+        StageSpec("masks", "sara masks", stage_file("masks"), _sections("masks"), (clips,), (masks,),
+                  metrics=(f"{Path(masks).parent}/masks_metrics.json",)),
+        StageSpec("features", "sara features", stage_file("features"), _sections("features"), (clips, vfm), (feats,),
+                  comment="V-JEPA features of every clip, content-keyed (clip bytes, encoder, preprocessing); their own "
+                          "stage, so the run cache restores every stage that reads them."),
+        StageSpec("train_aligner", "sara train-aligner", stage_file("train_aligner"), _sections("train_aligner"),
+                  (clips, masks, feats, vfm), (p.aligner.out_dir,)),
+        StageSpec("eval_aligner", "sara eval-aligner", stage_file("eval_aligner"), _sections("eval_aligner"),
+                  (p.aligner.out_dir, clips, masks, feats), (f"{p.aligner.eval_dir}/figures",),
+                  metrics=(f"{p.aligner.eval_dir}/metrics.json",)),
+        StageSpec("init_dit", "sara init-dit", stage_file("init_dit"), _sections("init_dit"), (corpus, vae),
+                  (p.dit.base_dir,)),
+    ]
+    rows = sampled(p)
+    out += _per_run_stages(p, rows)
     sampled_names = [str(r) for r in rows]
     compared = tuple(p.comparison.runs) if p.comparison.runs is not None else (ORACLE, *sampled_names)
     out.append(StageSpec(

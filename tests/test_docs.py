@@ -26,6 +26,7 @@ NOT_PARAMS = {
     "vbench.quality": "a DVC metric (outputs/metrics/<run>/vbench.json)",
     "vbench.status": "a DVC metric",
     "vbench.benchmark": "an MLflow tag of vbench/<run>",
+    "pretrain.vae.max_minutes": "a key of an earlier revision, in a historical command (docs/lab/base.md, 9d3e809)",
 }
 
 
