@@ -23,7 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+
+from sara.config import StrictModel
 
 from evaluation.study.design import MEDIA_DIR, Study, StudyLayout, load_study
 from evaluation.study.page import landing_page, rater_page
@@ -33,10 +35,11 @@ from evaluation.study.store import VoteStore
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
 
 
-class VoteBody(BaseModel):
-    """The body of a vote; anything else (another key, a number for an id) is a 422."""
+class VoteBody(StrictModel):
+    """The body of a vote; anything else (another key, a number for an id) is a 422 (StrictModel forbids extra keys;
+    strict refuses a number for a string)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(strict=True)
     pair: str
     choice: str  # left | tie | right (checked by the session, which answers 422 too)
 
