@@ -60,7 +60,7 @@ def prompts_needed(diff: Interval, n_prompts: int) -> int | None:
     return int(math.ceil(n_prompts * (half / abs(diff.estimate)) ** 2))
 
 
-def test_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list, level: float,
+def evaluate_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list, level: float,
                 primary: Sequence[Claim] = ()) -> list[dict[str, Any]]:
     """Every claim of CLAIMS on the shared bootstrap draw `weights` (B, V), but those registered in `primary`;
     `not run` when a side has no scores. Each is exploratory, with its raw p-value and half-width."""

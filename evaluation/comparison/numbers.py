@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from evaluation.comparison.claims import METRICS, dim_index, test_claims
+from evaluation.comparison.claims import METRICS, dim_index, evaluate_claims
 from evaluation.comparison.primary import decide_primary, half_widths_reached
 from evaluation.statistics import (RunScores, bootstrap_weights, half_width, paired_difference, paired_replicates,
                                    run_interval, seed_spread, verdict)
@@ -88,7 +88,7 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
             for m in METRICS:
                 iv, n = paired_difference(r, runs[ref], dim_index(m), weights, units, cfg.level)
                 diffs[ref][name][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": n, "half_width": half_width(iv)}
-    claims = test_claims(runs, weights, units, cfg.level, primary)
+    claims = evaluate_claims(runs, weights, units, cfg.level, primary)
 
     def pair(a: str, b: str, m: str):  # a primary claim's paired difference, on the same resamples
         return paired_replicates(runs[a], runs[b], dim_index(m), weights, units) if a in runs and b in runs else None
