@@ -23,6 +23,7 @@ from typing import Any, Callable
 def main() -> None:
     import torch
 
+    import sara.data.clipset as clipset
     import sara.train.stage2 as stage2
     from sara.config import load_params, params_from_dict
     from sara.env import resolve_device
@@ -72,10 +73,10 @@ def main() -> None:
     stage2.load_base = load_base_with_timed_text
     stage2.encode_latents = timed("VAE encode", stage2.encode_latents)
     stage2.frozen_targets = timed("frozen targets", stage2.frozen_targets)
-    stage2.ClipSet.__getitem__ = timed("clip fetch", stage2.ClipSet.__getitem__)
+    clipset.ClipSet.__getitem__ = timed("clip fetch", clipset.ClipSet.__getitem__)
     for name, method in (("forward", "__call__"), ("backward", "backward"), ("optimiser step", "step")):
         setattr(TrainEngine, method, timed(name, getattr(TrainEngine, method)))
-    stage2.FrozenInputs.__init__ = timed("frozen-input cache", stage2.FrozenInputs.__init__)
+    clipset.FrozenInputs.__init__ = timed("frozen-input cache", clipset.FrozenInputs.__init__)
     stage2.stage2_batch = timed("batch (all of the above but the engine)", stage2.stage2_batch, loop_start=True)
 
     t0 = time.perf_counter()

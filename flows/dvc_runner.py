@@ -13,6 +13,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,75 @@ class DvcError(RuntimeError):
         return f"{stage}: {last}" if stage else last
 
 
+class Stopped(RuntimeError):
+    """The run was told to stop (SIGTERM / SIGINT to `sara repro`): no further dvc command starts."""
+
+
+# The dvc processes running now (each the leader of its own process group), so a signal to the orchestrator can be
+# passed on to every stage it started; once `stop` was called, no new one starts.
+_RUNNING: dict[subprocess.Popen[str], str] = {}
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def _stage_of(args: list[str]) -> str:
+    """`['--wait-for-lock', 'repro', '-s', 'masks']` -> `masks`: what a dvc command works on, for messages."""
+    return args[-1] if args else "dvc"
+
+
+def stop(signum: int, grace_s: float = 120.0) -> list[str]:
+    """Send `signum` to the process group of every running dvc command (its stage's command included), so each
+    stage ends as on Ctrl-C (its MLflow run KILLED); a group still alive after `grace_s` gets SIGKILL. Returns the
+    stages signalled. Every later `run_dvc` raises Stopped instead of starting."""
+    _STOPPING.set()
+    with _RUNNING_LOCK:
+        procs = dict(_RUNNING)
+    for proc in procs:
+        _signal_group(proc, signum)
+
+    def kill_left() -> None:
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+
+    threading.Thread(target=kill_left, name="dvc-stop", daemon=True).start()
+    return sorted(procs.values())
+
+
+def allow_starts() -> None:
+    """Undo `stop` for a new run of the orchestrator in this process."""
+    _STOPPING.clear()
+
+
+def _signal_group(proc: subprocess.Popen[str], signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl  # resolved here: no dlopen in a forked child
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl() if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_this_process() -> None:
+    """In the dvc child before exec: SIGTERM when the thread that started it dies (the orchestrator killed with
+    -9), so no stage trains on without it. The stage, in turn, stops when dvc is gone (sara.lifeline)."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class ExpResult:
     name: str
@@ -77,16 +148,30 @@ def stage_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_dvc(args: list[str], repo: Path, env: Mapping[str, str], log: Callable[[str], Any] = print) -> str:
-    """Run `dvc <args>` in `repo`, streaming each output line to `log`; return the output or raise DvcError."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=repo,
-        env=stage_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: a cancelled flow run stops the stage commands too
-    )
+    """Run `dvc <args>` in `repo`, streaming each output line to `log`; return the output or raise DvcError
+    (Stopped once `stop` was called)."""
+    with _RUNNING_LOCK:
+        if _STOPPING.is_set():
+            raise Stopped(f"not starting `dvc {' '.join(args)}`: stopping")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=repo,
+            env=stage_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: a cancelled flow run stops the stage commands too
+            preexec_fn=_die_with_this_process if _PRCTL is not None else None,
+        )
+        _RUNNING[proc] = _stage_of(args)
+    try:
+        return _stream(proc, args, log)
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.pop(proc, None)
+
+
+def _stream(proc: subprocess.Popen[str], args: list[str], log: Callable[[str], Any]) -> str:
     lines: list[str] = []
     tail: collections.deque[str] = collections.deque(maxlen=60)
     try:

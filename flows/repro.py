@@ -19,6 +19,11 @@ committed). A stage's own error is not retried: the stages downstream of it are 
 
 `--extra-train-seeds K[,K]` then trains every method again with each of those `train.seed` values for the
 comparison's training-seed spread (flows/train_seeds.py).
+
+Before it plans, the whole params file is validated (one line, exit 2, nothing run or deleted) and what killed
+runs left behind is cleared (flows/leftovers.py). SIGTERM or Ctrl-C is passed on to every running stage's process
+group; `sara repro` waits for them to end (their MLflow runs KILLED), starts nothing new and exits 143 / 130 with
+one line saying what stopped and how to resume.
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from flows import dvc_runner
 from flows.dag import Dag, load_dag
 from flows.dvc_runner import DvcError, run_dvc
 
@@ -217,10 +226,55 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected seeds separated by commas, e.g. 1025,1026") from None
 
 
+class Interrupted(BaseException):
+    """SIGTERM / SIGINT reached `sara repro` (BaseException: no scheduler `except Exception` may swallow it)."""
+
+    def __init__(self, signum: int, stages: list[str]) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.stages = signum, stages
+
+
+@contextmanager
+def passing_signals_on() -> Iterator[None]:
+    """SIGTERM and SIGINT are passed on to every running stage (flows.dvc_runner.stop), then raise Interrupted in
+    the main thread: the scheduler starts nothing more and waits for its running stages on the way out."""
+
+    def handler(signum: int, frame: object) -> None:
+        for s in (signal.SIGTERM, signal.SIGINT):  # a second signal changes nothing: the stop is under way
+            signal.signal(s, lambda *_: None)
+        raise Interrupted(signum, dvc_runner.stop(signum))
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    dvc_runner.allow_starts()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        with passing_signals_on():
+            return _main(argv)
+    except Interrupted as stop:
+        running = ", ".join(stop.stages) or "none"
+        print(f"[repro] stopped by {stop}: passed it on to the running stages ({running}) and waited for them to "
+              f"end (their MLflow runs are KILLED); run `sara repro` again to resume (Stage 2 continues from its "
+              f"last checkpoint)", file=sys.stderr)
+        return 128 + stop.signum
+
+
+def _main(argv: list[str] | None) -> int:
+    from flows.leftovers import sweep
     from flows.train_seeds import check_extra_seeds, train_extra_seeds
     from sara.deps import ROOT
     from sara.pipeline import out_of_date
+    from sara.config import ParamsError, load_params
+    from sara.errors import InputError
 
     ap = argparse.ArgumentParser(prog="sara repro", description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*", help="stages to bring up to date (default: the whole pipeline)")
@@ -233,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                          "(flows/train_seeds.py)")
     args = ap.parse_args(argv)
     repo = args.repo.resolve()
+    try:  # the whole params file, before anything runs or is deleted (dvc repro: the check_params stage)
+        params = load_params(repo / "params.yaml")
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     env = share_cores(args.jobs)
     dag = load_dag(repo)
     try:  # bad arguments: one line, before any work
@@ -247,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(err))
     logs = args.logs if args.logs.is_absolute() else repo / args.logs
     targets = args.targets or None
+    try:
+        sweep(repo, params.project.mlflow_experiment)
+    except InputError as err:  # an unavailable tracking store: every stage would fail on it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     outcomes, left, wall = reproduce(repo, dag, args.jobs, env, logs, targets)
     ok = all_ran(outcomes, left)
     times = _times(args.jobs, outcomes, wall)

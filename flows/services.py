@@ -28,6 +28,7 @@ from pathlib import Path
 from flows.env import orchestration_env
 from flows.net import wait_http
 from sara.env import repo_root
+from sara.io import pid_alive
 
 HOST = "127.0.0.1"
 DEPLOYMENT = "sara/ablation-sweep"
@@ -66,12 +67,8 @@ def _write_state(root: Path, services: list[Service]) -> None:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     # A zombie child of this process still answers kill(0); reap it if it is ours.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)

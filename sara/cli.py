@@ -1,7 +1,8 @@
 """`sara <stage> [--params params.yaml] [stage options]`: thin entry points used by dvc.yaml.
 
-Two commands are not stages: `sara sweep [...]` starts an ablation sweep (flows/sweep.py), and `sara repro
---jobs N` reproduces the pipeline with independent stages running at the same time (flows/repro.py).
+Three commands are not stages: `sara sweep [...]` starts an ablation sweep (flows/sweep.py), `sara repro
+--jobs N` reproduces the pipeline with independent stages running at the same time (flows/repro.py), and
+`sara verify` re-hashes the workspace outputs and DVC's cache (flows/verify.py).
 The blind user study is one group: `sara study build` and `sara study report` are the stages `study-build` and
 `study-report`; `sara study serve` runs the raters' web page (evaluation/study/server.py).
 
@@ -13,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sara.config import ParamsError, load_params
 from sara.errors import InputError
+from sara.io import WRITE_ERRNOS
 
 # stage name on the command line -> module under sara.stages (one module per DVC stage)
 STAGES = {
+    "check-params": "check_params",
     "data": "data",
     "masks": "masks",
     "corpus": "corpus",
@@ -53,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from flows.repro import main as repro_main
 
         return repro_main(argv[1:])
+    if argv[:1] == ["verify"]:  # not a stage: re-hashes what the stages wrote and DVC's cache
+        from flows.verify import main as verify_main
+
+        return verify_main(argv[1:])
     if argv[:1] == ["study"]:
         if argv[1:2] == ["serve"]:  # not a stage: the raters' web page
             from evaluation.study.server import main as serve_main
@@ -80,10 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
+    if os.environ.get("DVC_STAGE"):  # run by DVC: stop when DVC is gone, never train on as an orphan
+        from sara.lifeline import die_with_parent
+
+        die_with_parent()
     try:
         module.run(params, **options)
     except InputError as err:  # bad params, weights or data: the message says what to fix, a traceback would not
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # storage refused a write (no space, read-only): the path and the cause, no traceback
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        print(f"error: cannot write {err.filename or 'a file'}: {err.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # SIGINT, or SIGTERM (sara.tracking.Terminated); the MLflow run is KILLED
         print(f"interrupted: {err or 'SIGINT'}", file=sys.stderr)

@@ -670,9 +670,20 @@ def read_yaml(text: str) -> Any:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Load and validate a params file. Missing file and bad keys give one clear error."""
+    """Load and validate a params file. A missing or unreadable file, a YAML syntax error and bad keys each give
+    one clear error naming the file (and the line, or the key)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
-    raw = read_yaml(path.read_text()) or {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParamsError(f"params file {path} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        raw = read_yaml(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParamsError(f"{path}: not valid YAML at {where}: {problem}") from None
     return params_from_dict(raw, str(path))

@@ -22,3 +22,27 @@ class BadDataError(InputError, ValueError):
 
 class MissingDataError(InputError, FileNotFoundError):
     """A file a clip needs is not there; the message names the clip and the file."""
+
+
+class BadFileError(InputError, OSError):
+    """A file the pipeline reads cannot be used (unreadable, truncated, damaged); the message names the path, the
+    cause and how to get a good copy back."""
+
+
+class IntegrityError(BadFileError):
+    """An output's content differs from the digest written when it was exported (a damaged workspace file or DVC
+    cache object); the message names the file and the fix."""
+
+
+class WriteFailedError(InputError, OSError):
+    """A file could not be written (no space left, read-only file system, no permission); the message names the
+    path and the cause. Nothing half-written is left in place of an output."""
+
+
+class TrackingStoreError(InputError, RuntimeError):
+    """The MLflow tracking store cannot be used (unreachable server, locked or read-only database); the message
+    names the URI and the cause."""
+
+
+class RunStateBusyError(InputError, RuntimeError):
+    """Another live process already trains in this run-state directory; the message names it and its pid."""

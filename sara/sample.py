@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from sara.config import Params
-from sara.data.prompts import PromptItem, load_prompt_set
+from sara.data.prompts import PromptItem, PromptSetError, load_prompt_set
 from sara.data.video_io import save_video_and_sheet, write_video
 from sara.env import resolve_device
+from sara.errors import MissingDataError
 
 from sara.data.mtss import full_caption
 from sara.runs import BASE as BASE_RUN  # the untrained base model
@@ -43,11 +44,15 @@ def load_vbench_prompts(path: str) -> list[str]:
     """VBench prompts from its full-info JSON (`[{"prompt_en": ...}]`) or a text file with one prompt per line."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"VBench prompt file {path!r} not found (sample.vbench_prompts / sample.vbench2_prompts)")
-    if p.suffix == ".json":
-        data = json.loads(p.read_text())
-        return list(dict.fromkeys(d["prompt_en"] for d in data))  # unique, in suite order
-    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        raise MissingDataError(f"VBench prompt file {path!r} not found (sample.vbench_prompts / sample.vbench2_prompts)")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(p.read_text())
+            return list(dict.fromkeys(d["prompt_en"] for d in data))  # unique, in suite order
+        return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        what = "every entry needs a 'prompt_en' string" if isinstance(err, (KeyError, TypeError)) else err
+        raise PromptSetError(f"{path}: VBench prompt suite cannot be read: {what}") from None
 
 
 MAX_NAME_BYTES = 255  # longest file name on Linux / macOS file systems (ext4, xfs, btrfs, APFS)
@@ -76,7 +81,7 @@ def check_vbench_names(prompts: list[str], videos_per_prompt: int, source: str) 
         try:
             vbench_filename(prompt, videos_per_prompt - 1)  # the longest of the prompt's names
         except ValueError as err:
-            raise ValueError(f"{source}: prompt {n}: {err}") from None
+            raise PromptSetError(f"{source}: prompt {n}: {err}") from None
 
 
 class Sampler:
@@ -158,17 +163,25 @@ def sampler_settings(params: Params) -> dict[str, Any]:
     return params.sample.model_dump(mode="json")
 
 
+def checked_prompts(params: Params) -> tuple[list[PromptItem], dict[str, list[str]]]:
+    """(the prompt set, {suite: VBench prompts}) read and checked: a bad prompt is one PromptSetError line, before
+    a stage opens its MLflow run or samples anything."""
+    s = params.sample
+    prompts = load_prompts(s.prompt_set)
+    vbench_suites = {}
+    for suite, path in (("vbench", s.vbench_prompts), ("vbench2", s.vbench2_prompts)):
+        if path:
+            vbench_suites[suite] = load_vbench_prompts(path)
+            check_vbench_names(vbench_suites[suite], s.vbench_videos_per_prompt, path)
+    return prompts, vbench_suites
+
+
 def sample_run(params: Params, run: str, out_dir: Path, *, base_dir: str | Path | None = None, runs_dir: str | Path | None = None, log=print) -> dict:
     """Generate every prompt x seed of the prompt set (and the VBench suites when set) for one run into `out_dir`."""
     from tqdm import tqdm
 
     s = params.sample
-    prompts = load_prompts(s.prompt_set)
-    vbench_suites = {}  # read and checked before any work: a bad prompt must not cost the whole prompt set
-    for suite, path in (("vbench", s.vbench_prompts), ("vbench2", s.vbench2_prompts)):
-        if path:
-            vbench_suites[suite] = load_vbench_prompts(path)
-            check_vbench_names(vbench_suites[suite], s.vbench_videos_per_prompt, path)
+    prompts, vbench_suites = checked_prompts(params)  # before any work: a bad prompt must not cost the prompt set
     sampler = Sampler(params, run, base_dir, runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = []

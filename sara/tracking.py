@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from sara.config import Params
 from sara.runs import NO_ROUTING, Run, parse_row
+from sara.errors import TrackingStoreError
 from sara.weights import check_local_weights
 from sara.env import repo_root
 
@@ -110,22 +111,70 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+STORE_TIMEOUT_S = 10.0  # per check of the store: an unavailable one is reported well within 30 s
+
+
 def open_store() -> None:
-    """Create (or open) the tracking store under an inter-process lock.
+    """Check that the tracking store can be written, then create (or open) it under an inter-process lock.
 
-    MLflow creates and migrates a new SQLite database on first use; two processes doing that at the same moment
-    race on the schema migration (`sqlite3.OperationalError: duplicate column name`). The store is cached per
-    process, so holding the lock for the first open is enough."""
+    An unreachable server, a locked or read-only database is one TrackingStoreError line naming the URI, within
+    seconds (MLflow itself retries a dead server for minutes and reports a locked database as a long SQLAlchemy
+    traceback). MLflow creates and migrates a new SQLite database on first use; two processes doing that at the
+    same moment race on the schema migration (`sqlite3.OperationalError: duplicate column name`). The store is
+    cached per process, so holding the lock for the first open is enough."""
     uri = mlflow.get_tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        client().search_experiments(max_results=1)
-        return
-    from filelock import FileLock
+    try:
+        _check_store(uri)
+        if not uri.startswith("sqlite:///"):
+            client().search_experiments(max_results=1)
+            return
+        from filelock import FileLock
 
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{db}.lock"):
-        client().search_experiments(max_results=1)
+        db = Path(uri[len("sqlite:///"):])
+        with FileLock(f"{db}.lock"):
+            client().search_experiments(max_results=1)
+    except TrackingStoreError:
+        raise
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy, MLflow and HTTP errors all mean "store unavailable"
+        cause = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise TrackingStoreError(f"MLflow tracking store {uri} cannot be used: {cause}") from None
+
+
+def _check_store(uri: str) -> None:
+    """Raise TrackingStoreError when the store at `uri` cannot take a write now (see `open_store`)."""
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingStoreError(f"MLflow tracking store {uri}: cannot create {db.parent}: {err.strerror}") from None
+        for path in (db, db.parent):  # SQLite writes its journal next to the database
+            if path.exists() and not os.access(path, os.W_OK):
+                raise TrackingStoreError(f"MLflow tracking store {uri}: {path} is read-only (or immutable); "
+                                         "make it writable or set MLFLOW_TRACKING_URI to another store")
+        if db.exists():
+            con = sqlite3.connect(db, timeout=STORE_TIMEOUT_S)
+            try:
+                con.execute("BEGIN IMMEDIATE")  # the write lock every MLflow write needs
+                con.rollback()
+            except sqlite3.OperationalError as err:
+                raise TrackingStoreError(f"MLflow tracking store {uri}: {err} (for {STORE_TIMEOUT_S:.0f} s): another "
+                                         "process holds it; stop it or set MLFLOW_TRACKING_URI to another store") from None
+            finally:
+                con.close()
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=STORE_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
+            pass  # the server answered: it is there (it may want credentials for /health)
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise TrackingStoreError(f"MLflow tracking store {uri} is unreachable ({reason}); start the server "
+                                     "or set MLFLOW_TRACKING_URI to a reachable store") from None
 
 
 def _process_gone(run: Any) -> bool:
@@ -155,8 +204,7 @@ def close_orphans(experiment_id: str, name: str) -> str | None:
     for run in runs:
         status = run.info.status
         if status == "RUNNING" and _process_gone(run):
-            c.set_tag(run.info.run_id, "sara.killed_by", "process gone (found RUNNING by the next run)")
-            c.set_terminated(run.info.run_id, "KILLED")
+            _mark_killed(c, run.info.run_id, "the next run")
             status = "KILLED"
         if previous is None and status in ("KILLED", "FAILED") and "sara.continued_in" not in run.data.tags:
             previous = run.info.run_id
@@ -170,6 +218,24 @@ def mark_model_development(c: MlflowClient, experiment: Any) -> None:
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:
             c.set_experiment_tag(experiment.experiment_id, key, value)
+def _mark_killed(c: MlflowClient, run_id: str, found_by: str) -> None:
+    c.set_tag(run_id, "sara.killed_by", f"process gone (found RUNNING by {found_by})")
+    c.set_terminated(run_id, "KILLED")
+
+
+def sweep_orphans(experiment: str) -> list[str]:
+    """Mark every run of `experiment` left RUNNING by a process that is gone (this host) KILLED; return their
+    names. `sara repro` calls it before it starts, so a run killed before DVC's run cache restored its stage (the
+    stage's command then never runs again) does not stay RUNNING."""
+    c = client()
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    gone = [r for r in runs if _process_gone(r)]
+    for r in gone:
+        _mark_killed(c, r.info.run_id, "sara repro")
+    return [r.info.run_name for r in gone]
 
 
 @contextmanager

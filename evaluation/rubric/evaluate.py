@@ -22,6 +22,7 @@ from evaluation.rubric.judges import make_judge, score_group
 from evaluation.rubric.prompts import description_from_caption
 from sara.data.synthetic import SceneSpec, render
 from sara.data.video_io import read_video, save_video_and_sheet
+from sara.integrity import verify
 from sara.sample import load_prompts
 from evaluation.rubric.summaries import list_runs_with, merge_runs
 from sara.runs import ORACLE
@@ -92,6 +93,7 @@ def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = No
         folder = Path(s.out_dir) / run
         if not (folder / "index.json").is_file():
             raise FileNotFoundError(f"{folder / 'index.json'} not found: run `sara sample --run {run}` first")
+        verify(folder)  # the videos are the ones sampled, not a damaged copy
     if judges is None:
         judges = [make_judge(j, retries=r.retries, backoff_s=r.backoff_s) for j in r.judges]
     refs = {} if refs is None else refs

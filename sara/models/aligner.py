@@ -27,6 +27,8 @@ from torch.utils.checkpoint import checkpoint
 
 from sara.config import AlignerParams, Params
 from sara.env import resolve_device
+from sara.integrity import verify
+from sara.io import load_tensors, reading, save_tensors
 from sara.models.encoders import build_text_model, build_vfm
 
 CHECKPOINT_NAME = "aligner.pt"
@@ -210,7 +212,7 @@ def save_aligner(path: str | Path, aligner: SaliencyAligner, params: Params, ext
     payload = {"state_dict": aligner.state_dict(), "params": params.model_dump(mode="json"),
                "vfm_dim": aligner.vfm_dim, "text_dim": aligner.text_dim, **extra}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
+    save_tensors(payload, tmp)
     os.replace(tmp, path)
     return path
 
@@ -222,8 +224,11 @@ def load_aligner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no trained aligner at {path}: run `sara train-aligner` (dvc repro train_aligner)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers, never code
-    stored = Params.model_validate(payload["params"])
+    verify(path.parent)  # a damaged workspace file or cache object is refused before it is read
+    fix = "restore it (`dvc checkout --relink`) or rerun train_aligner"
+    payload = load_tensors(path, fix)  # tensors and plain containers, never code
+    with reading(path, fix):
+        stored = Params.model_validate(payload["params"])
     aligner = SaliencyAligner(payload["vfm_dim"], payload["text_dim"], stored.aligner)
     aligner.load_state_dict(payload["state_dict"])
     return aligner.to(device).eval(), payload

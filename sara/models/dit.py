@@ -210,7 +210,10 @@ def read_manifest(base_dir: str | Path) -> dict[str, Any]:
     path = Path(base_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `sara init-dit` (DVC stage init_dit) to create the base model")
-    return json.loads(path.read_text())
+    from sara.io import reading
+
+    with reading(path, "restore it (`dvc checkout --relink`) or rerun init_dit"):
+        return json.loads(path.read_text())
 
 
 def _resolve(base_dir: Path, entry: str) -> Path:
@@ -235,13 +238,20 @@ def load_base(
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
+    from sara.integrity import verify
+    from sara.io import reading
+
     base = Path(base_dir)
+    verify(base)  # a damaged cache object is refused here, not trained on
     manifest = read_manifest(base)
     if manifest["kind"] != kind:
         raise ValueError(f"{base} was built for dit.kind={manifest['kind']!r} but params say {kind!r}: rerun init_dit")
-    transformer = WanTransformer3DModel.from_pretrained(_resolve(base, manifest["transformer"])).to(device)
+    fix = "restore it (`dvc checkout --relink`) or rerun init_dit"
+    with reading(_resolve(base, manifest["transformer"]), fix):
+        transformer = WanTransformer3DModel.from_pretrained(_resolve(base, manifest["transformer"])).to(device)
     transformer_2 = load_low_noise(base, device, dtype) if with_low_noise else None
-    vae = AutoencoderKLWan.from_pretrained(_resolve(base, manifest["vae"]), torch_dtype=dtype).to(device)
+    with reading(_resolve(base, manifest["vae"]), fix):
+        vae = AutoencoderKLWan.from_pretrained(_resolve(base, manifest["vae"]), torch_dtype=dtype).to(device)
     vae.eval().requires_grad_(False)
     text = build_text_conditioner(manifest["text"], device, dtype)
     return DiTComponents(transformer.train(), transformer_2, vae, text, manifest)
@@ -256,7 +266,10 @@ def load_low_noise(base_dir: str | Path, device: torch.device | str = "cpu", dty
     if entry is None:
         raise ParamsError(f"{base} holds a single-expert model (no low-noise expert): it samples every step, so the "
                           "boundary ratio must be null (sample.boundary_ratio, train.validation.boundary_ratio)")
-    model = WanTransformer3DModel.from_pretrained(_resolve(base, entry), torch_dtype=dtype)
+    from sara.io import reading
+
+    with reading(_resolve(base, entry), "restore it (`dvc checkout --relink`) or rerun init_dit"):
+        model = WanTransformer3DModel.from_pretrained(_resolve(base, entry), torch_dtype=dtype)
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -264,10 +277,15 @@ def load_trained_transformer(run_dir: str | Path, device: torch.device | str = "
     """The trained high-noise transformer of one Stage 2 run (`<run_dir>/transformer/`, diffusers format)."""
     from diffusers import WanTransformer3DModel
 
+    from sara.integrity import verify
+    from sara.io import reading
+
     path = Path(run_dir) / "transformer"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no trained transformer: run `sara train-dit --run <run>` first")
-    model = WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype)
+    verify(run_dir)  # transformer, aux.pt and metrics.json against the digests written at export
+    with reading(path, "restore it (`dvc checkout --relink`) or rerun its train_dit stage"):
+        model = WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype)
     return model.to(device).eval().requires_grad_(False)
 
 

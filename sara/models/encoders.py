@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from sara.config import TextParams, VFMParams
 from sara.weights import require_dir
 from sara.env import resolve_device
+from sara.integrity import verify
+from sara.io import load_tensors, save_tensors
 from sara.models.video_view import VJEPA2_SHORT_SIDE_RATIO, SpatialView, sample_frame_indices, sampling_id
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -187,6 +189,7 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
 
         path = require_dir("vfm.path", p.path, "a VideoMAE model saved in transformers format "
                            "(config.json + model.safetensors, model_type videomae)")
+        verify(path)  # the encoder pretrained here is a sealed stage output (local weights are not)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = load_videomae(path, dtype, attn_implementation)
         check_input(model, p, path)
@@ -257,13 +260,13 @@ def cached_features(vfm: VideoEncoder, clip: Any, cache_dir: str | Path) -> torc
     """
     content = clip_content_hash(clip.frames)
     path = feature_cache_path(vfm, cache_dir, clip.clip_id, content)
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+    if path.is_file():  # checked against the cache folder's SHA256SUMS (sara.integrity) when the stage sealed it
+        return load_tensors(path, "restore the feature cache (`dvc checkout --relink`) or rerun the features stage")
     frames = torch.as_tensor(clip.frames)[None]  # (1, F, H, W, 3)
     feats = vfm.features(frames)[0].cpu()  # (T_s, N_s, D_v)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(feats, tmp)
+    save_tensors(feats, tmp)
     os.replace(tmp, path)
     for old in path.parent.glob(f"{clip.clip_id}-*.pt"):
         if old != path:

@@ -33,11 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: Params, run: str) -> dict:
+    from sara.integrity import verify
     from sara.io import atomic_dir, write_json
     from sara.stages.per_run import publish_metrics
     from sara.tracking import log_artifact, log_metrics, run_identity, stage_run
 
+    from sara.sample import load_prompts
+
     c = params.clipscore
+    if c.enabled:
+        load_prompts(params.sample.prompt_set)  # a bad prompt set: one line, before an MLflow run is opened
     out = Path(c.out_dir) / run
     identity, tags = run_identity(params, run)
     tags = {**tags, "clipscore.status": "ok" if c.enabled else "disabled"}
@@ -56,6 +61,7 @@ def run(params: Params, run: str) -> dict:
         t0 = time.time()
         device = str(resolve_device(params.project.device))
         scorer = load_clip_model(c.model, c.checkpoint, device)  # fails before any work when the checkpoint is missing
+        verify(Path(params.sample.out_dir) / run)  # the videos are the ones sampled, not a damaged copy
         rows, summary = score_run(scorer, Path(params.sample.out_dir) / run, c.frames, params.sample.prompt_set)
         metrics = {
             "status": "ok",

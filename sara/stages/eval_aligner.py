@@ -63,7 +63,7 @@ def run(params: Params, progress: bool = True) -> Path:
         metrics, per_forward = evaluate_aligner(model.aligner, model.text, examples, vfm.grid, vjepa_attn,
                                                 prior_target_maps(train))
         summary = json.loads((Path(p.out_dir) / "train_metrics.json").read_text())
-        for k in ("train_seconds", "steps", "final_loss_bce", "final_loss_nce", "first_loss_bce", "first_loss_nce"):
+        for k in ("steps", "final_loss_bce", "final_loss_nce", "first_loss_bce", "first_loss_nce"):
             if k in summary:
                 # `fit.*`, not `train.*`: in `dvc exp show` a metric `train.steps` would read as the params key
                 metrics[f"fit/{k}"] = summary[k]

@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_aux(row: Row, params: Params, run_dir: Path, dit_dim: int, vfm_dim: int) -> Any | None:
     """The run's trained auxiliary module (projector / motion head), or None for base and a method without one."""
-    import torch
-
+    from sara.io import load_tensors
     from sara.methods import build_objective
 
     if not isinstance(row, Run) or not row.spec.target:
@@ -48,7 +47,8 @@ def _load_aux(row: Row, params: Params, run_dir: Path, dit_dim: int, vfm_dim: in
     path = run_dir / "aux.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `sara train-dit --run {row}` first")
-    aux.load_state_dict(torch.load(path, map_location="cpu"))
+    # weights_only=True (inside load_tensors): tensors only, never code; checked against the run's SHA256SUMS first
+    aux.load_state_dict(load_tensors(path, f"restore it (`dvc checkout --relink {run_dir}`) or rerun its train_dit stage"))
     return aux.eval()
 
 
@@ -82,9 +82,10 @@ def _readout(params: Params, run: str, log) -> dict[str, Any]:
     from sara.env import resolve_device
     from sara.models.encoders import build_vfm
     from sara.models.grid import align_tokens
+    from sara.data.clipset import ClipSet
     from sara.models.targets import build_target
     from sara.runs import DEFAULT_TARGET, TARGETS
-    from sara.train.stage2 import ClipSet, clip_latents, fg_on_grid
+    from sara.train.stage2 import clip_latents, fg_on_grid
 
     row = parse_row(run)
     m, dev = params.mechanism, resolve_device(params.project.device)

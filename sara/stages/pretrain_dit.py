@@ -85,6 +85,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     from sara.data.mtss import full_caption
     from sara.models.dit import MANIFEST, build_text_conditioner, tiny_transformer_config
     from sara.env import resolve_device
+    from sara.integrity import DIGESTS, verify
     from sara.sample import load_prompts
     from sara.train.pretrain_dit import encode_captions, encode_corpus, train_base_dit
 
@@ -97,6 +98,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
         raise ValueError(f"dit.frames/height/width = {d.frames}/{d.height}/{d.width} but the corpus clips are "
                          f"{tuple(corpus.frames.shape[1:4])}: set pretrain.corpus to the DiT's clip size")
     vae_dir = Path(params.pretrain.vae.out_dir)
+    verify(vae_dir)  # the lab VAE is a sealed stage output: a damaged copy is refused, not trained on
     vae = AutoencoderKLWan.from_pretrained(vae_dir).to(device).eval().requires_grad_(False)
     text_spec = {"kind": "minilm", "path": d.text_encoder_path, "max_tokens": d.text_max_tokens}
     text = build_text_conditioner(text_spec, device, torch.float16 if device.type == "cuda" else None)
@@ -120,7 +122,8 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     result = train_base_dit(p, transformer, latents, states, empty, device, on_eval=on_eval, log=log)
     result.transformer.save_pretrained(out / "transformer")
     result.transformer.save_pretrained(out / "transformer_2")
-    shutil.copytree(vae_dir, out / "vae", ignore=shutil.ignore_patterns("manifest.json", "metrics.json", "*.png"))
+    shutil.copytree(vae_dir, out / "vae", ignore=shutil.ignore_patterns("manifest.json", "metrics.json", "*.png",
+                                                                       DIGESTS))
     curve = {"prompt_set": p.eval_prompt_set, "seed": s.seeds[0], "eval_steps": p.eval_steps,
              "eval_guidance": p.eval_guidance, "scored": False, "points": result.curve}
     (out / "curve.json").write_text(json.dumps(curve, indent=2))

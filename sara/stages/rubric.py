@@ -41,9 +41,11 @@ def run_metrics(summary: dict) -> dict[str, float]:
 def run(params: Params, run: str) -> dict:
     from evaluation.rubric.evaluate import evaluate_run
     from sara.io import atomic_dir
+    from sara.sample import load_prompts
     from sara.stages.per_run import publish_metrics
     from sara.tracking import log_artifact, run_identity, stage_run
 
+    load_prompts(params.sample.prompt_set)  # a bad prompt set: one line, before an MLflow run is opened
     out = Path(params.rubric.out_dir) / run
     identity, tags = run_identity(params, run)
     with stage_run("rubric", params, SECTIONS, variant=run, tags=tags, extra_params=identity):

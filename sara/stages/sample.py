@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: Params, run: str) -> dict:
     from sara.io import atomic_dir
-    from sara.sample import sample_run
+    from sara.sample import checked_prompts, sample_run
     from sara.tracking import log_artifact, log_metrics, run_identity, stage_run
 
+    checked_prompts(params)  # a bad prompt set or VBench suite: one line, before an MLflow run is opened
     out = Path(params.sample.out_dir) / run
     identity, tags = run_identity(params, run)
     with stage_run("sample", params, SECTIONS, variant=run, tags=tags, extra_params=identity):

@@ -7,7 +7,9 @@
    state lives in `aligner.work_dir` (picked up automatically by a rerun with the same params and clips unless
    `--fresh`);
 4. writes `aligner.out_dir/aligner.pt` (+ the tiny V-JEPA weights when `vfm.kind` is tiny) and
-   `aligner.out_dir/train_metrics.json`, built in a temp folder and renamed at the end.
+   `aligner.out_dir/train_metrics.json`, built in a temp folder and renamed at the end. The model folder holds
+   only what determines the model: the run's TIMINGS go to MLflow and `timings_path(params)` (uncached metrics),
+   so a rerun that trains the same weights leaves every downstream stage current.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ from pathlib import Path
 from sara.config import Params
 
 SECTIONS = ["project", "data", "masks", "vfm", "text", "aligner"]  # data / masks: where clips and masks are read
+TIMINGS = ("train_seconds", "resumed_from_step")  # of this run, not of the model it trained
+
+
+def timings_path(params: Params) -> Path:
+    """`<aligner.eval_dir>/train_timings.json`: the training run's timings (uncached DVC metrics)."""
+    return Path(params.aligner.eval_dir) / "train_timings.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +37,7 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
     import torch
 
     from sara.data.clips import list_clips
-    from sara.io import atomic_dir, write_json
+    from sara.io import atomic_dir, exclusive, write_json
     from sara.models.aligner import CHECKPOINT_NAME, save_aligner
     from sara.env import resolve_device
     from sara.models.encoders import build_text_model, build_vfm, cached_features
@@ -39,8 +47,9 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
 
     p = params.aligner
     out = Path(p.out_dir)
-    with stage_run("train_aligner", params, SECTIONS,
-                   tags={"sara.aligner.ablation": ablation_name(params)}):
+    # one trainer per train state (aligner.work_dir): a second one is refused before it opens an MLflow run
+    with exclusive(Path(p.work_dir), "train_aligner"), stage_run("train_aligner", params, SECTIONS,
+                                                                 tags={"sara.aligner.ablation": ablation_name(params)}):
         torch.manual_seed(params.project.seed)
         device = resolve_device(params.project.device)
         vfm = build_vfm(params.vfm, device)
@@ -84,6 +93,7 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
             summary["final_loss_nce"] = sum(h["loss/nce"] for h in tail) / len(tail)
             summary["first_loss_nce"] = result.history[0]["loss/nce"]
             summary["final_nce_acc"] = sum(h["nce_acc"] for h in tail) / len(tail)
+        timings = {k: summary.pop(k) for k in TIMINGS}
         with atomic_dir(out) as tmp:
             extra = {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
                      "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()} if vfm.kind == "tiny" else None,
@@ -92,7 +102,8 @@ def run(params: Params, fresh: bool = False, progress: bool = True) -> Path:
             write_json(tmp / "train_metrics.json", summary)
         if (work / TRAIN_STATE).exists():
             (work / TRAIN_STATE).unlink()  # finished: nothing left to resume
-        log_metrics({f"train/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        write_json(timings_path(params), {"train_aligner": timings})
+        log_metrics({f"train/{k}": v for k, v in {**summary, **timings}.items() if isinstance(v, (int, float))})
         log_artifact(out / "train_metrics.json")
     return out
 

@@ -3,9 +3,13 @@
 Works as a plain process (one rank) and under `deepspeed --num_gpus N` / `torchrun --nproc_per_node N`
 (every rank runs this; only rank 0 talks to MLflow):
     deepspeed --num_gpus 8 sara/cli.py train-dit --params configs/paper.yaml --run sara-or
-    torchrun --nproc_per_node 8 sara/cli.py train-dit --params configs/paper.yaml --dit-run sara-or The MLflow run `train_dit/<run>` records exactly the
-params keys that dvc.yaml lists for `train_dit-<run>` (`sara.runs.Run.params`), per-step metrics, and is
-marked FAILED when training stops (e.g. a NaN loss).
+    torchrun --nproc_per_node 8 sara/cli.py train-dit --params configs/paper.yaml --dit-run sara-or
+The MLflow run `train_dit/<run>` records exactly the params keys that dvc.yaml lists for `train_dit-<run>`
+(`sara.runs.Run.params`), per-step metrics, and is marked FAILED when training stops (e.g. a NaN loss).
+
+The model folder `<train.out_dir>/<run>/` holds only what determines the model; the run's timings (seconds per
+step, tokens per second, peak memory) and the step it resumed from go to MLflow and to `timings_path(run)`,
+an uncached DVC metrics file, so a rerun that trains bit-identical weights leaves every downstream stage current.
 """
 
 from __future__ import annotations
@@ -13,9 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 from contextlib import nullcontext
+from pathlib import Path
 
 from sara.config import Params
 from sara.runs import Run, run_argument
+
+
+def timings_path(run: Run) -> Path:
+    """`outputs/metrics/<run>/train_dit.json`: the run's timings (uncached DVC metrics, beside its evaluation's)."""
+    from sara.stages.per_run import metrics_path
+
+    return metrics_path("train_dit", run.name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +63,14 @@ def run(params: Params, run: Run, resume: bool = True, local_rank: int | None = 
         result = train_stage2(params, run, log=log, resume=resume, code_entry="sara/stages/train_dit.py",
                               validation_sink=sink)
         if is_main:
-            from sara.tracking import log_artifact
-
-            log_artifact(result.run_dir / "metrics.json")
             import mlflow
 
+            from sara.io import write_json
+            from sara.tracking import log_artifact
+            from sara.train.stage2 import TIMINGS
+
+            log_artifact(result.run_dir / "metrics.json")
             mlflow.set_tag("sara.resumed_from_step", str(result.start_step))
+            timings = {"resumed_from": result.start_step, **{k: result.final[k] for k in TIMINGS if k in result.final}}
+            write_json(timings_path(run), {"train_dit": timings})
     print(f"[train_dit] {run}: {result.steps} steps (resumed from {result.start_step}) -> {result.run_dir}")

@@ -75,6 +75,7 @@ def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
     """VBench of one sampled run into `out` (work dirs); returns that run's summary."""
     from evaluation.vbench.modes import vbench1_mode
     from evaluation.vbench.runner import run_vbench1, run_vbench2
+    from sara.integrity import verify
 
     v, s = params.vbench, params.sample
     choice = benchmark_choice(params)
@@ -89,6 +90,7 @@ def evaluate(params: Params, run: str, out: Path, log=print) -> dict:
     folder = Path(s.out_dir) / run
     if not (folder / "index.json").is_file():
         raise FileNotFoundError(f"{folder / 'index.json'} not found: run `sara sample --run {run}` first")
+    verify(folder)  # the videos are the ones sampled, not a damaged copy
     standard = folder / "vbench"
     mode = vbench1_mode(choice["benchmark"], standard.is_dir())
     videos = out / "videos"

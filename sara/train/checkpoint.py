@@ -24,8 +24,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch import nn
+
+from sara.io import atomic_dir, save_tensors
 
 TAG_PREFIX = "step_"
 FINGERPRINT = "fingerprint.json"
@@ -105,16 +106,11 @@ def export_final(
     aux: nn.Module,
     metrics: dict[str, Any],
 ) -> Path:
-    """Write the final model of a run atomically: `transformer/` (diffusers), `aux.pt`, `metrics.json`."""
+    """Write the final model of a run atomically and sealed (`sara.io.atomic_dir`): `transformer/` (diffusers),
+    `aux.pt`, `metrics.json` (what determines the model only: no timings, which differ from run to run)."""
     run_dir = Path(run_dir)
-    tmp = run_dir.with_name(f".{run_dir.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    transformer.save_pretrained(tmp / "transformer")  # in the engine's precision (fp32 on CPU, bf16 on GPU)
-    torch.save({k: v.detach().cpu().clone() for k, v in aux.state_dict().items()}, tmp / "aux.pt")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    os.replace(tmp, run_dir)
+    with atomic_dir(run_dir) as tmp:
+        transformer.save_pretrained(tmp / "transformer")  # in the engine's precision (fp32 on CPU, bf16 on GPU)
+        save_tensors({k: v.detach().cpu().clone() for k, v in aux.state_dict().items()}, tmp / "aux.pt")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
     return run_dir

@@ -200,8 +200,12 @@ class TrainEngine:
     # -- checkpoints --------------------------------------------------------------------------------------------
 
     def save(self, state_dir: str | Path, tag: str, client_state: dict[str, Any]) -> None:
-        """Collective: model, optimizer, scheduler and `client_state`; `latest` is written last."""
-        self.engine.save_checkpoint(str(state_dir), tag=tag, client_state=client_state)
+        """Collective: model, optimizer, scheduler and `client_state`; `latest` is written last. A write that fails
+        (no space left, read-only) is one WriteFailedError line naming the file, not torch's `unexpected pos`."""
+        from sara.io import python_file_saves, writing
+
+        with writing(Path(state_dir) / tag), python_file_saves():
+            self.engine.save_checkpoint(str(state_dir), tag=tag, client_state=client_state)
 
     def load(self, state_dir: str | Path, tag: str | None = None) -> dict[str, Any]:
         """Collective: restore everything `save` wrote; returns its client_state.

@@ -21,6 +21,7 @@ import torch
 
 from sara.config import AlignerParams, Params
 from sara.data.supervision import ClipExample
+from sara.io import load_tensors, save_tensors
 from sara.losses.aligner import info_nce, same_caption_matrix, saliency_bce
 from sara.models.aligner import SaliencyAligner, pool_visual_tokens
 from sara.train.schedules import warmup_cosine
@@ -191,7 +192,7 @@ def train_aligner(
     start = 0
     state_path = work_dir / TRAIN_STATE
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+        state = load_tensors(state_path, f"delete {work_dir} to start afresh")  # tensors and plain containers only
         if state.get("fingerprint") == fingerprint:
             health.check_weights(state["aligner"], f"train_aligner: train state {state_path} not resumed (delete it "
                                                    "or rerun with --fresh)")
@@ -247,6 +248,6 @@ def save_train_state(path: Path, aligner: SaliencyAligner, opt: torch.optim.Opti
                      history: list[dict[str, float]], fingerprint: str) -> None:
     """Everything needed to continue exactly at `step` (batch order and entity subsets derive from the step)."""
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"aligner": aligner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "history": history, "fingerprint": fingerprint}, tmp)
+    save_tensors({"aligner": aligner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "step": step, "history": history, "fingerprint": fingerprint}, tmp)
     os.replace(tmp, path)

@@ -21,11 +21,12 @@ and the step number must be restored, and 2 ranks x batch 1 draw exactly what 1 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,14 +36,12 @@ import torch
 from torch import nn
 
 from sara.config import Params
-from sara.data.clips import list_clips, load_clip
+from sara.data.clipset import ClipSet, FrozenInputs, Sample, step_loader
 from sara.data.flow import flow_source
-from sara.data.mtss import full_caption
-from sara.data.synthetic.truth import Truth
+from sara.io import exclusive
 from sara.losses.budget import pair_budget_shares
 from sara.losses.diffusion import diffusion_loss, flow_match_target, flow_match_xt, sample_band_sigmas, sigma_to_timestep
 from sara.losses.moalign import flow_to_grid
-from sara.masks.store import load_masks
 from sara.methods import REGISTRY, AuxObjective, AuxTargets, build_objective, params_subset
 from sara.models.aligner import load_saliency_model
 from sara.models.dit import BlockFeatureHook, encode_latents, frames_to_pixels, load_base, token_grid
@@ -52,9 +51,8 @@ from sara.models.video_view import require_full_clip_view
 from sara.runs import Run
 from sara.train import checkpoint as ckpt
 from sara.train import health
+from sara.train.callbacks import INSTALLED, Stage2Callback
 from sara.train.validation import ValidationSink, build_validator
-
-FAULT_ENV = "SARA_FAULT"  # test hook after step K: "kill@K" SIGKILL, "term@K" SIGTERM; "nan@K" poisons step K's loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,116 +60,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Data
+# Data order (the clips themselves: sara.data.clipset)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    clip_id: str
-    frames: np.ndarray  # (F, H, W, 3) uint8, the whole clip
-    caption: str  # the full MTSS caption c (what both the DiT and the aligner see)
-    fg: np.ndarray | None = None  # (F, H, W) bool union of entity masks, for the pair-budget log
-    truth: Truth | None = None  # renderer ground truth (synthetic clips; MoAlign's ground-truth flow)
-    masks: np.ndarray | None = None  # (K, F, H, W) bool ground-truth entity masks, kept for the oracle target only
-
-
-class ClipSet:
-    """Training clips from the clip folders (`data.out_dir`), with ground-truth / SAM FG masks when present.
-
-    Decoded clips are kept in memory when the set is small (the embedded default), else read per step.
-    `entity_masks` keeps each clip's ground-truth entity masks too (the oracle TRD target reads them).
-    """
-
-    def __init__(self, clips_root: str | Path, masks_dir: str | Path | None = None, split: str = "train", cache_mb: int = 1024,
-                 entity_masks: bool = False) -> None:
-        self.root = Path(clips_root)
-        self.records = list_clips(self.root, split)
-        if not self.records:
-            raise ValueError(f"no {split} clips in {self.root}/index.json")
-        self.masks_dir = Path(masks_dir) if masks_dir else None
-        self.cache_mb = cache_mb
-        self.entity_masks = entity_masks
-        self._cache: dict[int, Sample] = {}
-        self._cached_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _fg(self, clip: Any) -> np.ndarray | None:
-        if self.masks_dir is not None and (self.masks_dir / f"{clip.clip_id}.npz").is_file():
-            m = load_masks(self.masks_dir, clip.clip_id, clip.frames.shape)
-            return np.asarray(m.union, dtype=bool)
-        if clip.masks is not None and len(clip.masks):
-            return np.asarray(clip.masks, dtype=bool).any(0)  # (F, H, W)
-        return None
-
-    def _load(self, i: int) -> Sample:
-        clip = load_clip(self.records[i].folder(self.root))
-        masks = clip.masks if self.entity_masks else None
-        return Sample(clip.clip_id, clip.frames, full_caption(clip.caption), self._fg(clip), clip.truth, masks)
-
-    @staticmethod
-    def _nbytes(s: Sample) -> int:
-        return sum(x.nbytes for x in (s.frames, s.fg, s.masks) if x is not None)
-
-    def _keep(self, i: int, s: Sample) -> bool:
-        """Cache `s` if it fits in `cache_mb`; False when it does not."""
-        size = self._nbytes(s)
-        if self._cached_bytes + size > self.cache_mb * 2**20:
-            return False
-        self._cache[i] = s
-        self._cached_bytes += size
-        return True
-
-    def __getitem__(self, i: int) -> Sample:
-        if i in self._cache:
-            return self._cache[i]
-        s = self._load(i)
-        self._keep(i, s)
-        return s
-
-    def preload(self, workers: int = 8) -> int:
-        """Decode every clip into the cache up front, `workers` at a time, when the whole set fits in `cache_mb`
-        (judged from the first clip); returns how many clips are cached. Threads suffice: the decode runs in an
-        ffmpeg subprocess and numpy, outside the GIL. Without it a step waits on one decode per uncached sample."""
-        todo = [i for i in range(len(self)) if i not in self._cache]
-        if not todo:
-            return len(self._cache)
-        first = self._load(todo[0])
-        if self._cached_bytes + self._nbytes(first) * len(todo) > self.cache_mb * 2**20:
-            return len(self._cache)
-        self._keep(todo[0], first)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, s in zip(todo[1:], pool.map(self._load, todo[1:])):
-                self._keep(i, s)
-        return len(self._cache)
-
-
-class FrozenInputs:
-    """Every training clip's VAE latent z_0 and caption state, encoded once per run (`train.cache_frozen_inputs`).
-
-    Both never change during a run (the posterior mean of the frozen VAE, the frozen text encoder), yet a step
-    re-encoded its whole batch: 44% and 23% of an embedded step (benchmarks/stage2_step.md). Clips are encoded in
-    index order in fixed chunks, so a resumed run reads the same values; a cached value equals the per-step one up
-    to batch-composition rounding. Memory: one latent and one (L, D) caption state per clip, on the device.
-    """
-
-    def __init__(self, clips: Any, encode: Callable[[torch.Tensor], torch.Tensor],
-                 text: Callable[[list[str]], torch.Tensor], chunk: int = 16) -> None:
-        n = len(clips)
-        with torch.no_grad():
-            self.latents = torch.cat([  # (N, C, F', H', W')
-                encode(torch.from_numpy(np.stack([clips[i].frames for i in range(a, min(a + chunk, n))])))
-                for a in range(0, n, chunk)])
-            self.states = torch.cat([  # (N, L, D)
-                text([clips[i].caption for i in range(a, min(a + chunk, n))]) for a in range(0, n, chunk)])
-            self.empty = text([""])[0]  # (L, D): the dropped caption (CFG)
-
-    def batch(self, idx: list[int], drop: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z_0 (B, C, F', H', W'), caption states (B, L, D)) of clips `idx`, the empty caption where `drop`."""
-        states = [self.empty if d else self.states[i] for i, d in zip(idx, drop)]
-        return self.latents[idx], torch.stack(states)
 
 
 def sample_seed(seed: int, position: int) -> int:
@@ -196,6 +86,11 @@ def batch_indices(n: int, positions: list[int], seed: int) -> list[int]:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7 * epoch))
         out.append(int(perm[pos]))
     return out
+
+
+def step_indices(n: int, seed: int, rank: int, world: int, batch_size: int, step: int) -> list[int]:
+    """Clip indices of one rank's micro-batch at `step` (a pure function of these arguments)."""
+    return batch_indices(n, stream_positions(step, rank, world, batch_size), seed)
 
 
 def fg_on_grid(fg: torch.Tensor, frame_idx: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
@@ -253,16 +148,6 @@ class Stage2Result:
     start_step: int
     final: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
-
-
-def _fault() -> tuple[str, int] | None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    kind, _, k = spec.partition("@")
-    if kind not in ("kill", "term", "nan") or not k.isdigit():
-        raise ValueError(f"{FAULT_ENV}={spec!r}: expected kill@<step>, term@<step> or nan@<step>")
-    return kind, int(k)
 
 
 @dataclass
@@ -360,16 +245,20 @@ def clip_latents(base: Any, params: Params, frames: torch.Tensor, device: torch.
     return encode_latents(base.vae, pixels.to(device))
 
 
-def stage2_batch(setup: Stage2Setup, params: Params, step: int) -> Stage2Batch:
+def stage2_batch(setup: Stage2Setup, params: Params, step: int,
+                 read: tuple[list[int], list[Sample]] | None = None) -> Stage2Batch:
     """Draw step `step`'s batch on this rank (a pure function of the seed, the step and the rank) and compute its
-    diffusion inputs and frozen targets."""
+    diffusion inputs and frozen targets. `read`: the step's (clip indices, samples) from `step_loader`; None
+    reads them here."""
     tp, dist, dev, base = params.train, setup.dist, setup.device, setup.base
     positions = stream_positions(step, dist.rank, dist.world_size, tp.batch_size)
     gens = [torch.Generator().manual_seed(sample_seed(tp.seed, g)) for g in positions]
     torch.manual_seed(sample_seed(tp.seed, positions[0]))  # any module drawing from the global RNG
 
-    idx = batch_indices(len(setup.dataset), positions, tp.seed)
-    samples = [setup.dataset[i] for i in idx]
+    if read is None:
+        idx = batch_indices(len(setup.dataset), positions, tp.seed)
+        read = idx, [setup.dataset[i] for i in idx]
+    idx, samples = read
     frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # (B, F, H, W, 3) uint8
     drop = [bool(torch.rand(1, generator=g) < tp.caption_dropout) for g in gens]  # CFG text dropout
 
@@ -444,6 +333,11 @@ def _resume(setup: Stage2Setup, params: Params, code_entry: str, resume: bool
     return fp, state_dir, int(client["step"]), history
 
 
+# Per-step measurements of the machine, not of the model: logged to MLflow and the run's timings file, never
+# exported with the model (they differ between two runs that train bit-identical weights).
+TIMINGS = ("step_time_s", "tokens_per_s", "peak_mem_gb")
+
+
 def train_stage2(
     params: Params,
     run: Run,
@@ -454,13 +348,25 @@ def train_stage2(
     progress: bool = True,
     code_entry: str = "sara/train/stage2.py",
     validation_sink: ValidationSink | None = None,
+    callbacks: Sequence[Stage2Callback] = (),
 ) -> Stage2Result:
     """Train one Stage 2 run; returns the final metrics. Collective: every rank calls it (launcher or single).
 
     `code_entry` is the module whose import closure the resume fingerprint hashes (the stage passes its own).
+    `callbacks` (and those `sara.train.callbacks.install`ed) see every step (tests inject faults this way).
+    Rank 0 holds the run-state lock (`sara.io.exclusive`) for the whole run: a second trainer of the same run
+    state is refused at once.
     """
-    from sara.train.engine import peak_memory_bytes  # local: deepspeed takes seconds to import
+    is_main = int(os.environ.get("RANK", "0")) == 0  # before init: refuse a second trainer before any model loads
+    state_lock = exclusive(Path(params.train.state_dir) / run.name, f"train_dit/{run}") if is_main else nullcontext()
+    with state_lock:
+        return _train(params, run, dataset, log, resume, progress, code_entry, validation_sink,
+                      [*INSTALLED, *callbacks])
 
+
+def _train(params: Params, run: Run, dataset: Any | None, log: Callable[[dict[str, float], int], None] | None,
+           resume: bool, progress: bool, code_entry: str, validation_sink: ValidationSink | None,
+           hooks: list[Stage2Callback]) -> Stage2Result:
     setup = build_stage2(params, run, dataset)
     tp, dist, dev, engine = params.train, setup.dist, setup.device, setup.engine
 
@@ -469,45 +375,34 @@ def train_stage2(
     if log is not None and dist.is_main:
         for k, rec in history:  # the resumed run shows the whole curve, not only the steps after `start`
             log(rec, k)
-    fault = _fault()
     last: dict[str, float] = {}
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=tp.steps, initial=start, desc=f"train_dit/{run}", unit="step")
-    for step in range(start, tp.steps):
+    indices = functools.partial(step_indices, len(setup.dataset), tp.seed, dist.rank, dist.world_size, tp.batch_size)
+    for step, read in zip(range(start, tp.steps), step_loader(setup.dataset, indices, start, tp.steps)):
         t0 = time.perf_counter()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        batch = stage2_batch(setup, params, step)
+        batch = stage2_batch(setup, params, step, read)
         terms = engine(batch.zt, batch.timestep, batch.text, batch.target, batch.targets)
         loss = terms["loss"]
-        if fault == ("nan", step + 1):
-            loss = loss * float("nan")
+        for hook in hooks:
+            loss = hook.on_loss(step + 1, loss)
 
-        stop_if_non_finite(engine, loss, terms, run.name, step + 1, state_dir)
+        stop_if_non_finite(engine, loss, terms, run.name, step + 1, state_dir)  # a host sync every step: the guard
         engine.backward(loss)
         engine.step()
         done = step + 1
-        dt = time.perf_counter() - t0
-        tokens = batch.z0.shape[0] * math.prod(token_grid(setup.base.transformer, batch.z0.shape)) * dist.world_size
-        last = {k: float(v.detach()) for k, v in terms.items()}
-        last.update(
-            lr=engine.lr(),
-            grad_norm=engine.grad_norm(),
-            step_time_s=dt,
-            tokens_per_s=tokens / dt,
-            peak_mem_gb=peak_memory_bytes(dev) / 2**30,
-            sigma_mean=float(batch.sigma.mean()),
-        )
-        if batch.w is not None and run.op is not None:
-            last.update(_budget(batch.w, run.op, batch.samples, setup.vfm))
-        if done % tp.log_every == 0 or done == tp.steps:
+        logged = done % tp.log_every == 0 or done == tp.steps
+        if logged:  # host syncs of the logged values (and the pair budget) on log steps only
+            last = _step_metrics(setup, engine, batch, terms, time.perf_counter() - t0)
             history.append((done, dict(last)))  # (step, metrics) of every logged step, kept in checkpoints
             if log is not None and dist.is_main:
                 log(last, done)
-        health.check_grad_norm(last["grad_norm"], _unhealthy(run.name, done, state_dir))
+        health.check_grad_norm(engine.grad_norm(), _unhealthy(run.name, done, state_dir))
         if done % tp.checkpoint_every == 0 or done == tp.steps:
             with engine.full_parameters() as m:
                 health.check_weights(m, _unhealthy(run.name, done, state_dir))
@@ -519,19 +414,18 @@ def train_stage2(
         validate(done)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.4f}")
-        if fault == ("kill", done):
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard crash, nothing gets cleaned up
-        if fault == ("term", done):
-            os.kill(os.getpid(), signal.SIGTERM)  # test hook: what a cancelled sweep sends
+            if logged:
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+        for hook in hooks:
+            hook.on_step_end(done, state_dir)
     if bar is not None:
         bar.close()
 
-    # -- final export (the DVC output) -------------------------------------------------------------------------
+    # -- final export (the DVC output): what determines the model, no timings --------------------------------------
     run_dir = Path(tp.out_dir) / run.name
-    final = {"run": run.name, "method": run.method, "op": run.op, "target": run.target, "steps": tp.steps, "resumed_from": start,
+    final = {"run": run.name, "method": run.method, "op": run.op, "target": run.target, "steps": tp.steps,
              "fingerprint": fp, "world_size": dist.world_size, "precision": engine.precision,
-             "scale": params.project.scale, **last}
+             "scale": params.project.scale, **{k: v for k, v in last.items() if k not in TIMINGS}}
     with engine.full_parameters() as m:
         if dist.is_main:
             ckpt.export_final(run_dir, m.transformer, m.aux, final)
@@ -541,6 +435,28 @@ def train_stage2(
     if setup.model.hook is not None:
         setup.model.hook.remove()
     return Stage2Result(run.name, tp.steps, start, last, run_dir)
+
+
+def _step_metrics(setup: Stage2Setup, engine: Any, batch: Stage2Batch, terms: dict[str, torch.Tensor],
+                  seconds: float) -> dict[str, float]:
+    """The logged values of one step: loss terms, lr, gradient norm, noise level, the pair-budget shares (sara
+    runs) and the TIMINGS."""
+    from sara.train.engine import peak_memory_bytes  # local: deepspeed takes seconds to import
+
+    dev, world = setup.device, setup.dist.world_size
+    tokens = batch.z0.shape[0] * math.prod(token_grid(setup.base.transformer, batch.z0.shape)) * world
+    out = {k: float(v.detach()) for k, v in terms.items()}
+    out.update(
+        lr=engine.lr(),
+        grad_norm=engine.grad_norm(),
+        step_time_s=seconds,
+        tokens_per_s=tokens / seconds,
+        peak_mem_gb=peak_memory_bytes(dev) / 2**30,
+        sigma_mean=float(batch.sigma.mean()),
+    )
+    if batch.w is not None and setup.run.op is not None:
+        out.update(_budget(batch.w, setup.run.op, batch.samples, setup.vfm))
+    return out
 
 
 def stop_if_non_finite(engine: Any, loss: torch.Tensor, terms: dict[str, torch.Tensor], run: str, step: int,

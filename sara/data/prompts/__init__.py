@@ -24,9 +24,19 @@ from pydantic import ValidationError
 
 from sara.data.mtss import MTSSCaption, MTSSError, parse_caption
 from sara.data.synthetic.spec import SceneSpec
+from sara.errors import InputError
 
 PROMPT_SETS = ("synthetic", "realworld", "heldout")  # one JSON file each
 COMBINED_SETS: dict[str, tuple[str, ...]] = {"lab": ("synthetic", "heldout")}  # sets made of the files' sets, in order
+
+
+class PromptSetError(InputError, ValueError):
+    """A prompt set (or a VBench prompt suite) that cannot be used: one line naming the set, the item and the
+    field. Stages check their prompts before they open an MLflow run or sample anything."""
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,15 @@ class PromptItem:
 def prompt_set_raw(name: str) -> dict[str, Any]:
     """The parsed JSON file of one prompt set (including header fields such as `render`)."""
     if name not in PROMPT_SETS:
-        raise ValueError(f"unknown prompt set {name!r}; choose from {(*PROMPT_SETS, *COMBINED_SETS)}")
-    text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
-    return json.loads(text)
+        raise PromptSetError(f"unknown prompt set {name!r}; choose from {(*PROMPT_SETS, *COMBINED_SETS)}")
+    path = resources.files(__name__).joinpath(f"{name}.json")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PromptSetError(f"prompt set {name} ({path}): cannot be read: {_one_line(err)}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("items"), list):
+        raise PromptSetError(f"prompt set {name} ({path}): items: a list of prompts is required")
+    return raw
 
 
 def load_prompt_set(name: str) -> list[PromptItem]:
@@ -53,25 +69,31 @@ def load_prompt_set(name: str) -> list[PromptItem]:
         items = [item for part in COMBINED_SETS[name] for item in load_prompt_set(part)]
         ids = [i.id for i in items]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"prompt set {name}: an id is in two of {', '.join(COMBINED_SETS[name])}")
+            raise PromptSetError(f"prompt set {name}: an id is in two of {', '.join(COMBINED_SETS[name])}")
         return items
     raw = prompt_set_raw(name)
     items: list[PromptItem] = []
     seen: set[str] = set()
     for i, row in enumerate(raw["items"]):
+        if not isinstance(row, dict):
+            raise PromptSetError(f"prompt set {name}/<item {i}>: must be an object with id, title and caption")
         pid = row.get("id") or f"<item {i}>"
         if pid in seen:
-            raise ValueError(f"prompt set {name}: duplicate id {pid!r}")
+            raise PromptSetError(f"prompt set {name}: duplicate id {pid!r}")
         seen.add(pid)
+        if "caption" not in row:
+            raise PromptSetError(f"prompt set {name}/{pid}: caption: field required")
         try:
             caption = parse_caption(row["caption"], f"{name}/{pid}")
-        except KeyError:
-            raise MTSSError(f"prompt set {name}/{pid}: caption: field required") from None
+        except MTSSError as err:  # "invalid MTSS caption (<source>):" then one line per bad field
+            head, *fields = str(err).splitlines()
+            raise PromptSetError(f"prompt set {name}/{pid}: caption: {'; '.join(fields) or head}") from None
         spec = None
         if "spec" in row:
             try:
                 spec = SceneSpec.model_validate(row["spec"])
             except ValidationError as err:
-                raise ValueError(f"prompt set {name}/{pid}: invalid spec:\n{err}") from None
+                fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+                raise PromptSetError(f"prompt set {name}/{pid}: invalid spec: {fields}") from None
         items.append(PromptItem(pid, row.get("title", pid), caption, list(row.get("focus", [])), spec))
     return items
