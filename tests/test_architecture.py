@@ -13,16 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Layers, lowest first. A module may import its own layer and the layers below it, never one above.
-LIBRARY = ("sara", "sara.config", "sara.weights", "sara.env", "sara.errors", "sara.io", "sara.runs", "sara.claims", "sara.deps", "sara.data", "sara.masks", "sara.models", "sara.losses",
+LIBRARY = ("sara", "sara.config", "sara.weights", "sara.env", "sara.errors", "sara.io", "sara.integrity", "sara.runs", "sara.claims", "sara.deps", "sara.data", "sara.masks", "sara.models", "sara.losses",
            "sara.methods", "sara.train", "sara.sample")
 EVALUATION = ("evaluation",)
-PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline")
+PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline", "sara.lifeline")
 ORCHESTRATION = ("flows",)
 LAYERS = {"library": LIBRARY, "evaluation": EVALUATION, "pipeline": PIPELINE, "orchestration": ORCHESTRATION}
 ORDER = list(LAYERS)
 # The named hand-offs upwards (docs/architecture.md): `sara sweep` and `sara repro` pass their argv to a flow's main.
 HANDOFFS = {("sara.cli", "flows.sweep"), ("sara.cli", "flows.sweep.main"),
-            ("sara.cli", "flows.repro"), ("sara.cli", "flows.repro.main")}
+            ("sara.cli", "flows.repro"), ("sara.cli", "flows.repro.main"),
+            ("sara.cli", "flows.verify"), ("sara.cli", "flows.verify.main")}
 # Single-device PyTorch: the model and loss code knows nothing of distribution, tracking or orchestration.
 PURE = ("sara.models", "sara.losses")
 PURE_FORBIDDEN = ("deepspeed", "mlflow", "prefect", "dvc")

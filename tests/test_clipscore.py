@@ -129,7 +129,7 @@ def test_disabled_stage_writes_no_numbers(tmp_path: Path, tracking, metrics_dir:
     assert params.clipscore.enabled is False  # the embedded default
     stage.run(params, "sara-or")
     out = tmp_path / "clipscore" / "sara-or"
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "metrics.json"]  # sealed: sara.integrity
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "disabled" and "clipscore.enabled" in metrics["reason"]
     assert not any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())

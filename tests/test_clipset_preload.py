@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sara.train.stage2 import ClipSet
+from sara.data.clipset import ClipSet
 from tests.test_stage2_engine import make_clips
 
 

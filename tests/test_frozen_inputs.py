@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sara.config import load_params, params_from_dict
-from sara.train.stage2 import FrozenInputs
+from sara.data.clipset import FrozenInputs
 
 
 class Clip:
