@@ -58,7 +58,7 @@ def test_a_truncated_aux_pt_is_one_line_naming_the_file(tmp_path: Path):
     torch.save(aux.state_dict(), run_dir / "aux.pt")  # an unsealed folder (no SHA256SUMS): torch reads it
     _truncate(run_dir / "aux.pt")
     with pytest.raises(BadFileError) as err:
-        _load_aux("videorepa", params, run_dir, 32, 64)
+        _load_aux(Run.parse("videorepa"), params, run_dir, 32, 64)
     _one_line_naming(str(err.value), run_dir / "aux.pt")
 
 

@@ -60,13 +60,14 @@ def _trained_run(tmp_path: Path) -> tuple[Path, object, torch.nn.Module]:
 
 def test_a_damaged_aux_pt_is_refused_by_the_mechanism_readout_not_read(tmp_path: Path):
     from sara.errors import IntegrityError
+    from sara.runs import Run
     from sara.stages.mechanism import _load_aux
 
     run_dir, params, aux = _trained_run(tmp_path)
     weight = max(aux.state_dict().values(), key=lambda t: t.numel())
     flip_inside_tensor(run_dir / "aux.pt", weight)
     with pytest.raises(IntegrityError) as err:
-        _load_aux("videorepa", params, run_dir, 32, 64)
+        _load_aux(Run.parse("videorepa"), params, run_dir, 32, 64)
     assert_one_line_naming(err.value, run_dir / "aux.pt")
 
 
