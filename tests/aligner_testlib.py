@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from sara.config import AlignerParams, TextParams, VFMParams
+from sara.config import AlignerParams, Params, TextParams, VFMParams
 
 TINY_VFM = dict(kind="tiny", frames=4, image_size=32, patch_size=16, tubelet_size=2, hidden_size=16, num_layers=1,
                 num_heads=2, seed=0)
@@ -70,3 +70,28 @@ def tiny_text(tmp_path: Path):
     from sara.models.encoders import build_text_model
 
     return build_text_model(TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert")), max_tokens=32))
+
+
+# ------------------------------------------------------------------ Stage 1 loop inputs (test_aligner_train, test_faults)
+
+GRID = (2, 2, 2)  # (T, H, W) V-JEPA grid of the hand-made examples
+
+
+def stage1_examples(n=3, d=16) -> list:
+    """`n` Stage 1 clip examples on GRID: two entities, their union and the background, with random features."""
+    from sara.data.supervision import ClipExample, Unit
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for c in range(n):
+        t1 = (torch.rand(2, 4, generator=g) > 0.5).float()
+        t2 = (torch.rand(2, 4, generator=g) > 0.5).float()
+        fg = torch.maximum(t1, t2)
+        units = [Unit("entity", f"a red circle {c}", t1, "OBJECT_1"), Unit("entity", f"a blue square {c}", t2, "OBJECT_2"),
+                 Unit("combined", f"a red circle {c} a blue square {c}", fg), Unit("background", "a grey room", 1 - fg)]
+        out.append(ClipExample(f"clip{c}", torch.randn(2, 4, d, generator=g), units, "full"))
+    return out
+
+
+def stage1_params(**kw) -> Params:
+    return Params(aligner=tiny_aligner_params(**kw))

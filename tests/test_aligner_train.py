@@ -7,37 +7,18 @@ import json
 
 import pytest
 import torch
-from aligner_testlib import save_tiny_bert, tiny_aligner_params, tiny_text, tiny_vfm_params
+from aligner_testlib import (GRID, save_tiny_bert, stage1_examples, stage1_params, tiny_aligner_params, tiny_text,
+                             tiny_vfm_params)
 from torch.testing import assert_close
 
 from sara.config import Params, TextParams
-from sara.data.supervision import ClipExample, Unit
 from sara.train.stage1 import make_batch, stage1_loss, train_aligner
-
-GRID = (2, 2, 2)
-
-
-def _examples(n=3, d=16) -> list[ClipExample]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for c in range(n):
-        t1 = (torch.rand(2, 4, generator=g) > 0.5).float()
-        t2 = (torch.rand(2, 4, generator=g) > 0.5).float()
-        fg = torch.maximum(t1, t2)
-        units = [Unit("entity", f"a red circle {c}", t1, "OBJECT_1"), Unit("entity", f"a blue square {c}", t2, "OBJECT_2"),
-                 Unit("combined", f"a red circle {c} a blue square {c}", fg), Unit("background", "a grey room", 1 - fg)]
-        out.append(ClipExample(f"clip{c}", torch.randn(2, 4, d, generator=g), units, "full"))
-    return out
-
-
-def _params(**kw) -> Params:
-    return Params(aligner=tiny_aligner_params(**kw))
 
 
 def test_two_training_steps_run_and_change_the_trainable_weights(tmp_path):
     text = tiny_text(tmp_path)
     logged = []
-    res = train_aligner(_examples(), text, 16, GRID, _params(), tmp_path / "work", device=torch.device("cpu"),
+    res = train_aligner(stage1_examples(), text, 16, GRID, stage1_params(), tmp_path / "work", device=torch.device("cpu"),
                         log_fn=lambda rec, step: logged.append((step, rec)), progress=False)
     assert [s for s, _ in logged] == [0, 1] and len(res.history) == 2
     rec = logged[-1][1]
@@ -47,23 +28,23 @@ def test_two_training_steps_run_and_change_the_trainable_weights(tmp_path):
     torch.manual_seed(0)
     from sara.models.aligner import SaliencyAligner
 
-    init = SaliencyAligner(16, text.dim, _params().aligner)
+    init = SaliencyAligner(16, text.dim, stage1_params().aligner)
     changed = [not torch.equal(a, b) for a, b in zip(init.state_dict().values(), res.aligner.state_dict().values())]
     assert any(changed)
 
 
 def test_training_reduces_the_loss_on_a_fixed_batch(tmp_path):
     text = tiny_text(tmp_path)
-    ex = _examples(2)
-    p = _params(steps=40, lr=3e-3, warmup_steps=0, min_lr=3e-3)
+    ex = stage1_examples(2)
+    p = stage1_params(steps=40, lr=3e-3, warmup_steps=0, min_lr=3e-3)
     res = train_aligner(ex, text, 16, GRID, p, tmp_path / "w", device=torch.device("cpu"), progress=False)
     assert res.history[-1]["loss/total"] < 0.5 * res.history[0]["loss/total"]
 
 
 def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
     text = tiny_text(tmp_path)
-    ex = _examples()
-    p = _params(steps=4, checkpoint_every=2)
+    ex = stage1_examples()
+    p = stage1_params(steps=4, checkpoint_every=2)
     torch.set_num_threads(1)
     full = train_aligner(ex, text, 16, GRID, p, tmp_path / "a", device=torch.device("cpu"), fingerprint="f",
                          progress=False)
@@ -87,7 +68,7 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
 
 def test_without_infonce_only_bce_is_optimised(tmp_path):
     text = tiny_text(tmp_path)
-    out = stage1_loss(_aligner_for(text), text, make_batch(_examples(2)), _params(use_infonce=False).aligner, GRID)
+    out = stage1_loss(_aligner_for(text), text, make_batch(stage1_examples(2)), stage1_params(use_infonce=False).aligner, GRID)
     assert out.nce is None and torch.equal(out.total, out.bce)
 
 

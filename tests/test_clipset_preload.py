@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sara.data.clipset import ClipSet
-from tests.test_stage2_engine import make_clips
+from stage2_testlib import make_clips
 
 
 def test_preload_caches_every_clip_with_the_samples_a_lazy_read_gives(tmp_path: Path):

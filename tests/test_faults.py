@@ -1,7 +1,7 @@
 """Faults and bad input: one clear line for bad params, weights and data; crashes close their MLflow runs;
 checkpoints are never poisoned; nothing unpickles code or listens beyond loopback.
 
-The Stage 2 runs are real `sara train-dit` processes on the tiny base model of tests/test_stage2_engine.py.
+The Stage 2 runs are real `sara train-dit` processes on the tiny base model of tests/stage2_testlib.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 from sara.config import ParamsError, load_params, params_from_dict
 from sara.errors import BadDataError
 from sara.train import checkpoint as ckpt
-from test_stage2_engine import REPO, _env, make_clips, sara, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import REPO, clean_env, make_clips, sara, workspace, write_params  # noqa: F401  (fixture)
 
 
 def _runs(db: Path) -> list:
@@ -45,7 +45,7 @@ def _paper_params(tmp: Path, **dit: object) -> Path:
 def test_missing_paper_weights_give_one_line_no_mlflow_run_and_no_temp_folder(tmp_path: Path):
     params = _paper_params(tmp_path, path=str(tmp_path / "nowhere" / "high_noise"))
     r = subprocess.run([sys.executable, "-m", "sara.cli", "init-dit", "--params", str(params)], cwd=tmp_path,
-                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+                       env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines == [f"error: dit.path = '{tmp_path / 'nowhere' / 'high_noise'}' does not exist: it must be a local "
@@ -252,7 +252,7 @@ with stage_run("writer", Params(), ["project"], variant=sys.argv[2]):
 
 def test_concurrent_writers_on_a_new_mlflow_db_all_succeed(tmp_path: Path):
     n = 4
-    env = {**_env(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {**clean_env(tmp_path), "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(i)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
     deadline = time.monotonic() + 120
@@ -300,13 +300,13 @@ def test_a_crafted_stage1_train_state_runs_no_code(tmp_path: Path):
     import pickle
 
     from sara.train.stage1 import TRAIN_STATE, train_aligner
-    from test_aligner_train import GRID, _examples, _params, tiny_text
+    from aligner_testlib import GRID, stage1_examples, stage1_params, tiny_text
 
     marker = tmp_path / "pwned"
     (tmp_path / "work").mkdir()
     torch.save({"fingerprint": "f", "aligner": _Payload(marker)}, tmp_path / "work" / TRAIN_STATE)
     with pytest.raises(pickle.UnpicklingError):
-        train_aligner(_examples(), tiny_text(tmp_path), 16, GRID, _params(steps=2), tmp_path / "work",
+        train_aligner(stage1_examples(), tiny_text(tmp_path), 16, GRID, stage1_params(steps=2), tmp_path / "work",
                       device=torch.device("cpu"), fingerprint="f", progress=False)
     assert not marker.exists()
 
@@ -323,7 +323,7 @@ print([c.laddr.ip for c in psutil.Process().net_connections(kind="inet") if c.st
 
 
 def test_single_rank_training_listens_on_loopback_only(tmp_path: Path):
-    env = {**_env(tmp_path), "PYTHONPATH": str(REPO)}
+    env = {**clean_env(tmp_path), "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-c", PORTS], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

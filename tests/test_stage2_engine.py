@@ -7,82 +7,16 @@ DeepSpeed's shared-memory op is built once and cached under ~/.cache/torch_exten
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from sara.config import load_params
 from sara.train import checkpoint as ckpt
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_clips(root: Path, n: int = 4, seed: int = 0) -> None:
-    """A few synthetic train clips in the on-disk clip format (renderer of sara.data.synthetic)."""
-    from sara.data.clips import write_clip, write_index
-    from sara.data.synthetic import random_spec, render, spec_to_mtss
-
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(n):
-        spec = random_spec(rng)
-        frames, masks, truth = render(spec, 16, 64, 64, 8)
-        caption = spec_to_mtss(spec, frames=16, height=64, width=64, fps=8)
-        ids = [r.ref_id for r in caption.structured_caption.english.references if r.type != "scene"]
-        records.append(write_clip(root, f"clip{i:03d}", "train", frames, 8, caption, truth, masks, ids))
-    write_index(root, records, "synthetic", "embedded")
-
-
-def write_params(tmp: Path, name: str, **train: object) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"]["out_dir"] = str(tmp.parent / "clips")
-    raw["masks"]["out_dir"] = str(tmp / "masks")
-    raw["dit"]["base_dir"] = str(tmp.parent / "base")
-    raw["train"].update(steps=6, checkpoint_every=2, out_dir=str(tmp / "dit"), state_dir=str(tmp / "state"))
-    raw["train"].update(train)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sara.models.dit import save_base
-
-    root = tmp_path_factory.mktemp("stage2")
-    make_clips(root / "clips")
-    save_base(load_params(REPO / "params.yaml"), root / "base")
-    return root
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}")
-    return env
-
-
-def sara(tmp: Path, *args: str, fault: str | None = None, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """`sara <args>` in `tmp`; `fault` (tests/faultlib.py, e.g. "kill@3") runs it with that fault installed."""
-    env = _env(tmp)
-    if fault:
-        launcher = [sys.executable, str(REPO / "tests" / "fault_cli.py"), fault]
-    cmd = [*(launcher or [sys.executable, "-m", "sara.cli"]), *args]
-    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=400)
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(run_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+from stage2_testlib import REPO, make_clips, sara, weights, workspace, write_params  # noqa: F401  (fixture)
 
 
 def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(workspace: Path):
