@@ -85,3 +85,16 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(run_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def save_random_aligner(params, out_dir: Path) -> Path:
+    """A seeded random Stage 1 aligner in the trained-aligner format (`<out_dir>/aligner.pt`), with the tiny V-JEPA
+    weights it was 'trained' on, as `sara.models.aligner.load_saliency_model` reads it."""
+    from sara.models.aligner import SaliencyAligner, save_aligner
+    from sara.models.encoders import build_text_model, build_vfm
+
+    vfm, text = build_vfm(params.vfm), build_text_model(params.text)
+    torch.manual_seed(0)
+    return save_aligner(Path(out_dir) / "aligner.pt", SaliencyAligner(vfm.dim, text.dim, params.aligner), params,
+                        {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
+                         "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()}})

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.mechanism import budget_readout, relational_error_sums, summarise
+from stage2_testlib import save_random_aligner
 
 
 def brute_force(feats: torch.Tensor, target: torch.Tensor, fg: torch.Tensor) -> dict:
@@ -146,15 +147,7 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
 
     aux = build_objective(Run.parse("videorepa"), params, cfg["num_attention_heads"] * cfg["attention_head_dim"], build_vfm(params.vfm).dim)
     torch.save(aux.state_dict(), run_dir / "aux.pt")
-    # a random aligner in the trained-aligner format: the budget readout of every operator under its saliency
-    from sara.models.aligner import SaliencyAligner, save_aligner
-    from sara.models.encoders import build_text_model
-
-    vfm, text = build_vfm(params.vfm), build_text_model(params.text)
-    torch.manual_seed(0)
-    save_aligner(tmp_path / "aligner" / "aligner.pt", SaliencyAligner(vfm.dim, text.dim, params.aligner), params,
-                 {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
-                  "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()}})
+    save_random_aligner(params, tmp_path / "aligner")  # the budget readout of every operator under its saliency
 
     assert main(["mechanism", "--params", str(pfile), "--run", "base"]) == 0
     assert main(["mechanism", "--params", str(pfile), "--run", "videorepa"]) == 0
