@@ -98,3 +98,14 @@ def save_random_aligner(params, out_dir: Path) -> Path:
     return save_aligner(Path(out_dir) / "aligner.pt", SaliencyAligner(vfm.dim, text.dim, params.aligner), params,
                         {"vfm_tag": vfm.tag, "grid": list(vfm.grid), "text_kind": text.kind,
                          "vfm_state": {k: v.cpu() for k, v in vfm.model.state_dict().items()}})
+
+
+@pytest.fixture()
+def launcher_env():
+    """Training in this process makes it a one-rank world (RANK, MASTER_PORT, ... in os.environ, set by
+    `sara.train.engine.init_distributed`): put the environment back afterwards so later tests' subprocesses do not
+    inherit a launcher's variables."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)

@@ -22,7 +22,8 @@ import yaml
 from sara.config import ParamsError, load_params, params_from_dict
 from sara.errors import BadDataError
 from sara.train import checkpoint as ckpt
-from stage2_testlib import REPO, clean_env, make_clips, sara, workspace, write_params  # noqa: F401  (fixture)
+from sara.train.health import UnhealthyStateError
+from stage2_testlib import REPO, clean_env, launcher_env, make_clips, sara, workspace, write_params  # noqa: F401  (fixtures)
 
 
 def _runs(db: Path) -> list:
@@ -195,22 +196,47 @@ def _poison(state: Path) -> None:
 # 5. runs end KILLED; a resume shows the whole curve ----------------------------------------------------------
 
 
-def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspace: Path):
+@pytest.mark.slow  # a Stage 2 run in this process (DeepSpeed): about 25 s of CPU
+def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspace: Path, monkeypatch, capsys,
+                                                                        launcher_env):
+    """In this process: `sara train-dit` gets SIGTERM right after logging step 3 (what a cancelled sweep sends).
+    The run stops like on Ctrl-C, exit status 143, its MLflow run KILLED, the step-2 checkpoint the last one."""
+    import signal
+
+    import sara.tracking
+    from sara.cli import main
+
     tmp = workspace / "term"
     tmp.mkdir()
+    monkeypatch.chdir(tmp)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     params = str(write_params(tmp, "p"))
-    r = sara(tmp, "train-dit", "--params", params, "--run", "sft", fault="term@3")
-    assert r.returncode == 143, r.stderr[-3000:]
-    assert "interrupted: stopped by SIGTERM\n" in r.stderr and "Traceback" not in r.stderr
+    log_metrics = sara.tracking.log_metrics
+
+    def log_then_terminate(metrics, step=None):
+        log_metrics(metrics, step=step)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered here, to the main thread, like from outside
+
+    monkeypatch.setattr(sara.tracking, "log_metrics", log_then_terminate)
+    assert main(["train-dit", "--params", params, "--run", "sft"]) == 143
+    err = capsys.readouterr().err
+    assert "interrupted: stopped by SIGTERM\n" in err and "Traceback" not in err
     [run] = _runs(tmp / "mlflow.db")
     assert run.info.status == "KILLED" and run.data.tags["sara.killed_by"] == "stopped by SIGTERM"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
     assert ckpt.latest_tag(tmp / "state" / "sft") == "step_0000002"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the stage's handler is gone with its run
 
+    monkeypatch.setattr(sara.tracking, "log_metrics", log_metrics)
     _poison(tmp / "state" / "sft")  # 4. a bad state is never resumed (weights_only DeepSpeed load included)
-    r = sara(tmp, "train-dit", "--params", params, "--run", "sft")
-    assert r.returncode != 0
-    assert f"checkpoint {tmp / 'state' / 'sft' / 'step_0000002'} not resumed" in r.stderr, r.stderr[-3000:]
-    assert "1/" in r.stderr and "weight tensors diverged" in r.stderr
+    with pytest.raises(UnhealthyStateError) as bad:
+        main(["train-dit", "--params", params, "--run", "sft"])
+    assert f"checkpoint {tmp / 'state' / 'sft' / 'step_0000002'} not resumed" in str(bad.value)
+    assert "1/" in str(bad.value) and "weight tensors diverged" in str(bad.value)
+    mlflow.set_tracking_uri(None)
 
 
 def test_after_kill_9_the_resume_marks_the_orphan_killed_and_shows_the_whole_curve(workspace: Path):

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from sara.config import Params, load_params
-from stage2_testlib import REPO, make_clips, save_random_aligner, weights
+from stage2_testlib import REPO, launcher_env, make_clips, save_random_aligner, weights  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow  # seven in-process DeepSpeed runs, 6-10 s each on 2 busy cores
 
@@ -54,16 +54,6 @@ def micro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Params]:
     save_base(params, root / "base")
     save_random_aligner(params, root / "aligner")
     return root, params
-
-
-@pytest.fixture()
-def launcher_env():
-    """An in-process run makes this process a one-rank world (RANK, MASTER_PORT, ... in os.environ): put the
-    environment back so later tests' subprocesses do not inherit a launcher's variables."""
-    before = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(before)
 
 
 def _with(params: Params, **sections: dict) -> Params:
