@@ -81,13 +81,21 @@ def test_saliency_head_bias_starts_at_the_prior_logit():
     assert math.isclose(float(al.sal_head[-1].bias.detach()), math.log(0.3 / 0.7), rel_tol=1e-6)
 
 
-def test_grad_checkpointing_gives_the_same_gradients():
+def test_grad_checkpointing_recomputes_every_block_and_gives_the_same_gradients():
+    """With the flag each block starts again during backward (its activations were not kept; a pre-hook, because
+    the recompute stops once it has what backward needs); the gradients match."""
     v, t, m = _inputs()
-    grads = []
+    grads, runs = [], []
     for ckpt in (False, True):
         al = _aligner(grad_checkpointing=ckpt).train()
+        blocks = [*al.cross_blocks, *al.self_blocks]
+        calls = [0] * len(blocks)
+        for i, blk in enumerate(blocks):
+            blk.register_forward_pre_hook(lambda mod, a, i=i: calls.__setitem__(i, calls[i] + 1))
         al(v, t, m).logits.square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in al.parameters() if p.grad is not None]))
+        runs.append(calls)
+    assert runs[0] == [1] * len(runs[0]) and runs[1] == [2] * len(runs[1])  # forward, then the recompute
     assert_close(grads[0], grads[1])
 
 
