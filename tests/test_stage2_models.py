@@ -84,7 +84,14 @@ def test_frames_latents_and_token_grid_shapes(tiny_base: Path):
     z = encode_latents(c.vae, px)
     assert z.shape == (2, 16, 3, 8, 8)
     assert token_grid(c.transformer, z.shape) == (3, 4, 4)
-    torch.testing.assert_close(encode_latents(c.vae, px), z)  # posterior mean: deterministic
+    # the posterior mean (not a sample: a resumed run must see the same z_0) in Wan's per-channel normalisation,
+    # the inverse of WanPipeline's `latents * std + mean` before decoding
+    posterior = c.vae.encode(px).latent_dist
+    mean = torch.tensor(c.vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(c.vae.config.latents_std).view(1, -1, 1, 1, 1)
+    assert not torch.equal(mean, torch.zeros_like(mean)) and not torch.equal(std, torch.ones_like(std))
+    assert float(posterior.std.min()) > 0  # a sample would differ from the mean
+    torch.testing.assert_close(z, (posterior.mean - mean) / std, rtol=0, atol=0)
 
 
 def test_local_kind_writes_a_manifest_and_loads_the_same_code_path(tmp_path: Path, tiny_base: Path):
