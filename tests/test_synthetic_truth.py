@@ -93,8 +93,16 @@ def test_the_data_summary_comes_from_the_rendered_truths_not_a_re_read(tmp_path:
 
 
 def test_the_rubric_path_carries_typed_scene_specs():
+    """Each synthetic prompt carries the scene its caption describes: the caption is the spec's MTSS caption at the
+    file's render settings, and the specs are the prompts' own (no two prompts share one)."""
+    from sara.data.prompts import prompt_set_raw
+
     items = load_prompts("synthetic")
+    render = prompt_set_raw("synthetic")["render"]
     assert items and all(isinstance(it.spec, S.SceneSpec) for it in items)
+    for it in items:
+        assert S.spec_to_mtss(it.spec, **render) == it.caption, it.id
+    assert len({it.spec.model_dump_json() for it in items}) == len(items)
     assert all(it.spec is None for it in load_prompts("realworld"))
 
 
