@@ -157,13 +157,32 @@ def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     assert "projected" not in before["features"] and "projected" in after["features"]
     # same transformer weights, same clips and noise: identical raw readout
     assert before["features"]["raw"] == after["features"]["raw"]
-    a = after["features"]["projected"]["all"]
-    assert all(a[p]["pairs"] >= 0 for p in ("fg_fg", "fg_bg", "bg_bg"))
-    assert a["fg_fg"]["pairs"] + a["fg_bg"]["pairs"] + a["bg_bg"]["pairs"] == a["total"]["pairs"]
-    assert set(before["budget"]) == {"none", "and", "or", "xor"}
+    # what the stage read, recomputed from the held-out clips: their FG masks on the encoder grid and the aligner's
+    # saliency of each clean clip under its full caption
+    from sara.losses.budget import pair_budget_shares
+    from sara.models.aligner import load_saliency_model
+    from sara.data.clipset import ClipSet
+    from sara.train.stage2 import fg_on_grid
+
+    model = load_saliency_model(tmp_path / "aligner", params)
+    held = ClipSet(tmp_path / "clips", None, split="heldout")
+    ws, fgs = [], []
+    for i in range(2):
+        frames = torch.from_numpy(held[i].frames[None])
+        fg = torch.from_numpy(held[i].fg[None])  # (1, F, H, W)
+        fgs.append(fg_on_grid(fg, model.vfm.frame_indices(fg.shape[1]), model.vfm.grid))
+        ws.append(model.saliency(model.vfm.features(frames), [held[i].caption]))
+    n_fg = torch.cat(fgs).flatten(1).sum(1)  # FG tokens per clip
+    n = fgs[0][0].numel()  # T_s * N_s tokens per clip
+    expected_pairs = {"fg_fg": n_fg * (n_fg - 1), "fg_bg": 2 * n_fg * (n - n_fg), "bg_bg": (n - n_fg) * (n - n_fg - 1),
+                      "total": torch.full_like(n_fg, n * (n - 1))}  # ordered pairs a != b, one sigma
+    for kind in ("raw", "projected"):
+        for part, pairs in expected_pairs.items():
+            assert after["features"][kind]["all"][part]["pairs"] == float(pairs.sum()), (kind, part)
     assert after["budget"] is None  # read once, by base: the shares depend on the aligner and clips, not the run
-    for b in before["budget"].values():
-        assert sum(b["shares"].values()) == pytest.approx(1.0)
+    assert set(before["budget"]) == {"none", "and", "or", "xor"}
+    for op, b in before["budget"].items():
+        assert b["shares"] == pytest.approx(pair_budget_shares(torch.cat(ws), op, fg=torch.cat(fgs)), rel=1e-5), op
     # a run with the oracle TRD target reads out against its target: the same weights give base's raw relations
     # against the oracle, which are not those against the lab encoder
     oracle_dir = tmp_path / "dit" / "videorepa@oracle"
