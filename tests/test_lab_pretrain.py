@@ -75,13 +75,35 @@ def test_corpus_is_deterministic_and_labelled(lab):
     assert all(lab_["motion"] in MOTION_CLASSES for clip in held.labels for lab_ in clip)
 
 
-def test_vae_gate_metrics_and_sheet(lab):
-    tmp, _ = lab
+def test_vae_gate_metrics_and_normalisation_are_those_of_the_saved_model(lab):
+    """Recomputed from the saved VAE: the held-out PSNR (8-bit, mean over the first eval_clips clips) and its gate,
+    and the latent normalisation as the per-channel mean / std of the training clips' posterior means."""
+    from diffusers import AutoencoderKLWan
+
+    from sara.data.corpus import load_corpus
+
+    tmp, params = lab
     m = json.loads((tmp / "vae" / "metrics.json").read_text())
-    assert m["steps_done"] == 2 and np.isfinite(m["psnr_db"]) and "gate_met" in m
-    assert (tmp / "vae" / "reconstruction.png").is_file()
-    cfg = json.loads((tmp / "vae" / "config.json").read_text())
-    assert len(cfg["latents_std"]) == 16  # normalisation measured on the corpus
+    assert m["steps_done"] == 2 and (tmp / "vae" / "reconstruction.png").is_file()
+    vae = AutoencoderKLWan.from_pretrained(tmp / "vae").eval()
+
+    def posterior_mean(frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (B, 3, F, H, W) in [-1, 1]
+        with torch.no_grad():
+            return vae.encode(x).latent_dist.mean
+
+    held = load_corpus(tmp / "corpus", "heldout").frames[: params.pretrain.vae.eval_clips]
+    with torch.no_grad():
+        rec = vae.decode(posterior_mean(held)).sample.clamp(-1, 1)
+    rec = ((rec + 1) * 127.5).round().permute(0, 2, 3, 4, 1).numpy()  # (B, F, H, W, 3) 8-bit
+    mse = ((rec - held.astype(np.float64)) ** 2).reshape(len(held), -1).mean(1)
+    psnr = float(np.mean(10 * np.log10(255.0**2 / mse)))
+    assert m["psnr_db"] == pytest.approx(psnr, abs=2e-3) and m["heldout_clips"] == len(held) == 2
+    assert m["min_psnr_db"] == params.pretrain.vae.min_psnr_db and m["gate_met"] == (psnr >= m["min_psnr_db"])
+
+    z = posterior_mean(load_corpus(tmp / "corpus", "train").frames).transpose(0, 1).flatten(1)  # (C, all positions)
+    np.testing.assert_allclose(vae.config.latents_mean, z.mean(1).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vae.config.latents_std, z.std(1).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_vfm_gates_compare_pretrained_with_random(lab):
@@ -102,7 +124,12 @@ def test_lab_encoder_loads_as_vfm_kind_videomae(lab):
 
 
 def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
-    from sara.models.dit import load_base
+    """The base folder holds the pretrained DiT as both experts (moved from its seeded init) and the lab VAE, and
+    keeps one curve video per prompt at every evaluated step."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from sara.models.dit import load_base, tiny_transformer_config
+    from sara.sample import load_prompts
 
     tmp, params = lab
     base = tmp / "base"
@@ -112,8 +139,20 @@ def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
     curve = json.loads((base / "curve.json").read_text())
     assert [p["step"] for p in curve["points"]] == [1, 2]
     assert curve["scored"] and all(p["TA"] is not None and p["MQ"] is not None for p in curve["points"])
+    ids = sorted(it.id for it in load_prompts(params.sample.prompt_set))
+    for p in curve["points"]:
+        with np.load(base / "curve" / p["videos"]) as videos:
+            assert sorted(videos.files) == ids and videos[ids[0]].shape == (5, 32, 32, 3)
+
     comps = load_base(base, params.dit.kind, "cpu", with_low_noise=True)
     assert comps.text.max_tokens == 512
+    torch.manual_seed(params.dit.init_seed)
+    init = WanTransformer3DModel(**tiny_transformer_config(params.dit)).state_dict()
+    high, low = comps.transformer.state_dict(), comps.transformer_2.state_dict()
+    assert all(torch.equal(high[k], low[k]) for k in high)  # the pretrained model is both experts
+    assert any(not torch.equal(high[k], init[k]) for k in high)  # and pretraining moved it
+    vae, lab_vae = comps.vae.state_dict(), AutoencoderKLWan.from_pretrained(tmp / "vae").state_dict()
+    assert vae.keys() == lab_vae.keys() and all(torch.equal(vae[k], lab_vae[k]) for k in lab_vae)  # the lab VAE
 
 
 def test_videomae_kind_loads_real_weights_from_a_local_dir(tmp_path):
