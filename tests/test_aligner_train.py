@@ -136,6 +136,16 @@ def test_train_and_eval_stages_write_their_outputs(tiny_project):
                     "delta_self_attn_entropy", "pca_delta_var_ratio"):
             assert key in metrics[kind], (kind, key)
     assert "entity_pairs" in metrics and "baseline" in metrics
+    # the numbers are the trained aligner's: its saliency of the held-out clip (the only one) under the full caption
+    from sara.data.clips import load_clip
+    from sara.data.mtss import full_caption
+    from sara.models.aligner import load_saliency_model
+
+    held = load_clip(root / "data/clips/clip_2")
+    w = load_saliency_model(out, params, "cpu").saliency(torch.as_tensor(held.frames)[None],
+                                                       [full_caption(held.caption)])[0].double()  # (T_s, N_s)
+    assert metrics["full"]["saliency_mean"] == pytest.approx(float(w.mean()), rel=1e-5)
+    assert metrics["full"]["saliency_max"] == pytest.approx(float(w.max(1).values.mean()), rel=1e-5)
     figs = sorted(p.name for p in (root / "outputs/aligner/figures").iterdir() if p.name != "SHA256SUMS")
     assert figs == ["fig3_clip_2.png", "fig4_clip_2.png", "per_forward.csv"]
 
