@@ -48,10 +48,23 @@ def test_tiny_base_round_trips_through_save_pretrained(tiny_base: Path):
         load_base(tiny_base, "local")
 
 
+def pipeline_prompt_embeds(c, prompts: list[str]) -> torch.Tensor:
+    """WanPipeline's own prompt encoding with the base's tokenizer and encoder (what diffusers would feed the DiT)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    pipe = WanPipeline(tokenizer=c.text.tokenizer, text_encoder=c.text.encoder, vae=c.vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(), transformer=c.transformer)
+    embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, max_sequence_length=c.text.max_tokens,
+                                   device=torch.device("cpu"))
+    return embeds
+
+
 def test_text_conditioner_pads_with_exact_zeros_to_max_tokens(tiny_base: Path):
     c = load_base(tiny_base, PARAMS.dit.kind, with_low_noise=False)
     states = c.text(["a red circle bounces", "a much longer caption " * 40])
     assert states.shape == (2, 64, 384)
+    # the conditioning Stage 2 trains with and the sampler passes is what the pipeline's own encoder path makes
+    torch.testing.assert_close(states, pipeline_prompt_embeds(c, ["a red circle bounces", "a much longer caption " * 40]))
     n = len(c.text.tokenizer("a red circle bounces")["input_ids"])
     assert torch.count_nonzero(states[0, n:]) == 0 and torch.count_nonzero(states[0, :n].abs().sum(-1)) == n
     assert torch.count_nonzero(states[1].abs().sum(-1)) == 64  # truncated, not padded
@@ -118,6 +131,7 @@ def test_local_kind_writes_a_manifest_and_loads_the_same_code_path(tmp_path: Pat
     c = load_base(tmp_path / "base", params.dit.kind)
     states = c.text(["a caption"])
     assert states.shape == (1, 16, 32)
+    torch.testing.assert_close(states, pipeline_prompt_embeds(c, ["a caption"]))  # UMT5 as WanPipeline encodes it
     out = c.transformer(torch.randn(1, 16, 3, 8, 8), torch.tensor([900.0]), states).sample
     assert out.shape == (1, 16, 3, 8, 8)
     # a missing directory is one clear error naming the param, the path and what belongs there
