@@ -2,12 +2,17 @@
 
 The toy DAG has the real pipeline's shape (a shared `data` stage, `train_dit@<run>` per run) and stages that log
 a known loss per (operator, seed, lambda_TRD), so each child run can be checked against its own point.
+
+Real DVC experiments run one GPU slot at a time (two at once race for git's and DVC's locks, and the retry delays
+made the test's time depend on the race). That points run concurrently, up to the slots, is checked with a fake
+experiment runner whose points meet at a barrier.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +34,12 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from prefect.testing.utilities import prefect_test_harness
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield storage
+    with pytest.MonkeyPatch.context() as mp:
+        # a point waiting for a GPU slot asks the server again after 1 s, not the default 10 s
+        mp.setenv("PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "1")
+        with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(storage)}):
+            with prefect_test_harness(server_startup_timeout=120):
+                yield storage
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +57,12 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 
 @pytest.fixture(scope="module")
 def sweep(prefect_harness: Path, toy: Path) -> dict:
-    """sft and sara-or at one seed, both points at once (two gpu slots)."""
+    """sft and sara-or at one seed, one point after the other (one gpu slot)."""
     from flows.sara_flow import sara
 
     state = sara(
         methods=["sft", "sara"], ops=["or"], seeds=[7], overrides={"train.steps": 3},
-        sweep_name="t1", gpu_slots=2, repo=str(toy), return_state=True,
+        sweep_name="t1", gpu_slots=1, repo=str(toy), return_state=True,
     )  # fmt: skip
     assert state.is_completed(), state.message
     return {"state": state, "result": state.result()}
@@ -175,7 +183,7 @@ def test_a_repeated_point_reuses_metrics_and_a_failing_stage_fails_only_its_poin
 
     state = sara(
         methods=["sara"], ops=["or"], seeds=[7, FAILING_SEED], overrides={"train.steps": 3},
-        sweep_name="t2", repo=str(toy), return_state=True,
+        sweep_name="t2", gpu_slots=1, repo=str(toy), return_state=True,
     )  # fmt: skip
     assert state.is_failed()
     assert f"points failed: sara-or/seed{FAILING_SEED}/lam0.5" in state.message
@@ -199,3 +207,51 @@ def test_a_repeated_point_reuses_metrics_and_a_failing_stage_fails_only_its_poin
         )
     (failed,) = [t for t in task_runs if t.name == f"sara-or/seed{FAILING_SEED}/lam0.5"]
     assert failed.state.is_failed() and failed.run_count == 1  # a stage error is not retried
+
+
+class PairedRunner:
+    """Stands in for `dvc exp run`: each point waits at a barrier for a second point, so a sweep completes only when
+    points run two at a time; then the pair holds its two slots for `hold` seconds, in which a third point would
+    enter if the server handed out a third slot (the points are all submitted at once). Records the most points
+    inside at once: with the limit kept that is 2 whatever the timing; a broken limit shows within the hold."""
+
+    def __init__(self, hold: float = 3.0) -> None:
+        self.changed = threading.Condition()
+        self.inside = 0
+        self.most = 0
+        self.hold = hold
+        self.pairs = threading.Barrier(2)
+        self.points: list[str] = []
+
+    def __call__(self, repo, name, targets, overrides, env, log=print):
+        from flows.dvc_runner import ExpResult
+
+        if name.endswith("-shared"):
+            return ExpResult(name, None)
+        with self.changed:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            self.points.append(name)
+            self.changed.notify_all()
+        try:
+            self.pairs.wait(timeout=60)  # BrokenBarrierError (the point fails) unless another point runs too
+            with self.changed:
+                self.changed.wait_for(lambda: self.inside > 2, timeout=self.hold)
+        finally:
+            with self.changed:
+                self.inside -= 1
+        return ExpResult(name, None, ran=list(targets))
+
+
+def test_points_run_concurrently_up_to_the_gpu_slots(prefect_harness: Path, toy: Path, monkeypatch) -> None:
+    """Four points, two slots: they pass the barrier in pairs (so two ran at once) and never three at once."""
+    import flows.sara_flow as sara_flow
+
+    runner = PairedRunner()
+    monkeypatch.setattr(sara_flow, "exp_run", runner)
+    state = sara_flow.sara(
+        methods=["sft", "videorepa", "moalign", "sara"], ops=["or"], seeds=[7], sweep_name="pairs", gpu_slots=2,
+        repo=str(toy), return_state=True,
+    )  # fmt: skip
+    assert state.is_completed(), state.message
+    assert len(runner.points) == 4 and runner.most == 2
