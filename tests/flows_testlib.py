@@ -151,3 +151,29 @@ def clone_repo(source: Path, path: Path) -> Path:
     _run(["git", "config", "user.email", "sweep@localhost"], path)
     _run(["git", "config", "user.name", "sweep"], path)
     return path
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind the port it was given: another process took it first."""
+
+
+def on_a_free_port(start, attempts: int = 3):
+    """`start(port)` on a port the OS just reported free; on `PortTaken`, again on another one. Returns
+    (port, whatever `start` returned).
+
+    A Prefect or MLflow server binds its port itself and takes it by number, so between `free_port()` and the
+    server's bind another process may take it; the test then starts the server again instead of failing."""
+    from flows.net import free_port
+
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        try:
+            return port, start(port)
+        except PortTaken:
+            if attempt == attempts:
+                raise
+
+
+def port_taken(*texts: str) -> bool:
+    """Whether a server's output says its address was in use (uvicorn, Prefect's check, the OS's errno text)."""
+    return any("address already in use" in t.lower() or " is in use" in t for t in texts)

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.net import free_port
 from flows.services import alive, port_free, read_state
-from flows_testlib import clone_repo
+from flows_testlib import PortTaken, clone_repo, on_a_free_port, port_taken
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -40,10 +39,18 @@ def _run(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> sub
 def test_deployment_runs_a_sweep_from_a_fresh_clone(tmp_path: Path) -> None:
     clone = clone_repo(ROOT, tmp_path / "clone")
     env = _clean_env(clone)
-    prefect_port = free_port()
     services = [sys.executable, "-m", "flows.services"]
-    started = _run([*services, "start", "--prefect-port", str(prefect_port), "--gpu-slots", "2", "--no-mlflow"],
-                   clone, env, timeout=300)  # fmt: skip
+
+    def start(port: int) -> subprocess.CompletedProcess[str]:
+        started = _run([*services, "start", "--prefect-port", str(port), "--gpu-slots", "2", "--no-mlflow"],
+                       clone, env, timeout=300)  # fmt: skip
+        logs = [p.read_text(errors="replace") for p in (clone / ".prefect" / "services").glob("*.log")]
+        if started.returncode != 0 and port_taken(started.stdout, started.stderr, *logs):
+            _run([*services, "stop"], clone, env, timeout=120)  # whatever did start
+            raise PortTaken(port)
+        return started
+
+    prefect_port, started = on_a_free_port(start)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"prefect  http://127.0.0.1:{prefect_port}" in started.stdout

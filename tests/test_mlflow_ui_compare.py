@@ -25,9 +25,10 @@ from flows.mlflow_runs import (
     start_point_run,
     start_sweep_run,
 )
-from flows.net import free_port, wait_http
+from flows.net import wait_http
 from flows.plan import PointPlan, SweepPlan, build_points, exp_name
 from flows.services import mlflow_server_args
+from flows_testlib import PortTaken, on_a_free_port, port_taken
 from sara.config import Params
 
 pytestmark = [
@@ -76,15 +77,28 @@ def _sweep(root: Path, uri: str) -> tuple[str, list[str], str]:
 def test_compare_view_shows_each_routing_operator_and_its_metrics(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp_id, children, _ = _sweep(tmp_path, uri)
-    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = (tmp_path / "mlflow.log").open("wb")
-    server = subprocess.Popen(
-        mlflow_server_args(tmp_path, port, env), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "mlflow.log"
+
+    def start(port: int) -> subprocess.Popen:
+        with log.open("ab") as out:
+            server = subprocess.Popen(
+                mlflow_server_args(tmp_path, port, env), cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=server)
+        except RuntimeError:  # it exited before answering
+            if port_taken(log.read_text(errors="replace")):
+                raise PortTaken(port) from None
+            raise
+        except BaseException:
+            os.killpg(server.pid, signal.SIGTERM)
+            raise
+        return server
+
+    port, server = on_a_free_port(start)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180, proc=server)
         shot = tmp_path / "mlflow_compare.png"
         expected = ["Comparing 3 Runs", "rubric/grounded/TA_mean", "rubric/grounded/MQ_mean", "routing_op"]
         expected += [f"sara-{op}/seed1/lam0.5" for op in FINAL_LOSS]
@@ -96,7 +110,6 @@ def test_compare_view_shows_each_routing_operator_and_its_metrics(tmp_path: Path
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-        log.close()
     # The metric rows list each operator's TA/MQ and final loss; the tag rows tie each column to its Prefect task run.
     assert all(f"task-{op}" in text for op in FINAL_LOSS)
     # The parallel-coordinates plot opens on the first shared metric: an evaluation metric, not a training loss.
