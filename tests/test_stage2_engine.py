@@ -193,17 +193,3 @@ def test_warmup_then_constant_lr():
     f = warmup_constant(4)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_constant(0)(0) == 1.0
-
-
-def test_data_order_and_draws_depend_only_on_the_stream_position():
-    from sara.train.stage2 import batch_indices, sample_seed, stream_positions
-
-    assert stream_positions(3, 1, 2, 2) == [14, 15]
-    # 2 ranks x batch 1 and 1 rank x batch 2 consume the same clips in the same order
-    two = [batch_indices(5, stream_positions(s, r, 2, 1), 0)[0] for s in range(6) for r in range(2)]
-    one = [i for s in range(6) for i in batch_indices(5, stream_positions(s, 0, 1, 2), 0)]
-    assert two == one
-    assert sorted(one[:5]) == list(range(5)) and sorted(one[5:10]) == list(range(5))  # each epoch is a permutation
-    # every (seed, position) draws from its own generator: no two collide, and each is a valid torch seed
-    seeds = [sample_seed(seed, pos) for seed in range(4) for pos in range(2000)]
-    assert len(set(seeds)) == len(seeds) and all(0 <= x < 2**63 - 1 for x in seeds)
