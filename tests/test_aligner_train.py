@@ -115,6 +115,7 @@ def tiny_project(tmp_path, monkeypatch, request, tracking):
     return tmp_path, params
 
 
+@pytest.mark.slow  # the train_aligner and eval_aligner stages, twice
 def test_train_and_eval_stages_write_their_outputs(tiny_project):
     from sara.models.aligner import load_saliency_model
     from sara.stages import eval_aligner, train_aligner as train_stage
@@ -157,6 +158,7 @@ def test_train_and_eval_stages_write_their_outputs(tiny_project):
     assert w.shape == (1, 2, 4)
 
 
+@pytest.mark.slow  # the features and train_aligner stages, twice
 def test_features_stage_writes_every_clip_and_train_aligner_only_reads_them(tiny_project):
     from sara.stages import features, train_aligner as train_stage
 

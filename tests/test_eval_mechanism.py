@@ -111,6 +111,7 @@ def _heldout_clips(root, n: int = 2) -> None:
     write_index(root, records, "synthetic", "embedded")
 
 
+@pytest.mark.slow  # the mechanism stage twice on a tiny DiT
 def test_stage_reads_base_and_a_projected_run(tmp_path, tracking):
     import json
     from pathlib import Path

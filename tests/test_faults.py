@@ -43,6 +43,7 @@ def _paper_params(tmp: Path, **dit: object) -> Path:
 # 1. init-dit: missing paper weights -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a `sara init-dit` process
 def test_missing_paper_weights_give_one_line_no_mlflow_run_and_no_temp_folder(tmp_path: Path):
     params = _paper_params(tmp_path, path=str(tmp_path / "nowhere" / "high_noise"))
     r = subprocess.run([sys.executable, "-m", "sara.cli", "init-dit", "--params", str(params)], cwd=tmp_path,
@@ -173,6 +174,7 @@ def test_a_broken_video_is_one_error_naming_clip_and_file(clips: Path, tmp_path:
 # 4. never poison checkpoints ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a Stage 2 run in this process (DeepSpeed)
 def test_a_diverging_run_writes_no_checkpoint_and_names_no_bad_one(workspace: Path, launcher_env):
     """In this process: an lr of 1e30 breaks the weights in step 1; the run stops before writing that checkpoint."""
     from sara.train.stage2 import train_stage2
@@ -199,7 +201,7 @@ def _poison(state: Path) -> None:
 # 5. runs end KILLED; a resume shows the whole curve ----------------------------------------------------------
 
 
-@pytest.mark.slow  # a Stage 2 run in this process (DeepSpeed): about 25 s of CPU
+@pytest.mark.slow  # a Stage 2 run in this process (DeepSpeed)
 def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspace: Path, monkeypatch, capsys,
                                                                         launcher_env):
     """In this process: `sara train-dit` gets SIGTERM right after logging step 3 (what a cancelled sweep sends).
@@ -242,6 +244,7 @@ def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspa
     mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.slow  # two `sara train-dit` processes
 def test_after_kill_9_the_resume_marks_the_orphan_killed_and_shows_the_whole_curve(workspace: Path):
     tmp = workspace / "orphan"
     tmp.mkdir()
@@ -279,6 +282,7 @@ with stage_run("writer", Params(), ["project"], variant=sys.argv[2]):
 """
 
 
+@pytest.mark.slow  # four Python processes opening MLflow
 def test_concurrent_writers_on_a_new_mlflow_db_all_succeed(tmp_path: Path):
     n = 4
     env = {**clean_env(tmp_path), "PYTHONPATH": str(REPO)}
@@ -351,6 +355,7 @@ print([c.laddr.ip for c in psutil.Process().net_connections(kind="inet") if c.st
 """
 
 
+@pytest.mark.slow  # a process initialising DeepSpeed
 def test_single_rank_training_listens_on_loopback_only(tmp_path: Path):
     env = {**clean_env(tmp_path), "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-c", PORTS], cwd=tmp_path, env=env, capture_output=True, text=True,

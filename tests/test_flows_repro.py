@@ -217,6 +217,7 @@ def _status(repo: Path) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow  # `dvc repro` of the toy DAG
 def test_sara_repro_reports_a_failing_stage_and_skips_what_needs_it(toy: Path, capsys):
     params = yaml.safe_load((toy / "params.yaml").read_text())
     params["train"]["seed"] = FAILING_SEED
@@ -230,6 +231,7 @@ def test_sara_repro_reports_a_failing_stage_and_skips_what_needs_it(toy: Path, c
     assert "data" in yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
 
 
+@pytest.mark.slow  # `dvc repro` of the toy DAG, three passes
 def test_sara_repro_in_parallel_then_an_extra_training_seed_leaves_everything_recorded(toy: Path, capsys):
     """The main pass leaves dvc.lock complete and `dvc status` clean; `--extra-train-seeds 7` then puts each
     method's rubric folder of seed 7 in `<run>.seed7/` (what `sara compare` reads) and leaves the main seed's

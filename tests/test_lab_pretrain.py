@@ -63,6 +63,7 @@ def test_lab_config_holds_the_whole_caption():
     assert (p.dit.frames, p.dit.height, p.dit.width) == (p.pretrain.corpus.frames, p.pretrain.corpus.height, p.pretrain.corpus.width)
 
 
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_corpus_is_deterministic_and_labelled(lab):
     from sara.data.corpus import MOTION_CLASSES, load_corpus, render_clip
 
@@ -75,6 +76,7 @@ def test_corpus_is_deterministic_and_labelled(lab):
     assert all(lab_["motion"] in MOTION_CLASSES for clip in held.labels for lab_ in clip)
 
 
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_vae_gate_metrics_and_normalisation_are_those_of_the_saved_model(lab):
     """Recomputed from the saved VAE: the held-out PSNR (8-bit, mean over the first eval_clips clips) and its gate,
     and the latent normalisation as the per-channel mean / std of the training clips' posterior means."""
@@ -106,6 +108,7 @@ def test_vae_gate_metrics_and_normalisation_are_those_of_the_saved_model(lab):
     np.testing.assert_allclose(vae.config.latents_std, z.std(1).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_vfm_gates_compare_pretrained_with_random(lab):
     tmp, _ = lab
     m = json.loads((tmp / "vfm" / "metrics.json").read_text())
@@ -114,6 +117,7 @@ def test_vfm_gates_compare_pretrained_with_random(lab):
     assert isinstance(m["gate_met"], bool)
 
 
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_lab_encoder_loads_as_vfm_kind_videomae(lab):
     from sara.models.encoders import build_vfm
 
@@ -123,6 +127,7 @@ def test_lab_encoder_loads_as_vfm_kind_videomae(lab):
     assert feats.shape == (1, 2, 16, 32) and enc.tag.startswith("vjepa2-")
 
 
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
     """The base folder holds the pretrained DiT as both experts (moved from its seeded init) and the lab VAE, and
     keeps one curve video per prompt at every evaluated step."""
@@ -302,6 +307,7 @@ def test_lab_vae_compression_follows_dim_mult():
     assert tuple(z.shape) == (1, 16, 2, 8, 8)
 
 
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_shape_probe_reads_the_clip_mean_and_motion_the_time_series(lab, monkeypatch):
     """Shape is constant over a clip: its probe gets the D-dim mean of the entity's tokens, not the T_s*D series
     (which gave the probe T_s times the parameters for the same few hundred entities and let it overfit)."""

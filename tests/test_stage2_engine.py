@@ -19,6 +19,7 @@ from sara.train import checkpoint as ckpt
 from stage2_testlib import REPO, make_clips, sara, weights, workspace, write_params  # noqa: F401  (fixture)
 
 
+@pytest.mark.slow  # three `sara train-dit` processes (DeepSpeed)
 def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(workspace: Path):
     a, b = workspace / "uninterrupted", workspace / "killed"
     a.mkdir(), b.mkdir()
@@ -43,6 +44,7 @@ def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(wo
     assert json.loads((b / "outputs" / "metrics" / "sft" / "train_dit.json").read_text())["train_dit"]["resumed_from"] == 2
 
 
+@pytest.mark.slow  # four `sara train-dit` processes
 def test_cached_frozen_inputs_train_like_per_step_encoding_and_resume_bitwise(workspace: Path):
     """train.cache_frozen_inputs encodes each clip's latent and caption once (benchmarks/stage2_step.md): the run
     matches per-step encoding up to rounding, and a killed, resumed run rebuilds the same cache."""
@@ -61,6 +63,7 @@ def test_cached_frozen_inputs_train_like_per_step_encoding_and_resume_bitwise(wo
         assert torch.equal(wc[k], wk[k]), k
 
 
+@pytest.mark.slow  # two `sara train-dit` processes
 def test_resume_never_outlives_its_inputs(workspace: Path):
     """A killed run whose clips then change starts afresh, and a finished run leaves no state to resume.
 
@@ -110,6 +113,7 @@ def test_the_fingerprint_covers_code_and_upstream_outputs(tmp_path: Path):
     assert ckpt.fingerprint("sft", {}, 1, {"code": "x"}) != ckpt.fingerprint("sft", {}, 2, {"code": "x"})
 
 
+@pytest.mark.slow  # a `sara train-dit` process
 def test_nan_loss_stops_the_run_marks_mlflow_failed_and_keeps_the_last_good_checkpoint(workspace: Path):
     import mlflow
 
@@ -132,6 +136,7 @@ def test_nan_loss_stops_the_run_marks_mlflow_failed_and_keeps_the_last_good_chec
     assert runs[0].data.params["train.steps"] == "6" and "trd.lam_trd" not in runs[0].data.params
 
 
+@pytest.mark.slow  # torchrun with 2 ranks, then one rank
 def test_two_gloo_ranks_match_one_rank_with_the_same_global_batch(workspace: Path):
     """2 ranks x batch 1 train exactly what 1 rank x batch 2 trains: the same samples and draws, the gradient
     averaged over ranks. Adam hides a gradient's scale (2 ranks summing instead of averaging would move the weights

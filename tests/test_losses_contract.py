@@ -1,0 +1,180 @@
+"""The losses' contracts that the float64 references do not reach: defaults, edges of the valid range, the exact
+one-line errors, and cases the reference tests leave symmetric (mean 0 / std 1, equal dtypes, a zero target).
+
+Written from the surviving mutants of scripts/mutation.py (docs/testing.md): each test names what it pins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sara.losses.budget import pair_budget_coverage, pair_budget_shares, pair_budget_sums
+from sara.losses.diffusion import band_cdf, flow_match_xt, sample_band_sigmas, shift_sigma, unshift_sigma
+from sara.losses.moalign import flow_l1_loss, flow_to_grid, moalign_losses, moalign_trd
+from sara.losses.trd import masked_trd
+from sara.models.motion import MotionSubspaceHead
+
+# -------------------------------------------------------------------------------------------------- diffusion
+
+
+def test_noising_keeps_the_latents_dtype():
+    z0, noise = torch.randn(2, 3, 4, dtype=torch.bfloat16), torch.randn(2, 3, 4, dtype=torch.bfloat16)
+    zt = flow_match_xt(z0, noise, torch.tensor([0.25, 0.9]))  # float32 sigmas, bf16 latents (the GPU case)
+    assert zt.dtype == torch.bfloat16
+    torch.testing.assert_close(zt[0], (0.75 * z0[0].float() + 0.25 * noise[0].float()).bfloat16())
+
+
+def test_band_sigmas_default_to_the_papers_high_noise_band():
+    """Defaults (Table 11): logit-normal mean 0, std 1, shift 12, band [0.875, 1]."""
+    a = sample_band_sigmas(64, torch.Generator().manual_seed(5))
+    b = sample_band_sigmas(64, torch.Generator().manual_seed(5), mean=0.0, std=1.0, shift=12.0, t_min=0.875, t_max=1.0)
+    assert torch.equal(a, b) and float(a.min()) >= 0.875
+
+
+def test_band_edges_that_are_allowed_and_refused():
+    g = torch.Generator().manual_seed(0)
+    assert float(sample_band_sigmas(8, g, t_min=0.0, t_max=1.0, shift=0.5).min()) >= 0.0  # t_min 0, shift < 1 are valid
+    for bad in ({"t_min": 0.5, "t_max": 0.5}, {"t_min": 0.5, "t_max": 1.5}, {"t_min": -0.1}):
+        with pytest.raises(ValueError, match=r"^timestep band must satisfy 0 <= t_min < t_max <= 1, got \["):
+            sample_band_sigmas(4, g, **bad)
+    for bad in ({"std": 0.0}, {"shift": 0.0}):
+        with pytest.raises(ValueError, match=r"^logit_std and shift must be > 0, got std="):
+            sample_band_sigmas(4, g, **bad)
+    with pytest.raises(ValueError, match=r"^the band \[0.875, 1.0\] has no probability mass under mean=-60.0, "
+                                         r"std=1.0, shift=1.0$"):
+        sample_band_sigmas(4, g, mean=-60.0, shift=1.0)  # every u is ~0: the band [0.875, 1] is never drawn
+
+
+def test_band_cdf_with_a_shifted_and_scaled_logit_normal():
+    """The CDF against its definition, with mean and std away from 0 and 1 (there a sign or a / vs * shows)."""
+    mean, std, shift, t_min, t_max = 0.4, 0.6, 3.0, 0.3, 0.9
+
+    def normal_cdf(s: float) -> float:  # P(sigma <= s) before the band: u = shift^-1(s) ~ logit-normal(mean, std)
+        u = float(unshift_sigma(torch.tensor(s, dtype=torch.float64), shift))
+        return 0.5 * (1 + math.erf((math.log(u / (1 - u)) - mean) / (std * math.sqrt(2))))
+
+    lo, hi = normal_cdf(t_min), normal_cdf(t_max)
+    s = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.95], dtype=torch.float64)  # below, inside and above the band
+    expected = [min(1.0, max(0.0, (normal_cdf(min(max(x, t_min), t_max)) - lo) / (hi - lo))) for x in s.tolist()]
+    got = band_cdf(s, mean=mean, std=std, shift=shift, t_min=t_min, t_max=t_max)
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
+    assert got[0] == 0.0 and got[-1] == 1.0
+    draws = sample_band_sigmas(4000, torch.Generator().manual_seed(1), mean=mean, std=std, shift=shift, t_min=t_min,
+                               t_max=t_max)
+    assert abs(float((draws <= 0.5).double().mean()) - expected[2]) < 0.03  # 4000 draws: sd 0.008
+    assert float(draws.min()) >= t_min and float(draws.max()) <= t_max
+
+
+def test_shift_and_unshift_invert_each_other():
+    u = torch.linspace(0, 1, 11, dtype=torch.float64)
+    torch.testing.assert_close(unshift_sigma(shift_sigma(u, 12.0), 12.0), u)
+    assert float(shift_sigma(torch.tensor(0.5), 3.0)) == pytest.approx(0.75)
+
+
+# ----------------------------------------------------------------------------------------------------- budget
+
+
+def test_pair_budget_sums_counts_the_pairs_of_each_scope_and_defaults_to_all():
+    w = torch.rand(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    B, T, N = w.shape
+    assert pair_budget_sums(w, "and")["pairs"] == B * (T * N) ** 2
+    assert pair_budget_sums(w, "and") == pair_budget_sums(w, "and", None, 0.5, "all")
+    assert pair_budget_sums(w, "and", scope="spatial")["pairs"] == B * T * N**2
+    assert pair_budget_sums(w, "and", scope="temporal")["pairs"] == B * T * (T - 1) * N**2
+    with pytest.raises(ValueError, match=r"^unknown scope='frames': expected all, spatial or temporal$"):
+        pair_budget_sums(w, "and", scope="frames")  # type: ignore[arg-type]
+
+
+def test_budget_fg_comes_from_the_masks_when_given_else_from_the_threshold():
+    w = torch.tensor([[[0.9, 0.6, 0.2, 0.1]]])
+    fg = torch.tensor([[[True, False, False, False]]])
+    by_mask = pair_budget_coverage(w, "none", fg=fg, scope="spatial")
+    assert by_mask == pytest.approx({"fg_fg": 1 / 16, "fg_bg": 6 / 16, "bg_bg": 9 / 16})
+    assert pair_budget_coverage(w, "none", threshold=0.5) == pytest.approx({"fg_fg": 4 / 16, "fg_bg": 8 / 16,
+                                                                            "bg_bg": 4 / 16})
+    assert pair_budget_coverage(w, "none", threshold=0.7) == pytest.approx(by_mask)
+    two_frames = torch.tensor([[[0.9, 0.1], [0.9, 0.1]]])  # temporal scope: only the 8 cross-frame pairs
+    assert pair_budget_coverage(two_frames, "none", scope="temporal") == pytest.approx(
+        {"fg_fg": 2 / 8, "fg_bg": 4 / 8, "bg_bg": 2 / 8})
+    with pytest.raises(ValueError, match=r"^w must lie in \[0, 1\]$"):
+        pair_budget_sums(w + 1, "and")
+
+
+def test_small_and_empty_budgets():
+    w = torch.tensor([[[0.3]]])  # one token: one pair, total AND weight 0.09 (< 1)
+    assert pair_budget_shares(w, "and") == pytest.approx({"fg_fg": 0.0, "fg_bg": 0.0, "bg_bg": 1.0})
+    assert pair_budget_coverage(w, "and") == pytest.approx({"fg_fg": 0.0, "fg_bg": 0.0, "bg_bg": 0.09})
+    empty = torch.zeros(1, 2, 0)
+    assert pair_budget_coverage(empty, "or") == {"fg_fg": 0.0, "fg_bg": 0.0, "bg_bg": 0.0}
+    assert pair_budget_shares(empty, "or") == {"fg_fg": 0.0, "fg_bg": 0.0, "bg_bg": 0.0}
+
+
+# ---------------------------------------------------------------------------------------------------- MoAlign
+
+
+def test_flow_to_grid_sums_the_flow_between_the_centre_frames_of_each_step():
+    """F = 7 frames (6 flow steps) on T = 3: step centres 1, 3, 5 (round((t + 0.5) * 7 / 3 - 0.5)), so token step
+    0 carries flow 1 + 2 and step 1 carries flow 3 + 4; pixels -> tokens scales x by W / W_px, y by H / H_px."""
+    flow = torch.zeros(6, 4, 8, 2)  # (F-1, H_px, W_px, 2)
+    for f in range(6):
+        flow[f, ..., 0] = 10.0 ** f  # frame f -> f+1 moves 10^f pixels in x: the sum tells which steps were taken
+        flow[f, ..., 1] = -(f + 1)
+    out = flow_to_grid(flow, (3, 2, 2))
+    assert out.shape == (1, 2, 2, 2, 2)
+    torch.testing.assert_close(out[0, :, 0, 0, 0], torch.tensor([(10.0 + 100.0), (1e3 + 1e4)]) * 2 / 8)
+    torch.testing.assert_close(out[0, :, 0, 0, 1], torch.tensor([-(2 + 3), -(4 + 5)]) * 2 / 4.0)
+    first_last = flow_to_grid(flow[:2], (2, 1, 1))  # F = 3 on T = 2: centres 0 and 2 (clamped into the clip)
+    torch.testing.assert_close(first_last[0, 0, 0, 0], torch.tensor([11.0 / 8, -3.0 / 4]))
+
+
+def test_flow_to_grid_refuses_other_shapes_by_name():
+    with pytest.raises(ValueError, match=r"^flow must be \(B, F-1, H, W, 2\), got \(1, 3, 4, 8, 3\)$"):
+        flow_to_grid(torch.zeros(1, 3, 4, 8, 3), (2, 2, 2))
+    with pytest.raises(ValueError, match=r"^flow must be \(B, F-1, H, W, 2\), got \(3, 2\)$"):
+        flow_to_grid(torch.zeros(3, 2), (2, 2, 2))
+    with pytest.raises(ValueError, match=r"^flow_to_grid needs a grid with at least 2 time steps$"):
+        flow_to_grid(torch.zeros(3, 4, 8, 2), (1, 2, 2))
+    assert flow_to_grid(torch.zeros(2, 4, 8, 2), (2, 2, 2)).shape == (1, 1, 2, 2, 2)  # T = 2 is enough
+
+
+def test_flow_l1_is_the_mean_absolute_difference():
+    pred, target = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 1.0, 0.5])
+    assert float(flow_l1_loss(pred, target)) == pytest.approx((0.5 + 3.0 + 0.0) / 3)
+    with pytest.raises(ValueError, match=r"^flow prediction \(3,\) and target \(2,\) differ in shape$"):
+        flow_l1_loss(pred, target[:2])
+
+
+def _moalign_inputs():
+    g = torch.Generator().manual_seed(2)
+    vp, m_y = torch.randn(1, 3, 4, 6, generator=g), torch.randn(1, 3, 4, 6, generator=g)
+    return vp, m_y
+
+
+def test_moalign_trd_is_unrouted_trd_with_its_decay_and_defaults():
+    vp, m_y = _moalign_inputs()
+    ref = masked_trd(vp, m_y, None, op="none", tau=10.0, lam_tmp=1.0, eps=1e-6)
+    torch.testing.assert_close(moalign_trd(vp, m_y).total, ref.total)  # defaults: tau 10 (the paper's), lam 1
+    set_ = moalign_trd(vp, m_y, tau=2.0, lam_tmp=0.4, eps=0.5)
+    torch.testing.assert_close(set_.total, masked_trd(vp, m_y, None, op="none", tau=2.0, lam_tmp=0.4, eps=0.5).total)
+    assert not torch.allclose(set_.total, ref.total)
+    with pytest.raises(ValueError, match=r"^MoAlign's TRD uses a finite temporal decay tau \(paper: 10\)$"):
+        moalign_trd(vp, m_y, tau=math.inf)
+
+
+def test_moalign_losses_defaults_and_weights():
+    torch.manual_seed(0)
+    head = MotionSubspaceHead(6, 6)
+    vp, vy = _moalign_inputs()
+    flow = torch.randn(1, 2, 2, 2, 2)
+    default = moalign_losses(head, vp, vy, flow, (2, 2))
+    explicit = moalign_losses(head, vp, vy, flow, (2, 2), tau=10.0, lam_tmp=1.0, flow_weight=1.0, eps=1e-6)
+    for k in explicit:
+        torch.testing.assert_close(default[k], explicit[k], msg=k)
+    weighted = moalign_losses(head, vp, vy, flow, (2, 2), tau=3.0, lam_tmp=0.5, flow_weight=0.25, eps=0.1)
+    m_y, _ = head(vy, (2, 2))
+    trd = masked_trd(vp, m_y.detach(), None, op="none", tau=3.0, lam_tmp=0.5, eps=0.1)
+    torch.testing.assert_close(weighted["trd"], trd.total)
+    torch.testing.assert_close(weighted["aux"], trd.total + 0.25 * weighted["flow_l1"])
