@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from sara.config import AlignerParams, Params, TextParams, VFMParams
@@ -95,3 +96,39 @@ def stage1_examples(n=3, d=16) -> list:
 
 def stage1_params(**kw) -> Params:
     return Params(aligner=tiny_aligner_params(**kw))
+
+
+# ------------------------------------------------------------------ a tiny project on disk (stage tests)
+
+
+@pytest.fixture(params=[{}, {"entity_separated": False}], ids=["full", "wo_entity"])
+def tiny_project(tmp_path, monkeypatch, request, tracking):
+    """Three rendered clips (two train, one held-out) with ground-truth masks, in a temp working directory."""
+    import numpy as np
+
+    from sara.data import synthetic
+    from sara.data.clips import write_clip, write_index
+    from sara.data.mtss import entity_captions
+    from sara.masks.groundtruth import groundtruth_masks
+    from sara.masks.store import save_masks
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    rng = np.random.default_rng(0)
+    records = []
+    for i, split in enumerate(["train", "train", "heldout"]):
+        spec = synthetic.random_spec(rng, min_entities=2, max_entities=2, height=32, width=32)
+        frames, masks, truth = synthetic.render(spec, 6, 32, 32, 8)
+        caption = synthetic.spec_to_mtss(spec, frames=6, height=32, width=32, fps=8)
+        ref_ids = [r for r, _ in entity_captions(caption)]
+        records.append(write_clip(tmp_path / "data/clips", f"clip_{i}", split, frames, 8, caption, truth,
+                                  masks, ref_ids))
+    write_index(tmp_path / "data/clips", records, "synthetic", "embedded")
+    for rec in records:
+        save_masks(tmp_path / "data/masks", groundtruth_masks(rec.folder(tmp_path / "data/clips"), rec.clip_id))
+    params = Params(
+        vfm=tiny_vfm_params(),
+        text=TextParams(kind="minilm", path=str(save_tiny_bert(tmp_path / "bert")), max_tokens=64),
+        aligner=tiny_aligner_params(steps=2, figure_clips=1, **request.param),
+    )
+    return tmp_path, params

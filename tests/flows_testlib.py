@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 FAILING_SEED = 13  # the toy train_dit stage fails for this train.seed (a stage error, not a transient one)
 TOY_RUNS = ["sft", "videorepa", "moalign", "sara-and", "sara-or", "sara-xor"]
 OP_FACTOR = {"none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}
@@ -177,3 +178,20 @@ def on_a_free_port(start, attempts: int = 3):
 def port_taken(*texts: str) -> bool:
     """Whether a server's output says its address was in use (uvicorn, Prefect's check, the OS's errno text)."""
     return any("address already in use" in t.lower() or " is in use" in t for t in texts)
+
+
+def copy_tracked_files(dst: Path) -> None:
+    """Every file git tracks in this checkout, copied to `dst` (a temp repository for `dvc repro` tests)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, listed.decode().split("\0")):
+        src = ROOT / rel
+        if src.is_file():  # a tracked file deleted in the working tree is skipped
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+def run_ok(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run `cmd`; its output, or a failed assertion showing it."""
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr

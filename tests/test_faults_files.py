@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from sara.config import params_from_dict
-from test_stage2_engine import REPO, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import REPO, workspace, write_params  # noqa: F401  (fixture)
 
 
 def _truncate(path: Path) -> None:
@@ -86,9 +86,9 @@ def _limited(max_bytes: int):
 
 
 def _sara_limited(tmp: Path, *args: str, max_bytes: int) -> subprocess.CompletedProcess:
-    from test_stage2_engine import _env
+    from stage2_testlib import clean_env
 
-    env = {**_env(tmp), "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}", "MLFLOW_ALLOW_FILE_STORE": "true",
+    env = {**clean_env(tmp), "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}", "MLFLOW_ALLOW_FILE_STORE": "true",
            "PYTHONDONTWRITEBYTECODE": "1"}  # the file store writes small files only: the limit hits the outputs
     return subprocess.run([sys.executable, "-m", "sara.cli", *args], cwd=tmp, env=env, capture_output=True, text=True,
                           timeout=600, preexec_fn=_limited(max_bytes))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_aligner_train import tiny_project  # noqa: F401  (fixture)
-from test_stage2_engine import sara, workspace, write_params  # noqa: F401  (fixture)
+from aligner_testlib import tiny_project  # noqa: F401  (fixture)
+from stage2_testlib import sara, workspace, write_params  # noqa: F401  (fixture)
 
 TIMING_KEYS = {"step_time_s", "tokens_per_s", "peak_mem_gb", "resumed_from", "train_seconds", "resumed_from_step"}
 

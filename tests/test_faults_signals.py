@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from flows_testlib import init_repo
-from test_stage2_engine import workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import workspace, write_params  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_the_cli_watches_its_dvc_parent(monkeypatch, tmp_path: Path):
 
 @pytest.mark.slow
 def test_a_second_trainer_of_the_same_run_state_is_refused_in_one_line(workspace: Path):
-    from test_stage2_engine import sara
+    from stage2_testlib import sara
 
     tmp = workspace / "two_trainers"
     tmp.mkdir()

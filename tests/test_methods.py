@@ -58,7 +58,7 @@ def test_the_registry_says_what_each_method_needs():
     needs = {name: (s.needs_vfm, s.needs_saliency, s.needs_flow) for name, s in REGISTRY.items()}
     assert needs == {"sft": (False, False, False), "videorepa": (True, False, False),
                      "moalign": (True, False, True), "sara": (True, True, False)}
-    assert all(s.name == name for name, s in REGISTRY.items())
+    assert all(s.facts.name == name for name, s in REGISTRY.items())
 
 
 def test_each_run_builds_its_own_objective():

@@ -11,7 +11,7 @@ import numpy as np
 
 from sara.data.clipset import ClipSet, step_loader
 from sara.train.stage2 import batch_indices, step_indices, stream_positions
-from test_stage2_engine import make_clips
+from stage2_testlib import make_clips
 
 
 def test_workers_read_ahead_the_same_samples_the_loop_would_read(tmp_path: Path):

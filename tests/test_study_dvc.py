@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows_testlib import copy_tracked_files, run_ok
 from study_testlib import BASELINES, PROMPTS, write_samples
-from test_data_dvc_repro import _copy_tracked_files, _run
 
 
 @pytest.mark.slow
 def test_dvc_repro_study_build_and_report_then_noop(tmp_path: Path) -> None:
     work = tmp_path / "repo"
-    _copy_tracked_files(work)
+    copy_tracked_files(work)
     write_samples(work / "outputs" / "samples")  # what the sample-<run> stages would have written
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["study"].update({"raters": 2, "attention_checks": 1, "n_boot": 200})
@@ -28,21 +28,21 @@ def test_dvc_repro_study_build_and_report_then_noop(tmp_path: Path) -> None:
            "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
            "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
-    _run(["git", "init", "-q"], work, env)
-    _run(["git", "add", "-A"], work, env)
-    _run(["git", "commit", "-q", "-m", "micro copy"], work, env)
+    run_ok(["git", "init", "-q"], work, env)
+    run_ok(["git", "add", "-A"], work, env)
+    run_ok(["git", "commit", "-q", "-m", "micro copy"], work, env)
     dvc = [sys.executable, "-m", "dvc"]
 
-    first = _run([*dvc, "repro", "--single-item", "study_build", "study_report"], work, env)
+    first = run_ok([*dvc, "repro", "--single-item", "study_build", "study_report"], work, env)
     assert "Running stage 'study_build'" in first and "Running stage 'study_report'" in first
     metrics = json.loads((work / "outputs/study/metrics.json").read_text())["study"]
     assert set(BASELINES) <= set(metrics) and metrics["base"]["win"] == 100.0
     assert metrics["attention_pass_rate"] == 100.0 and metrics["votes"] == 2 * (len(PROMPTS) * len(BASELINES) + 1)
     assert (work / "outputs/study/plots/fig5.png").is_file() and (work / "outputs/study/report/votes.csv").is_file()
-    shown = _run([*dvc, "metrics", "show", "outputs/study/metrics.json"], work, env)
+    shown = run_ok([*dvc, "metrics", "show", "outputs/study/metrics.json"], work, env)
     assert "study.sft.win" in shown
     lock = (work / "dvc.lock").read_text()
 
-    second = _run([*dvc, "repro", "--single-item", "study_build", "study_report"], work, env)
+    second = run_ok([*dvc, "repro", "--single-item", "study_build", "study_report"], work, env)
     assert "Running stage" not in second
     assert (work / "dvc.lock").read_text() == lock

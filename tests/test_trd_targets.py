@@ -184,7 +184,7 @@ def test_a_run_with_a_control_target_trains_and_exports(run: str, tmp_path: Path
 
     from sara.config import load_params
     from sara.models.dit import save_base
-    from tests.test_stage2_engine import REPO, make_clips, sara, write_params
+    from stage2_testlib import REPO, make_clips, sara, write_params
 
     make_clips(tmp_path / "clips")
     save_base(load_params(REPO / "params.yaml"), tmp_path / "base")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sara.config import load_params
-from test_stage2_engine import REPO, sara, weights, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import REPO, sara, weights, workspace, write_params  # noqa: F401  (fixture)
 
 
 def _params(base_dir: Path | None = None, **validation):
