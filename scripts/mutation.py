@@ -41,9 +41,10 @@ class Group:
 GROUPS = {
     "losses": Group(
         ["sara/losses/aligner.py", "sara/losses/budget.py", "sara/losses/diffusion.py", "sara/losses/moalign.py",
-         "sara/losses/routing.py", "sara/losses/trd.py"],  # trd_triton / _trd_kernel: CUDA only, checked on the GPU
+         "sara/losses/routing.py", "sara/losses/trd/api.py", "sara/losses/trd/chunked.py", "sara/losses/trd/common.py",
+         "sara/losses/trd/reference.py"],  # trd_triton / _trd_kernel: CUDA only, checked on the GPU
         ["tests/test_trd_losses.py", "tests/test_trd_routing_budget.py", "tests/test_diffusion_flow.py",
-         "tests/test_aligner_losses.py", "tests/test_trd_grid_motion.py"]),
+         "tests/test_aligner_losses.py", "tests/test_trd_grid_motion.py", "tests/test_losses_contract.py"]),
     "methods": Group(["sara/methods.py"], ["tests/test_methods.py"]),
     "stream": Group(["sara/train/stage2.py"], ["tests/test_stage2_stream.py"],
                     ["sample_seed", "stream_positions", "batch_indices", "fg_on_grid"]),

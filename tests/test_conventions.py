@@ -60,13 +60,15 @@ def sampled_latents(sampler, prompt: str, seed: int) -> torch.Tensor:
 def test_a_dit_overfit_on_one_clip_samples_that_clips_latents(tmp_path: Path, launcher_env):
     import sara.sample as sample_mod
     from sara.models.dit import frames_to_pixels, load_base, save_base
-    from sara.train.stage2 import ClipSet, train_stage2
+    from sara.runs import Run
+    from sara.data.clipset import ClipSet
+    from sara.train.stage2 import train_stage2
 
     params = _params(tmp_path)
     make_clips(tmp_path / "clips", n=1)
     save_base(params, tmp_path / "base")
     losses: list[float] = []
-    train_stage2(params, "sft", log=lambda rec, step: losses.append(rec["loss"]), resume=False, progress=False)
+    train_stage2(params, Run("sft"), log=lambda rec, step: losses.append(rec["loss"]), resume=False, progress=False)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     print(f"training loss: first 10 steps {first:.4f}, last 10 steps {last:.4f}")
     assert last < 0.2 * first  # it learned the clip (the correct conventions reach ~0.01 of ~1.4)

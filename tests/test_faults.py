@@ -177,13 +177,14 @@ def test_a_broken_video_is_one_error_naming_clip_and_file(clips: Path, tmp_path:
 @pytest.mark.slow  # a Stage 2 run in this process (DeepSpeed)
 def test_a_diverging_run_writes_no_checkpoint_and_names_no_bad_one(workspace: Path, launcher_env):
     """In this process: an lr of 1e30 breaks the weights in step 1; the run stops before writing that checkpoint."""
+    from sara.runs import Run
     from sara.train.stage2 import train_stage2
 
     tmp = workspace / "diverge"
     tmp.mkdir()
     params = load_params(write_params(tmp, "p", lr=1e30, warmup_steps=0, checkpoint_every=1))
     with pytest.raises(UnhealthyStateError) as err:
-        train_stage2(params, "sft", resume=False, progress=False)
+        train_stage2(params, Run("sft"), resume=False, progress=False)
     assert "step 1 diverged, no checkpoint written" in str(err.value)
     assert "last good checkpoint: none" in str(err.value)
     assert ckpt.latest_tag(tmp / "state" / "sft") is None  # nothing a rerun could resume

@@ -117,10 +117,11 @@ def spy(monkeypatch: pytest.MonkeyPatch, launcher_env) -> Spy:
 
 def train(params: Params, run: str) -> tuple[list[dict], Path]:
     """Two steps of `run` in this process; the logged records and the exported run folder."""
+    from sara.runs import Run
     from sara.train.stage2 import train_stage2
 
     logged: list[dict] = []
-    result = train_stage2(params, run, log=lambda rec, step: logged.append(dict(rec, step=step)), resume=False,
+    result = train_stage2(params, Run.parse(run), log=lambda rec, step: logged.append(dict(rec, step=step)), resume=False,
                           progress=False)
     return logged, result.run_dir
 
