@@ -149,6 +149,7 @@ def test_every_mask_reader_refuses_the_wrong_shape_by_clip_and_file(clips: Path,
         import_clip(clips / "clip001", tmp_path / "imported", "real7", "train")  # folder import names the clip
 
 
+@pytest.mark.slow  # ffmpeg processes
 @pytest.mark.parametrize("damage", ["truncated", "empty", "zero_frames"])
 def test_a_broken_video_is_one_error_naming_clip_and_file(clips: Path, tmp_path: Path, damage: str):
     import imageio_ffmpeg

@@ -242,6 +242,7 @@ def test_vae_trains_on_crops_then_whole_clips():
     assert [h["phase"] for h in result.history] == ["crop", "whole"]
 
 
+@pytest.mark.slow  # trains the lab VAE, encoder and DiT
 def test_lab_trainers_stop_on_steps_never_on_the_clock(lab, tmp_path, monkeypatch):
     """Budgets are steps: with configs/lab.yaml's budgets, the VAE and encoder stages whose clock runs an hour per
     reading (a slow or busy GPU) still run every step and save the same weights as on a fast clock (the old stages
