@@ -1,4 +1,4 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the rule that makes a test `slow` by what it builds."""
 
 from __future__ import annotations
 
@@ -37,3 +37,20 @@ def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "metrics"
     monkeypatch.setattr(per_run, "METRICS_DIR", path)
     return path
+
+
+# Fixtures that build something heavy: a test that asks for one is `slow` whatever its own body does (one rule for
+# every file, instead of a marker to remember per test). Measured set-up on the 2-core machine in docs/testing.md.
+HEAVY_FIXTURES = {
+    "workspace": "renders 4 clips and saves the tiny base DiT (stage2_testlib)",
+    "micro_lab": "pretrains the micro lab corpus, VAE, encoder and base DiT (test_lab_pretrain)",
+    "toy": "git + dvc init of the toy DAG (flows_testlib.make_toy_repo)",
+    "prefect_harness": "starts a Prefect server",
+    "tiny_project": "renders clips and writes masks, features and a tiny BERT (aligner_testlib)",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & HEAVY_FIXTURES.keys():
+            item.add_marker(pytest.mark.slow)

@@ -47,6 +47,7 @@ def test_preprocess_resizes_the_full_frame_and_normalises_with_imagenet_statisti
         assert_close(pix[:, :, c], torch.full_like(pix[:, :, c], expected[c]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_preprocess_takes_the_sampled_frames_in_order():
     vfm = build_vfm(tiny_vfm_params(image_size=32))
     video = torch.zeros(1, 8, 32, 32, 3, dtype=torch.uint8)
