@@ -1,16 +1,27 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the rule that makes a test `slow` by what it builds."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite database with its schema in place: creating one runs MLflow's migrations (1.5-2.5 s on
+    the 2-core CI machine), so each test copies this file instead."""
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.tracking.MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture()
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path):
     """MLflow pointed at a fresh SQLite database in the test's temp dir; yields a client for it."""
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
@@ -26,3 +37,20 @@ def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "metrics"
     monkeypatch.setattr(per_run, "METRICS_DIR", path)
     return path
+
+
+# Fixtures that build something heavy: a test that asks for one is `slow` whatever its own body does (one rule for
+# every file, instead of a marker to remember per test). Measured set-up on the 2-core machine in docs/testing.md.
+HEAVY_FIXTURES = {
+    "workspace": "renders 4 clips and saves the tiny base DiT (stage2_testlib)",
+    "micro_lab": "pretrains the micro lab corpus, VAE, encoder and base DiT (test_lab_pretrain)",
+    "toy": "git + dvc init of the toy DAG (flows_testlib.make_toy_repo)",
+    "prefect_harness": "starts a Prefect server",
+    "tiny_project": "renders clips and writes masks, features and a tiny BERT (aligner_testlib)",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & HEAVY_FIXTURES.keys():
+            item.add_marker(pytest.mark.slow)

@@ -34,6 +34,7 @@ def test_frames_are_sampled_at_bin_centres():
     assert sample_frame_indices(3, 4).tolist() == [0, 1, 1, 2]  # short clips repeat frames
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_preprocess_resizes_the_full_frame_and_normalises_with_imagenet_statistics():
     vfm = build_vfm(tiny_vfm_params())
     video = torch.full((2, 5, 48, 40, 3), 128, dtype=torch.uint8)
@@ -46,6 +47,7 @@ def test_preprocess_resizes_the_full_frame_and_normalises_with_imagenet_statisti
         assert_close(pix[:, :, c], torch.full_like(pix[:, :, c], expected[c]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_preprocess_takes_the_sampled_frames_in_order():
     vfm = build_vfm(tiny_vfm_params(image_size=32))
     video = torch.zeros(1, 8, 32, 32, 3, dtype=torch.uint8)
@@ -132,6 +134,7 @@ def test_feature_cache_key_covers_the_whole_vfm_config_and_the_preprocessing_ver
     assert build_vfm(tiny_vfm_params()).tag != a.tag
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_a_failed_features_stage_leaves_no_partial_cache(tmp_path, monkeypatch, tracking):
     import numpy as np
 

@@ -32,6 +32,7 @@ def test_two_training_steps_run_and_change_the_trainable_weights(tmp_path):
     assert any(changed)
 
 
+@pytest.mark.slow  # 40 aligner training steps
 def test_training_reduces_the_loss_on_a_fixed_batch(tmp_path):
     text = tiny_text(tmp_path)
     ex = stage1_examples(2)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sara.data.clipset import ClipSet
 from stage2_testlib import make_clips
 
 
+@pytest.mark.slow  # ffmpeg decodes of five clips
 def test_preload_caches_every_clip_with_the_samples_a_lazy_read_gives(tmp_path: Path):
     make_clips(tmp_path, n=5)
     lazy, eager = ClipSet(tmp_path), ClipSet(tmp_path)

@@ -112,6 +112,7 @@ def test_require_dir_names_param_path_and_content(tmp_path: Path) -> None:
     assert require_dir("dit.path", str(tmp_path), "x") == tmp_path
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_every_params_key_named_in_dvc_yaml_exists_in_params_yaml() -> None:
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo

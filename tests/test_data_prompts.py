@@ -65,6 +65,7 @@ def test_unknown_set_is_refused() -> None:
         load_prompt_set("vbench")
 
 
+@pytest.mark.slow  # builds the wheel
 def test_prompt_json_ships_in_the_built_wheel(tmp_path: Path) -> None:
     """Build the wheel from the project's own packaging config and read the prompt sets out of it."""
     root = Path(__file__).parents[1]

@@ -64,6 +64,7 @@ def rubric_dir(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypatch: pytest.MonkeyPatch) -> None:
     from sara.cli import main
 
@@ -125,6 +126,7 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
     assert any(r.info.run_name == "compare" and r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_compare_logs_a_parent_and_a_child_per_run_and_training_seed(rubric_dir: Path, tmp_path: Path, tracking) -> None:
     """MLflow: one parent `compare`, one child per (run, training seed) with the comparison's numbers as metrics,
     so the UI puts runs and routing operators side by side as columns."""
@@ -204,6 +206,7 @@ def test_claim_verdicts_and_prompts_needed() -> None:
     assert prompts_needed(Interval(0.3, 0.1, 0.5), 18) is None
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_qualitative_grids_only_for_the_chosen_prompts(rubric_dir: Path, tmp_path: Path) -> None:
     """comparison.grid_prompt_set: the lab draws grids for its 18 hand-written prompts, not for all 274."""
     from evaluation.comparison import write_qualitative
@@ -213,6 +216,7 @@ def test_qualitative_grids_only_for_the_chosen_prompts(rubric_dir: Path, tmp_pat
     assert [p.name for p in written] == ["p01.png", "p03.png"]
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_runs_with_a_trd_target_are_rows_claims_and_mlflow_columns(rubric_dir: Path, tmp_path: Path, tracking) -> None:
     """`videorepa@oracle` is a row of its own (labelled with its target), a reference and a side of a
     pre-registered claim; MLflow keys spell it `videorepa-oracle` (a key takes no `@`)."""

@@ -57,6 +57,7 @@ def setup(tmp_path, monkeypatch):
     return p, tmp_path
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_rubric_scores_every_run_and_the_oracle_under_both_protocols(setup):
     p, tmp = setup
     summary = evaluate_all(p, tmp / "rubric", judges=[ScriptedJudge("j1"), ScriptedJudge("j2")])
@@ -77,6 +78,7 @@ def test_rubric_scores_every_run_and_the_oracle_under_both_protocols(setup):
     assert (tmp / "rubric" / "oracle" / "syn_01_s0.mp4").is_file() and (tmp / "rubric" / "oracle" / "syn_01_s0.png").is_file()
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_report_tables_name_their_judges_and_never_zero_fill(setup):
     p, tmp = setup
     summary = evaluate_all(p, tmp / "rubric", judges=[ScriptedJudge("j1")])
@@ -108,6 +110,7 @@ def _stage_params(p, tmp):
     return params_from_dict(raw)
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_rubric_stage_evaluates_one_run_under_stable_metric_names(setup, tracking, metrics_dir):
     """`sara rubric --run sft` scores sft only; MLflow and DVC names never contain the run; identity as params."""
     from sara.stages import rubric as stage
@@ -131,6 +134,7 @@ def test_rubric_stage_evaluates_one_run_under_stable_metric_names(setup, trackin
     assert run.data.tags["sara.method"] == "sft" and run.data.tags["sara.routing_op"] == NO_ROUTING
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_report_aggregates_the_per_run_evaluations_and_logs_no_metric_twice(setup, tracking, metrics_dir):
     from sara.stages import report, rubric
 

@@ -149,6 +149,7 @@ def test_every_mask_reader_refuses_the_wrong_shape_by_clip_and_file(clips: Path,
         import_clip(clips / "clip001", tmp_path / "imported", "real7", "train")  # folder import names the clip
 
 
+@pytest.mark.slow  # ffmpeg processes
 @pytest.mark.parametrize("damage", ["truncated", "empty", "zero_frames"])
 def test_a_broken_video_is_one_error_naming_clip_and_file(clips: Path, tmp_path: Path, damage: str):
     import imageio_ffmpeg
@@ -203,8 +204,8 @@ def _poison(state: Path) -> None:
 
 
 @pytest.mark.slow  # a Stage 2 run in this process (DeepSpeed)
-def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspace: Path, monkeypatch, capsys,
-                                                                        launcher_env):
+def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspace: Path, tmp_path: Path, tracking,
+                                                                        monkeypatch, capsys, launcher_env):
     """In this process: `sara train-dit` gets SIGTERM right after logging step 3 (what a cancelled sweep sends).
     The run stops like on Ctrl-C, exit status 143, its MLflow run KILLED, the step-2 checkpoint the last one."""
     import signal
@@ -215,8 +216,6 @@ def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspa
     tmp = workspace / "term"
     tmp.mkdir()
     monkeypatch.chdir(tmp)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     params = str(write_params(tmp, "p"))
     log_metrics = sara.tracking.log_metrics
 
@@ -229,10 +228,9 @@ def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspa
     assert main(["train-dit", "--params", params, "--run", "sft"]) == 143
     err = capsys.readouterr().err
     assert "interrupted: stopped by SIGTERM\n" in err and "Traceback" not in err
-    [run] = _runs(tmp / "mlflow.db")
+    [run] = _runs(tmp_path / "mlflow.db")  # conftest's `tracking` database
     assert run.info.status == "KILLED" and run.data.tags["sara.killed_by"] == "stopped by SIGTERM"
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert [m.step for m in tracking.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
     assert ckpt.latest_tag(tmp / "state" / "sft") == "step_0000002"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the stage's handler is gone with its run
 
@@ -242,7 +240,6 @@ def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspa
         main(["train-dit", "--params", params, "--run", "sft"])
     assert f"checkpoint {tmp / 'state' / 'sft' / 'step_0000002'} not resumed" in str(bad.value)
     assert "1/" in str(bad.value) and "weight tensors diverged" in str(bad.value)
-    mlflow.set_tracking_uri(None)
 
 
 @pytest.mark.slow  # two `sara train-dit` processes

@@ -46,6 +46,7 @@ def _new_store(tmp: Path) -> str:
     return uri
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_a_read_only_tracking_database_is_one_line(tmp_path: Path):
     uri = _new_store(tmp_path)
     db = tmp_path / "mlflow.db"
@@ -63,6 +64,7 @@ def test_a_read_only_tracking_database_is_one_line(tmp_path: Path):
     assert not (tmp_path / "clips").exists()
 
 
+@pytest.mark.slow  # waits out MLflow's lock timeout
 def test_a_locked_tracking_database_is_one_line_within_30_s(tmp_path: Path):
     uri = _new_store(tmp_path)
     holder = sqlite3.connect(tmp_path / "mlflow.db", check_same_thread=False)
@@ -76,6 +78,7 @@ def test_a_locked_tracking_database_is_one_line_within_30_s(tmp_path: Path):
     assert seconds < LIMIT_S + 20
 
 
+@pytest.mark.slow  # waits out MLflow's connection retries
 def test_an_unreachable_tracking_server_is_one_line_within_30_s(tmp_path: Path):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

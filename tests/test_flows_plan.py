@@ -26,6 +26,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_toy_repo(tmp_path_factory.mktemp("plan") / "repo", ROOT / "params.yaml")
 
 
+@pytest.mark.slow  # git + dvc init of the toy DAG
 def test_dag_is_read_from_dvc_yaml_with_foreach_expanded(toy: Path) -> None:
     dag = load_dag(toy)
     assert set(dag.stages) == {"data", *(f"{stage}@{r}" for r in TOY_RUNS for stage in ("train_dit", "rubric"))}
@@ -135,6 +136,7 @@ def test_only_lock_races_are_retried() -> None:
     assert not is_transient(None, None, Failed(data=ValueError("bad")))
 
 
+@pytest.mark.slow  # a `dvc` process
 def test_a_failing_dvc_command_raises_with_its_output(toy: Path) -> None:
     env = orchestration_env(toy)
     with pytest.raises(DvcError, match="nonexistent") as err:
@@ -142,6 +144,7 @@ def test_a_failing_dvc_command_raises_with_its_output(toy: Path) -> None:
     assert not err.value.transient
 
 
+@pytest.mark.slow  # `dvc exp run` on the toy DAG
 def test_an_existing_experiment_is_reused_not_rerun(toy: Path) -> None:
     env = {**orchestration_env(toy), "MLFLOW_TRACKING_URI": f"sqlite:///{toy / 'plan.db'}"}
     first = exp_run(toy, "reuse-1", ["data"], {"data.seed": 5}, env, log=lambda _: None)

@@ -265,6 +265,7 @@ def test_sara_repro_in_parallel_then_an_extra_training_seed_leaves_everything_re
     assert "dvc status: not up to date" not in capsys.readouterr().out  # every pass ended up to date
 
 
+@pytest.mark.slow  # git + dvc init of the toy DAG
 def test_a_bad_extra_seed_fails_in_one_line_before_any_work(toy: Path, capsys):
     main_seed = yaml.safe_load((toy / "params.yaml").read_text())["train"]["seed"]
     for bad, says in ((str(main_seed), "that is train.seed"), ("7,7", "a seed is listed twice"),
@@ -275,6 +276,7 @@ def test_a_bad_extra_seed_fails_in_one_line_before_any_work(toy: Path, capsys):
     assert not (toy / "dvc.lock").exists()  # nothing ran
 
 
+@pytest.mark.slow  # git + dvc init of the toy DAG
 def test_an_unknown_target_or_no_jobs_fails_in_one_line_before_any_work(toy: Path, capsys):
     for argv, says in ((["train_dit@nosuch"], "no stage named 'train_dit@nosuch'"),
                        (["-j", "0", "data"], "jobs must be at least 1")):
@@ -285,6 +287,7 @@ def test_an_unknown_target_or_no_jobs_fails_in_one_line_before_any_work(toy: Pat
     assert not (toy / "dvc.lock").exists()  # nothing ran
 
 
+@pytest.mark.slow  # git + dvc init of the toy DAG
 def test_a_dvc_yaml_stale_for_params_yaml_is_refused_in_one_line(monkeypatch, capsys):
     """The DAG is written from params.yaml's run matrix: after `cp configs/lab.yaml params.yaml` without
     `python -m sara.pipeline`, `sara repro` would train the old matrix; it stops first and names the fix."""

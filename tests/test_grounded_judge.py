@@ -46,6 +46,7 @@ def test_ground_truth_scores_five_on_every_dimension(ref):
     assert s["interaction_correctness"]["reason"] == "no interaction in the description"
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_random_ground_truth_clips_stay_near_five_under_pixel_noise():
     rng = np.random.default_rng(1)
     means = []

@@ -36,7 +36,7 @@ def micro_lab_params(tmp: Path, steps: int = 2, **extra):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def micro_lab(tmp_path_factory):
     from sara.io import atomic_dir
     from sara.stages import corpus, pretrain_vae, pretrain_vfm
     from sara.stages.pretrain_dit import pretrain_base
@@ -64,10 +64,10 @@ def test_lab_config_holds_the_whole_caption():
 
 
 @pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
-def test_corpus_is_deterministic_and_labelled(lab):
+def test_corpus_is_deterministic_and_labelled(micro_lab):
     from sara.data.corpus import MOTION_CLASSES, load_corpus, render_clip
 
-    tmp, params = lab
+    tmp, params = micro_lab
     train, held = load_corpus(tmp / "corpus", "train"), load_corpus(tmp / "corpus", "heldout")
     assert train.frames.shape == (6, 5, 32, 32, 3) and len(train.captions) == 6
     assert held.masks.shape == (4, 4, 5, 32, 32)
@@ -77,14 +77,14 @@ def test_corpus_is_deterministic_and_labelled(lab):
 
 
 @pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
-def test_vae_gate_metrics_and_normalisation_are_those_of_the_saved_model(lab):
+def test_vae_gate_metrics_and_normalisation_are_those_of_the_saved_model(micro_lab):
     """Recomputed from the saved VAE: the held-out PSNR (8-bit, mean over the first eval_clips clips) and its gate,
     and the latent normalisation as the per-channel mean / std of the training clips' posterior means."""
     from diffusers import AutoencoderKLWan
 
     from sara.data.corpus import load_corpus
 
-    tmp, params = lab
+    tmp, params = micro_lab
     m = json.loads((tmp / "vae" / "metrics.json").read_text())
     assert m["steps_done"] == 2 and (tmp / "vae" / "reconstruction.png").is_file()
     vae = AutoencoderKLWan.from_pretrained(tmp / "vae").eval()
@@ -109,8 +109,8 @@ def test_vae_gate_metrics_and_normalisation_are_those_of_the_saved_model(lab):
 
 
 @pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
-def test_vfm_gates_compare_pretrained_with_random(lab):
-    tmp, _ = lab
+def test_vfm_gates_compare_pretrained_with_random(micro_lab):
+    tmp, _ = micro_lab
     m = json.loads((tmp / "vfm" / "metrics.json").read_text())
     for which in ("pretrained", "random_init"):
         assert set(m["probe"][which]) >= {"shape", "motion", "pair_auroc"}
@@ -118,17 +118,17 @@ def test_vfm_gates_compare_pretrained_with_random(lab):
 
 
 @pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
-def test_lab_encoder_loads_as_vfm_kind_videomae(lab):
+def test_lab_encoder_loads_as_vfm_kind_videomae(micro_lab):
     from sara.models.encoders import build_vfm
 
-    tmp, params = lab
+    tmp, params = micro_lab
     enc = build_vfm(params.vfm, "cpu")
     feats = enc.features(torch.zeros(1, 5, 32, 32, 3, dtype=torch.uint8))
     assert feats.shape == (1, 2, 16, 32) and enc.tag.startswith("vjepa2-")
 
 
 @pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
-def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
+def test_base_dit_is_pretrained_with_a_curve_and_loads(micro_lab):
     """The base folder holds the pretrained DiT as both experts (moved from its seeded init) and the lab VAE, and
     keeps one curve video per prompt at every evaluated step."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -136,7 +136,7 @@ def test_base_dit_is_pretrained_with_a_curve_and_loads(lab):
     from sara.models.dit import load_base, tiny_transformer_config
     from sara.sample import load_prompts
 
-    tmp, params = lab
+    tmp, params = micro_lab
     base = tmp / "base"
     manifest = json.loads((base / "manifest.json").read_text())
     assert manifest["pretrained"] and manifest["text"]["max_tokens"] == 512
@@ -242,7 +242,8 @@ def test_vae_trains_on_crops_then_whole_clips():
     assert [h["phase"] for h in result.history] == ["crop", "whole"]
 
 
-def test_lab_trainers_stop_on_steps_never_on_the_clock(lab, tmp_path, monkeypatch):
+@pytest.mark.slow  # trains the lab VAE, encoder and DiT
+def test_lab_trainers_stop_on_steps_never_on_the_clock(micro_lab, tmp_path, monkeypatch):
     """Budgets are steps: with configs/lab.yaml's budgets, the VAE and encoder stages whose clock runs an hour per
     reading (a slow or busy GPU) still run every step and save the same weights as on a fast clock (the old stages
     stopped on `max_minutes`, so the model depended on the machine)."""
@@ -251,7 +252,7 @@ def test_lab_trainers_stop_on_steps_never_on_the_clock(lab, tmp_path, monkeypatc
 
     from sara.stages import pretrain_vae, pretrain_vfm
 
-    corpus_dir, _ = lab
+    corpus_dir, _ = micro_lab
     params = micro_lab_params(corpus_dir, steps=3)
 
     def build(tag: str) -> dict[str, bytes]:
@@ -308,14 +309,14 @@ def test_lab_vae_compression_follows_dim_mult():
 
 
 @pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
-def test_shape_probe_reads_the_clip_mean_and_motion_the_time_series(lab, monkeypatch):
+def test_shape_probe_reads_the_clip_mean_and_motion_the_time_series(micro_lab, monkeypatch):
     """Shape is constant over a clip: its probe gets the D-dim mean of the entity's tokens, not the T_s*D series
     (which gave the probe T_s times the parameters for the same few hundred entities and let it overfit)."""
     import sara.train.pretrain_vfm as m
     from sara.data.corpus import load_corpus
     from sara.models.encoders import build_vfm
 
-    tmp, params = lab
+    tmp, params = micro_lab
     widths = {}
     monkeypatch.setattr(m, "linear_probe", lambda x, y: widths.setdefault(len(widths), x.shape[1]) and {})
     view = build_vfm(params.vfm, "cpu")
@@ -338,7 +339,8 @@ def test_embedded_base_records_the_text_encoder_copy_it_was_given(tmp_path):
     assert _json.loads((tmp_path / "base" / "manifest.json").read_text())["text"]["path"] == "/some/minilm-copy"
 
 
-def test_base_learning_curve_samples_the_qualitative_prompts_whatever_the_evaluated_set(lab, tmp_path, monkeypatch):
+@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
+def test_base_learning_curve_samples_the_qualitative_prompts_whatever_the_evaluated_set(micro_lab, tmp_path, monkeypatch):
     """The lab evaluates 274 prompts (`sample.prompt_set: lab`); the DiT's learning curve must stay on the 18
     qualitative ones (`pretrain.dit.eval_prompt_set`), or every curve point samples 274 videos."""
     import sara.sample
@@ -353,7 +355,7 @@ def test_base_learning_curve_samples_the_qualitative_prompts_whatever_the_evalua
         asked.append(name)
         raise Stop
 
-    corpus_dir, _ = lab
+    corpus_dir, _ = micro_lab
     monkeypatch.setattr(sara.sample, "load_prompts", record)
     with pytest.raises(Stop):
         pretrain_base(micro_lab_params(corpus_dir, sample__prompt_set="lab"), tmp_path / "base")

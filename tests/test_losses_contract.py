@@ -24,7 +24,7 @@ def test_noising_keeps_the_latents_dtype():
     z0, noise = torch.randn(2, 3, 4, dtype=torch.bfloat16), torch.randn(2, 3, 4, dtype=torch.bfloat16)
     zt = flow_match_xt(z0, noise, torch.tensor([0.25, 0.9]))  # float32 sigmas, bf16 latents (the GPU case)
     assert zt.dtype == torch.bfloat16
-    torch.testing.assert_close(zt[0], (0.75 * z0[0].float() + 0.25 * noise[0].float()).bfloat16())
+    torch.testing.assert_close(zt[0].float(), 0.75 * z0[0].float() + 0.25 * noise[0].float(), rtol=0.02, atol=0.01)
 
 
 def test_band_sigmas_default_to_the_papers_high_noise_band():

@@ -27,6 +27,7 @@ NOT_SCANNED = {"sara/runs.py"}
 DISPATCH = {"build": ["_build_sft", "_build_videorepa", "_build_moalign", "_build_sara"]}  # sara.methods.REGISTRY
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_dvc_yaml_is_what_the_code_says():
     assert (REPO / "dvc.yaml").read_text() == render(stages(load_params(REPO / "params.yaml"))), \
         "dvc.yaml is out of date: run `python -m sara.pipeline`"
@@ -143,6 +144,7 @@ def _covers(listed: str, read: str) -> bool:
 # check_params tracks the whole file (tests/test_faults_params.py), not the sections a code path reads
 @pytest.mark.parametrize("name", [n for n in DVC if run_of(n) is None and n != "check_params"]
                          + ["train_dit", "sample", "mechanism"])
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_every_stage_lists_exactly_the_params_its_code_reads(name: str):
     if name == "train_dit":  # one module for every run: its reads are the union over the runs
         listed = {k for r in DAG_RUNS for k in DVC[f"train_dit-{r}"]["params"]}

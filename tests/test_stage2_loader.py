@@ -8,12 +8,14 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sara.data.clipset import ClipSet, step_loader
 from sara.train.stage2 import batch_indices, step_indices, stream_positions
 from stage2_testlib import make_clips
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_workers_read_ahead_the_same_samples_the_loop_would_read(tmp_path: Path):
     make_clips(tmp_path, n=3)
     indices = functools.partial(step_indices, 3, 1024, 0, 1, 2)  # n, seed, rank, world, batch size

@@ -62,6 +62,7 @@ def test_stripped_media_carry_no_tag_and_the_same_frames(tmp_path: Path) -> None
     np.testing.assert_array_equal(read_video(dst)[0], read_video(src)[0])  # a re-mux, not a re-encode
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_build_pairs_every_baseline_on_the_same_prompt_and_seed(built: tuple[Study, Path]) -> None:
     study, out = built
     compare = [p for p in study.pairs if p.kind == "compare"]
@@ -90,6 +91,7 @@ def test_each_rater_sees_every_pair_once_in_an_own_order_with_balanced_sides(bui
     assert len({tuple(o) for o in orders}) == len(orders)
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_a_rebuild_of_the_same_inputs_gives_the_same_study(samples: Path, built: tuple[Study, Path], tmp_path: Path) -> None:
     study, _ = built
     again = build_study(read_sources(samples, MAIN, BASELINES), raters=3, attention_checks=2, seed=0, out=tmp_path / "again",
@@ -213,6 +215,7 @@ def test_the_server_shows_pairs_takes_votes_and_names_no_method(client) -> None:
     ({"pair": "PREVIOUS", "choice": "left"}, 409),  # repeated vote
     ({"pair": "LATER", "choice": "left"}, 409),  # a pair not yet shown
 ])
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_bad_votes_get_a_4xx_and_write_nothing(client, body, status) -> None:
     c, study, store = client
     rater = next(iter(study.plans))
@@ -274,6 +277,7 @@ def test_the_bootstrap_over_prompts_and_raters_widens_with_clustering() -> None:
 # ------------------------------------------------------------------------------------------------ end to end
 
 
+@pytest.mark.slow  # over 2 s on the 2-core machine (docs/testing.md)
 def test_scripted_raters_give_fig5_in_files_and_mlflow(samples: Path, tmp_path: Path, tracking) -> None:
     import shutil
 

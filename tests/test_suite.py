@@ -51,3 +51,13 @@ def test_a_taken_port_is_recognised_in_a_servers_output():
     assert port_taken(f"ERROR: [Errno 98] error while attempting to bind: {err.value.strerror.lower()}")
     assert port_taken("RuntimeError: port 4200 on 127.0.0.1 is in use: pass --prefect-port")  # flows.services
     assert not port_taken("Application startup complete.")
+
+
+def test_every_heavy_fixture_named_in_conftest_exists():
+    """conftest marks tests that use a heavy fixture `slow` by the fixture's name: a renamed fixture would silently
+    move its tests into the fast tier."""
+    from conftest import HEAVY_FIXTURES
+
+    defined = {node.name for path in TESTS.glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.FunctionDef)}
+    assert HEAVY_FIXTURES.keys() <= defined, HEAVY_FIXTURES.keys() - defined
