@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FAILING_SEED = 13  # the toy train_dit stage fails for this train.seed (a stage error, not a transient one)
 TOY_RUNS = ["sft", "videorepa", "moalign", "sara-and", "sara-or", "sara-xor"]
-OP_FACTOR = {"none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}
+OP_FACTOR = {"no routing": 0.0, "none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}  # "no routing": sft, videorepa, moalign
 
 TOY_STAGE = '''"""Toy stage: opens its MLflow run like a real stage, writes its output folder, logs a known metric."""
 import json, sys
@@ -27,7 +27,7 @@ from sara.config import load_params
 from sara.stages.per_run import publish_metrics
 from sara.tracking import log_metrics, run_identity, stage_run
 
-OP_FACTOR = {"none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}
+OP_FACTOR = {"no routing": 0.0, "none": 0.0, "and": 1.0, "or": 2.0, "xor": 3.0}  # "no routing": sft, videorepa, moalign
 FAILING_SEED = 13
 
 

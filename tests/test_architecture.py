@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Layers, lowest first. A module may import its own layer and the layers below it, never one above.
-LIBRARY = ("sara", "sara.config", "sara.weights", "sara.env", "sara.errors", "sara.io", "sara.integrity", "sara.runs", "sara.claims", "sara.deps", "sara.data", "sara.masks", "sara.models", "sara.losses",
+LIBRARY = ("sara", "sara.config", "sara.params_base", "sara.params_lab", "sara.weights", "sara.env", "sara.errors", "sara.io", "sara.integrity", "sara.runs", "sara.claims", "sara.deps", "sara.data", "sara.masks", "sara.models", "sara.losses",
            "sara.methods", "sara.train", "sara.sample")
 EVALUATION = ("evaluation",)
 PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline", "sara.lifeline")

@@ -58,13 +58,14 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_one_strict_pydantic_base():
-    """`extra="forbid"` is set once, on sara.config.StrictModel; every typed record inherits it."""
+    """`extra="forbid"` is set once, on sara.params_base.StrictModel (re-exported by sara.config); every typed record
+    inherits it."""
     hits = []
     for p in _sources(*SHIPPED):
         for node in ast.walk(ast.parse(p.read_text())):
             if isinstance(node, ast.keyword) and node.arg == "extra":
                 hits.append(f"{p.relative_to(ROOT)}:{node.value.lineno}")
-    assert hits == [hits[0]] and hits[0].startswith("sara/config.py"), hits
+    assert hits == [hits[0]] and hits[0].startswith("sara/params_base.py"), hits
     from sara.config import StrictModel
     from sara.data.mtss import MTSSCaption
     from sara.data.synthetic import SceneSpec, Truth

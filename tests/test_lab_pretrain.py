@@ -144,7 +144,7 @@ def test_base_dit_is_pretrained_with_a_curve_and_loads(micro_lab):
     curve = json.loads((base / "curve.json").read_text())
     assert [p["step"] for p in curve["points"]] == [1, 2]
     assert curve["scored"] and all(p["TA"] is not None and p["MQ"] is not None for p in curve["points"])
-    ids = sorted(it.id for it in load_prompts(params.sample.prompt_set))
+    ids = sorted(it.id for it in load_prompts(params.pretrain.dit.eval_prompt_set))
     for p in curve["points"]:
         with np.load(base / "curve" / p["videos"]) as videos:
             assert sorted(videos.files) == ids and videos[ids[0]].shape == (5, 32, 32, 3)
