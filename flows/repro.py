@@ -8,9 +8,9 @@ it and writes dvc.lock, exactly as in a serial `dvc repro`.
 
   1. plan      `dvc status` names the stages whose inputs changed; they and every stage downstream of them run
   2. schedule  a stage starts once all its upstream stages finished, up to `--jobs` at a time, the one with the
-               longest chain of stages below it first (the critical path, counted in stages); stages whose
-               training is budgeted in wall-clock minutes run one at a time (sharing the GPU would change what
-               they learn), everything else overlaps freely
+               longest chain of stages below it first (the critical path, counted in stages); every training
+               budget is a number of steps, so stages that share the GPU learn what each learns alone and
+               everything overlaps freely (only their wall times and MFU are shared)
   3. record    each stage's output goes to `<logs>/<stage>.log`; its wall time, attempts and outcome to `--times`
 
 DVC takes its repository lock to hash a stage's inputs and outputs; each `dvc repro` waits for it
@@ -45,9 +45,6 @@ from flows import dvc_runner
 from flows.dag import Dag, load_dag
 from flows.dvc_runner import DvcError, run_dvc
 
-# The GPU-heavy pretraining stages: one at a time, so each has the GPU to itself and its measured wall time, step
-# time and MFU mean what they say (their budgets are steps, so overlap would change timings, never the model).
-WALL_CLOCK_BUDGETED = frozenset({"pretrain_vae", "pretrain_vfm", "init_dit"})
 RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0)  # a DVC lock is held for seconds, while it hashes one stage
 
 
@@ -133,11 +130,10 @@ def run_parallel(
     stages: list[str],
     jobs: int,
     run_one: Callable[[str], int],
-    exclusive: frozenset[str] = WALL_CLOCK_BUDGETED,
     log: Callable[[str], object] = print,
 ) -> dict[str, StageOutcome]:
     """Run `stages` (topologically ordered) with `run_one(stage) -> attempts`, each once all of its upstream stages
-    among `stages` have run, at most `jobs` at once and at most one whose base is in `exclusive`."""
+    among `stages` have run, at most `jobs` at once."""
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     planned = set(stages)
@@ -159,9 +155,7 @@ def run_parallel(
                     outcomes[stage] = StageOutcome(stage, "skipped", reason=f"upstream {failed} did not run")
                     log(f"[repro] skip {stage}: upstream {failed} did not run")
                     continue
-                busy_exclusive = any(dag.stages[s].base in exclusive for s, _ in running.values())
-                if (len(running) >= jobs or not ups <= outcomes.keys()
-                        or (dag.stages[stage].base in exclusive and busy_exclusive)):
+                if len(running) >= jobs or not ups <= outcomes.keys():
                     continue
                 pending.remove(stage)
                 running[pool.submit(run_one, stage)] = (stage, time.monotonic())

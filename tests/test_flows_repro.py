@@ -99,18 +99,17 @@ class InFlight:
             self.now.discard(words[2])
 
 
-def test_wall_clock_budgeted_stages_never_share_the_gpu():
-    """pretrain_vae and pretrain_vfm are both ready after corpus; they must run one after the other, while a light
-    stage (features) may run beside a budgeted one."""
-    seen = InFlight()
-    out = run_parallel(LAB_LIKE, LAB_LIKE.topological(set(LAB_LIKE.stages)), 8, Recorder(), log=seen)
-    assert {o.status for o in out.values()} == {"ran"} and len(seen.together) == len(LAB_LIKE.stages)
-    budgeted = {"pretrain_vae", "pretrain_vfm", "init_dit"}
-    assert all(len(s & budgeted) <= 1 for s in seen.together), seen.together
-    assert any(s & budgeted and s - budgeted for s in seen.together), seen.together  # not simply one at a time
+def test_pretraining_stages_share_the_gpu():
+    """Every budget is a number of steps, so two pretraining stages side by side learn what each learns alone:
+    pretrain_vae and pretrain_vfm, both ready after corpus, run at the same time (the base is on the critical
+    path; the encoder's minutes come off it)."""
+    both = threading.Barrier(2)  # each waits for the other: run one at a time, they break it and fail
+    rec = Recorder(barriers={"pretrain_vae": both, "pretrain_vfm": both})
+    out = run_parallel(LAB_LIKE, LAB_LIKE.topological(set(LAB_LIKE.stages)), 8, rec, log=lambda _: None)
+    assert {s: o.status for s, o in out.items() if o.status != "ran"} == {}
 
 
-def test_of_two_ready_budgeted_stages_the_one_with_the_longer_chain_below_starts_first():
+def test_of_two_ready_stages_the_one_with_the_longer_chain_below_starts_first():
     """Encoder first: features waits on it and overlaps the VAE; VAE first would leave features for the end."""
     rec = Recorder()
     vae_first = ["corpus", "pretrain_vae", "init_dit", "pretrain_vfm", "features", "aligner", "train_dit-a",

@@ -12,6 +12,8 @@ are the paper's protocol; each table names which produced it.
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,34 @@ def _judge_note(name: str, judges: list[Any]) -> dict:
             "judges": ["grounded"] if name == "grounded" else [j.name for j in judges]}
 
 
-def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = None, refs: dict | None = None) -> dict:
+def default_workers() -> int:
+    """Processes for the grounded judge: every core this process may use (the scores are pure functions of a
+    video and its prompt, so the count changes the wall time only)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _grounded_one(spec: dict, path: Path, fps: int) -> dict:
+    """Grounded scores of one video file against its prompt's reference (a worker process's task)."""
+    frames, _ = read_video(path)
+    scene = SceneSpec.model_validate(spec)
+    return grounded_scores(scene, frames, fps, ref=build_reference(scene, *frames.shape[:3], fps))
+
+
+def _grounded_in_workers(tasks: list[tuple[dict, Path, int]], workers: int, desc: str) -> list[dict]:
+    """`_grounded_one` of every task, in order, on up to `workers` processes (with a progress bar)."""
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        done = pool.map(_grounded_one, *zip(*tasks), chunksize=max(1, len(tasks) // (4 * workers)))
+        return list(tqdm(done, total=len(tasks), desc=desc, unit="video"))
+
+
+def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = None, refs: dict | None = None,
+                 workers: int | None = None) -> dict:
     """Score one run's sampled videos (or, for `oracle`, render and score the ground truth) into `out`.
+
+    `workers`: processes for the grounded judge (None: every core, `default_workers`); with one, a prompt's
+    reference is kept in `refs` and shared with the next run (`evaluate_all`).
 
     Writes `out/<prompt>_s<seed>.json` per video and `out/summary.json`:
     `{"run", "prompt_set", "scale", "protocols": {protocol: {"note", "judges", "result": per_method(...)}}}`.
@@ -98,6 +126,13 @@ def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = No
         judges = [make_judge(j, retries=r.retries, backoff_s=r.backoff_s) for j in r.judges]
     refs = {} if refs is None else refs
     index = json.loads((folder / "index.json").read_text())
+    workers = default_workers() if workers is None else workers
+    grounded = [v for v in index["videos"] if r.grounded and prompts[v["prompt_id"]].spec is not None]
+    scored: dict[int, dict] = {}
+    if workers > 1 and len(grounded) > 1:
+        tasks = [(prompts[v["prompt_id"]].spec, folder / v["mp4"], s.fps) for v in grounded]
+        desc = f"grounded {run} ({min(workers, len(tasks))} processes)"
+        scored = {id(v): g for v, g in zip(grounded, _grounded_in_workers(tasks, workers, desc))}
     grounded_videos, vlm_videos = [], []
     for v in tqdm(index["videos"], desc=f"rubric {run}", unit="video"):
         item = prompts[v["prompt_id"]]
@@ -105,9 +140,11 @@ def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = No
         video = v["mp4"] if run == ORACLE else str(folder / v["mp4"])  # the oracle's clips sit beside the scores
         rec: dict[str, Any] = {"run": run, "prompt_id": item.id, "seed": v["seed"], "video": video}
         if r.grounded and item.spec is not None:
-            if item.id not in refs:
-                refs[item.id] = build_reference(SceneSpec.model_validate(item.spec), *frames.shape[:3], s.fps)
-            g = grounded_scores(SceneSpec.model_validate(item.spec), frames, s.fps, ref=refs[item.id])
+            g = scored.get(id(v))
+            if g is None:
+                if item.id not in refs:
+                    refs[item.id] = build_reference(SceneSpec.model_validate(item.spec), *frames.shape[:3], s.fps)
+                g = grounded_scores(SceneSpec.model_validate(item.spec), frames, s.fps, ref=refs[item.id])
             rec["grounded"] = g
             grounded_videos.append({"grounded": {d: x["score"] for d, x in g.items()}})
         if judges:

@@ -1,0 +1,43 @@
+"""The grounded judge scores a run's videos in worker processes: the same scores as one process, in order.
+
+The lab samples 274 prompts per run; one process scored about one video a second, so the rubric stage sat on the
+critical path after the last sampling stage (docs/lab/comparison.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sara.config import params_from_dict
+from sara.io import atomic_dir
+
+
+def _sampled_run(root: Path, n: int) -> None:
+    from sara.data.synthetic import render
+    from sara.data.video_io import save_video_and_sheet
+    from sara.sample import load_prompts
+
+    items = load_prompts("synthetic")[:n]
+    with atomic_dir(root / "base") as tmp:  # what the sample stage writes
+        videos = []
+        for k, item in enumerate(items):
+            frames, _, _ = render(item.spec, 9, 64, 64, 8)
+            frames = frames if k % 2 == 0 else frames[:, :, ::-1]  # a mirrored video scores lower: rows differ
+            save_video_and_sheet(frames, 8, tmp / f"{item.id}_s0.mp4", tmp / f"{item.id}_s0.png", label="x")
+            videos.append({"prompt_id": item.id, "seed": 0, "mp4": f"{item.id}_s0.mp4", "sheet": f"{item.id}_s0.png"})
+        (tmp / "index.json").write_text(json.dumps({"videos": videos}))
+
+
+def test_worker_processes_give_the_scores_of_one_process(tmp_path: Path):
+    from evaluation.rubric.evaluate import evaluate_run
+
+    _sampled_run(tmp_path / "samples", 3)
+    params = params_from_dict({"sample": {"out_dir": str(tmp_path / "samples"), "fps": 8}})
+    one = evaluate_run(params, "base", tmp_path / "one", workers=1)
+    three = evaluate_run(params, "base", tmp_path / "three", workers=3)
+    assert one == three
+    per_video = sorted(p.name for p in (tmp_path / "one").glob("*_s0.json"))
+    assert len(per_video) == 3 and per_video == sorted(p.name for p in (tmp_path / "three").glob("*_s0.json"))
+    for name in per_video:
+        assert json.loads((tmp_path / "one" / name).read_text()) == json.loads((tmp_path / "three" / name).read_text())
