@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.study.design import StudyLayout
-from sara.config import Params, load_params
+from sara.config import Params, ParamsError, load_params
 from sara.deps import ROOT, import_closure
 from sara.runs import BASE, ORACLE, Row, matrix_runs, split_stage_name, stage_name
 from sara.stages.compare import mechanism_dir
@@ -274,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from what the code says")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"), help="params file giving the output paths")
     args = ap.parse_args(argv)
-    text = render(stages(load_params(args.params)))
+    try:
+        params = load_params(args.params)
+    except (ParamsError, FileNotFoundError) as err:  # one error naming the file and key, as every `sara` command
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = render(stages(params))
     target = ROOT / "dvc.yaml"
     if args.check:
         if target.read_text() != text:

@@ -281,3 +281,19 @@ def test_a_stale_dvc_yaml_is_detected(tmp_path: Path):
     raw["study"]["baselines"] = ["base", "sft"]
     other.write_text(yaml.safe_dump(raw))
     assert out_of_date(other)
+
+
+def test_a_bad_params_file_is_one_error_not_a_traceback(tmp_path: Path, capsys):
+    """`python -m sara.pipeline --params bad.yaml` names the bad key and exits 2, as every `sara` command does;
+    dvc.yaml is left as it was."""
+    from sara.pipeline import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trd: {layer: 0}\n")
+    before = (ROOT / "dvc.yaml").read_text()
+    assert main(["--params", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid params in") and "trd.layer" in err and "Traceback" not in err
+    assert main(["--params", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert (ROOT / "dvc.yaml").read_text() == before
