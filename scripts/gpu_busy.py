@@ -28,9 +28,12 @@ def record(csv: Path, command: list[str], period_ms: int = 500) -> int:
             smi.wait()
 
 
-def summary(csv: Path) -> dict[str, float]:
-    """Mean utilisation (busy fraction), the share of samples at >= 50%, and the number of samples."""
+def summary(csv: Path, until_s: float | None = None, period_s: float = 0.5) -> dict[str, float]:
+    """Mean utilisation (busy fraction), the share of samples at >= 50%, and the number of samples; with
+    `until_s`, of the first `until_s` seconds only (the samples are `period_s` apart from the command's start)."""
     vals = [float(line) for line in csv.read_text().split() if line.strip().replace(".", "", 1).isdigit()]
+    if until_s is not None:
+        vals = vals[: int(until_s / period_s)]
     if not vals:
         raise SystemExit(f"{csv}: no utilisation samples (was nvidia-smi available?)")
     return {"gpu_busy_fraction": round(sum(vals) / len(vals) / 100.0, 4),

@@ -29,13 +29,19 @@ def read(path: Path) -> dict:
         raise SystemExit(f"{path}: missing (did the stage run?)") from None
 
 
-def rubric_summary(rubric_dir: Path, level: float = 0.95, n_boot: int = 2000) -> dict:
-    """TA / MQ means with bootstrap intervals over prompts, and each TA dimension's mean, of the base run."""
+def rubric_summary(rubric_dir: Path, level: float = 0.95, n_boot: int = 2000, prefix: str = "") -> dict:
+    """TA / MQ means with bootstrap intervals over prompts, and each TA dimension's mean, of the base run; with
+    `prefix`, only the prompts whose id starts with it (`syn_`: the 18 qualitative prompts, which every lab base
+    run has sampled, so two runs compare on the same prompts)."""
+    from dataclasses import replace
+
     from evaluation.comparison.records import load_run
     from evaluation.rubric.dimensions import ALL_DIMS, MQ_DIMS, TA_DIMS
     from evaluation.statistics import bootstrap_weights, run_interval
 
     scores, _ = load_run("base", {0: rubric_dir}, "grounded")
+    keep = [i for i, (prompt, _) in enumerate(scores.units) if prompt.startswith(prefix)]
+    scores = replace(scores, units=tuple(scores.units[i] for i in keep), values=scores.values[:, keep])
     weights = bootstrap_weights(scores.units, n_boot, seed=0, scheme="prompt")
     out = {"videos": len(scores.units)}
     for name, dims in (("ta", TA_DIMS), ("mq", MQ_DIMS)):
@@ -68,15 +74,19 @@ def main() -> None:
     base_stages = ("corpus", "pretrain_vae", "pretrain_vfm", "init_dit", "data", "masks", "features", "train_aligner",
                    "eval_aligner")
     stage_seconds = {s["stage"]: round(s["seconds"], 1) for s in times["stages"]}
+    # the base is ready when its last stage ends (a run of the whole DAG goes on with the comparison)
+    base_end = max(s["start_s"] + s["seconds"] for s in times["stages"] if s["stage"] in (*base_stages, "sample-base", "rubric-base"))
     rubric = rubric_summary(r / "outputs/rubric/base")
     result = {
         "machine": args.machine, "gpu_kind": args.machine, "commit": args.commit, "config": "configs/lab.yaml",
         "command": args.command,
-        "gpu_minutes": round(times["wall_s"] / 60.0, 2),
-        "base_wall_seconds": round(times["wall_s"], 1),
+        "gpu_minutes": round(base_end / 60.0, 2),
+        "base_wall_seconds": round(base_end, 1),
+        "dag_wall_seconds": round(times["wall_s"], 1),
         "stage_seconds": stage_seconds,
         "base_stage_seconds": {k: v for k, v in stage_seconds.items() if k in base_stages},
-        "gpu_busy": busy_summary(r / "gpu_util.csv"),
+        "gpu_busy": busy_summary(r / "gpu_util.csv", until_s=base_end),  # while the base was made
+        "gpu_busy_whole_dag": busy_summary(r / "gpu_util.csv"),
         "vae_psnr_db": vae["psnr_db"], "vae_psnr_gate_db": vae["min_psnr_db"], "vae_steps": vae["steps_done"],
         "vae_train_seconds": vae["train_seconds"],
         "vfm_probe": {"pretrained": probe_view(vfm["probe"]["pretrained"]),
@@ -87,6 +97,7 @@ def main() -> None:
         "base_ta_mean": rubric["ta_mean"], "base_ta_ci95": rubric["ta_ci95"],
         "base_mq_mean": rubric["mq_mean"], "base_mq_ci95": rubric["mq_ci95"],
         "base_ta_dims": rubric["ta_dims"], "base_mq_dims": rubric["mq_dims"], "base_videos": rubric["videos"],
+        "base_on_qualitative_prompts": rubric_summary(r / "outputs/rubric/base", prefix="syn_"),
         "dit_mfu": dit.get("mfu"), "dit_steps": dit.get("steps_done"),
         "dit_seconds_per_step": dit.get("seconds_per_step"),
         "dit_first_step_seconds": dit.get("first_step_seconds"),

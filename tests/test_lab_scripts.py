@@ -1,0 +1,45 @@
+"""The lab's report scripts: the GPU busy fraction of a window of the run, the base's scores on a prompt subset."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_busy_of_the_first_seconds_only(tmp_path: Path):
+    """A whole-DAG run goes on after the base: the base's busy fraction is that of its own seconds."""
+    busy = _script("gpu_busy")
+    csv = tmp_path / "util.csv"
+    csv.write_text("\n".join(["100"] * 20 + ["0"] * 60) + "\n")  # 10 s busy, then 30 s idle, at 0.5 s a sample
+    assert busy.summary(csv)["gpu_busy_fraction"] == 0.25
+    first = busy.summary(csv, until_s=10.0)
+    assert first["gpu_busy_fraction"] == 1.0 and first["samples"] == 20
+
+
+def test_base_scores_on_the_qualitative_prompts_only(tmp_path: Path):
+    """Two lab runs that sampled different prompt sets compare on the prompts both have (`syn_`)."""
+    report = _script("lab_base_report")
+    from evaluation.rubric.dimensions import ALL_DIMS
+
+    folder = tmp_path / "base"
+    folder.mkdir()
+    for prompt, score in (("syn_01", 5), ("syn_02", 5), ("heldout_001", 1), ("heldout_002", 1)):
+        rec = {"run": "base", "prompt_id": prompt, "seed": 0, "video": f"{prompt}_s0.mp4",
+               "grounded": {d: {"score": score} for d in ALL_DIMS}}
+        (folder / f"{prompt}_s0.json").write_text(json.dumps(rec))
+    every = report.rubric_summary(folder, n_boot=200)
+    qualitative = report.rubric_summary(folder, n_boot=200, prefix="syn_")
+    assert every["videos"] == 4 and every["ta_mean"] == pytest.approx(3.0)
+    assert qualitative["videos"] == 2 and qualitative["ta_mean"] == pytest.approx(5.0)
