@@ -189,6 +189,19 @@ def test_training_seed_folders_and_one_line_errors(rubric_dir: Path) -> None:
         load_run("sft", found["sft"], "grounded")
 
 
+def test_a_rubric_folder_still_being_written_is_not_a_run(rubric_dir: Path) -> None:
+    """`sara compare` beside a rubric stage that is still writing: its temporary sibling (`.<run>.tmp<pid>`,
+    sara.io.atomic_dir) holds records already, but it is not a run (it was read as run '.sara-or.tmp13130')."""
+    busy = rubric_dir / ".sara-xor.tmp13130"
+    busy.mkdir()
+    (busy / "p00_s0.json").write_text((rubric_dir / "sft" / "p00_s0.json").read_text())
+    assert not any(run.startswith(".") for run in discover_runs(rubric_dir, default_seed=7))
+    from evaluation.rubric.summaries import list_runs_with
+
+    (busy / "index.json").write_text("{}")  # a sample stage's folder being written, for `sara rubric` / report
+    assert not any(run.startswith(".") for run in list_runs_with(rubric_dir, "index.json"))
+
+
 def test_vlm_reader_means_over_valid_judges() -> None:
     rec = {"judges": {"a": {"TA": {"scores": {"entity_count": {"score": 4}}}, "MQ": {"scores": {}}},
                       "b": {"TA": {"scores": {"entity_count": {"score": 2}}}, "MQ": {"scores": {}}}}}

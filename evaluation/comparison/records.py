@@ -48,7 +48,8 @@ def discover_runs(rubric_dir: Path, default_seed: int) -> dict[str, dict[int, Pa
     found: dict[str, dict[int, Path]] = {}
     if not rubric_dir.is_dir():
         raise FileNotFoundError(f"rubric directory {rubric_dir} not found: run `sara rubric` first")
-    for folder in sorted(p for p in rubric_dir.iterdir() if p.is_dir()):
+    # `.<run>.tmp<pid>`: a rubric stage still writing that run (sara.io.atomic_dir), not a run
+    for folder in sorted(p for p in rubric_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not any(f.name not in NOT_RECORDS for f in folder.glob("*.json")):
             continue
         m = SEED_DIR.match(folder.name)

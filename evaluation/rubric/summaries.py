@@ -29,5 +29,6 @@ def read_run_summaries(rubric_dir: Path) -> list[dict]:
 
 def list_runs_with(folder: Path, marker: str) -> list[str]:
     """Sub-folders of `folder` holding `marker`, oracle first, then in the paper's row order."""
-    found = [p.name for p in folder.iterdir() if (p / marker).is_file()] if folder.is_dir() else []
+    found = [p.name for p in folder.iterdir()  # `.<run>.tmp<pid>`: a stage still writing that run, not a run
+             if (p / marker).is_file() and not p.name.startswith(".")] if folder.is_dir() else []
     return in_row_order(found)
