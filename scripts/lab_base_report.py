@@ -74,18 +74,22 @@ def main() -> None:
     base_stages = ("corpus", "pretrain_vae", "pretrain_vfm", "init_dit", "data", "masks", "features", "train_aligner",
                    "eval_aligner")
     stage_seconds = {s["stage"]: round(s["seconds"], 1) for s in times["stages"]}
-    # the base is ready when its last stage ends (a run of the whole DAG goes on with the comparison)
-    base_end = max(s["start_s"] + s["seconds"] for s in times["stages"] if s["stage"] in (*base_stages, "sample-base", "rubric-base"))
+    # the base models are ready when the pretraining stages end, the base is scored when its rubric ends (a run
+    # of the whole DAG goes on with the comparison, and may start Stage 2 before it samples the base)
+    ends = {s["stage"]: s["start_s"] + s["seconds"] for s in times["stages"]}
+    models_end = max(ends[s] for s in ("corpus", "pretrain_vae", "pretrain_vfm", "init_dit") if s in ends)
+    base_end = max(ends[s] for s in (*base_stages, "sample-base", "rubric-base") if s in ends)
     rubric = rubric_summary(r / "outputs/rubric/base")
     result = {
         "machine": args.machine, "gpu_kind": args.machine, "commit": args.commit, "config": "configs/lab.yaml",
         "command": args.command,
-        "gpu_minutes": round(base_end / 60.0, 2),
+        "gpu_minutes": round(models_end / 60.0, 2),  # to the base models; sampling and scoring them: stage_seconds
         "base_wall_seconds": round(base_end, 1),
+        "base_models_ready_seconds": round(models_end, 1),
         "dag_wall_seconds": round(times["wall_s"], 1),
         "stage_seconds": stage_seconds,
         "base_stage_seconds": {k: v for k, v in stage_seconds.items() if k in base_stages},
-        "gpu_busy": busy_summary(r / "gpu_util.csv", until_s=base_end),  # while the base was made
+        "gpu_busy": busy_summary(r / "gpu_util.csv", until_s=models_end),  # while the base models were trained
         "gpu_busy_whole_dag": busy_summary(r / "gpu_util.csv"),
         "vae_psnr_db": vae["psnr_db"], "vae_psnr_gate_db": vae["min_psnr_db"], "vae_steps": vae["steps_done"],
         "vae_train_seconds": vae["train_seconds"],
@@ -105,6 +109,9 @@ def main() -> None:
         "random_source": "embedded DAG base row (random-init tiny models; outputs/metrics/base/rubric.json)",
     }
     result["gpu_busy_fraction"] = result["gpu_busy"]["gpu_busy_fraction"]
+    curve = r / "models/base/curve.json"  # the DiT's learning curve on the qualitative prompts
+    if curve.is_file():
+        result["dit_curve"] = [{k: p[k] for k in ("step", "TA", "MQ")} for p in read(curve)["points"]]
     aligner = r / "outputs/aligner/metrics.json"
     if aligner.is_file():
         result["stage1_lab_encoder"] = read(aligner)

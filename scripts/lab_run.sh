@@ -19,4 +19,4 @@ yaml.safe_dump(raw, open("params.yaml", "w"), sort_keys=False)
 PY
 python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
-python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs "${JOBS:-12}" --times repro_times.json "$@"
+python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs "${JOBS:-8}" --times repro_times.json "$@"

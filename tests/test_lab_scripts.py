@@ -43,3 +43,19 @@ def test_base_scores_on_the_qualitative_prompts_only(tmp_path: Path):
     qualitative = report.rubric_summary(folder, n_boot=200, prefix="syn_")
     assert every["videos"] == 4 and every["ta_mean"] == pytest.approx(3.0)
     assert qualitative["videos"] == 2 and qualitative["ta_mean"] == pytest.approx(5.0)
+
+
+def test_mechanism_table_against_every_target(tmp_path: Path):
+    """One row per run, each target's relational error and its change against the base."""
+    table = _script("lab_mechanism_targets").table
+
+    def readout(run: str, target: str, lab: float, oracle: float) -> None:
+        cell = lambda e: {"all": {"total": {"estimate": e, "lo": e - 0.01, "hi": e + 0.01}}}  # noqa: E731
+        rec = {"run": run, "target": target, "raw_by_target": {"lab": cell(lab), "oracle": cell(oracle)}}
+        (tmp_path / f"{run}.json").write_text(json.dumps(rec))
+
+    readout("base", "lab", 0.30, 0.40)
+    readout("videorepa@oracle", "oracle", 0.28, 0.30)
+    rows = table(tmp_path).splitlines()
+    assert len(rows) == 4 and "vs lab [CI]" in rows[0] and "vs oracle [CI]" in rows[0]
+    assert rows[3].split(" | ")[1:] == ["oracle", "0.280 [0.270, 0.290]", "-0.020", "0.300 [0.290, 0.310]", "-0.100 |"]

@@ -1,0 +1,46 @@
+"""The compare stage's tables from rubric records alone (no videos, so no qualitative grids).
+
+    python scripts/lab_compare_records.py RESULTS --params configs/lab.yaml --out docs/lab
+
+For a GPU run whose per-video rubric records and mechanism readouts came back but whose videos did not (they are
+large): RESULTS holds `outputs/rubric/<run>/` and `outputs/mechanism/`. Runs the same `build_comparison` as
+`sara compare` (sara/stages/compare.py) with the params' comparison section, the pre-registered claims included,
+and writes `comparison.md`, `comparison.json` and the figures into `--out` (no MLflow run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    from evaluation.comparison import build_comparison
+    from evaluation.comparison.numbers import StatsConfig
+    from sara.claims import parse_claim
+    from sara.config import load_params
+    from sara.tracking import SCALE_NOTE
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--params", type=Path, default=ROOT / "configs" / "lab.yaml")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    params = load_params(args.params)
+    c = params.comparison
+    args.out.mkdir(parents=True, exist_ok=True)
+    build_comparison(
+        args.results / "outputs" / "rubric", args.out, runs=c.runs, references=c.references, protocol=c.protocol,
+        cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed,
+        note=SCALE_NOTE.get(params.project.scale, params.project.scale), grid_frames=c.grid_frames,
+        mechanism_dir=args.results / "outputs" / "mechanism", primary=[parse_claim(x) for x in c.claims],
+        grid_prompts=[])  # no videos: no qualitative grids
+    print(f"wrote {args.out}/comparison.md, comparison.json, figures/")
+
+
+if __name__ == "__main__":
+    main()
