@@ -6,6 +6,7 @@ and prints one markdown row per part: the clip fetch, VAE encode, caption encode
 saliency, flow), forward, backward and optimiser step.
 
     python benchmarks/stage2_step.py [--params params.yaml] [--run videorepa] [--steps 30] [--cache-frozen-inputs]
+                                     [--compile --warmup 20]
 
 The syncs serialise the GPU's queue, so the total is an upper bound of the un-instrumented step.
 """
@@ -35,21 +36,30 @@ def main() -> None:
     ap.add_argument("--run", default=Run("videorepa"), type=run_argument)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--cache-frozen-inputs", action="store_true", help="train.cache_frozen_inputs: true")
+    ap.add_argument("--compile", action="store_true", help="train.compile: true (torch.compile of the DiT, CUDA only)")
+    ap.add_argument("--warmup", type=int, default=0, help="first steps left out of the table (compile, caches)")
     args = ap.parse_args()
     scratch = tempfile.mkdtemp()
     raw = load_params(args.params).model_dump(mode="json")
     # one checkpoint, at the end, as a real run's last one; outputs into scratch folders
     raw["train"].update(steps=args.steps, checkpoint_every=args.steps, out_dir=f"{scratch}/out", state_dir=f"{scratch}/state",
-                        cache_frozen_inputs=args.cache_frozen_inputs)
+                        cache_frozen_inputs=args.cache_frozen_inputs, compile=args.compile)
+    if not 0 <= args.warmup < args.steps:
+        raise SystemExit(f"--warmup {args.warmup}: must be in [0, --steps = {args.steps})")
     params = params_from_dict(raw, args.params)
     cuda = resolve_device(params.project.device).type == "cuda"
     seconds: dict[str, float] = defaultdict(float)  # inside the training loop only
     once: dict[str, float] = {}  # one-time work before the loop (the frozen-input cache)
     in_loop = [False]
+    batches = [0]  # steps begun: the table starts after --warmup of them
 
     def timed(name: str, fn: Callable[..., Any], loop_start: bool = False) -> Callable[..., Any]:
         def wrapper(*a: Any, **k: Any) -> Any:
             in_loop[0] = in_loop[0] or loop_start
+            if loop_start:
+                batches[0] += 1
+                if batches[0] == args.warmup + 1:
+                    seconds.clear()
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -83,15 +93,15 @@ def main() -> None:
     stage2.train_stage2(params, args.run, progress=False, resume=False)
     total = time.perf_counter() - t0
     device = torch.cuda.get_device_name() if cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"\n{args.run}, {args.steps} steps, batch {params.train.batch_size}, {args.params}, "
-          f"cache_frozen_inputs {args.cache_frozen_inputs}, {device}; "
+    print(f"\n{args.run}, {args.steps} steps ({args.warmup} warm-up steps left out), batch {params.train.batch_size}, "
+          f"{args.params}, cache_frozen_inputs {args.cache_frozen_inputs}, compile {args.compile}, {device}; "
           f"train_stage2 wall {total:.1f} s (setup and export included)\n")
     print("| part | seconds per step | share of the batch + engine time |")
     print("|---|---|---|")
     loop = seconds["batch (all of the above but the engine)"] + sum(
         seconds[k] for k in ("forward", "backward", "optimiser step"))
     for name, s in seconds.items():
-        print(f"| {name} | {s / args.steps:.4f} | {s / loop:.0%} |")
+        print(f"| {name} | {s / (args.steps - args.warmup):.4f} | {s / loop:.0%} |")
     for name, s in once.items():
         print(f"| {name} (once, before the loop) | {s:.2f} s in all | - |")
 

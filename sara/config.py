@@ -203,6 +203,9 @@ class TrainParams(Section):
     zero_stage: ZeroStage = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
+    # torch.compile the DiT's forward on CUDA (ignored on CPU): the lab's Stage 2 step is many small kernels
+    # (benchmarks/stage2_step.md); the first step pays the compile
+    compile: bool = False
     checkpoint_every: int = Field(100, ge=1)
     # Timestep band [t_min, t_max] (fractions of 1000). Paper: 0.875-1.0, the band the high-noise expert serves.
     # Single-expert model (dit.low_noise_path null): 0.0-1.0, because that one model denoises every step and a

@@ -174,6 +174,23 @@ class Stage2Setup:
         return self.dist.device
 
 
+def compile_transformer(transformer: nn.Module, backend: str = "inductor") -> nn.Module:
+    """torch.compile the DiT's forward in place (`train.compile`).
+
+    `nn.Module.compile` keeps the module and its parameter names, so DeepSpeed, the checkpoints and the export see
+    the same model; the TRD hook on block `trd.layer` (BlockFeatureHook) is traced into the compiled forward and
+    still hands its tensor, with its graph, to the aux loss.
+    """
+    transformer.compile(backend=backend)
+    return transformer
+
+
+def maybe_compile(transformer: nn.Module, tp: Any, device: torch.device) -> None:
+    """`train.compile` on CUDA only: on CPU (CI, the embedded DAG) compiling costs minutes and saves nothing."""
+    if tp.compile and device.type == "cuda":
+        compile_transformer(transformer)
+
+
 def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2Setup:
     """Initialise the ranks and build the run's models (base DiT, frozen targets, the method's trainable head),
     its engine and its data. Collective."""
@@ -191,6 +208,7 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
     base = load_base(params.dit.base_dir, params.dit.kind, dev, frozen_dtype, with_low_noise=False)
     if tp.grad_checkpointing:
         base.transformer.enable_gradient_checkpointing()
+    maybe_compile(base.transformer, tp, dev)
     saliency = vfm = None
     if spec.needs_saliency:
         saliency = load_saliency_model(params.aligner.out_dir, params, dev)
