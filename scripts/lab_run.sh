@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lab DAG on an offline GPU machine (docs/offline.md): install the wheel folder beside the machine's own packages,
 # point the text model at a local MiniLM copy, write dvc.yaml for the lab's run matrix, and run `sara repro` on the given targets in a copy of the checkout,
-# sampling GPU utilisation throughout (scripts/gpu_busy.py). Results stay in the copy ($WORK):
+# sampling GPU utilisation throughout (scripts/gpu_busy.py). Results stay in the copy ($WORK), and their small part
+# (no models, no videos) in $RESULTS (scripts/lab_collect.sh), refreshed every minute while the DAG runs:
 #   bash scripts/lab_run.sh /tmp/minilm-fp16 init_dit pretrain_vfm eval_aligner rubric-base
 set -euo pipefail
 MINILM=$1; shift
@@ -19,4 +20,10 @@ yaml.safe_dump(raw, open("params.yaml", "w"), sort_keys=False)
 PY
 python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
-python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs "${JOBS:-8}" --times repro_times.json "$@"
+RESULTS=${RESULTS:-/tmp/lab_results.tgz}  # the results without models and videos, refreshed every minute
+python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs "${JOBS:-8}" --times repro_times.json "$@" &
+REPRO=$!
+while kill -0 "$REPRO" 2>/dev/null; do sleep 60; bash scripts/lab_collect.sh "$WORK" "$RESULTS" || true; done
+STATUS=0; wait "$REPRO" || STATUS=$?
+bash scripts/lab_collect.sh "$WORK" "$RESULTS" || true
+exit "$STATUS"

@@ -59,3 +59,19 @@ def test_mechanism_table_against_every_target(tmp_path: Path):
     rows = table(tmp_path).splitlines()
     assert len(rows) == 4 and "vs lab [CI]" in rows[0] and "vs oracle [CI]" in rows[0]
     assert rows[3].split(" | ")[1:] == ["oracle", "0.280 [0.270, 0.290]", "-0.020", "0.300 [0.290, 0.310]", "-0.100 |"]
+
+
+def test_collect_keeps_results_and_leaves_out_models_videos_and_outputs_being_written(tmp_path: Path):
+    import subprocess
+    import tarfile
+
+    work = tmp_path / "lab"
+    for rel in ("outputs/rubric/sft/syn_01_s0.json", "outputs/rubric/.sara-or.tmp4242/syn_01_s0.json",
+                "outputs/rubric/sft/syn_01_s0.mp4", "models/vae/metrics.json", "models/dit/sft/aux.pt"):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text("x")
+    out = tmp_path / "results.tgz"
+    subprocess.run(["bash", str(ROOT / "scripts" / "lab_collect.sh"), str(work), str(out)], check=True)
+    with tarfile.open(out) as tar:
+        names = {n for n in tar.getnames() if not tar.getmember(n).isdir()}
+    assert names == {"outputs/rubric/sft/syn_01_s0.json", "models/vae/metrics.json"}
