@@ -110,7 +110,7 @@ class AlignerParams(Section):
     sal_prior: float = Field(0.4, gt=0.0, lt=1.0)  # Phi_sal output bias starts at logit(prior) (paper: open)
     nce_pool: int = Field(4, ge=1)  # per-frame spatial avg-pool of the visual sequence fed to E_lm (1 = all tokens)
     max_entities: int | None = Field(None, ge=1)  # random subset of entity forwards per clip and step (None = all K)
-    steps: int = Field(300, ge=1)
+    steps: int = Field(100, ge=1)  # embedded default: proves the plumbing (lab: 400)
     clips_per_batch: int = Field(4, ge=1)  # a batch holds whole clips: all K+2 forwards of each
     lr: float = Field(1e-3, gt=0)  # peak lr (paper: 5e-5 at batch 64)
     min_lr: float = Field(1e-6, ge=0)
@@ -194,7 +194,7 @@ class ValidationParams(Section):
 
 
 class TrainParams(Section):
-    steps: int = Field(400, ge=1)  # embedded default: about a minute per run on 2 cores (paper: 3000)
+    steps: int = Field(100, ge=1)  # embedded default: proves the plumbing (paper: 3000)
     lr: float = Field(1e-4, gt=0)  # paper: 5e-6, constant after warmup
     warmup_steps: int = Field(20, ge=0)  # paper: 500
     weight_decay: float = Field(0.01, ge=0)

@@ -4,9 +4,9 @@ What is hand-written here is only what code cannot know: each stage's command, i
 its outputs and a comment. The rest comes from the code itself:
 - code deps: the import closure of the stage's module (`sara.deps.import_closure`, neutral modules left out);
 - params: the stage module's `SECTIONS` (per run: `sara.runs.Run.params`);
-- the per-run stages `train_dit-<run>`, `sample-<run>`, `clipscore-<run>`, `vbench-<run>`, `rubric-<run>` (plus
-  `rubric-oracle`) and `mechanism-<run>`: one per run of the params' run matrix (`matrix.runs`, by default
-  `sara.runs.DAG_RUNS`; a run with a TRD target is `train_dit-sara-or-oracle`), plus `base`,
+- the per-run stages `train_dit-<run>`, `sample-<run>`, `clipscore-<run>` (only when `clipscore.enabled`),
+  `vbench-<run>`, `rubric-<run>` (plus `rubric-oracle`) and `mechanism-<run>`: one per run of the params' run matrix
+  (`matrix.runs`, by default `sara.runs.DAG_RUNS`; a run with a TRD target is `train_dit-sara-or-oracle`), plus `base`,
   aggregated by `report` (the paper's tables) and `compare` (the same runs with intervals and the mechanism);
 - the blind user study `study_build` -> `study_report` (paper Fig. 5) over `study.main_run` and `study.baselines`.
 DVC's own templating cannot give foreach items lists of different lengths, so per-run stages are written out in
@@ -116,7 +116,9 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
         ))
     # Evaluation per run: a sweep point evaluates its own model and a changed run re-evaluates only itself; each
     # writes its stable-named metrics to outputs/metrics/<run>/<stage>.json (sara/stages/per_run.py).
-    for i, name in enumerate(rows):
+    # CLIP score only where it can score (clipscore.enabled: a local open_clip checkpoint): a disabled stage would
+    # write "disabled" and cost each run a DVC stage and a process (about 10 s on 2 cores) for nothing.
+    for i, name in enumerate(rows if p.clipscore.enabled else ()):
         out.append(StageSpec(
             stage_name("clipscore", name), f"sara clipscore --run {name}", stage_file("clipscore"), _sections("clipscore"),
             (f"{p.sample.out_dir}/{name}",), (f"{p.clipscore.out_dir}/{name}",),

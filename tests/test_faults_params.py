@@ -96,7 +96,7 @@ def test_dvc_repro_stops_at_the_check_before_any_output_is_deleted(tmp_path: Pat
 
     good = (repo / "params.yaml").read_text()
     for bad, message in ((good + MISSPELT, "trian: unknown key"),
-                         (good.replace("  steps: 400", "  steps: -1", 1), "train.steps: must be >")):
+                         (good.replace("\ntrain:\n  steps: ", "\ntrain:\n  steps: -1 #", 1), "train.steps: must be >")):
         (repo / "params.yaml").write_text(bad)
         r = _dvc(repo, "repro")
         assert r.returncode != 0 and message in r.stdout + r.stderr, r.stdout + r.stderr

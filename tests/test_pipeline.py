@@ -169,7 +169,7 @@ def test_per_run_stages_come_from_the_run_registry():
         stage = DVC[f"train_dit-{r}"]
         assert stage["cmd"] == f"sara train-dit --run {r}" and stage["params"] == list(r.params)
         assert len(set(stage["deps"])) == len(stage["deps"]) and len(set(stage["params"])) == len(stage["params"])
-    for name in ("clipscore", "vbench", "rubric"):  # evaluation per run: each reads its own run's samples only
+    for name in ("vbench", "rubric"):  # evaluation per run: each reads its own run's samples only (clipscore: below)
         runs = (["oracle"] if name == "rubric" else []) + list(DAG_SAMPLE_RUNS)
         assert [n for n in DVC if n.startswith(f"{name}-")] == [f"{name}-{r}" for r in runs]
         for r in runs:
@@ -182,6 +182,21 @@ def test_per_run_stages_come_from_the_run_registry():
     assert [d for d in report["deps"] if d.startswith("outputs/")] == [
         *(f"outputs/rubric/{r}" for r in ("oracle", *DAG_SAMPLE_RUNS)), *(f"outputs/vbench/{r}" for r in DAG_SAMPLE_RUNS)]
     assert "metrics" not in report  # the numbers live per run
+
+def test_clipscore_stages_exist_only_where_clipscore_can_score():
+    """A disabled CLIP score (embedded and lab: no checkpoint) has no stages: each would only write "disabled" at
+    the cost of a DVC stage and a process per sampled run. Enabled, one stage per sampled run, as the others."""
+    assert not [n for n in DVC if n.startswith("clipscore")]
+    params = load_params(REPO / "params.yaml")
+    assert not params.clipscore.enabled
+    enabled = params.model_copy(update={"clipscore": params.clipscore.model_copy(update={"enabled": True})})
+    specs = {s.name: s for s in stages(enabled) if s.name.startswith("clipscore")}
+    assert list(specs) == [f"clipscore-{r}" for r in DAG_SAMPLE_RUNS]
+    for r in DAG_SAMPLE_RUNS:
+        spec = specs[f"clipscore-{r}"]
+        assert spec.cmd == f"sara clipscore --run {r}" and spec.inputs == (f"outputs/samples/{r}",)
+        assert spec.metrics == (f"outputs/metrics/{r}/clipscore.json",)
+
 
 
 P = load_params(REPO / "params.yaml")

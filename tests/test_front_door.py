@@ -1,0 +1,39 @@
+"""The front door: the README's Quickstart (`bash scripts/install.sh && . .venv/bin/activate && dvc repro`) runs the
+embedded DAG from a fresh clone within 10 minutes on 2 CPU cores (measured: docs/benchmarks.md). Timings are not
+tested here; what is tested is what that measurement rests on, so a change that undoes it fails."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from sara.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_training_budgets_prove_the_plumbing_only():
+    """Stage 1 and each of the six Stage 2 runs are the DAG's longest stages; at the embedded scale they show that
+    training runs, checkpoints and logs, not what training reaches (lab and paper budgets are their own files)."""
+    p = load_params(REPO / "params.yaml")
+    assert p.project.scale == "embedded"
+    assert p.aligner.steps <= 100, "aligner.steps: the embedded Stage 1 budget the front door was measured with"
+    assert p.train.steps <= 100, "train.steps: the embedded Stage 2 budget per run the front door was measured with"
+
+
+def test_install_brings_the_c_yaml_loader_dvc_reads_its_files_with():
+    """DVC reads dvc.yaml and the ~0.3 MB dvc.lock with ruamel's safe loader before and after every stage; its
+    C parser (ruamel.yaml.clib) is about 8x faster than the pure-Python one ruamel falls back to without it."""
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "ruamel-yaml-clib" in {Requirement(d).name.lower().replace(".", "-") for d in deps}
+
+
+def test_install_builds_the_vbench_environment_the_embedded_dag_uses():
+    """The vbench stages run VBench-1.0 in its own venv; the install builds it, so `dvc repro` does not pip-install
+    torch into a second venv in the middle of the DAG."""
+    p = load_params(REPO / "params.yaml")
+    assert p.vbench.enabled and p.vbench.venv == ".venv-vbench"
+    install = (REPO / "scripts" / "install.sh").read_text()
+    assert "ensure_env('.venv-vbench')" in install
