@@ -24,6 +24,7 @@ from sara.io import WRITE_ERRNOS
 # stage name on the command line -> module under sara.stages (one module per DVC stage)
 STAGES = {
     "check-params": "check_params",
+    "code": "code",
     "data": "data",
     "masks": "masks",
     "corpus": "corpus",

@@ -26,6 +26,7 @@ from evaluation.study.design import StudyLayout
 from sara.config import Params, ParamsError, load_params
 from sara.deps import ROOT, import_closure
 from sara.runs import BASE, ORACLE, Row, matrix_runs, split_stage_name, stage_name
+from sara.stages.code import KINDS as CODE_KINDS, digest_path as code_digest_path
 from sara.stages.compare import mechanism_dir
 from sara.stages.mechanism import reads_aligner
 from sara.stages.per_run import metrics_path
@@ -51,16 +52,26 @@ class StageSpec:
     plots: tuple[str, ...] = ()  # cache: false
     comment: str = ""
     whole_params_file: bool = False  # track every key of params.yaml (the check_params stage), not sections
+    # A per-run stage: its code deps are the digest written by stage `code_<kind>` (sara/stages/code.py), which
+    # lists the kind's import closure once instead of in every run's stage.
+    code_of: str | None = None
+    closure_of: tuple[str, ...] = ()  # more entry modules whose import closures are code deps (`code_<kind>`)
 
     PARAMS_FILE = "params.yaml"  # the file `sara <stage>` and `dvc repro` read by default
 
     @property
     def deps(self) -> list[str]:
-        return [*self.inputs, *import_closure(self.module)]
+        if self.code_of:
+            return [*self.inputs, str(code_digest_path(self.code_of))]
+        code = set().union(*(import_closure(m) for m in (self.module, *self.closure_of)))
+        code = {f for f in code if not any(f != d and f.startswith(d + "/") for d in code)}  # a folder covers its files
+        return [*self.inputs, *sorted(code)]
 
     def as_dict(self) -> dict:
         params: list = [{self.PARAMS_FILE: None}] if self.whole_params_file else list(self.params)
-        out: dict = {"cmd": self.cmd, "deps": self.deps, "params": params}
+        out: dict = {"cmd": self.cmd, "deps": self.deps}
+        if params:
+            out["params"] = params
         if self.outs:
             out["outs"] = list(self.outs)
         if self.metrics:
@@ -103,6 +114,7 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
         out.append(StageSpec(
             stage_name("train_dit", run), f"sara train-dit --run {run}", stage_file("train_dit"), run.params, run.inputs(p),
             (f"{p.train.out_dir}/{run}",), metrics=(str(metrics_path("train_dit", run.name)),),  # its timings
+            code_of="train_dit",
             comment="" if i else "Stage 2, one stage per run of the registry (sara/runs.py). The resumable DeepSpeed "
                     "state (train.state_dir) is git-ignored scratch outside DVC, resumed only under the same "
                     "fingerprint (params, code closure, input hashes, world size) and deleted after the export.",
@@ -110,7 +122,7 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
     for i, name in enumerate(rows):
         out.append(StageSpec(
             stage_name("sample", name), f"sara sample --run {name}", stage_file("sample"), _sections("sample"), _model(p, name),
-            (f"{p.sample.out_dir}/{name}",),
+            (f"{p.sample.out_dir}/{name}",), code_of="sample",
             comment="" if i else "Evaluation: sampling per run (base = the untrained \"Pretrained\" row), then "
                     "CLIP score, VBench, the rubric and the paper-style report.",
         ))
@@ -122,7 +134,7 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
         out.append(StageSpec(
             stage_name("clipscore", name), f"sara clipscore --run {name}", stage_file("clipscore"), _sections("clipscore"),
             (f"{p.sample.out_dir}/{name}",), (f"{p.clipscore.out_dir}/{name}",),
-            metrics=(str(metrics_path("clipscore", name)),),
+            metrics=(str(metrics_path("clipscore", name)),), code_of="clipscore",
             comment="" if i else "Evaluation per run (sara/stages/per_run.py): each run's samples are scored by its "
                     "own stages, so a sweep point evaluates itself and a changed run re-evaluates only itself. "
                     "Metrics: outputs/metrics/<run>/<stage>.json with stable names (rubric.grounded.TA_mean, "
@@ -132,13 +144,13 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
         out.append(StageSpec(
             stage_name("vbench", name), f"sara vbench --run {name}", stage_file("vbench"), _sections("vbench"),
             (f"{p.sample.out_dir}/{name}",), (f"{p.vbench.out_dir}/{name}",),
-            metrics=(str(metrics_path("vbench", name)),),
+            metrics=(str(metrics_path("vbench", name)),), code_of="vbench",
         ))
     for name in (ORACLE, *rows):
         out.append(StageSpec(
             stage_name("rubric", name), f"sara rubric --run {name}", stage_file("rubric"), _sections("rubric"),
             () if name == ORACLE else (f"{p.sample.out_dir}/{name}",), (f"{p.rubric.out_dir}/{name}",),
-            metrics=(str(metrics_path("rubric", name)),),
+            metrics=(str(metrics_path("rubric", name)),), code_of="rubric",
             comment="" if name != ORACLE else "The rubric per run, plus `oracle`: the renderer's ground truth of the "
                     "synthetic prompts (the \"Real video\" row; its code is in the stage's import closure).",
         ))
@@ -146,13 +158,23 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
         out.append(StageSpec(
             stage_name("mechanism", name), f"sara mechanism --run {name}", stage_file("mechanism"), _sections("mechanism"),
             (*_model(p, name), clips, vfm, *((p.aligner.out_dir,) if reads_aligner(name) else ())),
-            (f"{p.mechanism.out_dir}/{name}.json",),
+            (f"{p.mechanism.out_dir}/{name}.json",), code_of="mechanism",
             comment="" if i else "Mechanism readout per run (before Stage 2: base; after: each run): relational error "
                     "of the hook-layer tokens against the frozen encoder on held-out clips, FG/BG pairs, raw and "
                     "projected. The trained aligner is read by base (each operator's pair-budget shares) and by the "
                     "SARA runs (their frozen encoder) only.",
         ))
-    return out
+    return [*code_stages(sorted({s.code_of for s in out if s.code_of}, key=CODE_KINDS.index)), *out]
+
+
+def code_stages(kinds: list[str]) -> list[StageSpec]:
+    """One `code_<kind>` stage per kind of per-run stage: the kind's import closure, listed once, to one digest."""
+    return [StageSpec(
+        f"code_{kind}", f"sara code --of {kind}", stage_file("code"), (), outs=(str(code_digest_path(kind)),),
+        closure_of=(stage_file(kind),),
+        comment="" if i else "The code of each kind of per-run stage, listed once: each per-run stage depends on its "
+                "kind's digest (sara/stages/code.py), so dvc.lock, which DVC rewrites after every stage, stays small.",
+    ) for i, kind in enumerate(kinds)]
 
 
 CHECK_PARAMS = StageSpec(
