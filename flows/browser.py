@@ -4,7 +4,8 @@ No browser or driver is ever downloaded: `chromium` and `chromedriver` come from
 chromium chromium-driver`), each started with a fresh profile and no background networking. Used by the MLflow
 UI test and to refresh the screenshots in docs/img/.
 
-    python -m flows.browser URL OUT.png [--expect TEXT ...] [--dismiss CSS ...] [--width 1600 --height 1000]
+    python -m flows.browser URL OUT.png [--expect TEXT ...] [--ready CSS ...] [--dismiss CSS ...]
+        [--width 1600 --height 1000]
 """
 
 from __future__ import annotations
@@ -114,6 +115,26 @@ def click_if_present(driver: Any, selectors: Sequence[str]) -> int:
     return clicked
 
 
+def wait_for_elements(driver: Any, selectors: Sequence[str], timeout: float) -> None:
+    """Poll until every CSS selector matches a displayed element (a chart drawn, not its loading placeholder).
+
+    Raises AssertionError naming the selectors still unmatched after `timeout` seconds."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    missing: list[str] = list(selectors)
+
+    def all_drawn(d: Any) -> bool:
+        nonlocal missing
+        missing = [s for s in selectors if not any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, s))]
+        return not missing
+
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.25).until(all_drawn)
+    except Exception as err:  # selenium's TimeoutException: report what was missing instead
+        raise AssertionError(f"not drawn after {timeout:.0f} s: {missing}") from err
+
+
 def screenshot(
     url: str,
     out: Path,
@@ -122,12 +143,15 @@ def screenshot(
     width: int = 1600,
     height: int = 1000,
     dismiss: Sequence[str] = (),
+    ready: Sequence[str] = (),
 ) -> str:
-    """Open `url`, wait until `expect` texts are visible, close `dismiss` panels, save a PNG; return the page text."""
+    """Open `url`, wait until `expect` texts are visible and the `ready` CSS selectors match drawn elements (a
+    chart that loads after the page's text), close `dismiss` panels, save a PNG; return the page text."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with chromium(width, height) as driver:
         driver.get(url)
         text = wait_for_texts(driver, expect, timeout)
+        wait_for_elements(driver, ready, timeout)
         click_if_present(driver, dismiss)
         settle(driver)
         driver.save_screenshot(str(out))
@@ -158,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--dismiss", nargs="*", default=[], help="CSS selectors of elements to click before the shot")
+    parser.add_argument("--ready", nargs="*", default=[], help="CSS selectors that must match drawn elements first")
     args = parser.parse_args(argv)
-    screenshot(args.url, args.out, args.expect, args.timeout, args.width, args.height, args.dismiss)
+    screenshot(args.url, args.out, args.expect, args.timeout, args.width, args.height, args.dismiss, args.ready)
     print(args.out)
     return 0
 

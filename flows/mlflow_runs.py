@@ -313,6 +313,8 @@ def comparison_plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
 # The MLflow UI's side panels that cover the page (the assistant); closed before a screenshot.
 UI_PANELS_TO_CLOSE = ('button[aria-label="Close"]',)
+# The compare view's parallel-coordinates plot (Plotly): drawn after the page's text, so a screenshot waits for it.
+COMPARE_PLOT = ".js-plotly-plot"
 
 
 def compare_url(base_url: str, run_ids: list[str], experiment_ids: list[str]) -> str:

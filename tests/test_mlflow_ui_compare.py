@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.browser import missing_reason, screenshot
 from flows.mlflow_runs import (
+    COMPARE_PLOT,
     UI_PANELS_TO_CLOSE,
     collect_point_metrics,
     compare_url,
@@ -105,7 +106,7 @@ def test_compare_view_shows_each_routing_operator_and_its_metrics(tmp_path: Path
         expected += [str(v) for table in (TA_MEAN, MQ_MEAN, FINAL_LOSS) for v in table.values()]
         text = screenshot(
             compare_url(f"http://127.0.0.1:{port}", children, [exp_id]), shot, expected,
-            timeout=120, width=1600, height=1800, dismiss=UI_PANELS_TO_CLOSE,
+            timeout=120, width=1600, height=1800, dismiss=UI_PANELS_TO_CLOSE, ready=(COMPARE_PLOT,),
         )  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)
