@@ -23,6 +23,13 @@ def test_embedded_training_budgets_prove_the_plumbing_only():
     assert p.train.steps <= 100, "train.steps: the embedded Stage 2 budget per run the front door was measured with"
 
 
+def test_embedded_sampling_is_one_pipeline_call_per_run():
+    """The tiny models are launch-bound: one call of 18 videos costs about what one call of one video does
+    (benchmarks/sample_batch.md), and seven sample stages run per `dvc repro`."""
+    p = load_params(REPO / "params.yaml")
+    assert p.sample.videos_per_call is not None and p.sample.videos_per_call >= 18 * len(p.sample.seeds)
+
+
 def test_install_brings_the_c_yaml_loader_dvc_reads_its_files_with():
     """DVC reads dvc.yaml and the ~0.3 MB dvc.lock with ruamel's safe loader before and after every stage; its
     C parser (ruamel.yaml.clib) is about 8x faster than the pure-Python one ruamel falls back to without it."""
