@@ -47,7 +47,9 @@ class _Page:
         Path(path).write_bytes(b"png")
 
 
-def test_the_screenshot_waits_until_the_ready_selector_is_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def page(monkeypatch: pytest.MonkeyPatch) -> _Page:
+    """The stand-in page, served by a stand-in `flows.browser.chromium`."""
     page = _Page()
 
     @contextmanager
@@ -55,18 +57,15 @@ def test_the_screenshot_waits_until_the_ready_selector_is_drawn(tmp_path: Path, 
         yield page
 
     monkeypatch.setattr(browser, "chromium", fake_chromium)
+    return page
+
+
+def test_the_screenshot_waits_until_the_ready_selector_is_drawn(tmp_path: Path, page: _Page):
     browser.screenshot("http://ui", tmp_path / "shot.png", ["Comparing 3 Runs"], timeout=10, ready=[".plot"])
     assert page.saved_after is not None and page.saved_after >= 4
 
 
-def test_a_chart_that_never_draws_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    page = _Page()
-
-    @contextmanager
-    def fake_chromium(width: int, height: int):
-        yield page
-
-    monkeypatch.setattr(browser, "chromium", fake_chromium)
+def test_a_chart_that_never_draws_is_named(tmp_path: Path, page: _Page):
     with pytest.raises(AssertionError, match=r"not drawn after 1 s: \['\.never'\]"):
         browser.screenshot("http://ui", tmp_path / "shot.png", timeout=1, ready=[".never"])
     assert page.saved_after is None
