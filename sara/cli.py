@@ -18,6 +18,7 @@ import os
 import sys
 
 from sara.config import ParamsError, load_params
+from sara.env import one_cpu_thread_for_tiny_models
 from sara.errors import InputError
 from sara.io import WRITE_ERRNOS
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
+    one_cpu_thread_for_tiny_models(params.project.scale)  # before the stage imports torch
     if os.environ.get("DVC_STAGE"):  # run by DVC: stop when DVC is gone, never train on as an orphan
         from sara.lifeline import die_with_parent
 

@@ -68,3 +68,13 @@ def apply_offline_defaults() -> None:
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workspace_root() / 'mlflow.db'}")
+
+
+def one_cpu_thread_for_tiny_models(scale: str) -> None:
+    """At the embedded scale, one intra-op thread per stage process (OMP_NUM_THREADS=1, unless already set).
+
+    The embedded models are tiny, so torch's second thread buys little, and on shared cores the threads of one op
+    spin waiting for each other: a tiny transformer step took 5x the wall time and 8x the CPU with 2 threads than
+    with 1 at a load average of 9 on 2 cores (benchmarks/stage_startup.md). Must run before torch is imported."""
+    if scale == "embedded":
+        os.environ.setdefault("OMP_NUM_THREADS", "1")

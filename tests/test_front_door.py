@@ -4,6 +4,7 @@ tested here; what is tested is what that measurement rests on, so a change that 
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -54,3 +55,20 @@ def test_dvc_lock_holds_only_stages_of_dvc_yaml():
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert not sorted(set(lock) - set(stages))
+
+
+def test_an_embedded_stage_runs_torch_on_one_thread(monkeypatch):
+    """On 2 shared cores torch's intra-op threads spin against each other on the tiny embedded models; each stage
+    process of the embedded scale gets one (a value already in the environment wins)."""
+    from sara.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # recorded first: the session's own value is restored afterwards
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert main(["check-params", "--params", str(REPO / "params.yaml")]) == 0
+    assert os.environ.get("OMP_NUM_THREADS") == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["check-params", "--params", str(REPO / "params.yaml")]) == 0
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert main(["check-params", "--params", str(REPO / "configs" / "lab.yaml")]) == 0
+    assert "OMP_NUM_THREADS" not in os.environ
