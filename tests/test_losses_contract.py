@@ -14,7 +14,7 @@ import torch
 from sara.losses.budget import pair_budget_coverage, pair_budget_shares, pair_budget_sums
 from sara.losses.diffusion import band_cdf, flow_match_xt, sample_band_sigmas, shift_sigma, unshift_sigma
 from sara.losses.moalign import flow_l1_loss, flow_to_grid, moalign_losses, moalign_trd
-from sara.losses.trd import masked_trd
+from sara.losses.trd import masked_trd, masked_trd_reference, vanilla_trd, videorepa_trd, videorepa_trd_reference
 from sara.models.motion import MotionSubspaceHead
 
 # -------------------------------------------------------------------------------------------------- diffusion
@@ -62,6 +62,8 @@ def test_band_cdf_with_a_shifted_and_scaled_logit_normal():
     got = band_cdf(s, mean=mean, std=std, shift=shift, t_min=t_min, t_max=t_max)
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
     assert got[0] == 0.0 and got[-1] == 1.0
+    single = band_cdf(s.float(), mean=mean, std=std, shift=shift, t_min=t_min, t_max=t_max)
+    assert single.dtype == torch.float64  # computed in float64 whatever the sigmas' dtype
     draws = sample_band_sigmas(4000, torch.Generator().manual_seed(1), mean=mean, std=std, shift=shift, t_min=t_min,
                                t_max=t_max)
     assert abs(float((draws <= 0.5).double().mean()) - expected[2]) < 0.03  # 4000 draws: sd 0.008
@@ -96,6 +98,8 @@ def test_budget_fg_comes_from_the_masks_when_given_else_from_the_threshold():
     assert pair_budget_coverage(w, "none", threshold=0.5) == pytest.approx({"fg_fg": 4 / 16, "fg_bg": 8 / 16,
                                                                             "bg_bg": 4 / 16})
     assert pair_budget_coverage(w, "none", threshold=0.7) == pytest.approx(by_mask)
+    two = torch.cat([w, w], 1)  # (1, 2, 4): the spatial scope keeps 2 x 16 of the 64 pairs
+    assert pair_budget_coverage(two, "none", fg=torch.cat([fg, fg], 1), scope="spatial") == pytest.approx(by_mask)
     two_frames = torch.tensor([[[0.9, 0.1], [0.9, 0.1]]])  # temporal scope: only the 8 cross-frame pairs
     assert pair_budget_coverage(two_frames, "none", scope="temporal") == pytest.approx(
         {"fg_fg": 2 / 8, "fg_bg": 4 / 8, "bg_bg": 2 / 8})
@@ -141,8 +145,8 @@ def test_flow_to_grid_refuses_other_shapes_by_name():
 
 
 def test_flow_l1_is_the_mean_absolute_difference():
-    pred, target = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 1.0, 0.5])
-    assert float(flow_l1_loss(pred, target)) == pytest.approx((0.5 + 3.0 + 0.0) / 3)
+    pred, target = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 1.0, 0.25])
+    assert float(flow_l1_loss(pred, target)) == pytest.approx((0.5 + 3.0 + 0.25) / 3)
     with pytest.raises(ValueError, match=r"^flow prediction \(3,\) and target \(2,\) differ in shape$"):
         flow_l1_loss(pred, target[:2])
 
@@ -178,3 +182,87 @@ def test_moalign_losses_defaults_and_weights():
     trd = masked_trd(vp, m_y.detach(), None, op="none", tau=3.0, lam_tmp=0.5, eps=0.1)
     torch.testing.assert_close(weighted["trd"], trd.total)
     torch.testing.assert_close(weighted["aux"], trd.total + 0.25 * weighted["flow_l1"])
+
+
+def test_moalign_projects_in_its_own_dtype_against_a_float32_head():
+    """bf16 DiT tokens against the float32 motion head (the GPU case): the subspace target follows vp's dtype."""
+    torch.manual_seed(0)
+    head = MotionSubspaceHead(6, 6)
+    vp, vy = _moalign_inputs()
+    out = moalign_losses(head, vp.bfloat16(), vy, torch.zeros(1, 2, 2, 2, 2), (2, 2))
+    assert torch.isfinite(out["aux"])
+
+
+# -------------------------------------------------------------------------------------------------------- TRD
+
+
+def _trd_inputs(T: int = 3, seed: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    vp, vy = torch.randn(2, T, 5, 8, generator=g, dtype=torch.float64), torch.randn(2, T, 5, 8, generator=g, dtype=torch.float64)
+    return vp, vy, torch.rand(2, T, 5, generator=g, dtype=torch.float64)
+
+
+def test_masked_trd_masks_the_temporal_term_by_default():
+    vp, vy, w = _trd_inputs()
+    default = masked_trd(vp, vy, w, op="and")
+    torch.testing.assert_close(default.temporal, masked_trd(vp, vy, w, op="and", mask_temporal=True).temporal)
+    assert not torch.allclose(default.temporal, masked_trd(vp, vy, w, op="and", mask_temporal=False).temporal)
+
+
+def test_the_reference_is_the_materialising_oracle_not_the_fast_path():
+    vp, vy, w = _trd_inputs()
+    vp.requires_grad_(True)
+    ref = masked_trd_reference(vp, vy, w, op="or")
+    fast = masked_trd(vp, vy, w, op="or")
+    torch.testing.assert_close(ref.total, fast.total)
+    assert "RoutedTRD" not in type(ref.spatial.grad_fn).__name__  # autograd through the Grams
+    assert "RoutedTRD" in type(fast.spatial.grad_fn).__name__  # the fused custom backward
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked"])
+def test_denominators_below_one_and_an_eps_as_large_as_them(impl: str):
+    """AND of a small w: every pair weight ~0.01, so each denominator is below 1; eps = 1 is then as large as
+    the denominator itself. Both backends must divide by (denominator + eps) exactly."""
+    vp, vy, _ = _trd_inputs(T=2)
+    w = torch.full((2, 2, 5), 0.02, dtype=torch.float64)
+    out = masked_trd(vp, vy, w, op="and", eps=1.0, impl=impl)
+    W = 0.02 * 0.02  # every pair
+    xp = torch.nn.functional.normalize(vp, dim=-1).reshape(2, 10, 8)
+    xy = torch.nn.functional.normalize(vy, dim=-1).reshape(2, 10, 8)
+    err = (xp @ xp.transpose(1, 2) - xy @ xy.transpose(1, 2)).abs()  # (B, 10, 10)
+    same = (torch.arange(10)[:, None] // 5) == (torch.arange(10)[None, :] // 5)
+    spatial = W * err[:, same].sum() / (W * same.sum() * 2 + 1.0)
+    temporal = W * err[:, ~same].sum() / (W * (~same).sum() * 2 + 1.0)
+    torch.testing.assert_close(out.spatial, spatial)
+    torch.testing.assert_close(out.temporal, temporal)
+
+
+@pytest.mark.parametrize("impl", ["reference", "chunked"])
+def test_an_all_zero_routing_with_no_eps_is_zero_not_nan(impl: str):
+    vp, vy, _ = _trd_inputs()
+    out = masked_trd(vp, vy, torch.zeros(2, 3, 5, dtype=torch.float64), op="and", eps=0.0, impl=impl)
+    assert float(out.spatial) == 0.0 and float(out.temporal) == 0.0 and float(out.total) == 0.0
+
+
+def test_vanilla_trd_weights_its_temporal_term():
+    vp, vy, _ = _trd_inputs()
+    out = vanilla_trd(vp, vy, lam_tmp=0.3)
+    ref = masked_trd(vp, vy, None, op="none", lam_tmp=0.3, eps=0.0)
+    torch.testing.assert_close(out.total, ref.total)
+    torch.testing.assert_close(out.total, out.spatial + 0.3 * out.temporal)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_videorepa_hinge_on_every_path_and_clip_length(T: int):
+    """One frame has no cross-frame pair: its temporal term is 0, not 0/0."""
+    vp, vy, _ = _trd_inputs(T=T)
+    ref = videorepa_trd_reference(vp, vy, margin=0.05)
+    for impl in ("reference", "chunked"):
+        out = videorepa_trd(vp, vy, margin=0.05, impl=impl)
+        for part in ("spatial", "temporal", "total"):
+            torch.testing.assert_close(getattr(out, part), getattr(ref, part), msg=f"{impl} {part}")
+    assert torch.isfinite(ref.temporal) and (float(ref.temporal) == 0.0) == (T == 1)
+    torch.testing.assert_close(videorepa_trd(vp, vy).total, videorepa_trd(vp, vy, margin=0.1).total)  # default 0.1
+    assert not torch.allclose(videorepa_trd(vp, vy).total, ref.total)
+    with pytest.raises(ValueError, match=r"^margin must be >= 0, got -0.1$"):
+        videorepa_trd(vp, vy, margin=-0.1)
