@@ -73,7 +73,7 @@ def test_each_run_builds_its_own_objective():
         sara = build_objective(Run("sara", op), p, DIT_DIM, VFM_DIM)
         assert isinstance(sara, ProjectedTRD) and (sara.op, sara.form, sara.tau) == (op, "eq2", 1.7)
     assert isinstance(build_objective(Run("moalign"), p, DIT_DIM, VFM_DIM), MoAlignObjective)
-    with pytest.raises(ValueError, match="sara needs a routing operator"):
+    with pytest.raises(ValueError, match="^sara needs a routing operator: run sara-<op>$"):
         REGISTRY["sara"].build(p, DIT_DIM, VFM_DIM, None)
 
 
@@ -148,11 +148,11 @@ def test_an_objective_without_its_targets_names_them():
     h, targets = inputs()
     for missing in ({"vy": None}, {"vfm_grid": None}):
         t = AuxTargets(**{**targets.__dict__, **missing})
-        with pytest.raises(ValueError, match="TRD needs the V-JEPA target vy and its grid"):
+        with pytest.raises(ValueError, match="^TRD needs the V-JEPA target vy and its grid$"):
             ProjectedTRD(params(), DIT_DIM, VFM_DIM, "or")(h, DIT_GRID, t)
     for missing in ({"vy": None}, {"vfm_grid": None}, {"flow": None}):
         t = AuxTargets(**{**targets.__dict__, **missing})
-        with pytest.raises(ValueError, match="MoAlign needs the V-JEPA target vy, its grid and the flow"):
+        with pytest.raises(ValueError, match="^MoAlign needs the V-JEPA target vy, its grid and the flow on that grid$"):
             MoAlignObjective(params(), DIT_DIM, VFM_DIM)(h, DIT_GRID, t)
 
 
@@ -162,3 +162,19 @@ def test_params_subset_reads_sections_and_dotted_keys():
     assert out == {"trd": p.trd.model_dump(mode="json"), "methods.moalign": p.methods.moalign.model_dump(mode="json"),
                    "train.seed": p.train.seed}
     assert out["trd"]["tau"] == 1.7 and out["methods.moalign"]["tau"] == 2.5
+
+
+def test_projected_trd_masks_the_temporal_term_when_trd_says_so():
+    aux = ProjectedTRD(params(trd={"mask_temporal": True}), DIT_DIM, VFM_DIM, "and")
+    h, targets = inputs()
+    vp = aux.project(h, DIT_GRID, VFM_GRID)
+    ref = masked_trd(vp, targets.vy, targets.w, op="and", tau=1.7, lam_tmp=0.3, eps=0.02, mask_temporal=True)
+    torch.testing.assert_close(aux(h, DIT_GRID, targets)["trd_temporal"], ref.temporal)
+
+
+def test_moalign_takes_float64_targets_into_its_float32_head():
+    aux = MoAlignObjective(params(), DIT_DIM, VFM_DIM)
+    assert aux.projector.net[0].out_features == 8  # trd.projector_hidden
+    h, targets = inputs()
+    t64 = AuxTargets(**{**targets.__dict__, "vy": targets.vy.double()})
+    torch.testing.assert_close(aux(h, DIT_GRID, t64)["aux"], aux(h, DIT_GRID, targets)["aux"])

@@ -27,6 +27,14 @@ def test_data_order_and_draws_depend_only_on_the_stream_position():
     assert sample_seed(2**62, 3) < 2**63 - 1  # huge seeds wrap into range
 
 
+def test_sample_seeds_are_the_ones_earlier_runs_drew_with():
+    """A checkpoint resumes with the draws it was trained with only while this mapping stays the same: any change
+    to it (a constant, an operator, the modulus) makes a resumed run train on other timesteps and noise."""
+    golden = {(0, 0): 12345, (1024, 5): 1024055012, (7, 123456): 984660430, (2**62, 3): 4611686018427924007}
+    assert {k: sample_seed(*k) for k in golden} == golden
+    assert all(type(sample_seed(*k)) is int for k in golden)  # torch.Generator.manual_seed takes an int
+
+
 def test_each_epoch_is_its_own_permutation_and_the_seed_changes_them():
     n = 8
     order = batch_indices(n, list(range(4 * n)), seed=3)
