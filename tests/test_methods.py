@@ -178,3 +178,11 @@ def test_moalign_takes_float64_targets_into_its_float32_head():
     h, targets = inputs()
     t64 = AuxTargets(**{**targets.__dict__, "vy": targets.vy.double()})
     torch.testing.assert_close(aux(h, DIT_GRID, t64)["aux"], aux(h, DIT_GRID, targets)["aux"])
+
+
+def test_projected_trd_casts_the_frozen_target_to_the_tokens_dtype():
+    """Under bf16 training the objective's tokens are bf16 and the frozen V-JEPA target float32."""
+    aux = ProjectedTRD(params(), DIT_DIM, VFM_DIM, "or").to(torch.bfloat16)
+    h, targets = inputs()
+    out = aux(h.bfloat16(), DIT_GRID, targets)
+    assert torch.isfinite(out["aux"])  # (the loss itself is accumulated in float32)
