@@ -8,10 +8,15 @@ import pytest
 from evaluation.rubric.aggregate import per_method
 from evaluation.rubric.dimensions import ALL_DIMS, TA_DIMS
 from evaluation.statistics import (
+    Interval,
+    PairedReplicates,
     RunScores,
+    bootstrap_p_value,
     bootstrap_weights,
+    half_width,
     metric_value,
     paired_difference,
+    paired_replicates,
     run_interval,
     seed_spread,
     verdict,
@@ -148,3 +153,95 @@ def test_missing_videos_pair_on_the_common_set_only():
 def test_shape_mismatch_names_the_run():
     with pytest.raises(ValueError, match="run sft: values"):
         RunScores("sft", (("p", 0),), ("d",), (0,), np.zeros((2, 1, 1)))
+
+
+
+# ------------------------------------------------------------------------- edges (from the mutation survivors)
+
+
+def test_bad_inputs_are_one_line_each():
+    u = units(2, 1)
+    with pytest.raises(ValueError, match=r"^run r: units must be sorted and unique$"):
+        RunScores("r", (u[1], u[0]), ("d",), (0,), np.zeros((1, 2, 1)))
+    with pytest.raises(ValueError, match=r"^unknown bootstrap scheme 'bogus': expected one of prompt, prompt_seed, video$"):
+        bootstrap_weights(u, 10, 0, scheme="bogus")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^n_boot must be >= 1, got 0$"):
+        bootstrap_weights(u, 0, 0)
+    with pytest.raises(ValueError, match=r"^no videos to resample$"):
+        bootstrap_weights([], 10, 0)
+    run = RunScores("sft", tuple(u), ("d",), (0,), np.ones((1, 2, 1)))
+    for level in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^confidence level must be in \(0, 1\), got {level}$"):
+            run_interval(run, [0], bootstrap_weights(u, 5, 0), u, level=level)
+    other = RunScores("b", (("q", 0),), ("d",), (0,), np.ones((1, 1, 1)))
+    with pytest.raises(ValueError, match=r"^runs sft and b share no \(prompt, seed\) video: nothing to pair$"):
+        paired_replicates(run, other, [0], bootstrap_weights(u, 5, 0), u)
+
+
+def test_a_missing_video_is_named():
+    from evaluation.statistics import _columns
+
+    run = RunScores("sft", (("p00", 0),), ("d",), (0,), np.ones((1, 1, 1)))
+    with pytest.raises(ValueError, match=r"^run sft: no score for video p01_s0 \(2 missing\)$"):
+        _columns(run, [("p00", 0), ("p01", 0), ("p02", 1)])
+    assert _columns(run, [("p00", 0)]).tolist() == [0]
+
+
+def test_one_replicate_one_video_and_the_video_scheme():
+    u = units(3, 2)
+    assert bootstrap_weights(u, 1, 0).shape == (1, 6)  # n_boot = 1 is valid
+    assert bootstrap_weights([("p", 0)], 4, 0).tolist() == [[1.0]] * 4  # one video: always drawn once
+    w = bootstrap_weights(u, 400, 0, scheme="video")
+    assert w.dtype == np.float64 and (w.sum(1) == 6).all()
+    assert (w.reshape(400, 3, 2)[:, :, 0] != w.reshape(400, 3, 2)[:, :, 1]).any()  # seeds drawn apart
+
+
+def test_metric_value_edges():
+    vals = np.array([[[4.0], [np.nan], [np.nan]]])  # one score on one video: its mean is that score
+    assert metric_value(vals, [0]).shape == (1,) and metric_value(vals, [0])[0] == 4.0
+    two_seeds = np.array([[[3.0], [5.0]], [[np.nan], [np.nan]]])  # the second training seed has no score
+    assert np.isnan(metric_value(two_seeds, [0])[0])
+
+
+def test_intervals_at_their_edges():
+    u = units(4, 1)
+    nan_run = RunScores("r", tuple(u), ("d",), (0,), np.full((1, 4, 1), np.nan))
+    assert run_interval(nan_run, [0], bootstrap_weights(u, 10, 0), u) == Interval(None, None, None)
+    pair = PairedReplicates(0.5, np.array([np.nan, np.nan]), 4)
+    assert pair.interval() == Interval(0.5, None, None)  # an estimate without replicates
+    reps = PairedReplicates(0.0, np.arange(101.0), 4)
+    assert (reps.interval().lo, reps.interval().hi) == pytest.approx((2.5, 97.5))  # default 95%: 2.5% and 97.5%
+    assert (reps.interval(0.5).lo, reps.interval(0.5).hi) == pytest.approx((25.0, 75.0))
+    assert PairedReplicates(1.0, np.array([2.0]), 1).interval() == Interval(1.0, 2.0, 2.0)
+    assert Interval(1.0, None, 2.0).includes_zero() and Interval(1.0, -1.0, None).includes_zero()
+    assert not Interval(1.0, 0.5, 2.0).includes_zero()
+
+
+def test_paired_replicates_resample_and_count_the_pairs():
+    u = units(8, 2)
+    a, b = random_run("a", u, n_train=1, seed=1), random_run("b", u, n_train=1, seed=2)
+    w = bootstrap_weights(u, 300, seed=0)
+    pair = paired_replicates(a, b, TA, w, u)
+    assert pair.replicates.shape == (300,) and pair.n_paired == len(u)
+    assert pair.replicates.std() > 0  # one value per resample, not the estimate repeated
+    iv = pair.interval()
+    assert iv.lo < pair.estimate < iv.hi
+
+
+def test_interval_numbers_are_rounded_for_the_record():
+    assert Interval(1.23456789, -0.5, float("inf")).to_dict() == {"estimate": 1.234568, "lo": -0.5, "hi": None}
+    assert Interval(None, 1.0, 2.0).to_dict() == {"estimate": None, "lo": 1.0, "hi": 2.0}
+    assert half_width(Interval(0.0, 1.0, 2.0000004)) == 0.5 and half_width(Interval(0.0, None, 1.0)) is None
+    assert half_width(Interval(0.0, 1.0, None)) is None
+
+
+def test_bootstrap_p_value_counts_each_side_with_plus_one():
+    """p = min(1, 2 min((1 + #{r <= 0}) / (B + 1), (1 + #{r >= 0}) / (B + 1))) (Davison & Hinkley 1997, 4.4)."""
+    reps = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, np.nan])  # B = 7 finite; 2 at or below 0, 6 at or above
+    assert bootstrap_p_value(PairedReplicates(1.0, reps, 8)) == pytest.approx(2 * 3 / 8)
+    assert bootstrap_p_value(PairedReplicates(1.0, np.arange(1.0, 20.0), 8)) == pytest.approx(2 * 1 / 20)
+    assert bootstrap_p_value(PairedReplicates(-1.0, -np.arange(1.0, 20.0), 8)) == pytest.approx(2 * 1 / 20)
+    assert bootstrap_p_value(PairedReplicates(0.0, np.zeros(9), 8)) == 1.0  # capped
+    assert bootstrap_p_value(PairedReplicates(float("nan"), reps, 8)) is None
+    assert bootstrap_p_value(PairedReplicates(1.0, np.array([np.nan]), 8)) is None
+    assert bootstrap_p_value(PairedReplicates(1.0, np.array([2.0]), 8)) == pytest.approx(2 * 1 / 2)
