@@ -3,6 +3,7 @@
     python scripts/mutation.py                      # every group below
     python scripts/mutation.py losses statistics    # some groups
     python scripts/mutation.py losses --max-children 2
+    python scripts/mutation.py losses --survivors   # after adding tests: re-test only the last run's survivors
 
 mutmut (mutmut.readthedocs.io) rewrites one operator, constant or call at a time (a "mutant") and runs the tests
 that reach the mutated function; a mutant is killed when one of them fails. Each group mutates a few files and
@@ -118,19 +119,34 @@ def summarise(name: str, group: Group, work: Path) -> dict:
     return summary
 
 
+def refresh_tests(work: Path) -> list[str]:
+    """Copy the checkout's tests into an existing group copy (and mutmut's own copy of it); the names of the mutants
+    that were not killed there, for `mutmut run` to test again."""
+    for dst in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(ROOT / "tests", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return [m for m, s in results(work).items() if s not in ("killed", "not checked")]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("groups", nargs="*", help=f"groups to run: {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-test only the survivors of the group's last run, against the current tests")
     args = parser.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown group {unknown[0]!r}: expected one of {', '.join(GROUPS)}")
     for name in args.groups or list(GROUPS):
         group = GROUPS[name]
-        work = prepare(name, group)
-        cmd = ["mutmut", "run", "--max-children", str(args.max_children), *mutant_names(group)]
-        print(f"[mutation] {name}: {' '.join(cmd)} in {work}", flush=True)
+        if args.survivors:
+            work = WORK / name
+            names = refresh_tests(work)
+        else:
+            work, names = prepare(name, group), mutant_names(group)
+        cmd = ["mutmut", "run", "--max-children", str(args.max_children), *names]
+        print(f"[mutation] {name}: {' '.join(cmd[:4])} ({len(names) or 'all'} mutants) in {work}", flush=True)
         # one intra-op thread: mutmut forks a process per mutant, and a forked child of a process whose OpenMP pool
         # already ran hangs in its first parallel op (every mutant would time out)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
