@@ -194,6 +194,14 @@ def test_one_replicate_one_video_and_the_video_scheme():
     w = bootstrap_weights(u, 400, 0, scheme="video")
     assert w.dtype == np.float64 and (w.sum(1) == 6).all()
     assert (w.reshape(400, 3, 2)[:, :, 0] != w.reshape(400, 3, 2)[:, :, 1]).any()  # seeds drawn apart
+    # videos drawn one by one: a prompt's two seeds are not drawn in whole prompt draws (prompt_seed's sums are even)
+    assert (w.reshape(400, 3, 2).sum(-1) % 2 == 1).any()
+    assert (bootstrap_weights(u, 400, 0, scheme="prompt_seed").reshape(400, 3, 2).sum(-1) % 2 == 0).all()
+
+
+def test_seed_spread_without_any_score():
+    run = RunScores("x", (("p", 0),), ("d",), (0, 1), np.full((2, 1, 1), np.nan))
+    assert seed_spread(run, [0]) == {"per_seed": {"0": None, "1": None}, "std": None, "min": None, "max": None}
 
 
 def test_metric_value_edges():
