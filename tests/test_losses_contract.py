@@ -266,3 +266,82 @@ def test_videorepa_hinge_on_every_path_and_clip_length(T: int):
     assert not torch.allclose(videorepa_trd(vp, vy).total, ref.total)
     with pytest.raises(ValueError, match=r"^margin must be >= 0, got -0.1$"):
         videorepa_trd(vp, vy, margin=-0.1)
+
+
+# ------------------------------------------------------- an oracle written here, independent of sara.losses.trd
+
+
+def naive_trd(vp, vy, w, op, tau, lam_tmp, eps, mask_temporal=True):
+    """Eqs. 9-11 materialised in the test's own code (the library's reference shares its decay, pair weights and
+    denominators with the fast path, so comparing the two cannot catch a fault in those)."""
+    B, T, N, D = vp.shape
+    xp = torch.nn.functional.normalize(vp, dim=-1).reshape(B, T * N, D)
+    xy = torch.nn.functional.normalize(vy, dim=-1).reshape(B, T * N, D)
+    err = (xp @ xp.transpose(1, 2) - xy @ xy.transpose(1, 2)).abs()  # (B, TN, TN)
+    wf = torch.ones(B, T * N, dtype=vp.dtype) if w is None else w.reshape(B, T * N)
+    a, b = wf[:, :, None], wf[:, None, :]
+    W = {"none": torch.ones_like(a * b), "and": a * b, "or": a + b - a * b, "xor": (a - b).abs()}[op]
+    t = torch.arange(T).repeat_interleave(N).double()
+    gap = (t[:, None] - t[None, :]).abs()
+    omega = torch.exp(-gap / tau) if math.isfinite(tau) else torch.ones_like(gap)
+    same = gap == 0
+    Ws = W * same
+    Wt = omega * (W if mask_temporal else torch.ones_like(W)) * ~same
+    spatial = (Ws * err).sum() / (Ws.sum() + eps) if Ws.sum() + eps > 0 else (Ws * err).sum() * 0
+    temporal = (Wt * err).sum() / (Wt.sum() + eps) if Wt.sum() + eps > 0 else (Wt * err).sum() * 0
+    return spatial, temporal, spatial + lam_tmp * temporal
+
+
+@pytest.mark.parametrize("op", ["none", "and", "or", "xor"])
+@pytest.mark.parametrize(("tau", "mask_temporal"), [(1.5, True), (0.7, False), (math.inf, True)])
+def test_masked_trd_and_its_gradient_equal_the_oracle(op: str, tau: float, mask_temporal: bool, monkeypatch):
+    """Both backends, the chunked one with tiles of 4 tokens and normalisation steps of 3 rows (the defaults, 1024
+    and 8192, never split the test's 15 tokens), against `naive_trd`: values and gradients."""
+    import sara.losses.trd.chunked as chunked
+
+    monkeypatch.setattr(chunked, "ROW_CHUNK", 3)
+    vp, vy, w = _trd_inputs()
+    settings = dict(op=op, tau=tau, lam_tmp=0.3, eps=0.05, mask_temporal=mask_temporal)
+    x0 = vp.clone().requires_grad_(True)
+    s0, t0, total0 = naive_trd(x0, vy, w, op, tau, 0.3, 0.05, mask_temporal)
+    (g0,) = torch.autograd.grad(total0, x0)
+    for impl, extra in (("reference", {}), ("chunked", {"chunk": 4}), ("chunked", {"chunk": 4, "fused": False})):
+        x = vp.clone().requires_grad_(True)
+        out = masked_trd(x, vy, w, impl=impl, **settings, **extra)
+        torch.testing.assert_close(out.spatial, s0.detach(), msg=f"{impl} {extra} spatial")
+        torch.testing.assert_close(out.temporal, t0.detach(), msg=f"{impl} {extra} temporal")
+        (g,) = torch.autograd.grad(out.total, x)
+        torch.testing.assert_close(g, g0, msg=f"{impl} {extra} gradient")
+
+
+def test_a_zero_token_gets_the_gradient_of_clamped_normalisation(monkeypatch):
+    """F.normalize divides a zero vector by eps instead of its norm; the fused backward must follow it."""
+    import sara.losses.trd.chunked as chunked
+
+    monkeypatch.setattr(chunked, "ROW_CHUNK", 4)
+    vp, vy, w = _trd_inputs()
+    vp[0, 1, 2] = 0.0
+    x0, x1 = vp.clone().requires_grad_(True), vp.clone().requires_grad_(True)
+    (g0,) = torch.autograd.grad(naive_trd(x0, vy, w, "or", 2.0, 1.0, 1e-6)[2], x0)
+    (g1,) = torch.autograd.grad(masked_trd(x1, vy, w, op="or", tau=2.0, impl="chunked", chunk=4).total, x1)
+    assert torch.isfinite(g1).all()
+    torch.testing.assert_close(g1, g0)
+
+
+def test_videorepa_hinge_gradient_equals_the_oracle(monkeypatch):
+    """The hinge max(|Sy - Sp| - margin, 0) over the full Gram: no gradient where the error is inside the margin."""
+    import sara.losses.trd.chunked as chunked
+
+    monkeypatch.setattr(chunked, "ROW_CHUNK", 3)
+    vp, vy, _ = _trd_inputs()
+    x0, x1 = vp.clone().requires_grad_(True), vp.clone().requires_grad_(True)
+    B, T, N, D = vp.shape
+    xp = torch.nn.functional.normalize(x0, dim=-1).reshape(B, T * N, D)
+    xy = torch.nn.functional.normalize(vy, dim=-1).reshape(B, T * N, D)
+    hinge = ((xp @ xp.transpose(1, 2) - xy @ xy.transpose(1, 2)).abs() - 0.3).clamp_min(0)
+    (g0,) = torch.autograd.grad(hinge.mean(), x0)
+    out = videorepa_trd(x1, vy, margin=0.3, impl="chunked", chunk=4)
+    torch.testing.assert_close(out.total, hinge.mean().detach())
+    (g1,) = torch.autograd.grad(out.total, x1)
+    torch.testing.assert_close(g1, g0)
+    assert float(hinge.eq(0).double().mean()) > 0.2  # the margin cut a real share of the pairs
