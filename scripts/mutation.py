@@ -122,10 +122,12 @@ def summarise(name: str, group: Group, work: Path) -> dict:
 def refresh_tests(work: Path) -> list[str]:
     """Copy the checkout's tests into an existing group copy (and mutmut's own copy of it); the names of the mutants
     that were not killed there, for `mutmut run` to test again."""
+    names = [m for m, s in results(work).items() if s not in ("killed", "not checked")]
     for dst in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(ROOT / "tests", dst, ignore=shutil.ignore_patterns("__pycache__"))
-    return [m for m, s in results(work).items() if s not in ("killed", "not checked")]
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # which tests reach which function: again
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
