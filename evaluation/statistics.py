@@ -244,7 +244,8 @@ def seed_spread(run: RunScores, dim_idx: Sequence[int]) -> dict:
 
 
 def verdict(diff: Interval) -> str:
-    """`higher` / `lower` when the interval excludes zero, else `no difference`."""
+    """`higher` / `lower` when the interval excludes zero, else `no difference`. The interval's side decides, not the
+    point estimate: a percentile interval need not contain its estimate."""
     if diff.includes_zero():
         return "no difference"
-    return "higher" if diff.estimate is not None and diff.estimate > 0 else "lower"
+    return "higher" if diff.lo > 0.0 else "lower"

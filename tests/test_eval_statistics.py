@@ -253,3 +253,12 @@ def test_bootstrap_p_value_counts_each_side_with_plus_one():
     assert bootstrap_p_value(PairedReplicates(float("nan"), reps, 8)) is None
     assert bootstrap_p_value(PairedReplicates(1.0, np.array([np.nan]), 8)) is None
     assert bootstrap_p_value(PairedReplicates(1.0, np.array([2.0]), 8)) == pytest.approx(2 * 1 / 2)
+
+
+def test_the_verdict_follows_the_side_of_the_interval_not_the_point_estimate():
+    """A percentile interval need not contain its point estimate (a skewed bootstrap): the interval decides."""
+    assert verdict(Interval(estimate=-0.01, lo=0.02, hi=0.3)) == "higher"
+    assert verdict(Interval(estimate=0.0, lo=0.02, hi=0.3)) == "higher"
+    assert verdict(Interval(estimate=None, lo=0.02, hi=0.3)) == "higher"
+    assert verdict(Interval(estimate=0.01, lo=-0.3, hi=-0.02)) == "lower"
+    assert verdict(Interval(estimate=0.5, lo=0.0, hi=0.3)) == "no difference"
