@@ -119,13 +119,17 @@ def summarise(name: str, group: Group, work: Path) -> dict:
     return summary
 
 
-def refresh_tests(work: Path) -> list[str]:
-    """Copy the checkout's tests into an existing group copy (and mutmut's own copy of it); the names of the mutants
+def refresh(work: Path) -> list[str]:
+    """Bring an existing group copy up to the checkout (tests into mutmut's copy too, sources into the group copy,
+    where mutmut regenerates the mutants of changed functions and forgets their results); the names of the mutants
     that were not killed there, for `mutmut run` to test again."""
     names = [m for m, s in results(work).items() if s not in ("killed", "not checked")]
     for dst in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(ROOT / "tests", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    for item in COPY:
+        if item not in ("tests", "pyproject.toml") and (ROOT / item).is_dir():  # copy2 keeps mtimes: unchanged files stay
+            shutil.copytree(ROOT / item, work / item, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)  # which tests reach which function: again
     return names
 
@@ -142,18 +146,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown group {unknown[0]!r}: expected one of {', '.join(GROUPS)}")
     for name in args.groups or list(GROUPS):
         group = GROUPS[name]
-        if args.survivors:
-            work = WORK / name
-            names = refresh_tests(work)
-        else:
-            work, names = prepare(name, group), mutant_names(group)
-        cmd = ["mutmut", "run", "--max-children", str(args.max_children), *names]
-        print(f"[mutation] {name}: {' '.join(cmd[:4])} ({len(names) or 'all'} mutants) in {work}", flush=True)
         # one intra-op thread: mutmut forks a process per mutant, and a forked child of a process whose OpenMP pool
         # already ran hangs in its first parallel op (every mutant would time out)
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         env.pop("PYTHONPATH", None)  # the mutants' copy, not the checkout, must be imported
-        subprocess.run(cmd, cwd=work, env=env, check=False)
+        run = ["mutmut", "run", "--max-children", str(args.max_children)]
+        if args.survivors:
+            work = WORK / name
+            names = refresh(work)
+            if not group.functions:  # (a group naming functions would re-test all of theirs here)
+                # first the mutants without a result (those of functions changed since the last run) ...
+                subprocess.run(run, cwd=work, env=env, check=False)
+                names = [m for m in names if m in results(work)]  # ... then the survivors that still exist
+        else:
+            work, names = prepare(name, group), mutant_names(group)
+        print(f"[mutation] {name}: {' '.join(run)} ({len(names) or 'all'} mutants) in {work}", flush=True)
+        subprocess.run([*run, *names], cwd=work, env=env, check=False)
         summarise(name, group, work)
     return 0
 

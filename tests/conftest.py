@@ -29,6 +29,15 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: P
     mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 synthetic clips and the tiny base DiT (stage2_testlib.make_workspace), built once for the whole session:
+    every test that trains in it writes to its own subfolder and only reads `clips/` and `base/`."""
+    from stage2_testlib import make_workspace
+
+    return make_workspace(tmp_path_factory.mktemp("stage2"))
+
+
 @pytest.fixture()
 def metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The per-run evaluation metrics files (`outputs/metrics/<run>/<stage>.json`) go to the test's temp dir."""

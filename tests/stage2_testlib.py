@@ -51,13 +51,12 @@ def write_params(tmp: Path, name: str, **train: object) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 synthetic clips (`clips/`) and the tiny base model of params.yaml (`base/`); runs go in subfolders."""
+def make_workspace(root: Path) -> Path:
+    """4 synthetic clips (`clips/`) and the tiny base model of params.yaml (`base/`) in `root`: what the
+    session's `workspace` fixture (conftest.py) holds; runs go in subfolders."""
     from sara.config import load_params
     from sara.models.dit import save_base
 
-    root = tmp_path_factory.mktemp("stage2")
     make_clips(root / "clips")
     save_base(load_params(REPO / "params.yaml"), root / "base")
     return root

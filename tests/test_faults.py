@@ -23,7 +23,7 @@ from sara.config import ParamsError, load_params, params_from_dict
 from sara.errors import BadDataError
 from sara.train import checkpoint as ckpt
 from sara.train.health import UnhealthyStateError
-from stage2_testlib import REPO, clean_env, launcher_env, make_clips, sara, workspace, write_params  # noqa: F401  (fixtures)
+from stage2_testlib import REPO, clean_env, launcher_env, make_clips, sara, write_params  # noqa: F401  (fixtures)
 
 
 def _runs(db: Path) -> list:

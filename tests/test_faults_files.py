@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from sara.config import params_from_dict
-from stage2_testlib import REPO, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import REPO, write_params
 
 
 def _truncate(path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aligner_testlib import tiny_project  # noqa: F401  (fixture)
-from stage2_testlib import sara, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import sara, write_params
 
 TIMING_KEYS = {"step_time_s", "tokens_per_s", "peak_mem_gb", "resumed_from", "train_seconds", "resumed_from_step"}
 

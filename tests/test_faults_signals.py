@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from flows_testlib import init_repo
-from stage2_testlib import workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import write_params
 
 REPO = Path(__file__).resolve().parents[1]
 

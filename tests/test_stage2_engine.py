@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from sara.train import checkpoint as ckpt
-from stage2_testlib import REPO, make_clips, sara, weights, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import REPO, make_clips, sara, weights, write_params
 
 
 @pytest.mark.slow  # three `sara train-dit` processes (DeepSpeed)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sara.config import load_params
-from stage2_testlib import REPO, sara, weights, workspace, write_params  # noqa: F401  (fixture)
+from stage2_testlib import REPO, sara, weights, write_params
 
 
 def _params(base_dir: Path | None = None, **validation):
