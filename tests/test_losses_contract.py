@@ -219,20 +219,22 @@ def test_the_reference_is_the_materialising_oracle_not_the_fast_path():
     assert "RoutedTRD" in type(fast.spatial.grad_fn).__name__  # the fused custom backward
 
 
+@pytest.mark.parametrize("eps", [1.0, 0.0])
 @pytest.mark.parametrize("impl", ["reference", "chunked"])
-def test_denominators_below_one_and_an_eps_as_large_as_them(impl: str):
+def test_denominators_below_one_and_an_eps_as_large_as_them(impl: str, eps: float):
     """AND of a small w: every pair weight ~0.01, so each denominator is below 1; eps = 1 is then as large as
-    the denominator itself. Both backends must divide by (denominator + eps) exactly."""
+    the denominator itself, and with eps = 0 the denominator alone (0.04, still > 0) divides. Both backends must
+    divide by (denominator + eps) exactly."""
     vp, vy, _ = _trd_inputs(T=2)
     w = torch.full((2, 2, 5), 0.02, dtype=torch.float64)
-    out = masked_trd(vp, vy, w, op="and", eps=1.0, impl=impl)
+    out = masked_trd(vp, vy, w, op="and", eps=eps, impl=impl)
     W = 0.02 * 0.02  # every pair
     xp = torch.nn.functional.normalize(vp, dim=-1).reshape(2, 10, 8)
     xy = torch.nn.functional.normalize(vy, dim=-1).reshape(2, 10, 8)
     err = (xp @ xp.transpose(1, 2) - xy @ xy.transpose(1, 2)).abs()  # (B, 10, 10)
     same = (torch.arange(10)[:, None] // 5) == (torch.arange(10)[None, :] // 5)
-    spatial = W * err[:, same].sum() / (W * same.sum() * 2 + 1.0)
-    temporal = W * err[:, ~same].sum() / (W * (~same).sum() * 2 + 1.0)
+    spatial = W * err[:, same].sum() / (W * same.sum() * 2 + eps)
+    temporal = W * err[:, ~same].sum() / (W * (~same).sum() * 2 + eps)
     torch.testing.assert_close(out.spatial, spatial)
     torch.testing.assert_close(out.temporal, temporal)
 
@@ -345,3 +347,47 @@ def test_videorepa_hinge_gradient_equals_the_oracle(monkeypatch):
     (g1,) = torch.autograd.grad(out.total, x1)
     torch.testing.assert_close(g1, g0)
     assert float(hinge.eq(0).double().mean()) > 0.2  # the margin cut a real share of the pairs
+
+
+def test_trd_input_errors_are_one_line_and_name_the_item():
+    vp, vy, w = _trd_inputs()
+    ops, impls = "none, and, or, xor", "auto, triton, chunked, reference"
+    cases = [
+        ({"op": "nor"}, rf"^unknown routing operator op='nor': expected one of {ops}$"),
+        ({"impl": "cuda"}, rf"^unknown impl='cuda': expected one of {impls}$"),
+        ({"vy": vy.float()}, r"^vy must match vp's dtype and device \(torch.float64, cpu\), got \(torch.float32, cpu\)$"),
+        ({"w": w * 2}, r"^w must lie in \[0, 1\]$"),
+        ({"eps": -1e-3}, r"^eps must be >= 0, got -0.001$"),
+        ({"chunk": 0}, r"^chunk must be >= 1, got 0$"),
+    ]
+    for bad, message in cases:
+        kwargs = {"vy": vy, "w": w, "op": "and", **bad}
+        with pytest.raises(ValueError, match=message):
+            masked_trd(vp, kwargs.pop("vy"), kwargs.pop("w"), **kwargs)
+
+
+def test_one_token_chunks_are_allowed():
+    vp, vy, w = _trd_inputs()
+    torch.testing.assert_close(masked_trd(vp, vy, w, op="or", chunk=1).total, masked_trd(vp, vy, w, op="or").total)
+
+
+def test_videorepa_reference_margin_defaults_to_the_papers_0_1():
+    vp, vy, _ = _trd_inputs()
+    torch.testing.assert_close(videorepa_trd_reference(vp, vy).total, videorepa_trd_reference(vp, vy, margin=0.1).total)
+
+
+def test_videorepa_impl_picks_the_materialising_reference_or_the_fused_path():
+    vp, vy, _ = _trd_inputs()
+    vp.requires_grad_(True)
+    ref, fast = videorepa_trd(vp, vy, impl="reference"), videorepa_trd(vp, vy, impl="chunked")
+    torch.testing.assert_close(ref.total, fast.total)
+    assert "RoutedTRD" not in type(ref.spatial.grad_fn).__name__  # autograd through the Grams
+    assert "RoutedTRD" in type(fast.spatial.grad_fn).__name__
+
+
+def test_pair_budget_coverage_keeps_its_scope():
+    w = torch.tensor([[[0.9, 0.1, 0.8], [0.2, 0.7, 0.6]]])
+    for scope in ("all", "spatial", "temporal"):
+        sums = pair_budget_sums(w, "or", scope=scope)
+        cover = pair_budget_coverage(w, "or", scope=scope)
+        assert cover == pytest.approx({k: sums[k] / sums["pairs"] for k in ("fg_fg", "fg_bg", "bg_bg")})
