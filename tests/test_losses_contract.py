@@ -391,3 +391,21 @@ def test_pair_budget_coverage_keeps_its_scope():
         sums = pair_budget_sums(w, "or", scope=scope)
         cover = pair_budget_coverage(w, "or", scope=scope)
         assert cover == pytest.approx({k: sums[k] / sums["pairs"] for k in ("fg_fg", "fg_bg", "bg_bg")})
+
+
+@pytest.mark.parametrize("op", ["none", "and", "or", "xor"])
+def test_no_saliency_is_a_saliency_of_one_for_every_operator(op: str):
+    """w = None means w = 1 (and / or: W = 1 on every pair; xor: W = 0, a zero loss), on both backends, with the
+    gradient the fast path forms."""
+    vp, vy, _ = _trd_inputs()
+    ones = torch.ones(2, 3, 5, dtype=torch.float64)
+    want_vp = vp.clone().requires_grad_(True)
+    want = masked_trd(want_vp, vy, ones, op=op, impl="reference", eps=0.01)
+    want.total.backward()
+    for impl in ("reference", "chunked"):
+        got_vp = vp.clone().requires_grad_(True)
+        got = masked_trd(got_vp, vy, None, op=op, impl=impl, eps=0.01)
+        got.total.backward()
+        torch.testing.assert_close(torch.stack([got.spatial, got.temporal]), torch.stack([want.spatial, want.temporal]))
+        torch.testing.assert_close(got_vp.grad, want_vp.grad)
+    assert (float(want.total.detach()) == 0.0) == (op == "xor")
