@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.grounded import aligned_iou, build_reference, grounded_scores, mp4_roundtrip, to_scale
-from evaluation.rubric.dimensions import ALL_DIMS
+from evaluation.grounded import aligned_iou, build_reference, grounded_scores, grounded_ta_mq, mp4_roundtrip, to_scale
+from evaluation.rubric.dimensions import ALL_DIMS, MQ_DIMS, TA_DIMS
 from sara.data import synthetic as S
 
 F, H, W, FPS = 9, 64, 64, 8
@@ -140,9 +140,16 @@ def test_frozen_frames_break_the_motion_dimensions(ref, oracle):
 def test_frozen_meeting_breaks_the_interaction():
     r = build_reference(MEET, F, H, W, FPS)
     assert scores(MEET, r.frames, r)["interaction_correctness"] == 5
-    full = grounded_scores(MEET, np.repeat(r.frames[:1], F, 0), FPS, ref=r)
+    frozen = np.repeat(r.frames[:1], F, 0)
+    full = grounded_scores(MEET, frozen, FPS, ref=r)
     assert full["interaction_correctness"]["score"] <= 3
     assert_golden("meet_frozen", full)
+    # TA and MQ over both videos: per dimension the mean of the two scores, then the mean over the group's
+    # dimensions that apply (no person here: person_appearance is None and left out, not counted as 0)
+    assert full["person_appearance"]["score"] is None
+    means = {d: (5 + full[d]["score"]) / 2 for d in ALL_DIMS if d != "person_appearance"}
+    want = {g: pytest.approx(np.mean([means[d] for d in dims if d in means])) for g, dims in (("TA", TA_DIMS), ("MQ", MQ_DIMS))}
+    assert grounded_ta_mq([(MEET, r.frames), (MEET, frozen)], FPS) == want
 
 
 def test_reversed_pan_breaks_the_camera():
