@@ -98,7 +98,10 @@ def test_changing_sara_params_does_not_make_sft_stale(tmp_path: Path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = [name for name in stages if name.startswith("train_dit-")]
-    paths = {d for t in targets for d in stages[t]["deps"]} | {o for t in targets for o in stages[t]["outs"]}
+    code = "code_train_dit"  # the train_dit stages' import closure, listed once; they read its digest
+    (digest,) = stages[code]["outs"]
+    assert all(digest in stages[t]["deps"] for t in targets)
+    paths = {d for t in [code, *targets] for d in stages[t]["deps"]} | {o for t in targets for o in stages[t]["outs"]}
     paths |= set(stages["init_dit"]["outs"])
     paths |= {m for t in targets for item in stages[t].get("metrics", []) for m in item}  # the run's timings
     for p in sorted(paths):  # placeholder deps and outs: only their hashes matter here
@@ -129,9 +132,13 @@ def test_changing_sara_params_does_not_make_sft_stale(tmp_path: Path):
     raw["train"]["lr"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     assert "train_dit-sft:" in dvc("status", *targets)
-    (tmp_path / "sara/data/mtss.py").write_text("# the caption builder changed\n")  # finding: it was no dep
     raw["train"]["lr"] = 0.0001
-    dvc("commit", "-f", *targets)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    dvc("commit", "-f", code, *targets)
     assert "train_dit-sft:" not in dvc("status", *targets)
-    (tmp_path / "sara/data/mtss.py").write_text("# changed again\n")
+    # finding: the caption builder was no dep. A change to it makes the code stage stale, whose new digest then
+    # makes every train_dit stage stale
+    (tmp_path / "sara/data/mtss.py").write_text("# the caption builder changed\n")
+    assert "sara/data/mtss.py" in dvc("status", code)
+    (tmp_path / digest).write_text("# the closure's new digest\n")
     assert all(f"{t}:" in dvc("status", *targets) for t in targets)
