@@ -19,26 +19,17 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from evaluation.comparison import build_comparison
-    from evaluation.comparison.numbers import StatsConfig
-    from sara.claims import parse_claim
     from sara.config import load_params
-    from sara.tracking import SCALE_NOTE
+    from sara.stages.compare import compare_records
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", type=Path)
     ap.add_argument("--params", type=Path, default=ROOT / "configs" / "lab.yaml")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    params = load_params(args.params)
-    c = params.comparison
     args.out.mkdir(parents=True, exist_ok=True)
-    build_comparison(
-        args.results / "outputs" / "rubric", args.out, runs=c.runs, references=c.references, protocol=c.protocol,
-        cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed,
-        note=SCALE_NOTE.get(params.project.scale, params.project.scale), grid_frames=c.grid_frames,
-        mechanism_dir=args.results / "outputs" / "mechanism", primary=[parse_claim(x) for x in c.claims],
-        grid_prompts=[])  # no videos: no qualitative grids
+    compare_records(load_params(args.params), args.results / "outputs" / "rubric", args.results / "outputs" / "mechanism",
+                    args.out, grids=[])  # no videos: no qualitative grids
     print(f"wrote {args.out}/comparison.md, comparison.json, figures/")
 
 

@@ -104,24 +104,31 @@ def log_children(params: Params, result: dict[str, Any]) -> int:
     return n
 
 
-def run(params: Params) -> dict:
+def compare_records(params: Params, rubric_dir: Path, mechanism: Path, out: Path, grids: list[str] | None) -> dict:
+    """The comparison of the rubric records under `rubric_dir` with the params' comparison section (the
+    pre-registered claims included) into `out`; `grids`: the prompts that get a qualitative grid (videos needed)."""
     from evaluation.comparison import build_comparison
     from evaluation.comparison.numbers import StatsConfig
     from sara.claims import parse_claim
-    from sara.io import atomic_dir
-    from sara.tracking import SCALE_NOTE, log_artifact, log_metrics, stage_run
+    from sara.tracking import SCALE_NOTE
 
     c = params.comparison
-    out = Path(c.out_dir)
-    note = SCALE_NOTE.get(params.project.scale, params.project.scale)
+    return build_comparison(
+        rubric_dir, out, runs=c.runs, references=c.references, protocol=c.protocol,
+        cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed,
+        note=SCALE_NOTE.get(params.project.scale, params.project.scale), grid_frames=c.grid_frames,
+        mechanism_dir=mechanism, primary=[parse_claim(x) for x in c.claims], grid_prompts=grids)
+
+
+def run(params: Params) -> dict:
+    from sara.io import atomic_dir
+    from sara.tracking import log_artifact, log_metrics, stage_run
+
+    out = Path(params.comparison.out_dir)
     with stage_run("compare", params, SECTIONS):
         with atomic_dir(out) as tmp:
-            result = build_comparison(
-                Path(params.rubric.out_dir), tmp, runs=c.runs, references=c.references, protocol=c.protocol,
-                cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed, note=note,
-                grid_frames=c.grid_frames, mechanism_dir=Path(mechanism_dir(params)),
-                primary=[parse_claim(x) for x in c.claims], grid_prompts=grid_prompts(params),
-            )
+            result = compare_records(params, Path(params.rubric.out_dir), Path(mechanism_dir(params)), tmp,
+                                     grid_prompts(params))
         # the claims' differences on the parent; each run's (and training seed's) numbers on its own child
         log_metrics({f"compare/{_metric_id(x['a'])}_vs_{_metric_id(x['b'])}/{x['metric']}": x["difference"]["estimate"]
                      for x in result["claims"] if "difference" in x and x["difference"]["estimate"] is not None})
