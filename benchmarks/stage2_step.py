@@ -6,7 +6,12 @@ and prints one markdown row per part: the clip fetch, VAE encode, caption encode
 saliency, flow), forward, backward and optimiser step.
 
     python benchmarks/stage2_step.py [--params params.yaml] [--run videorepa] [--steps 30] [--cache-frozen-inputs]
-                                     [--compile --warmup 20]
+                                     [--compile --warmup 20] [--engine torch] [--count-ops]
+
+`--engine` overrides `train.engine` (deepspeed: ZeRO through DeepSpeed; torch: one process, sara/train/single_engine.py).
+`--count-ops` adds the aten ops each part issues per step (a TorchDispatchMode counts them; its overhead inflates
+the seconds of that run, so time and count in separate runs). Ops are what a launch-bound step pays for, and their
+count is the same on any machine of the same device type.
 
 The syncs serialise the GPU's queue, so the total is an upper bound of the un-instrumented step.
 """
@@ -14,6 +19,7 @@ The syncs serialise the GPU's queue, so the total is an upper bound of the un-in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import tempfile
 import time
@@ -29,7 +35,10 @@ def main() -> None:
     from sara.config import load_params, params_from_dict
     from sara.env import resolve_device
     from sara.runs import Run, run_argument
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     from sara.train.engine import TrainEngine
+    from sara.train.single_engine import SingleProcessEngine
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -38,17 +47,28 @@ def main() -> None:
     ap.add_argument("--cache-frozen-inputs", action="store_true", help="train.cache_frozen_inputs: true")
     ap.add_argument("--compile", action="store_true", help="train.compile: true (torch.compile of the DiT, CUDA only)")
     ap.add_argument("--warmup", type=int, default=0, help="first steps left out of the table (compile, caches)")
+    ap.add_argument("--engine", choices=["deepspeed", "torch"], help="train.engine (default: the params' value)")
+    ap.add_argument("--count-ops", action="store_true", help="also count the aten ops of each part per step")
     args = ap.parse_args()
     scratch = tempfile.mkdtemp()
     raw = load_params(args.params).model_dump(mode="json")
     # one checkpoint, at the end, as a real run's last one; outputs into scratch folders
     raw["train"].update(steps=args.steps, checkpoint_every=args.steps, out_dir=f"{scratch}/out", state_dir=f"{scratch}/state",
                         cache_frozen_inputs=args.cache_frozen_inputs, compile=args.compile)
+    if args.engine:
+        raw["train"]["engine"] = args.engine
     if not 0 <= args.warmup < args.steps:
         raise SystemExit(f"--warmup {args.warmup}: must be in [0, --steps = {args.steps})")
     params = params_from_dict(raw, args.params)
     cuda = resolve_device(params.project.device).type == "cuda"
     seconds: dict[str, float] = defaultdict(float)  # inside the training loop only
+    ops: dict[str, int] = defaultdict(int)  # aten ops inside the training loop (--count-ops)
+    issued = [0]
+
+    class CountOps(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, a: Any = (), k: Any = None) -> Any:
+            issued[0] += 1
+            return func(*a, **(k or {}))
     once: dict[str, float] = {}  # one-time work before the loop (the frozen-input cache)
     in_loop = [False]
     batches = [0]  # steps begun: the table starts after --warmup of them
@@ -60,14 +80,16 @@ def main() -> None:
                 batches[0] += 1
                 if batches[0] == args.warmup + 1:
                     seconds.clear()
+                    ops.clear()
             if cuda:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, n0 = time.perf_counter(), issued[0]
             out = fn(*a, **k)
             if cuda:
                 torch.cuda.synchronize()
             if in_loop[0]:
                 seconds[name] += time.perf_counter() - t0
+                ops[name] += issued[0] - n0
             elif name == "frozen-input cache":
                 once[name] = time.perf_counter() - t0
             return out
@@ -84,26 +106,32 @@ def main() -> None:
     stage2.encode_latents = timed("VAE encode", stage2.encode_latents)
     stage2.frozen_targets = timed("frozen targets", stage2.frozen_targets)
     clipset.ClipSet.__getitem__ = timed("clip fetch", clipset.ClipSet.__getitem__)
-    for name, method in (("forward", "__call__"), ("backward", "backward"), ("optimiser step", "step")):
-        setattr(TrainEngine, method, timed(name, getattr(TrainEngine, method)))
+    for engine_class in (TrainEngine, SingleProcessEngine):
+        for name, method in (("forward", "__call__"), ("backward", "backward"), ("optimiser step", "step")):
+            setattr(engine_class, method, timed(name, getattr(engine_class, method)))
     clipset.FrozenInputs.__init__ = timed("frozen-input cache", clipset.FrozenInputs.__init__)
     stage2.stage2_batch = timed("batch (all of the above but the engine)", stage2.stage2_batch, loop_start=True)
 
     t0 = time.perf_counter()
-    stage2.train_stage2(params, args.run, progress=False, resume=False)
+    with CountOps() if args.count_ops else contextlib.nullcontext():
+        stage2.train_stage2(params, args.run, progress=False, resume=False)
     total = time.perf_counter() - t0
     device = torch.cuda.get_device_name() if cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"\n{args.run}, {args.steps} steps ({args.warmup} warm-up steps left out), batch {params.train.batch_size}, "
-          f"{args.params}, cache_frozen_inputs {args.cache_frozen_inputs}, compile {args.compile}, {device}; "
+          f"{args.params}, engine {params.train.engine}, cache_frozen_inputs {args.cache_frozen_inputs}, "
+          f"compile {args.compile}{', ops counted' if args.count_ops else ''}, {device}; "
           f"train_stage2 wall {total:.1f} s (setup and export included)\n")
-    print("| part | seconds per step | share of the batch + engine time |")
-    print("|---|---|---|")
+    n = args.steps - args.warmup
+    count_col = (" aten ops per step |", "---|") if args.count_ops else ("", "")
+    print(f"| part | seconds per step | share of the batch + engine time |{count_col[0]}")
+    print(f"|---|---|---|{count_col[1]}")
     loop = seconds["batch (all of the above but the engine)"] + sum(
         seconds[k] for k in ("forward", "backward", "optimiser step"))
     for name, s in seconds.items():
-        print(f"| {name} | {s / (args.steps - args.warmup):.4f} | {s / loop:.0%} |")
+        count = f" {ops[name] / n:.0f} |" if args.count_ops else ""
+        print(f"| {name} | {s / n:.4f} | {s / loop:.0%} |{count}")
     for name, s in once.items():
-        print(f"| {name} (once, before the loop) | {s:.2f} s in all | - |")
+        print(f"| {name} (once, before the loop) | {s:.2f} s in all | - |{' - |' if args.count_ops else ''}")
 
 
 if __name__ == "__main__":

@@ -200,6 +200,9 @@ class TrainParams(Section):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(1, ge=1)  # per GPU (paper: 1)
+    # deepspeed: the paper's engine (ZeRO stage below, any number of ranks); torch: one process without DeepSpeed,
+    # same numerics (sara/train/single_engine.py), for one-GPU runs whose step is bound by the engine's small kernels
+    engine: Literal["deepspeed", "torch"] = "deepspeed"
     zero_stage: ZeroStage = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 on CUDA, fp32 on CPU
     grad_checkpointing: bool = False
@@ -236,6 +239,8 @@ class TrainParams(Section):
             raise ValueError("offload 'optimizer' needs zero_stage >= 1 (DeepSpeed offloads the partitioned states)")
         if self.offload == "all" and self.zero_stage != 3:
             raise ValueError("offload 'all' needs zero_stage 3 (only ZeRO-3 partitions the weights)")
+        if self.engine == "torch" and self.offload != "none":
+            raise ValueError(f"offload {self.offload!r} needs engine 'deepspeed' (ZeRO-Offload is DeepSpeed's)")
         return self
 
 

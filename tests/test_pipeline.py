@@ -208,6 +208,18 @@ def test_clipscore_stages_exist_only_where_clipscore_can_score():
         assert spec.metrics == (f"outputs/metrics/{r}/clipscore.json",)
 
 
+def test_vbench_stages_exist_only_where_vbench_is_enabled():
+    """The lab disables VBench (it judges against ground truth): its 13 `vbench-<run>` stages still started a
+    process each, 13-70 s under a loaded GPU machine (lab run 6), only to write "disabled". Disabled, there are
+    no vbench stages, nor their code stage, and the report does not wait for them."""
+    params = load_params(REPO / "configs" / "lab.yaml")
+    assert not params.vbench.enabled
+    specs = {s.name: s for s in stages(params)}
+    assert not [n for n in specs if n.startswith("vbench") or n == "code_vbench"]
+    assert not [d for d in specs["report"].inputs if "vbench" in d]
+    assert [n for n in DVC if n.startswith("vbench-")] == [f"vbench-{r}" for r in DAG_SAMPLE_RUNS]  # enabled
+
+
 
 def test_per_run_stages_read_their_kinds_code_digest_and_the_closure_is_listed_once():
     """DVC rewrites the whole dvc.lock after every stage it runs, so its size is paid ~50 times per `dvc repro`.

@@ -10,7 +10,7 @@ Per step (assembled from the paper's Stage 2 description; docs/stage2.md):
      caption); with `train.cache_frozen_inputs` both are computed once per clip and kept;
   4. DiT forward; the hook keeps the output of block `trd.layer`; the method's loss projects it and compares;
   5. non-finite loss on any rank -> stop with NonFiniteLossError (weights untouched, last good checkpoint kept);
-  6. backward, clip, AdamW step, lr schedule (DeepSpeed); log; checkpoint every k steps and at the end, each one
+  6. backward, clip, AdamW step, lr schedule (`train.engine`: DeepSpeed, or one process in plain torch); log; checkpoint every k steps and at the end, each one
      only after the gradient norm and every weight passed `sara.train.health` (a resumed state is checked too).
 The logged metrics travel inside each checkpoint, so a resumed run logs the whole curve again from step 1.
 
@@ -160,7 +160,7 @@ class Stage2Setup:
     saliency: Any | None  # frozen Stage 1 aligner (sara only)
     vfm: Any | None  # the lab's frozen video encoder (every TRD method): its grid, and SARA's saliency input
     model: Stage2Model
-    engine: Any  # sara.train.engine.TrainEngine
+    engine: Any  # sara.train.engine.TrainEngine or sara.train.single_engine.SingleProcessEngine (`train.engine`)
     dataset: Any
     flow_fn: Callable[..., np.ndarray] | None  # MoAlign's optical flow, (frames, truth) -> (F-1, H, W, 2)
     flow_cache: dict[str, torch.Tensor] = field(default_factory=dict)  # a clip's flow on the grid, computed once
@@ -191,16 +191,36 @@ def maybe_compile(transformer: nn.Module, tp: Any, device: torch.device) -> None
         compile_transformer(transformer)
 
 
+def start_ranks(tp: Any, device: str) -> Any:
+    """This process's rank and device: DeepSpeed's world (a launcher's or one rank), or one process (torch)."""
+    if tp.engine == "torch":
+        from sara.train.single_engine import single_process
+
+        return single_process(device)
+    from sara.train.engine import init_distributed  # local: deepspeed takes seconds to import
+
+    return init_distributed(device)
+
+
+def make_engine(model: nn.Module, tp: Any, dist: Any) -> Any:
+    """The `train.engine` that owns every trainable parameter of `model` (same interface, same numerics)."""
+    if tp.engine == "torch":
+        from sara.train.single_engine import SingleProcessEngine
+
+        return SingleProcessEngine(model, tp, dist)
+    from sara.train.engine import TrainEngine  # local: deepspeed takes seconds to import
+
+    return TrainEngine(model, tp, dist)
+
+
 def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2Setup:
     """Initialise the ranks and build the run's models (base DiT, frozen targets, the method's trainable head),
     its engine and its data. Collective."""
-    from sara.train.engine import TrainEngine, init_distributed  # local: deepspeed takes seconds to import
-
     spec = REGISTRY[run.method]
     if spec.needs_saliency or spec.needs_vfm:
         require_full_clip_view(params.vfm.frame_sampling, params.vfm.resize, f"Stage 2 run {run.name!r}")
     tp = params.train
-    dist = init_distributed(params.project.device)
+    dist = start_ranks(tp, params.project.device)
     dev = dist.device
     frozen_dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     torch.manual_seed(tp.seed + dist.rank)
@@ -224,7 +244,7 @@ def build_stage2(params: Params, run: Run, dataset: Any | None = None) -> Stage2
     aux = build_objective(run, params, dit_dim, target.dim if target is not None else 0)
     layer = params.trd.layer if spec.needs_vfm else None
     model = Stage2Model(base.transformer, aux, layer, params.trd.lam_trd)
-    engine = TrainEngine(model, tp, dist)
+    engine = make_engine(model, tp, dist)
 
     if dataset is None:
         dataset = ClipSet(params.data.out_dir, params.masks.out_dir if spec.needs_saliency else None,
