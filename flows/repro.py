@@ -7,8 +7,9 @@ leaves the scheduling to the user; this module is that scheduler, and nothing mo
 it and writes dvc.lock, exactly as in a serial `dvc repro`.
 
   1. plan      `dvc status` names the stages whose inputs changed; they and every stage downstream of them run
-  2. schedule  a stage starts once all its upstream stages finished, up to `--jobs` at a time, the one with the
-               longest chain of stages below it first (the critical path, counted in stages); every training
+  2. schedule  a stage starts once all its upstream stages finished, up to `--jobs` at a time: the stages of no
+               run first, then run by run in dvc.yaml's order (a run is scored before a later one trains), and
+               among those the one with the longest chain of stages below it (the critical path); every training
                budget is a number of steps, so stages that share the GPU learn what each learns alone and
                everything overlaps freely (only their wall times and MFU are shared)
   3. record    each stage's output goes to `<logs>/<stage>.log`; its wall time, attempts and outcome to `--times`
@@ -44,6 +45,7 @@ from pathlib import Path
 from flows import dvc_runner
 from flows.dag import Dag, load_dag
 from flows.dvc_runner import DvcError, run_dvc
+from sara.runs import Run
 
 RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0)  # a DVC lock is held for seconds, while it hashes one stage
 
@@ -88,6 +90,24 @@ def by_depth(dag: Dag, stages: list[str]) -> list[str]:
     for s in reversed(stages):  # topological order reversed: every stage below is measured first
         depth[s] = 1 + max((depth[d] for d in below[s]), default=0)
     return sorted(stages, key=lambda s: -depth[s])  # stable: equal depths keep the topological order
+
+
+def run_first(dag: Dag, stages: list[str]) -> list[str]:
+    """`by_depth`, then by run: the stages of no run (pretraining, the aligner, compare) and of the reference rows
+    (`base`, `oracle`) first, then each Stage 2 run's stages in the order its runs appear in dvc.yaml (the params'
+    `matrix.runs`). So when a slot frees, a finished run's sampling and scoring start before a later run's
+    training: a run stopped by its device time has scored its first runs (the lab lists the runs its
+    pre-registered claims need first), not trained every run part-way."""
+    order: dict[str, int] = {}
+    for info in dag.stages.values():
+        if isinstance(info.row, Run) and info.item not in order:
+            order[info.item] = len(order) + 1
+
+    def rank(stage: str) -> int:
+        info = dag.stages[stage]
+        return order.get(info.item, 0) if isinstance(info.row, Run) else 0
+
+    return sorted(by_depth(dag, stages), key=rank)  # stable: within a run, the longer chain first
 
 
 def repro_stage(repo: Path, stage: str, env: Mapping[str, str], log_file: Path,
@@ -138,7 +158,7 @@ def run_parallel(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     planned = set(stages)
     outcomes: dict[str, StageOutcome] = {}
-    pending = by_depth(dag, stages)
+    pending = run_first(dag, stages)
     running: dict[Future[int], tuple[str, float]] = {}
     t0 = time.monotonic()
 

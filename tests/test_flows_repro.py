@@ -120,6 +120,26 @@ def test_of_two_ready_stages_the_one_with_the_longer_chain_below_starts_first():
     assert starts.index("features") < starts.index("init_dit")
 
 
+def test_a_finished_runs_sampling_starts_before_a_later_runs_training():
+    """Lab run 6: with the 12 Stage 2 runs ranked only by chain length, every training started before any finished
+    run was sampled, so the device time ran out with three pre-registered claims' runs trained but unscored.
+    Run by run in dvc.yaml's order (the matrix's), the reference row first: sft is sampled and scored before
+    the third run trains."""
+    dag = _dag({
+        "init_dit": set(), "train_dit-sft": {"init_dit"}, "train_dit-videorepa": {"init_dit"},
+        "train_dit-sara-or": {"init_dit"}, "sample-base": {"init_dit"}, "sample-sft": {"train_dit-sft"},
+        "sample-videorepa": {"train_dit-videorepa"}, "sample-sara-or": {"train_dit-sara-or"},
+        "rubric-base": {"sample-base"}, "rubric-sft": {"sample-sft"}, "rubric-videorepa": {"sample-videorepa"},
+        "rubric-sara-or": {"sample-sara-or"},
+    })
+    rec = Recorder()
+    run_parallel(dag, dag.topological(set(dag.stages)), 1, rec, log=lambda _: None)
+    starts = [s for e, s in rec.events if e == "start"]
+    assert starts.index("rubric-base") < starts.index("train_dit-sft")
+    assert starts.index("rubric-sft") < starts.index("train_dit-videorepa") < starts.index("train_dit-sara-or")
+    assert starts.index("rubric-videorepa") < starts.index("train_dit-sara-or")
+
+
 def test_jobs_bounds_how_many_run_at_once():
     dag = _dag({f"s{i}": set() for i in range(6)})
     for jobs in (1, 2, 4):
