@@ -25,9 +25,10 @@ def shrink(raw: dict, clips: int) -> dict:
     raw["aligner"].update(steps=2, checkpoint_every=1, figure_clips=1)
     p = raw["pretrain"]
     p["corpus"].update(n_train=64, n_heldout=16)
-    p["vae"].update(steps=2, eval_clips=4, cuda_graph=False)
-    p["vfm"].update(steps=2, probe_clips=16, eval_every=1)
-    p["dit"].update(steps=2, compile=False, eval_every=2, eval_steps=2)
+    # pretraining batches too: they shape no Stage 2 tensor (the DiT, VAE and encoder widths do)
+    p["vae"].update(steps=2, batch_size=4, crop_batch_size=4, eval_clips=4, cuda_graph=False)
+    p["vfm"].update(steps=2, batch_size=4, probe_clips=16, eval_every=1)
+    p["dit"].update(steps=2, batch_size=4, compile=False, eval_every=2, eval_steps=2)
     return raw
 
 
