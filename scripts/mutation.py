@@ -50,7 +50,7 @@ GROUPS = {
     "stream": Group(["sara/train/stage2.py"], ["tests/test_stage2_stream.py"],
                     ["sample_seed", "stream_positions", "batch_indices", "fg_on_grid"]),
     "statistics": Group(["evaluation/statistics.py"], ["tests/test_eval_statistics.py"]),
-    "grounded": Group(["evaluation/grounded/scores.py"], ["tests/test_grounded_judge.py"]),
+    "grounded": Group(["evaluation/grounded/scores.py"], ["tests/test_grounded_judge.py", "tests/test_grounded_boundaries.py"]),
 }
 
 

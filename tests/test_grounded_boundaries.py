@@ -1,0 +1,127 @@
+"""The grounded judge's cuts, one at a time: tracks placed exactly at, and either side of, each threshold.
+
+tests/test_grounded_judge.py shows which way a corruption moves each score on rendered videos; a cut moved by a
+small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks are
+written by hand, so each test pins one rule of `score_interaction` and `score_spatial` (evaluation/grounded/scores.py)
+on the value it gives, and fails when the rule changes (the mutation run's survivors, docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+
+from evaluation.grounded import build_reference
+from evaluation.grounded.scores import score_interaction, score_spatial
+from sara.data import synthetic as S
+from test_grounded_judge import FOLLOW, FPS, H, MEET, SPEC, W, F
+
+ONE = S.SceneSpec.model_validate({"style": "studio", "camera": "static", "entities": [
+    {"ref_id": "OBJECT_1", "shape": "circle", "colour": "red", "start": [0.3, 0.4], "motion": {"kind": "static"}},
+]})
+
+
+@pytest.fixture(scope="module")
+def meet():
+    return build_reference(MEET, F, H, W, FPS)
+
+
+@pytest.fixture(scope="module")
+def spec_ref():
+    return build_reference(SPEC, F, H, W, FPS)
+
+
+def meet_value(ref, distances: list[float | None]) -> float:
+    """score_interaction's value when the two meeting entities are `distances[f]` pixels apart in frame f (None:
+    one of them not found). Entity a sits at the origin, so the distance is exactly the x of entity b."""
+    centres = np.full((2, F, 2), np.nan)
+    for f, d in enumerate(distances):
+        if d is not None:
+            centres[0, f] = (0.0, 0.0)
+            centres[1, f] = (d, 0.0)
+    assert np.array_equal(np.linalg.norm(centres[0] - centres[1], axis=1)[[f for f, d in enumerate(distances) if d is not None]],
+                          [d for d in distances if d is not None])  # the distances the judge sees are exact
+    return score_interaction(ref, dataclasses.replace(ref.tracks, centres=centres))[1]
+
+
+def pair(ref) -> float:
+    """ra + rb of the meeting pair, in pixels."""
+    return sum(e.radius_px for e in ref.truth.entities)
+
+
+def test_a_meeting_in_contact_at_exactly_the_contact_distance_counts(meet):
+    s = pair(meet)
+    assert meet_value(meet, [10 * s] * (F - 1) + [1.3 * s]) == 1.0  # contact: d <= 1.3 (ra + rb), the tie included
+    assert meet_value(meet, [10 * s] * (F - 1) + [np.nextafter(1.3 * s, np.inf)]) == 0.5  # just past it: no contact
+
+
+def test_the_last_frame_decides_approach_and_contact(meet):
+    s = pair(meet)
+    assert meet_value(meet, [10 * s] * (F - 1) + [s]) == 1.0  # far until the last frame, which is in contact
+    assert meet_value(meet, [10 * s] * (F - 2) + [s, 10 * s]) == 0.0  # in contact one frame before the end only
+
+
+def test_approach_is_measured_from_the_first_frame_by_a_tenth_of_the_radii(meet):
+    s = pair(meet)
+    # exactly a tenth of (ra + rb) closer is not an approach; closer than that is
+    assert meet_value(meet, [10 * s] * (F - 1) + [10 * s - 0.1 * s]) == 0.0
+    assert meet_value(meet, [10 * s] * (F - 1) + [np.nextafter(10 * s - 0.1 * s, -np.inf)]) == 0.5
+    # from the first frame, not the second: far, then close and never in contact -> approached, no contact
+    assert meet_value(meet, [10 * s] + [2 * s] * (F - 1)) == 0.5
+
+
+def test_approach_needs_two_frames_and_contact_one(meet):
+    s = pair(meet)
+    assert meet_value(meet, [None] * (F - 2) + [10 * s, s]) == 1.0  # two frames found: approached and touching
+    assert meet_value(meet, [None] * (F - 1) + [s]) == 0.5  # one frame: touching, no approach can be seen
+
+
+def test_a_pair_never_found_scores_zero(meet):
+    assert meet_value(meet, [None] * F) == 0.0
+    centres = np.full((2, F, 2), np.nan)
+    assert score_interaction(meet, dataclasses.replace(meet.tracks, centres=centres))[:2] == (1, 0.0)
+
+
+def test_no_interaction_says_why(spec_ref):
+    one = build_reference(ONE, F, H, W, FPS)
+    assert score_interaction(one, one.tracks) == (5, 1.0, "no multi-subject interaction")
+    assert score_interaction(spec_ref, spec_ref.tracks) == (5, 1.0, "no interaction in the description")
+
+
+def test_spatial_averages_relations_held_and_centroids_on_the_path(spec_ref):
+    """Every entity shifted by the same 0.3 of the frame: every left/right and above/below relation still holds
+    (1.0), no centroid is within 0.12 of the frame of its path (0.0), so the value is their mean, 0.5."""
+    assert score_spatial(spec_ref, spec_ref.tracks)[1] == 1.0
+    unit = float(min(H, W))
+    shifted = dataclasses.replace(spec_ref.tracks, centres=spec_ref.tracks.centres + 0.3 * unit)
+    score, value, reason = score_spatial(spec_ref, shifted)
+    held, n_rel, on_path, n_cent = map(int, re.fullmatch(r"relations held (\d+)/(\d+), on-path (\d+)/(\d+)", reason).groups())
+    assert (value, held, on_path, n_cent) == (0.5, n_rel, 0, 3 * F) and n_rel > 0
+
+
+@pytest.fixture(scope="module")
+def follow():
+    return build_reference(FOLLOW, F, H, W, FPS)
+
+
+def follow_value(ref, offsets) -> float:
+    """score_interaction's value when the leader sits at `offsets(gap_f)` (x, y) from the follower in frame f, where
+    gap_f is the pair's ground-truth distance in that frame; the leader moves right, so x > 0 is "behind"."""
+    truth = ref.truth
+    it = truth.interactions[0]
+    a, b = truth.ref_ids.index(it.a), truth.ref_ids.index(it.b)
+    gap = np.linalg.norm(ref.tracks.centres[a] - ref.tracks.centres[b], axis=1)  # (F,)
+    centres = np.zeros((len(truth.ref_ids), F, 2))
+    centres[b] = [offsets(g) for g in gap]
+    return score_interaction(ref, dataclasses.replace(ref.tracks, centres=centres))[1]
+
+
+def test_following_means_behind_the_leader_at_about_the_true_gap(follow):
+    assert follow.truth.interactions[0].kind == "follow"
+    assert follow_value(follow, lambda g: (g, 0.0)) == 1.0  # straight behind at the true gap
+    assert follow_value(follow, lambda g: (0.5, np.sqrt(g * g - 0.25))) == 1.0  # barely behind (half a pixel)
+    assert follow_value(follow, lambda g: (0.0, g)) == 0.0  # level with the leader is not behind
+    assert follow_value(follow, lambda g: (2 * g, 0.0)) == 0.0  # behind, but twice the gap: 0.4 of it is allowed
