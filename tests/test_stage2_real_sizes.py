@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import stage2_real_sizes as bench  # noqa: E402
+from stage2_testlib import launcher_env  # noqa: E402,F401  (fixture)
 
 
 @pytest.mark.parametrize("model", list(bench.TINY))
@@ -68,3 +69,28 @@ def test_tiny_mode_runs_the_recipe_offload_and_zero3_rows_on_cpu(tmp_path: Path)
     assert all("error" not in x and x["step_ms_median"] > 0 for x in rows), [x.get("error") for x in rows]
     md = (tmp_path / "stage2_real_sizes.md").read_text()
     assert md.count("\n| wan") == 3 and "(tiny sizes)" in md
+
+
+def test_timing_the_aux_loss_alone_leaves_deepspeeds_gradient_buckets_alone(monkeypatch, launcher_env):
+    """On one H100 the Wan2.2-TI2V-5B SARA-OR row (ZeRO-2, optimizer offload) stopped with DeepSpeed's "gradient
+    computed twice for this partition": after the timed steps, `bench_method` timed the aux loss alone with
+    `backward()` through the engine's module and no optimizer step, so once a reduce bucket filled between two of
+    those passes ZeRO-2 saw a parameter's gradient again. A small bucket makes it fill on CPU; training itself was
+    never affected (each step has one backward)."""
+    import sara.train.engine as engine
+    from stage2 import bench_method
+
+    config = engine.deepspeed_config
+
+    def small_bucket(train, precision):
+        cfg = config(train, precision)
+        cfg["zero_optimization"]["reduce_bucket_size"] = 1000  # elements: several flushes per backward
+        return cfg
+
+    monkeypatch.setattr(engine, "deepspeed_config", small_bucket)
+    size = dict(bench.TINY["wan2.2-ti2v-5b"])
+    size["latent"] = bench.latent_shape(size["pixels"], size["spatial"])
+    train = bench.engine_params("wan2.2-ti2v-5b", {}, tiny=True)
+    assert (train.zero_stage, train.offload) == (2, "optimizer")
+    res = bench_method("videorepa", size, torch.device("cpu"), 1, 1, train)
+    assert res["aux_loss_fwd_bwd_ms"] > 0 and res["step_ms_median"] > 0
