@@ -125,3 +125,30 @@ def test_following_means_behind_the_leader_at_about_the_true_gap(follow):
     assert follow_value(follow, lambda g: (0.5, np.sqrt(g * g - 0.25))) == 1.0  # barely behind (half a pixel)
     assert follow_value(follow, lambda g: (0.0, g)) == 0.0  # level with the leader is not behind
     assert follow_value(follow, lambda g: (2 * g, 0.0)) == 0.0  # behind, but twice the gap: 0.4 of it is allowed
+
+
+def test_physical_flags_an_acceleration_the_truth_does_not_have(spec_ref):
+    """One centroid moved 4 px off its track in one frame: the second differences around it are about 4, 8 and 4 px,
+    and only the 8 exceeds the truth's largest acceleration plus 0.08 of the frame (5.1 px): 1 of 21 flagged."""
+    from evaluation.grounded.scores import score_physical
+
+    assert score_physical(spec_ref, spec_ref.tracks)[1] == 1.0
+    centres = spec_ref.tracks.centres.copy()
+    centres[0, F // 2, 1] += 4.0
+    _, value, reason = score_physical(spec_ref, dataclasses.replace(spec_ref.tracks, centres=centres))
+    assert reason == f"rigid 1.00, no unexplained acceleration {20 / 21:.2f}"
+    assert value == pytest.approx((1.0 + 20 / 21) / 2)
+
+
+def test_physical_judges_with_what_it_has(spec_ref):
+    from evaluation.grounded.scores import score_physical
+
+    t = spec_ref.tracks
+    no_centres = dataclasses.replace(t, centres=np.full_like(t.centres, np.nan))  # masks only: rigidity alone
+    assert score_physical(spec_ref, no_centres) == (5, 1.0, "rigid 1.00, no unexplained acceleration 1.00")
+    every_other = [[m if f % 2 == 0 else None for f, m in enumerate(masks)] for masks in t.masks]
+    no_pairs = dataclasses.replace(t, masks=every_other)  # no two consecutive masks: smoothness alone
+    assert score_physical(spec_ref, no_pairs) == (5, 1.0, "rigid 1.00, no unexplained acceleration 1.00")
+    one_frame = dataclasses.replace(t, masks=[[m if f == 0 else None for f, m in enumerate(masks)] for masks in t.masks],
+                                    centres=np.where(np.arange(F)[None, :, None] == 0, t.centres, np.nan))
+    assert score_physical(spec_ref, one_frame) == (5, 1.0, "too few frames to judge")
