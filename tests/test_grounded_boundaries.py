@@ -3,7 +3,8 @@
 tests/test_grounded_judge.py shows which way a corruption moves each score on rendered videos; a cut moved by a
 small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks are
 written by hand, so each test pins one rule of `score_interaction`, `score_spatial` or `score_physical`
-(evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's survivors, docs/testing.md).
+(evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
+survivors, docs/testing.md).
 """
 
 from __future__ import annotations
