@@ -2,8 +2,8 @@
 
 tests/test_grounded_judge.py shows which way a corruption moves each score on rendered videos; a cut moved by a
 small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks are
-written by hand, so each test pins one rule of `score_interaction`, `score_spatial` or `score_physical`
-(evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
+written by hand, so each test pins one rule of `score_interaction`, `score_spatial`, `score_physical` or
+`score_temporal_consistency` (evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
 survivors, docs/testing.md).
 """
 
@@ -153,3 +153,51 @@ def test_physical_judges_with_what_it_has(spec_ref):
     one_frame = dataclasses.replace(t, masks=[[m if f == 0 else None for f, m in enumerate(masks)] for masks in t.masks],
                                     centres=np.where(np.arange(F)[None, :, None] == 0, t.centres, np.nan))
     assert score_physical(spec_ref, one_frame) == (5, 1.0, "too few frames to judge")
+
+
+def parts_of(reason: str) -> dict[str, float]:
+    """score_temporal_consistency's reason as {part: value}."""
+    return {k.strip(): float(v) for k, v in (p.rsplit(" ", 1) for p in reason.split(", "))}
+
+
+def test_temporal_consistency_flags_a_teleport_against_the_truths_own_step(spec_ref):
+    """Entity 0 (moving right about 5 px a frame) put 0.3 of the frame off its track in frame 1: the steps into and
+    out of frame 1 exceed its true step plus 0.15 of the frame, 2 of the 24 steps of the three entities."""
+    from evaluation.grounded.scores import score_temporal_consistency
+
+    t = spec_ref.tracks
+    assert score_temporal_consistency(spec_ref, spec_ref.frames, t)[1] == 1.0
+    centres = t.centres.copy()
+    centres[0, 1, 1] += 0.3 * min(H, W)
+    _, _, reason = score_temporal_consistency(spec_ref, spec_ref.frames, dataclasses.replace(t, centres=centres))
+    assert parts_of(reason) == {"presence": 1.0, "area continuity": 1.0, "no teleport": round(22 / 24, 2), "no flicker": 1.0}
+
+
+def test_temporal_consistency_compares_area_ratios_with_one_added(spec_ref):
+    """Blobs of no area in the truth and in the video: (0 + 1) / (0 + 1) on both sides, continuous."""
+    from evaluation.grounded.scores import score_temporal_consistency
+
+    t = spec_ref.tracks
+    empty = dataclasses.replace(t, areas=np.zeros_like(t.areas))
+    ref = dataclasses.replace(spec_ref, tracks=empty)
+    _, _, reason = score_temporal_consistency(ref, ref.frames, empty)
+    assert parts_of(reason)["area continuity"] == 1.0
+
+
+def test_temporal_consistency_judges_with_what_it_has(spec_ref):
+    from evaluation.grounded.scores import score_temporal_consistency
+
+    t = spec_ref.tracks
+    unseen = dataclasses.replace(spec_ref, visible=np.zeros_like(spec_ref.visible))  # never visible: presence 1
+    assert parts_of(score_temporal_consistency(unseen, unseen.frames, t)[2])["presence"] == 1.0
+    every_other = dataclasses.replace(t, masks=[[m if f % 2 == 0 else None for f, m in enumerate(ms)] for ms in t.masks])
+    got = parts_of(score_temporal_consistency(spec_ref, spec_ref.frames, every_other)[2])
+    assert (got["area continuity"], got["no teleport"]) == (1.0, 1.0)  # no consecutive pair: nothing to judge
+
+
+def test_temporal_consistency_flicker_part_stays_in_zero_one(spec_ref):
+    from evaluation.grounded.scores import score_temporal_consistency
+
+    noise = np.random.default_rng(0).integers(0, 256, spec_ref.frames.shape, dtype=np.uint8)
+    _, value, reason = score_temporal_consistency(spec_ref, noise, spec_ref.tracks)
+    assert parts_of(reason)["no flicker"] == 0.0 and value == pytest.approx(0.75)
