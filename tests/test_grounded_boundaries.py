@@ -2,8 +2,8 @@
 
 tests/test_grounded_judge.py shows which way a corruption moves each score on rendered videos; a cut moved by a
 small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks are
-written by hand, so each test pins one rule of `score_interaction`, `score_spatial`, `score_physical` or
-`score_temporal_consistency` (evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
+written by hand, so each test pins one rule of `score_interaction`, `score_spatial`, `score_physical`,
+`score_temporal_consistency` or `score_motion_alignment` (evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
 survivors, docs/testing.md).
 """
 
@@ -201,3 +201,21 @@ def test_temporal_consistency_flicker_part_stays_in_zero_one(spec_ref):
     noise = np.random.default_rng(0).integers(0, 256, spec_ref.frames.shape, dtype=np.uint8)
     _, value, reason = score_temporal_consistency(spec_ref, noise, spec_ref.tracks)
     assert parts_of(reason)["no flicker"] == 0.0 and value == pytest.approx(0.75)
+
+
+def test_motion_alignment_of_a_still_prompt_asks_entities_to_stay_put():
+    from evaluation.grounded.scores import score_motion_alignment
+
+    one = build_reference(ONE, F, H, W, FPS)
+    assert score_motion_alignment(one, one.tracks) == (5, 1.0, "still prompt: entities stay put")
+    drift = one.tracks.centres + np.linspace(0, 0.2 * min(H, W), F)[None, :, None]  # 0.2 of the frame in all
+    assert score_motion_alignment(one, dataclasses.replace(one.tracks, centres=drift))[:2] == (1, 0.0)
+
+
+def test_motion_alignment_counts_a_crawl_in_the_right_direction_as_wrong(spec_ref):
+    """Steps a fifth of the truth's, in its direction, are under a quarter of it: no agreement."""
+    from evaluation.grounded.scores import score_motion_alignment
+
+    t = spec_ref.tracks
+    crawl = t.centres[:, :1] + 0.2 * (t.centres - t.centres[:, :1])  # every step a fifth as long, same direction
+    assert score_motion_alignment(spec_ref, dataclasses.replace(t, centres=crawl))[1] == 0.0
