@@ -3,8 +3,8 @@
 tests/test_grounded_judge.py shows which way a corruption moves each score on rendered videos; a cut moved by a
 small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks are
 written by hand, so each test pins one rule of `score_interaction`, `score_spatial`, `score_physical`,
-`score_temporal_consistency` or `score_motion_alignment` (evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
-survivors, docs/testing.md).
+`score_temporal_consistency`, `score_motion_alignment` or `score_scene_style` (evaluation/grounded/scores.py)
+on the value it gives, and fails when the rule changes (the mutation run's survivors, docs/testing.md).
 """
 
 from __future__ import annotations
@@ -219,3 +219,21 @@ def test_motion_alignment_counts_a_crawl_in_the_right_direction_as_wrong(spec_re
     t = spec_ref.tracks
     crawl = t.centres[:, :1] + 0.2 * (t.centres - t.centres[:, :1])  # every step a fifth as long, same direction
     assert score_motion_alignment(spec_ref, dataclasses.replace(t, centres=crawl))[1] == 0.0
+
+
+@pytest.mark.parametrize("offset,score", [(5, 5), (15, 4), (30, 3), (45, 2), (70, 1)])
+def test_scene_style_scores_the_background_colour_error_by_its_cuts(spec_ref, offset: int, score: int):
+    """Every background pixel off by `offset` in each channel: the error is the offset, scored by SCENE_ERR_CUTS
+    (10, 20, 35, 55 -> 5, 4, 3, 2, else 1)."""
+    from evaluation.grounded.scores import score_scene_style
+
+    video = spec_ref.frames.astype(np.int32) + offset  # not clipped: the error is exactly the offset's size
+    got, err, _ = score_scene_style(spec_ref, video, spec_ref.tracks)
+    assert (got, err) == (score, pytest.approx(offset))
+
+
+def test_scene_style_without_background_says_so(spec_ref):
+    from evaluation.grounded.scores import score_scene_style
+
+    everything = dataclasses.replace(spec_ref.tracks, labels=np.zeros_like(spec_ref.tracks.labels))  # all one blob
+    assert score_scene_style(spec_ref, spec_ref.frames, everything) == (1, float("inf"), "no background visible")
