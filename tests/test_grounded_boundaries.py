@@ -18,7 +18,7 @@ import pytest
 from evaluation.grounded import build_reference
 from evaluation.grounded.scores import score_interaction, score_spatial
 from sara.data import synthetic as S
-from test_grounded_judge import FOLLOW, FPS, H, MEET, SPEC, W, F
+from grounded_testlib import FOLLOW, FPS, H, MEET, SPEC, W, F
 
 ONE = S.SceneSpec.model_validate({"style": "studio", "camera": "static", "entities": [
     {"ref_id": "OBJECT_1", "shape": "circle", "colour": "red", "start": [0.3, 0.4], "motion": {"kind": "static"}},

@@ -13,25 +13,9 @@ from evaluation.grounded import aligned_iou, build_reference, grounded_scores, g
 from evaluation.rubric.dimensions import ALL_DIMS, MQ_DIMS, TA_DIMS
 from sara.data import synthetic as S
 
-F, H, W, FPS = 9, 64, 64, 8
+from grounded_testlib import F, FOLLOW, FPS, H, MEET, SPEC, W  # the scene specs shared with test_grounded_boundaries
 
-SPEC = S.SceneSpec.model_validate({"style": "studio", "camera": "static", "entities": [
-    {"ref_id": "OBJECT_1", "shape": "circle", "colour": "red", "start": [0.2, 0.3], "motion": {"kind": "linear", "direction": "right", "speed": "fast"}},
-    {"ref_id": "OBJECT_2", "shape": "square", "colour": "blue", "start": [0.78, 0.45], "motion": {"kind": "linear", "direction": "down", "speed": "slow"}},
-    {"ref_id": "PERSON_1", "shape": "figure", "colour": "green", "start": [0.25, 0.72], "motion": {"kind": "static"}},
-]})
-MEET = S.SceneSpec.model_validate({"style": "sky", "camera": "static", "entities": [
-    {"ref_id": "OBJECT_1", "shape": "triangle", "colour": "yellow", "size": "small", "start": [0.15, 0.5], "motion": {"kind": "meet", "partner": "OBJECT_2"}},
-    {"ref_id": "OBJECT_2", "shape": "star", "colour": "red", "size": "small", "start": [0.85, 0.55], "motion": {"kind": "meet", "partner": "OBJECT_1"}},
-]})
-
-
-FOLLOW = S.SceneSpec.model_validate({"style": "grid_floor", "camera": "static", "entities": [
-    {"ref_id": "OBJECT_1", "shape": "square", "colour": "blue", "start": [0.55, 0.5], "motion": {"kind": "linear", "direction": "right", "speed": "slow"}},
-    {"ref_id": "PERSON_1", "shape": "figure", "colour": "green", "motion": {"kind": "follow", "partner": "OBJECT_1"}},
-]})
-
-# Every dimension's score, value and reason on fixed videos (raw frames, no codec): the cases above say which way a
+# Every dimension's score, value and reason on fixed videos (raw frames, no codec): the cases below say which way a
 # score must move; these pin how far, so a changed cut, margin or weight shows. Written by the judge as it stands;
 # after a deliberate change, review the diff of `GROUNDED_GOLDEN_WRITE=1 python -m pytest tests/test_grounded_judge.py`.
 GOLDEN = Path(__file__).parent / "golden" / "grounded_scores.json"
