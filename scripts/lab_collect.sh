@@ -8,7 +8,7 @@ set -uo pipefail
 WORK=$1; OUT=$(realpath -m "$2")
 cd "$WORK" && tar czf "$OUT.part" --exclude='*.mp4' --exclude='*.pt' --exclude='*.safetensors' --exclude='*.bin' \
     --exclude='.*.tmp*' --exclude='outputs/rubric/oracle/*.png' --ignore-failed-read \
-    $(ls -d repro_times.json gpu_util.csv outputs/comparison outputs/mechanism outputs/metrics outputs/rubric \
+    $(ls -d repro_times.json repro_times_claims.json gpu_util.csv outputs/comparison outputs/mechanism outputs/metrics outputs/rubric \
       outputs/aligner outputs/study models/vae/metrics.json models/vae/reconstruction.png models/vfm/metrics.json \
       models/base/pretrain_metrics.json models/base/curve.json models/base/curve tmp/repro_logs 2>/dev/null) \
   && mv "$OUT.part" "$OUT"

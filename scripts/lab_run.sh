@@ -4,6 +4,7 @@
 # sampling GPU utilisation throughout (scripts/gpu_busy.py). Results stay in the copy ($WORK), and their small part
 # (no models, no videos) in $RESULTS (scripts/lab_collect.sh), refreshed every minute while the DAG runs:
 #   bash scripts/lab_run.sh /tmp/minilm-fp16 init_dit pretrain_vfm eval_aligner rubric-base
+#   CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16
 set -euo pipefail
 MINILM=$1; shift
 WORK=${WORK:-/tmp/lab}
@@ -21,7 +22,16 @@ PY
 python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
 RESULTS=${RESULTS:-/tmp/lab_results.tgz}  # the results without models and videos, refreshed every minute
-python3 scripts/gpu_busy.py record gpu_util.csv -- sara repro --jobs "${JOBS:-8}" --times repro_times.json "$@" &
+# CLAIMS_FIRST=1 (no targets given): first the stages that score the runs the pre-registered claims compare
+# (scripts/lab_claim_stages.py), then the rest of the DAG; a run cut short by the device time has the claims' scores.
+REPRO_CMD="sara repro --jobs ${JOBS:-8}"
+if [ "${CLAIMS_FIRST:-0}" = 1 ] && [ $# -eq 0 ]; then
+  CLAIM_STAGES=$(python3 scripts/lab_claim_stages.py params.yaml | tr '\n' ' ')
+  set -- bash -c "$REPRO_CMD --times repro_times_claims.json $CLAIM_STAGES && $REPRO_CMD --times repro_times.json"
+else
+  set -- $REPRO_CMD --times repro_times.json "$@"
+fi
+python3 scripts/gpu_busy.py record gpu_util.csv -- "$@" &
 REPRO=$!
 while kill -0 "$REPRO" 2>/dev/null; do sleep 60; bash scripts/lab_collect.sh "$WORK" "$RESULTS" || true; done
 STATUS=0; wait "$REPRO" || STATUS=$?

@@ -75,3 +75,20 @@ def test_collect_keeps_results_and_leaves_out_models_videos_and_outputs_being_wr
     with tarfile.open(out) as tar:
         names = {n for n in tar.getnames() if not tar.getmember(n).isdir()}
     assert names == {"outputs/rubric/sft/syn_01_s0.json", "models/vae/metrics.json"}
+
+
+def test_claim_stages_score_every_run_the_lab_claims_compare():
+    """CLAIMS_FIRST reproduces these stages first: each must exist in the lab DAG, and together they must score
+    every run a pre-registered claim names (a claim left out would end untested when the device time runs out)."""
+    from sara.config import load_params
+    from sara.pipeline import stages
+
+    params = load_params(ROOT / "configs" / "lab.yaml")
+    first = _script("lab_claim_stages").claim_stages(ROOT / "configs" / "lab.yaml")
+    dag = {s.name for s in stages(params)}
+    assert set(first) <= dag, sorted(set(first) - dag)
+    scored = {name.removeprefix("rubric-") for name in first if name.startswith("rubric-")}
+    for claim in params.comparison.claims:
+        a, _, b = claim.split(" on ")[0].split(" ")
+        assert {a.replace("@", "-"), b.replace("@", "-")} <= scored, claim
+    assert len(first) < len(dag) / 3  # the claims' runs only, not the matrix
