@@ -6,6 +6,8 @@ critical path after the last sampling stage (docs/lab/comparison.md).
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -41,3 +43,17 @@ def test_worker_processes_give_the_scores_of_one_process(tmp_path: Path):
     assert len(per_video) == 3 and per_video == sorted(p.name for p in (tmp_path / "three").glob("*_s0.json"))
     for name in per_video:
         assert json.loads((tmp_path / "one" / name).read_text()) == json.loads((tmp_path / "three" / name).read_text())
+
+
+def test_grounded_pool_takes_the_stage_share_of_the_cores(monkeypatch):
+    """Under `sara repro --jobs N` each stage gets cores // N (OMP_NUM_THREADS): a rubric stage beside the trainers
+    must not start a process per core of the machine; alone (unset) it takes every core it may use."""
+    from evaluation.rubric.evaluate import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_workers() == 16
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert default_workers() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert default_workers() == 16  # never more processes than cores

@@ -76,9 +76,13 @@ def _judge_note(name: str, judges: list[Any]) -> dict:
 
 
 def default_workers() -> int:
-    """Processes for the grounded judge: every core this process may use (the scores are pure functions of a
-    video and its prompt, so the count changes the wall time only)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Processes for the grounded judge: every core this process may use, or its share of them when the stage runs
+    beside others (`sara repro --jobs N` sets OMP_NUM_THREADS to cores // N: a pool of every core in each of
+    several rubric stages beside the trainers oversubscribed the machine). The scores are pure functions of a
+    video and its prompt, so the count changes the wall time only."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cores, int(share))) if share.isdigit() else cores
 
 
 def _grounded_one(spec: dict, path: Path, fps: int) -> dict:
