@@ -237,3 +237,75 @@ def test_scene_style_without_background_says_so(spec_ref):
 
     everything = dataclasses.replace(spec_ref.tracks, labels=np.zeros_like(spec_ref.tracks.labels))  # all one blob
     assert score_scene_style(spec_ref, spec_ref.frames, everything) == (1, float("inf"), "no background visible")
+
+
+# --- the camera's shift search (shift_errors, _best_shift) and the background both videos show (_both_background)
+
+
+def _textured(F_: int, H_: int, W_: int, dy: int, dx: int) -> np.ndarray:
+    """(F, H, W, 3) uint8 noise texture whose frame f+1 is frame f moved by (dy, dx): frame f+1 at (y, x) shows
+    frame f at (y - dy, x - dx), which is what shift_errors compares at index [f, dy + m, dx + m]."""
+    big = np.random.default_rng(0).integers(0, 255, (H_ + 40, W_ + 40)).astype(np.uint8)
+    frames = [np.roll(big, (k * dy, k * dx), axis=(0, 1))[20 : 20 + H_, 20 : 20 + W_] for k in range(F_)]
+    return np.repeat(np.stack(frames)[..., None], 3, axis=-1)
+
+
+@pytest.mark.parametrize("dy, dx", [(-3, 2), (2, -4), (-4, -1), (4, 3), (3, 4), (0, 0)])
+def test_shift_errors_find_every_shift_in_both_directions(dy: int, dx: int):
+    """The search covers -m..m in y and x (default m = 4: a 9 x 9 grid), and a shift's error sits at [dy + m, dx + m]."""
+    from evaluation.grounded.scores import shift_errors
+
+    video = _textured(3, 32, 32, dy, dx)
+    err = shift_errors(video, np.ones(video.shape[:3], bool))
+    assert err.shape == (2, 9, 9)
+    for f in range(2):
+        assert err[f, dy + 4, dx + 4] == 0.0
+        assert np.sort(err[f].ravel())[1] > 10.0  # every other shift of a noise texture is far off
+
+
+def test_shift_errors_need_twenty_valid_pixels():
+    """A shift is judged on at least 20 background pixels both frames show; 19 leave it unjudged (inf)."""
+    from evaluation.grounded.scores import shift_errors
+
+    video = _textured(2, 24, 40, 0, 0)
+    for n, finite in ((20, True), (19, False)):
+        valid = np.zeros(video.shape[:3], bool)
+        valid[:, 8, 4 : 4 + n] = True  # one row inside the interior (m = 4 .. H - m)
+        assert np.isfinite(shift_errors(video, valid)[0, 4, 4]) == finite, n
+
+
+def test_best_shift_prefers_the_smallest_shift_on_ties_and_the_true_one_otherwise():
+    from evaluation.grounded.scores import _best_shift
+
+    flat = np.ones((9, 9))
+    assert _best_shift(flat) == (4, 4)  # a flat background shows no motion
+    err = np.ones((9, 9))
+    err[6, 4] = 0.0  # (dy, dx) = (2, 0) explains the step exactly
+    assert _best_shift(err) == (6, 4)
+    err = np.ones((9, 9))
+    err[4, 4], err[4, 8] = 0.5, 0.5 - 5e-3  # the far shift (|dx| = 4: penalty 4e-3) is better by more than that
+    assert _best_shift(err) == (4, 8)
+    err[4, 8] = 0.5 - 3e-3  # ... and by less: the centre wins
+    assert _best_shift(err) == (4, 4)
+
+
+def test_both_background_leaves_out_what_either_video_calls_an_entity():
+    """Background both show: not an entity in the truth's own tracks (label >= 0, entity 0 included), not within
+    one pixel of a reference entity mask, and not an entity in the generated video's tracks."""
+    from types import SimpleNamespace
+
+    from evaluation.grounded.scores import _both_background
+
+    labels = np.full((1, 10, 10), -1)
+    labels[0, 1, 1] = 0  # the truth's tracks call this pixel entity 0 (no reference mask there)
+    labels[0, 1, 8] = 1
+    masks = np.zeros((2, 1, 10, 10), bool)
+    masks[1, 0, 7, 7] = True  # a reference mask: it and its 8 neighbours are foreground
+    gen = np.full((1, 10, 10), -1)
+    gen[0, 5, 2] = 0  # the generated video's tracks call this pixel an entity
+    ref = SimpleNamespace(tracks=SimpleNamespace(labels=labels), entity_masks=masks)
+    bg = _both_background(ref, SimpleNamespace(labels=gen))
+    expected = np.ones((1, 10, 10), bool)
+    expected[0, 1, 1] = expected[0, 1, 8] = expected[0, 5, 2] = False
+    expected[0, 6:9, 6:9] = False
+    np.testing.assert_array_equal(bg, expected)
