@@ -45,6 +45,7 @@ from pathlib import Path
 from flows import dvc_runner
 from flows.dag import Dag, load_dag
 from flows.dvc_runner import DvcError, run_dvc
+from sara.env import STAGE_CORES_ENV
 from sara.runs import Run
 
 RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0)  # a DVC lock is held for seconds, while it hashes one stage
@@ -202,7 +203,9 @@ def share_cores(jobs: int, env: Mapping[str, str] | None = None) -> dict[str, st
     cores for PyTorch's intra-op threads (N processes x all cores would oversubscribe the machine)."""
     out = dict(os.environ if env is None else env)
     if jobs > 1:
-        out.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+        share = str(max(1, (os.cpu_count() or 1) // jobs))
+        out.setdefault("OMP_NUM_THREADS", share)
+        out.setdefault(STAGE_CORES_ENV, share)
     return out
 
 

@@ -70,6 +70,11 @@ def apply_offline_defaults() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workspace_root() / 'mlflow.db'}")
 
 
+# Set by `sara repro --jobs N` for each stage it starts: the stage's share of the machine's cores (cores // N). A stage
+# that fans out over processes (the grounded judge) takes that many, not every core beside the other stages.
+STAGE_CORES_ENV = "SARA_STAGE_CORES"
+
+
 def one_cpu_thread_for_tiny_models(scale: str) -> None:
     """At the embedded scale, one intra-op thread per stage process (OMP_NUM_THREADS=1, unless already set).
 

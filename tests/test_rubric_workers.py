@@ -46,14 +46,20 @@ def test_worker_processes_give_the_scores_of_one_process(tmp_path: Path):
 
 
 def test_grounded_pool_takes_the_stage_share_of_the_cores(monkeypatch):
-    """Under `sara repro --jobs N` each stage gets cores // N (OMP_NUM_THREADS): a rubric stage beside the trainers
-    must not start a process per core of the machine; alone (unset) it takes every core it may use."""
+    """Under `sara repro --jobs N` each stage gets cores // N: a rubric stage beside the trainers must not start a
+    process per core of the machine; alone it takes every core it may use, whatever torch's thread count (the
+    embedded scale's OMP_NUM_THREADS=1 is about torch's threads, not this pool)."""
     from evaluation.rubric.evaluate import default_workers
+    from flows.repro import share_cores
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    for key in ("OMP_NUM_THREADS", "SARA_STAGE_CORES"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert default_workers() == 16
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    for key, value in share_cores(8, env={}).items():  # what `sara repro --jobs 8` gives each stage
+        monkeypatch.setenv(key, value)
     assert default_workers() == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    monkeypatch.setenv("SARA_STAGE_CORES", "64")
     assert default_workers() == 16  # never more processes than cores

@@ -77,11 +77,13 @@ def _judge_note(name: str, judges: list[Any]) -> dict:
 
 def default_workers() -> int:
     """Processes for the grounded judge: every core this process may use, or its share of them when the stage runs
-    beside others (`sara repro --jobs N` sets OMP_NUM_THREADS to cores // N: a pool of every core in each of
-    several rubric stages beside the trainers oversubscribed the machine). The scores are pure functions of a
-    video and its prompt, so the count changes the wall time only."""
+    beside others (`sara repro --jobs N` gives each stage cores // N in SARA_STAGE_CORES: a pool of every core in
+    each of several rubric stages beside the trainers oversubscribed the machine). The scores are pure functions of
+    a video and its prompt, so the count changes the wall time only."""
+    from sara.env import STAGE_CORES_ENV
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = os.environ.get("OMP_NUM_THREADS", "")
+    share = os.environ.get(STAGE_CORES_ENV, "")
     return max(1, min(cores, int(share))) if share.isdigit() else cores
 
 
