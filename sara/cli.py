@@ -74,14 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         argv = [f"study-{argv[1]}", *argv[2:]]
     parser = argparse.ArgumentParser(prog="sara", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
+    named = next((arg for arg in argv if not arg.startswith("-")), None)  # the stage on the command line
+    module = None
     for name, module_name in STAGES.items():
         p = sub.add_parser(name)
         p.add_argument("--params", default="params.yaml", help="params file (validated before any work)")
-        module = _stage_module(module_name)
-        if module is not None and hasattr(module, "add_arguments"):
-            module.add_arguments(p)
+        if name == named:  # only this stage's module is imported: every stage process pays for its own imports only
+            module = _stage_module(module_name)
+            if module is not None and hasattr(module, "add_arguments"):
+                module.add_arguments(p)
     args = parser.parse_args(argv)
-    module = _stage_module(STAGES[args.stage])
     if module is None:
         parser.error(f"stage {args.stage!r} is not available in this checkout")
     try:
