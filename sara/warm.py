@@ -153,6 +153,8 @@ def serve(sock_path: Path) -> None:
     idle_since = time.monotonic()
     try:
         while running or time.monotonic() - idle_since < IDLE_S:
+            if running:
+                idle_since = time.monotonic()  # idle counts from the end of the last command
             ready = [key.fileobj for key, _ in events.select(timeout=1.0)]
             if wake_r in ready:
                 os.read(wake_r, 4096)
@@ -209,9 +211,9 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-        sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        # The server's own streams now write to the command's (libraries may hold them since their import).
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        sys.stdout.reconfigure(line_buffering=os.isatty(1))
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -230,7 +232,7 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
 
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 stream.flush()
             except (OSError, ValueError):
