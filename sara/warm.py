@@ -80,14 +80,17 @@ def socket_path() -> Path:
 def run(argv: list[str]) -> int | None:
     """Run `sara <argv>` in the warm server; None when there is none yet (one is started for the next command and
     the caller runs this one itself)."""
-    sock_path = socket_path()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(CONNECT_S)
     try:
+        sock_path = socket_path()
         conn.connect(str(sock_path))
-    except OSError:
+    except OSError:  # no server (or no place for one): this command runs cold
         conn.close()
-        _start_server(sock_path)
+        try:
+            _start_server(socket_path())
+        except OSError:
+            pass
         return None
     conn.settimeout(None)
     request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "path": sys.path, "client": os.getpid()}
