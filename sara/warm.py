@@ -19,8 +19,8 @@ What keeps a forked stage the same as a fresh process:
   command's process is gone (the socket closes), and `sara.env.one_cpu_thread_for_tiny_models` sets torch's
   threads itself since torch is already imported.
 
-On by default for commands run by DVC (`DVC_STAGE` set), except under pytest and in distributed launches; `SARA_WARM=0`
-turns it off, `SARA_WARM=1` on for any command. With `SARA_WARM_USAGE=<file>` the server appends each child's
+On by default for commands run by DVC (`DVC_STAGE` set) on a machine without a GPU, except under pytest and in
+distributed launches; `SARA_WARM=0` turns it off, `SARA_WARM=1` on for any command. With `SARA_WARM_USAGE=<file>` the server appends each child's
 CPU time there: the CPU of a forked stage is the server's child's, not the command's (`/usr/bin/time dvc repro`
 does not see it).
 """
@@ -56,12 +56,16 @@ PER_COMMAND_ENV = ("DVC_", "SARA_DVC_STAGE", "SARA_MLFLOW_PARENT_RUN_ID", "SARA_
                    "SARA_WARM_USAGE", "PWD", "OLDPWD", "SHLVL", "_")
 
 
-def enabled(env: dict[str, str] | None = None) -> bool:
+def enabled(env: dict[str, str] | None = None, gpu: bool | None = None) -> bool:
+    """Whether this command goes to the warm server. Not on a GPU machine: a library that initialises the CUDA
+    driver while the server imports it (a device query) would leave it unusable in every forked child, and there a
+    stage's work dwarfs its imports."""
     env = os.environ if env is None else env
     if env.get("SARA_WARM") in ("0", "1"):
         return env["SARA_WARM"] == "1"
+    gpu = Path("/dev/nvidiactl").exists() if gpu is None else gpu
     distributed = "LOCAL_RANK" in env or "WORLD_SIZE" in env  # one process per GPU: each rank starts itself
-    return bool(env.get("DVC_STAGE")) and "PYTEST_CURRENT_TEST" not in env and not distributed
+    return bool(env.get("DVC_STAGE")) and "PYTEST_CURRENT_TEST" not in env and not distributed and not gpu
 
 
 def _identity() -> dict:

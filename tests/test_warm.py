@@ -97,3 +97,13 @@ def test_torch_imported_before_the_scale_is_known_still_gets_one_thread():
             "one_cpu_thread_for_tiny_models('embedded'); assert torch.get_num_threads() == 1, torch.get_num_threads()")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)})
+
+
+def test_the_warm_start_is_for_stages_run_by_dvc_on_a_machine_without_a_gpu():
+    from sara.warm import enabled
+
+    dvc = {"DVC_STAGE": "rubric-base"}
+    assert enabled(dvc, gpu=False) and not enabled({}, gpu=False)
+    assert not enabled(dvc, gpu=True)  # a CUDA driver initialised before a fork is unusable in the child
+    assert not enabled({**dvc, "PYTEST_CURRENT_TEST": "t"}, gpu=False) and not enabled({**dvc, "LOCAL_RANK": "0"}, gpu=False)
+    assert not enabled({**dvc, "SARA_WARM": "0"}, gpu=False) and enabled({"SARA_WARM": "1"}, gpu=True)
