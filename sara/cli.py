@@ -17,11 +17,6 @@ import importlib
 import os
 import sys
 
-from sara.config import ParamsError, load_params
-from sara.env import one_cpu_thread_for_tiny_models
-from sara.errors import InputError
-from sara.io import WRITE_ERRNOS
-
 # stage name on the command line -> module under sara.stages (one module per DVC stage)
 STAGES = {
     "check-params": "check_params",
@@ -51,6 +46,24 @@ STUDY_USAGE = "usage: sara study {build,serve,report} [--params params.yaml] [op
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in STAGES or argv[:2] in (["study", "build"], ["study", "report"]):  # a DVC stage
+        from sara import warm
+
+        if warm.enabled():  # forked from an interpreter that has imported the heavy libraries (sara/warm.py)
+            code = warm.run(argv)
+            if code is not None:
+                return code
+    return main_here(argv)
+
+
+def main_here(argv: list[str], lifeline: bool = True) -> int:
+    """The command in this process. `lifeline`: stop when DVC is gone (off in a warm child, whose socket is its
+    lifeline)."""
+    from sara.config import ParamsError, load_params
+    from sara.env import one_cpu_thread_for_tiny_models
+    from sara.errors import InputError
+    from sara.io import WRITE_ERRNOS
+
     if argv[:1] == ["sweep"]:  # orchestration, not a stage: `flows/sweep.py` drives the Prefect deployment
         from flows.sweep import main as sweep_main
 
@@ -74,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         argv = [f"study-{argv[1]}", *argv[2:]]
     parser = argparse.ArgumentParser(prog="sara", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
+    named = next((arg for arg in argv if not arg.startswith("-")), None)  # the stage on the command line
+    module = None
     for name, module_name in STAGES.items():
         p = sub.add_parser(name)
         p.add_argument("--params", default="params.yaml", help="params file (validated before any work)")
-        module = _stage_module(module_name)
-        if module is not None and hasattr(module, "add_arguments"):
-            module.add_arguments(p)
+        if name == named:  # only this stage's module is imported: every stage process pays for its own imports only
+            module = _stage_module(module_name)
+            if module is not None and hasattr(module, "add_arguments"):
+                module.add_arguments(p)
     args = parser.parse_args(argv)
-    module = _stage_module(STAGES[args.stage])
     if module is None:
         parser.error(f"stage {args.stage!r} is not available in this checkout")
     try:
@@ -91,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
     one_cpu_thread_for_tiny_models(params.project.scale)  # before the stage imports torch
-    if os.environ.get("DVC_STAGE"):  # run by DVC: stop when DVC is gone, never train on as an orphan
+    if lifeline and os.environ.get("DVC_STAGE"):  # run by DVC: stop when DVC is gone, never train on as an orphan
         from sara.lifeline import die_with_parent
 
         die_with_parent()

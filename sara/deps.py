@@ -25,6 +25,7 @@ FIRST_PARTY = ("sara", "evaluation")
 NEUTRAL: dict[str, str] = {
     "sara/__init__.py": "applies sara/env.py at import; no computation",
     "sara/cli.py": "argument parsing and dispatch to sara/stages/<stage>.py",
+    "sara/warm.py": "runs a stage's process forked from one that has imported the libraries; no computation",
     "sara/env.py": "offline / quiet environment defaults and where the MLflow store lives",
     "sara/tracking.py": "MLflow logging of params, metrics and artifacts (never read back by a stage)",
     "sara/stages/validation_log.py": "MLflow logging of Stage 2 validation videos and their grounded scores",

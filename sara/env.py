@@ -8,6 +8,7 @@ MLflow at a server or a test at a temp database.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,9 @@ def one_cpu_thread_for_tiny_models(scale: str) -> None:
 
     The embedded models are tiny, so torch's second thread buys little, and on shared cores the threads of one op
     spin waiting for each other: a tiny transformer step took 5x the wall time and 8x the CPU with 2 threads than
-    with 1 at a load average of 9 on 2 cores (benchmarks/stage_startup.md). Must run before torch is imported."""
+    with 1 at a load average of 9 on 2 cores (benchmarks/stage_startup.md). torch reads the variable when it is
+    imported; in a process forked with torch already imported (sara/warm.py) the thread count is set here."""
     if scale == "embedded":
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -52,10 +52,10 @@ class StageSpec:
     plots: tuple[str, ...] = ()  # cache: false
     comment: str = ""
     whole_params_file: bool = False  # track every key of params.yaml (the check_params stage), not sections
-    # A per-run stage: its code deps are the digest written by stage `code_<kind>` (sara/stages/code.py), which
+    # A per-run stage: its code deps are its kind's digest, written by stage `code` (sara/stages/code.py), which
     # lists the kind's import closure once instead of in every run's stage.
     code_of: str | None = None
-    closure_of: tuple[str, ...] = ()  # more entry modules whose import closures are code deps (`code_<kind>`)
+    closure_of: tuple[str, ...] = ()  # more entry modules whose import closures are code deps (`code`)
 
     PARAMS_FILE = "params.yaml"  # the file `sara <stage>` and `dvc repro` read by default
 
@@ -170,13 +170,13 @@ def _per_run_stages(p: Params, rows: tuple[Row, ...]) -> list[StageSpec]:
 
 
 def code_stages(kinds: list[str]) -> list[StageSpec]:
-    """One `code_<kind>` stage per kind of per-run stage: the kind's import closure, listed once, to one digest."""
+    """One `code` stage for every kind of per-run stage: each kind's import closure, listed once, to its digest."""
     return [StageSpec(
-        f"code_{kind}", f"sara code --of {kind}", stage_file("code"), (), outs=(str(code_digest_path(kind)),),
-        closure_of=(stage_file(kind),),
-        comment="" if i else "The code of each kind of per-run stage, listed once: each per-run stage depends on its "
-                "kind's digest (sara/stages/code.py), so dvc.lock, which DVC rewrites after every stage, stays small.",
-    ) for i, kind in enumerate(kinds)]
+        "code", f"sara code --of {' '.join(kinds)}", stage_file("code"), (),
+        outs=tuple(str(code_digest_path(kind)) for kind in kinds), closure_of=tuple(stage_file(k) for k in kinds),
+        comment="The code of each kind of per-run stage, listed once: each per-run stage depends on its kind's "
+                "digest (sara/stages/code.py), so dvc.lock, which DVC rewrites after every stage, stays small.",
+    )] if kinds else []
 
 
 CHECK_PARAMS = StageSpec(

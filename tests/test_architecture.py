@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("sara", "sara.config", "sara.params_base", "sara.params_lab", "sara.weights", "sara.env", "sara.errors", "sara.io", "sara.integrity", "sara.runs", "sara.claims", "sara.deps", "sara.data", "sara.masks", "sara.models", "sara.losses",
            "sara.methods", "sara.train", "sara.sample")
 EVALUATION = ("evaluation",)
-PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline", "sara.lifeline")
+PIPELINE = ("sara.stages", "sara.cli", "sara.tracking", "sara.pipeline", "sara.lifeline", "sara.warm")
 ORCHESTRATION = ("flows",)
 LAYERS = {"library": LIBRARY, "evaluation": EVALUATION, "pipeline": PIPELINE, "orchestration": ORCHESTRATION}
 ORDER = list(LAYERS)

@@ -98,11 +98,12 @@ def test_changing_sara_params_does_not_make_sft_stale(tmp_path: Path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     targets = [name for name in stages if name.startswith("train_dit-")]
-    code = "code_train_dit"  # the train_dit stages' import closure, listed once; they read its digest
-    (digest,) = stages[code]["outs"]
+    code = "code"  # every per-run kind's import closure, listed once; the train_dit stages read their kind's digest
+    digest = "tmp/code/train_dit.json"
+    assert digest in stages[code]["outs"]
     assert all(digest in stages[t]["deps"] for t in targets)
     paths = {d for t in [code, *targets] for d in stages[t]["deps"]} | {o for t in targets for o in stages[t]["outs"]}
-    paths |= set(stages["init_dit"]["outs"])
+    paths |= set(stages["init_dit"]["outs"]) | set(stages[code]["outs"])
     paths |= {m for t in targets for item in stages[t].get("metrics", []) for m in item}  # the run's timings
     for p in sorted(paths):  # placeholder deps and outs: only their hashes matter here
         target = tmp_path / p

@@ -248,10 +248,10 @@ def _fake_vbench_modules(monkeypatch, calls: list) -> None:
     def make(name, result):
         class Bench:
             def __init__(self, device, full_info, output_path):
-                self.output_path = output_path
+                self.output_path, self.device = output_path, device
 
             def evaluate(self, videos_path, name, prompt_list, dimension_list, local, mode, **kw):
-                calls.append({"cls": cls_name, "mode": mode, "local": local, "kwargs": kw})
+                calls.append({"cls": cls_name, "mode": mode, "local": local, "kwargs": kw, "device": self.device})
                 (Path(self.output_path) / f"{name}_eval_results.json").write_text(json.dumps({dimension_list[0]: result}))
 
         cls_name = name
@@ -297,3 +297,26 @@ def test_worker_runs_vbench_or_vbench_long_with_its_documented_arguments(tmp_pat
     lengths = dict(line.split(": ") for line in Path(kw["clip_length_config"]).read_text().splitlines())
     assert Path(kw["clip_length_config"]).is_absolute() and lengths["temporal_flickering"] == "2.0"
     assert result["dimensions"]["temporal_flickering"] == {"raw": 0.9, "n_videos": 1, "n_clips": 3}
+
+
+def test_the_vbench_stage_leaves_device_auto_to_the_worker(tmp_path, monkeypatch):
+    """The stage process imported torch (~1.5 s of start-up per vbench stage) only to turn `vbench.device: auto`
+    into cpu or cuda for the worker, which imports torch anyway: now the worker resolves it."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from evaluation.vbench import worker
+
+    code = ("import sys; from sara.stages.vbench import worker_device; "
+            "assert worker_device('auto') == 'auto' and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    calls: list = []
+    _fake_vbench_modules(monkeypatch, calls)
+    job = {"videos_path": str(tmp_path / "videos"), "name": "sara", "dimensions": ["temporal_flickering"],
+           "mode": "custom_input", "device": "auto", "cache_dir": None, "full_info": None,
+           "output_path": str(tmp_path / "out"), "result_path": str(tmp_path / "result.json"), "videos_per_prompt": 5}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert worker.main(str(tmp_path / "job.json")) == 0
+    assert calls[0]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")

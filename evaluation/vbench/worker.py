@@ -37,7 +37,12 @@ def main(job_path: str) -> int:
         extra = long_kwargs(job, out_dir)
     else:
         Bench, extra = vbench.VBench, {}
-    bench = Bench(job.get("device", "cpu"), full_info, out_dir)
+    device = job.get("device", "cpu")
+    if device == "auto":  # resolved here, where vbench has imported torch anyway: the stage process never imports it
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    bench = Bench(device, full_info, out_dir)
     result: dict = {"dimensions": {}, "errors": {}, "mode": job["mode"]}
     for dim in job["dimensions"]:
         try:
