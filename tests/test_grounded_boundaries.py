@@ -309,3 +309,98 @@ def test_both_background_leaves_out_what_either_video_calls_an_entity():
     expected[0, 1, 1] = expected[0, 1, 8] = expected[0, 5, 2] = False
     expected[0, 6:9, 6:9] = False
     np.testing.assert_array_equal(bg, expected)
+
+
+# --- motion amplitude (path lengths) and the camera rule (scores of one step), on hand-written tracks and videos
+
+
+def _amplitude(ref, ref_path: float, gen_path: float) -> float:
+    """score_motion_amplitude's value for ONE's entity when the truth's track is `ref_path` pixels long and the
+    generated one `gen_path` (all of each path in the first step, so the lengths are exact)."""
+    from evaluation.grounded.scores import score_motion_amplitude
+
+    def track(length: float) -> np.ndarray:
+        c = np.full((1, F, 2), 20.0)
+        c[0, 1:, 0] += length
+        return c
+
+    truth = dataclasses.replace(ref, tracks=dataclasses.replace(ref.tracks, centres=track(ref_path)))
+    return score_motion_amplitude(truth, dataclasses.replace(ref.tracks, centres=track(gen_path)))[1]
+
+
+def test_motion_amplitude_of_a_still_entity_allows_a_small_drift_then_falls_linearly():
+    """Still in the truth (path < 0.1 of the frame): 0.08 of the frame of extra path is free, then the value falls
+    by 1 per 0.3 of the frame, clipped to [0, 1]."""
+    one = build_reference(ONE, F, H, W, FPS)
+    unit = float(min(H, W))
+    pr = 0.04 * unit
+    assert _amplitude(one, pr, pr + 0.08 * unit) == pytest.approx(1.0)
+    assert _amplitude(one, pr, pr + 0.23 * unit) == pytest.approx(0.5)
+    assert _amplitude(one, pr, pr + 0.68 * unit) == 0.0  # 1 - 2: clipped at 0
+    assert _amplitude(one, pr, 0.0) == 1.0  # less path than the truth: clipped at 1
+
+
+def test_motion_amplitude_of_a_moving_entity_is_the_ratio_of_path_lengths_even_below_a_pixel():
+    one = build_reference(ONE, F, H, W, FPS)
+    assert _amplitude(one, 10.0, 0.5) == pytest.approx(0.05)  # 0.5 / 10: a crawl below one pixel still counts
+    assert _amplitude(one, 10.0, 40.0) == pytest.approx(0.25)
+    assert _amplitude(one, 10.0, 0.0) == 0.0
+
+
+def _columns(pattern: list[int], frames: int, shift: int) -> np.ndarray:
+    """(F, 24, 40, 3) grey video of vertical stripes repeating `pattern`, moved `shift` columns right per frame.
+    Grey (equal channels) keeps the judge's grey level an exact integer."""
+    row = np.array([pattern[x % len(pattern)] for x in range(40)], np.uint8) + 50
+    video = np.stack([np.roll(np.tile(row, (24, 1)), k * shift, axis=1) for k in range(frames)])
+    return np.repeat(video[..., None], 3, axis=-1)
+
+
+def _camera(truth: np.ndarray, video: np.ndarray, hidden: tuple[int, ...] = ()) -> tuple[float, str]:
+    """score_camera's value and reason with every pixel background, except frames `hidden` (all foreground)."""
+    from types import SimpleNamespace
+
+    from evaluation.grounded.scores import score_camera
+
+    labels = np.full(truth.shape[:3], -1)
+    labels[list(hidden)] = 0
+    ref = SimpleNamespace(frames=truth, tracks=SimpleNamespace(labels=labels),
+                          entity_masks=np.zeros((0, *truth.shape[:3]), bool))
+    _, value, reason = score_camera(ref, video, SimpleNamespace(labels=np.full(truth.shape[:3], -1)))
+    return value, reason
+
+
+def test_camera_a_step_is_explained_when_the_truth_shift_is_within_its_margin_of_the_best():
+    """A still truth, a video panning one column per frame: its own best shift is exact (error 0), and the truth's
+    shift (none) leaves the stripes' mean step between neighbouring columns, which must be at most
+    max(0.75, 0.1 x best) grey levels. The 32 judged columns are whole periods, so the means are exact."""
+    still = _columns([0], 4, 0)
+    assert _camera(still, _columns([0, 1, 2, 3, 3, 3, 3, 3], 4, 1))[0] == 1.0  # mean step 6/8 = 0.75: the tie
+    assert _camera(still, _columns([0, 1, 2, 3, 4, 4, 4, 4], 4, 1))[0] == 0.0  # mean step 8/8 = 1.0: past it
+    assert _camera(still, still)[0] == 1.0
+
+
+def test_camera_a_step_with_no_background_passes_and_the_others_are_still_judged():
+    """Frames 0-1 all foreground: steps 0 and 1 have no background in both and pass; step 2 flickers (every grey
+    level + 40: no shift explains it) and fails: 2 of 3."""
+    still = _columns([0, 3, 1, 4, 2], 4, 0)
+    video = still.copy()
+    video[3] = video[3] + 40
+    value, reason = _camera(still, video, hidden=(0, 1))
+    assert (value, reason) == (pytest.approx(2 / 3), "background shift matches the truth on 2/3 steps")
+
+
+@pytest.mark.parametrize("offset, coherent", [(12, True), (13, False)])
+def test_camera_the_best_shift_may_leave_up_to_12_grey_levels_more_than_the_truth(offset: int, coherent: bool):
+    """A still truth and a still video whose every frame is `offset` grey levels brighter than the one before:
+    the best shift (none) leaves exactly `offset`; at most 12 above the truth's own best (0) is coherent."""
+    still = _columns([0, 3, 1, 4, 2], 4, 0)
+    video = still + (np.arange(4) * offset).astype(np.uint8)[:, None, None, None]
+    assert _camera(still, video)[0] == (1.0 if coherent else 0.0)
+
+
+def test_grounded_scores_build_the_reference_themselves_when_none_is_given(spec_ref):
+    """Without `ref` the judge renders the truth at the video's own frames, size and fps: the same scores."""
+    from evaluation.grounded.scores import grounded_scores
+
+    video = spec_ref.frames
+    assert grounded_scores(SPEC, video, FPS) == grounded_scores(SPEC, video, FPS, ref=spec_ref)
