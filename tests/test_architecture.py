@@ -46,10 +46,12 @@ def _layer(module: str) -> str | None:
     return best
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """Every absolute module an import statement in `path` names, with its line (relative imports resolved)."""
+def _imports(path: Path, module: str | None = None) -> list[tuple[int, str]]:
+    """Every absolute module an import statement in `path` names, with its line (relative imports resolved against
+    `module`, by default the module `path` is in this repository)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    package = _module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else _module_name(path)
+    module = module or _module_name(path)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -99,13 +101,11 @@ def test_models_and_losses_stay_single_device_pytorch():
 
 
 def test_the_layer_checker_sees_a_violation(tmp_path: Path):
-    """The checker itself: an import inside a function counts, and a relative import is resolved."""
-    f = ROOT / "sara" / "data" / "_probe_for_test.py"
+    """The checker itself: an import inside a function counts, and a relative import is resolved. The probe is
+    written to the test's temp dir, not into sara/: another test process scanning sara/ would see its import."""
+    f = tmp_path / "_probe_for_test.py"
     f.write_text("def f():\n    from evaluation.report import x\n\nfrom ..stages import data\n")
-    try:
-        mods = [m for _, m in _imports(f)]
-    finally:
-        f.unlink()
+    mods = [m for _, m in _imports(f, "sara.data._probe_for_test")]
     assert "evaluation.report" in mods and "sara.stages.data" in mods
 
 

@@ -226,8 +226,12 @@ def test_a_stage_error_is_not_retried(tmp_path: Path):
 
 
 @pytest.fixture()
-def toy(tmp_path: Path) -> Path:
-    return make_toy_repo(tmp_path / "repo", ROOT / "params.yaml")
+def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The toy DAG with its own tracking store: `sara repro` fills in MLFLOW_TRACKING_URI with the project's
+    mlflow.db when none is set, which every test process would then share."""
+    repo = make_toy_repo(tmp_path / "repo", ROOT / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
+    return repo
 
 
 def _status(repo: Path) -> dict:
