@@ -75,3 +75,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if set(getattr(item, "fixturenames", ())) & HEAVY_FIXTURES.keys():
             item.add_marker(pytest.mark.slow)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # xdist hands tests to its workers in collection order: the long ones first, so that the many short ones
+        # even out the workers at the end instead of one worker finishing a minute-long test alone. The sort is
+        # stable (a module's tests stay in their order) and every worker computes the same one, as xdist requires.
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)

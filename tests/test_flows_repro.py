@@ -226,12 +226,10 @@ def test_a_stage_error_is_not_retried(tmp_path: Path):
 
 
 @pytest.fixture()
-def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The toy DAG with its own tracking store: `sara repro` fills in MLFLOW_TRACKING_URI with the project's
-    mlflow.db when none is set, which every test process would then share."""
-    repo = make_toy_repo(tmp_path / "repo", ROOT / "params.yaml")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    return repo
+def toy(tmp_path: Path, tracking) -> Path:
+    """The toy DAG, its stages logging to the test's own tracking store (`tracking`): without MLFLOW_TRACKING_URI
+    `sara repro` fills in the project's mlflow.db, which every test process would then share."""
+    return make_toy_repo(tmp_path / "repo", ROOT / "params.yaml")
 
 
 def _status(repo: Path) -> dict:

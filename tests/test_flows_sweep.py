@@ -24,7 +24,8 @@ from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss, toy_ta
 from sara.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+# one pytest-xdist worker runs the whole module: its module fixtures start a Prefect server and run the sweep
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flows_sweep")]
 
 
 @pytest.fixture(scope="session")

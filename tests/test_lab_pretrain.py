@@ -14,6 +14,8 @@ import yaml
 from sara.config import params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+# one pytest-xdist worker runs the whole module: its module fixture pretrains the micro lab (half a minute of CPU)
+pytestmark = pytest.mark.xdist_group("lab_pretrain")
 
 
 def micro_lab_params(tmp: Path, steps: int = 2, **extra):
