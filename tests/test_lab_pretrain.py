@@ -247,30 +247,25 @@ def test_vae_trains_on_crops_then_whole_clips():
 @pytest.mark.slow  # trains the lab VAE, encoder and DiT
 def test_lab_trainers_stop_on_steps_never_on_the_clock(micro_lab, tmp_path, monkeypatch):
     """Budgets are steps: with configs/lab.yaml's budgets, the VAE and encoder stages whose clock runs an hour per
-    reading (a slow or busy GPU) still run every step and save the same weights as on a fast clock (the old stages
-    stopped on `max_minutes`, so the model depended on the machine)."""
+    reading (a slow or busy GPU) still run every step and save the same weights as on a real clock (the old stages
+    stopped on `max_minutes`, so the model depended on the machine). The real clock's weights are micro_lab's, built
+    with the same params (2 steps: a stage that looked at the clock after its first step would stop after 1)."""
     import itertools
     import time
 
     from sara.stages import pretrain_vae, pretrain_vfm
 
-    corpus_dir, _ = micro_lab
-    params = micro_lab_params(corpus_dir, steps=3)
-
-    def build(tag: str) -> dict[str, bytes]:
-        saved = {}
-        for stage in (pretrain_vae, pretrain_vfm):
-            out = tmp_path / f"{stage.__name__.rsplit('.', 1)[-1]}_{tag}"
-            out.mkdir()
-            assert stage.build_output(params, out, log=lambda s: None)["steps_done"] == 3
-            saved.update({f"{out.name}/{f.name}": f.read_bytes() for f in out.glob("*.safetensors")})
-        return saved
-
-    fast = build("fast")
+    tmp, params = micro_lab
+    real_clock = {f"{d}/{f.name}": f.read_bytes() for d in ("vae", "vfm") for f in (tmp / d).glob("*.safetensors")}
     hours = itertools.count(0.0, 3600.0)
     monkeypatch.setattr(time, "time", lambda: next(hours))
-    slow = build("slow")
-    assert len(fast) == 2 and list(fast.values()) == list(slow.values())
+    slow_clock = {}
+    for stage, folder in ((pretrain_vae, "vae"), (pretrain_vfm, "vfm")):
+        out = tmp_path / folder
+        out.mkdir()
+        assert stage.build_output(params, out, log=lambda s: None)["steps_done"] == params.pretrain.vae.steps == 2
+        slow_clock.update({f"{folder}/{f.name}": f.read_bytes() for f in out.glob("*.safetensors")})
+    assert len(real_clock) == 2 and real_clock == slow_clock
 
 
 def test_lab_lr_schedule_is_a_function_of_the_step_alone():
