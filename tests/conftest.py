@@ -11,14 +11,15 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist (`-n N`), N worker processes share the machine's cores: each runs torch on its share of
-    them. Left at torch's default (every core), two workers on the 2-core CI machine each spin two intra-op threads
-    on the same tiny tensors."""
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers:
-        import torch
+    """One torch intra-op thread in the test process and in every process it starts (OMP_NUM_THREADS, unless set).
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+    The suite's tensors are tiny, and on the shared 2-core CI machine torch's default (a thread per core) spins both
+    threads against whatever else runs: test_conventions took 64 s with two threads and 10-14 s with one, one after
+    the other at a load average of 2.6 (docs/testing.md). Under pytest-xdist each worker is one such process."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

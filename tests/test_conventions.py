@@ -24,7 +24,7 @@ import yaml
 from sara.config import Params
 from stage2_testlib import REPO, launcher_env, make_clips  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.slow  # 150 training steps of batch 8 in this process: about a minute of CPU
+pytestmark = pytest.mark.slow  # 150 training steps of batch 8 and two samplings in this process: 10-15 s of CPU
 
 REL_ERROR = 0.5
 
@@ -39,6 +39,9 @@ def _params(root: Path) -> Params:
     raw["train"].update(steps=150, lr=1e-2, warmup_steps=0, weight_decay=0.0, grad_clip=1e9, batch_size=8,
                         zero_stage=0, t_min=0.0, t_max=1.0, cache_frozen_inputs=True, checkpoint_every=1000,
                         log_every=1, out_dir=str(root / "dit"), state_dir=str(root / "state"))
+    # the one-process engine: the conventions live in the Stage 2 loop both engines share, and its steps are cheaper
+    # than DeepSpeed's on CPU (test_single_engine holds the two engines to the same trajectory)
+    raw["train"]["engine"] = "torch"
     # the trained model for every step (the low-noise expert would take over below t = 875), no CFG
     raw["sample"].update(frames=5, height=32, width=32, steps=8, boundary_ratio=0.001, guidance=1.0)
     return Params.model_validate(raw)
