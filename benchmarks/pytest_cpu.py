@@ -2,7 +2,8 @@
 
 CPU is user + sys of the test process and of the children it reaped during the test (a `sara train-dit`, `dvc repro`
 or torchrun it waited for), set-up and teardown included; a server a fixture starts and stops later counts when it
-is reaped. Under pytest-xdist each worker writes its own file.
+is reaped. Under pytest-xdist each worker writes its own file. pytest calls the two hooks by name:
+pytest_runtest_protocol around each test, pytest_sessionfinish at the end.
 
     PYTHONPATH=$PWD:$PWD/benchmarks nice python -m pytest -q -n 2 --dist loadgroup -p pytest_cpu
     python benchmarks/pytest_cpu.py tmp/pytest_cpu.*.json     # per file: tests, wall, CPU; the 20 longest tests
