@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from stage2 import child_result, isolated
+    from stage2 import child_result, isolated, write_results
 
     if args.child:
         child_result({}, lambda: measure(json.loads(args.child)), args.out)
@@ -139,13 +139,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     md = f"DiffSynth-Studio's Wan SFT step, random init, batch 1, {args.warmup} warm-up + {args.steps} timed:\n\n"
     md += table(rows) + "\n"
-    print("\n" + md, flush=True)
-    if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "diffsynth_step.md").write_text(md)
-        (out / "diffsynth_step.json").write_text(json.dumps(rows, indent=2))
-
+    write_results(args.out_dir, "diffsynth_step", md, rows)
 
 if __name__ == "__main__":
     main()

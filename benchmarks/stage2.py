@@ -237,6 +237,17 @@ def child_result(label: dict[str, Any], measure: Any, out: str | Path) -> None:
     Path(out).write_text(json.dumps(res))
 
 
+def write_results(out_dir: str | Path | None, name: str, md: str, rows: list[dict[str, Any]]) -> None:
+    """Print a benchmark's markdown table and, with an output folder, write it as `<name>.md` beside its rows as
+    `<name>.json`."""
+    print("\n" + md, flush=True)
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.md").write_text(md)
+        (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
+
+
 def isolated(argv: list[str], label: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run `python <argv> --out <json>` in a process of its own (nothing, allocator state or engine buffers, carries
     over between measurements) and return what its `child_result` wrote, or why it wrote nothing."""

@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: one row's spec (JSON)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)  # internal: where the child writes its row
     args = ap.parse_args()
-    from stage2 import child_result, isolated
+    from stage2 import child_result, isolated, write_results
 
     if args.child:
         spec = json.loads(args.child)
@@ -198,13 +198,7 @@ def main() -> None:
     device = next((r["device"] for r in rows if "device" in r), "unknown")
     md = (f"Stage 2 at real sizes, random init, batch 1, {args.warmup} warm-up + {args.steps} timed steps per row, "
           f"on {device}{' (tiny sizes)' if args.tiny else ''}:\n\n{table(rows)}\n")
-    print("\n" + md, flush=True)
-    if args.out_dir:
-        out = Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "stage2_real_sizes.md").write_text(md)
-        (out / "stage2_real_sizes.json").write_text(json.dumps(rows, indent=2))
-
+    write_results(args.out_dir, "stage2_real_sizes", md, rows)
 
 if __name__ == "__main__":
     main()

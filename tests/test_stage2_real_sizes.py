@@ -94,3 +94,18 @@ def test_timing_the_aux_loss_alone_leaves_deepspeeds_gradient_buckets_alone(monk
     assert (train.zero_stage, train.offload) == (2, "optimizer")
     res = bench_method("videorepa", size, torch.device("cpu"), 1, 1, train)
     assert res["aux_loss_fwd_bwd_ms"] > 0 and res["step_ms_median"] > 0
+
+
+@pytest.mark.parametrize("model, expected", [
+    # DiffSynth-Studio 2.1.12's diffsynth/configs/model_configs.py, the Wan2.1-T2V-1.3B and Wan2.2-TI2V-5B entries
+    ("wan2.1-t2v-1.3b", dict(dim=1536, ffn_dim=8960, in_dim=16, out_dim=16, num_heads=12, num_layers=30)),
+    ("wan2.2-ti2v-5b", dict(dim=3072, ffn_dim=14336, in_dim=48, out_dim=48, num_heads=24, num_layers=30)),
+])
+def test_the_public_trainer_benchmark_builds_the_same_models(model: str, expected: dict):
+    """benchmarks/diffsynth_step.py times DiffSynth-Studio's step on the sizes our rows time: its WanModel
+    arguments, read from our size table, must be the public configs of the same two models."""
+    import diffsynth_step
+
+    kwargs = diffsynth_step.wan_model_kwargs(bench.MODELS[model])
+    assert {k: kwargs[k] for k in expected} == expected
+    assert (kwargs["text_dim"], kwargs["patch_size"], kwargs["has_image_input"]) == (4096, (1, 2, 2), False)
