@@ -4,7 +4,8 @@
 keeps as a parent). When the `dvc` process died alone (kill -9, a crashed terminal), the stage used to train on
 as an orphan: unlocked, it overwrote the output of the run that replaced it. Here a daemon thread watches the
 parent, and the grandparent when the parent is a shell; once either is gone, the stage sends itself SIGTERM,
-which ends it as a Ctrl-C does (its MLflow run KILLED, its temporary output removed, exit 143).
+which ends it as a Ctrl-C does (its MLflow run KILLED, its temporary output removed, exit 143), and again
+every few seconds until it is gone (a SIGTERM handled inside a finalizer is lost).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from sara.io import pid_alive
 
 POLL_S = 1.0  # how often the parent is looked at: an orphan stops within about a second
+RESEND_S = 5.0  # SIGTERM again after this long if the process is still there (a first one can be lost)
 SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "fish"}
 
 
@@ -30,7 +33,7 @@ def _name_and_parent(pid: int) -> tuple[str, int]:
     return name, int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
-def die_with_parent(poll_s: float = POLL_S) -> threading.Thread:
+def die_with_parent(poll_s: float = POLL_S, resend_s: float = RESEND_S) -> threading.Thread:
     """Start the watcher; returns its thread."""
     parent = os.getppid()
     name, grandparent = _name_and_parent(parent)
@@ -40,8 +43,14 @@ def die_with_parent(poll_s: float = POLL_S) -> threading.Thread:
         stop = threading.Event()
         while not stop.wait(poll_s):
             if os.getppid() != parent or (starter is not None and not pid_alive(starter)):
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+                break
+        # Python runs a signal's handler between two bytecodes of the main thread; when those are a finalizer's
+        # (`__del__`, a weakref callback), the exception the handler raises is printed as "Exception ignored" and
+        # lost, and the orphan would go on. So the signal is sent again until the process is gone, spaced so that
+        # the first one's clean-up (the MLflow run marked KILLED, the temporary output removed) has time to finish.
+        while True:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(resend_s)
 
     thread = threading.Thread(target=watch, name="sara-lifeline", daemon=True)
     thread.start()

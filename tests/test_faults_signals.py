@@ -225,3 +225,27 @@ def test_sara_repro_sweeps_what_killed_runs_left_even_when_every_stage_is_cached
     assert again.returncode == 0 and "0 of 2 stages to run" in again.stdout, again.stdout + again.stderr
     assert _runs(repo) == [("slow/a", "FINISHED"), ("slow/a", "KILLED"), ("slow/b", "FINISHED")]
     assert not stale.exists()
+
+
+LOST_FIRST_SIGTERM = """
+import os, signal, sys, time
+import sara.lifeline as lifeline
+seen = []
+def handler(signum, frame):  # the first SIGTERM is lost, as one handled inside a finalizer is
+    seen.append(signum)
+    if len(seen) == 2:
+        os._exit(0)
+signal.signal(signal.SIGTERM, handler)
+lifeline.die_with_parent(poll_s=0.05, resend_s=0.2)
+os.getppid = lambda: 1  # the parent is gone: this process was re-parented
+time.sleep(20)
+os._exit(1)  # the lifeline gave up after one signal: the orphan would have gone on
+"""
+
+
+def test_the_lifeline_signals_again_when_the_first_sigterm_is_lost():
+    """An orphaned stage whose first SIGTERM is swallowed (raised inside a `__del__`, printed as "Exception ignored")
+    still stops: the watcher sends SIGTERM again until the process is gone."""
+    proc = subprocess.run([sys.executable, "-c", LOST_FIRST_SIGTERM], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          timeout=60)
+    assert proc.returncode == 0
