@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     from sara.env import resolve_device
     from sara.train.pretrain_dit import measure_matmul_tflops
+    from stage2 import timed
 
     dev = resolve_device("auto")
     size = dict((TINY if spec["tiny"] else MODELS)[spec["model"]])
@@ -80,17 +79,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         return float(loss)
 
-    times = []
-    for i in range(spec["warmup"] + spec["steps"]):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    for _ in range(spec["warmup"] - 1):  # `timed` warms up once itself
         step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= spec["warmup"]:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
+    step_s = timed(step, dev, spec["steps"]) / 1e3
     return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "params": params,
             "tokens": tokens, "step_s": step_s, "tokens_per_s": tokens / step_s,
             "peak_gpu_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
