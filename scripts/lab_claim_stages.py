@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sara.claims import parse_claim  # noqa: E402
 from sara.config import load_params  # noqa: E402
-from sara.runs import BASE, ORACLE, Run, stage_name  # noqa: E402
+from sara.runs import ORACLE, Row, parse_row, stage_name  # noqa: E402
 
 
 def claim_stages(params_path: Path) -> list[str]:
@@ -25,10 +25,10 @@ def claim_stages(params_path: Path) -> list[str]:
     claims = [parse_claim(c) for c in load_params(params_path).comparison.claims]
     if not claims:
         raise SystemExit(f"{params_path}: comparison.claims is empty: no claim names a run")
-    rows: list[Run | str] = []
+    rows: list[Row] = []
     for claim in claims:
         for name in (claim.a, claim.b):
-            row = name if name == BASE else Run.parse(name)
+            row = parse_row(name)
             if row not in rows:
                 rows.append(row)
     return [stage_name(kind, row) for row in rows for kind in ("rubric", "mechanism")] + [f"rubric-{ORACLE}"]
