@@ -31,7 +31,7 @@ def claim_stages(params_path: Path) -> list[str]:
             row = parse_row(name)
             if row not in rows:
                 rows.append(row)
-    return [stage_name(kind, row) for row in rows for kind in ("rubric", "mechanism")] + [f"rubric-{ORACLE}"]
+    return [stage_name(kind, row) for row in rows for kind in ("rubric", "mechanism")] + [stage_name("rubric", ORACLE)]
 
 
 def main() -> None:
