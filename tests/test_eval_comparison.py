@@ -116,6 +116,7 @@ def test_compare_end_to_end(rubric_dir: Path, tmp_path: Path, tracking, monkeypa
         assert heading in md
     figs = out / "figures"
     assert (figs / "dims_grounded.png").stat().st_size > 0 and (figs / "operator_heatmap_grounded.png").stat().st_size > 0
+    assert (figs / "claims_grounded.png").stat().st_size > 0  # the pre-registered family, plotted
     grids = sorted(p.name for p in (figs / "qualitative").glob("*.png"))
     assert grids == [f"{p}.png" for p in PROMPTS]
     from PIL import Image

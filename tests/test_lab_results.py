@@ -72,7 +72,7 @@ def test_run4_comparison_has_every_method_with_two_training_seeds_and_every_orde
 
 def test_run4_fits_the_budget_and_every_stage_ran():
     """Run 4's base and comparison from an empty cache in <= 25 minutes of one H200, with the per-stage times
-    committed (run 6, the lab v2 matrix, did not fit: docs/lab/comparison.md)."""
+    committed (run 6, the lab v2 matrix, did not fit: docs/lab/comparison_run6.md)."""
     times = json.loads((LAB / "runs" / "repro_times.json").read_text())
     assert times["wall_s"] <= 25 * 60
     stages = {s["stage"]: s for s in times["stages"]}
@@ -80,3 +80,13 @@ def test_run4_fits_the_budget_and_every_stage_ran():
     assert {"corpus", "init_dit", "compare", *(f"train_dit-{m}" for m in METHODS)} <= set(stages)
     mechanism = {p.stem for p in (LAB / "mechanism").glob("*.json")}
     assert {"base", *METHODS} <= mechanism
+
+
+def test_run7_scored_every_pre_registered_claim_within_the_budget():
+    """Run 7 (docs/lab/comparison.md): the claims' stages, base included, from an empty cache in <= 25 minutes of
+    one H100, every claim tested on >= 256 paired prompts (none "not run")."""
+    times = json.loads((LAB / "runs" / "run7" / "repro_times_claims.json").read_text())
+    assert times["wall_s"] <= 25 * 60 and {s["status"] for s in times["stages"]} == {"ran"}
+    assert {"corpus", "init_dit", "train_dit-sft", "rubric-base"} <= {s["stage"] for s in times["stages"]}
+    family = json.loads((LAB / "comparison.json").read_text())["primary_claims"]["claims"]
+    assert all(c["verdict"] != "not run" and c["n_paired"] >= 256 for c in family)

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from evaluation.comparison.figures import heatmap_targets, plot_dims, plot_operator_heatmap, write_qualitative
+from evaluation.comparison.figures import heatmap_targets, plot_claims, plot_dims, plot_operator_heatmap, write_qualitative
 from evaluation.comparison.markdown import render_markdown
 from evaluation.comparison.numbers import StatsConfig, compare
 from evaluation.comparison.records import discover_runs, load_run, read_mechanism
@@ -70,6 +70,8 @@ def build_comparison(
         suffix = "" if target == DEFAULT_TARGET else f"_{target}"
         plot_operator_heatmap(result, figs / f"operator_heatmap_{protocol}{suffix}.png",
                               f"Method x routing operator ({protocol} judge, {TARGETS[target].label})", target)
+    plot_claims(result, figs / f"claims_{protocol}.png",
+                f"Pre-registered claims ({protocol} judge, Holm-Bonferroni)")
     write_qualitative(videos, figs / "qualitative", grid_frames, grid_prompts)
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(render_markdown(result, protocol, note, mech))

@@ -1,5 +1,5 @@
-"""The comparison's figures: per-dimension bars with intervals, the method x routing-operator heatmap, and the
-qualitative grid (the methods side by side over time, one row per method, one PNG per prompt)."""
+"""The comparison's figures: per-dimension bars with intervals, the method x routing-operator heatmap, the
+pre-registered claims' paired differences, and the qualitative grid (the methods side by side over time, one row per method, one PNG per prompt)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,40 @@ def plot_dims(result: dict, path: Path, title: str) -> None:
         err = np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
         ax.bar(x + i * width - 0.4 + width / 2, est, width, yerr=err, capsize=1.5, label=row_label(r), error_kw={"lw": 0.7})
     finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.4)  # room above 5 for the error bars
+
+
+def plot_claims(result: dict, path: Path, title: str) -> bool:
+    """The pre-registered family as a forest plot: each claim's paired difference (a - b) with its interval, the
+    Holm-adjusted p and the verdict beside it. Claims not run are listed without a point. False (no file) when the
+    params register no claims."""
+    claims = result.get("primary_claims", {}).get("claims", [])
+    if not claims:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(claims) + 1.2))
+    colours = {"holds": "tab:green", "not shown": "tab:gray"}
+    for y, c in enumerate(reversed(claims)):  # the first claim on top
+        d = c.get("difference")
+        if d is None or c["verdict"] == "not run":
+            ax.text(0, y, "not run", ha="center", va="center", fontsize=8, color="tab:gray")
+            continue
+        colour = colours.get(c["verdict"], "tab:gray")
+        ax.plot([d["lo"], d["hi"]], [y, y], color=colour, lw=2)
+        ax.plot([d["estimate"]], [y], "o", color=colour)
+        ax.annotate(f"p(Holm) {c['p_holm']:.3f}, {c['verdict']}", (d["hi"], y), xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=8, color=colour)
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(claims)), [c["claim"] for c in reversed(claims)], fontsize=8)
+    ax.set_ylim(-0.6, len(claims) - 0.4)
+    ax.set_xlabel("paired difference (a - b), 95% interval")
+    ends = [v for c in claims if c.get("difference") for v in (c["difference"]["lo"], c["difference"]["hi"])] + [0.0]
+    span = max(ends) - min(ends) or 1.0
+    ax.set_xlim(min(ends) - 0.1 * span, max(ends) + 0.9 * span)  # room for the annotations right of the intervals
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def heatmap_targets(result: dict) -> list[str]:
