@@ -54,12 +54,14 @@ def _free_port() -> int:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Initialise torch.distributed through DeepSpeed (once per process) and pick this rank's device.
 
-    `device`: params `project.device` (auto = cuda when available). On CPU the shared-memory op DeepSpeed builds
-    at first use is cached under $TORCH_EXTENSIONS_DIR (defaults to ~/.cache/torch_extensions).
+    `device`: params `project.device` (auto = cuda when available). On CPU, DeepSpeed's shared-memory op is not
+    built (`_skip_shared_memory_op`); any op DeepSpeed does build is cached under $TORCH_EXTENSIONS_DIR (defaults
+    to ~/.cache/torch_extensions).
     """
     use_cuda = resolve_device(device).type == "cuda"
     if not use_cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        _skip_shared_memory_op()
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
     backend = "nccl" if use_cuda else "gloo"
     if "RANK" not in os.environ:  # no launcher: a single-rank world
@@ -80,6 +82,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         dev = torch.device("cpu")
     return DistInfo(rank, world, local_rank, dev, backend)
+
+
+def _skip_shared_memory_op() -> None:
+    """Mark DeepSpeed's CPU shared-memory communication op unavailable, so its comm backend does not compile it.
+
+    The op serves only `inference_all_reduce`, which training never calls; compiling it took ~44 s (~70 CPU s) at
+    the first CPU run of every new environment (a fresh clone's `dvc repro`, the suite). DeepSpeed probes its ops
+    once into the dict `deepspeed.ops.__compatible_ops__` and reads it before building, and edits to it persist.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _init_single_rank(backend: str) -> None:
