@@ -380,3 +380,28 @@ def test_a_bad_params_file_is_one_error_not_a_traceback(tmp_path: Path, capsys):
     assert main(["--params", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
     assert (ROOT / "dvc.yaml").read_text() == before
+
+
+def test_every_uncached_output_is_versioned_by_git_or_ignored():
+    """A `cache: false` output (metrics, plots) is left to git by DVC: it must be committed, or ignored when it only
+    records this machine's timings. One that is neither shows as untracked after every `dvc repro` and is missing
+    from `dvc metrics show` on a fresh clone (before: each run's train_dit.json, the aligner's timings, the study's
+    metrics and plots)."""
+    import subprocess
+
+    uncached = []
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                if isinstance(entry, dict):
+                    (path, opts), = entry.items()
+                    if opts and opts.get("cache") is False:
+                        uncached.append(path)
+    assert uncached
+    tracked = set(subprocess.run(["git", "ls-files", "--", *uncached], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--", *uncached], cwd=ROOT, capture_output=True,
+                             text=True).stdout.split()
+    neither = [p for p in uncached
+               if p not in ignored and p not in tracked and not any(t.startswith(p.rstrip("/") + "/") for t in tracked)]
+    assert not neither, f"neither committed nor ignored: {neither}"
