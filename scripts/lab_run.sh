@@ -5,6 +5,7 @@
 # (no models, no videos) in $RESULTS (scripts/lab_collect.sh), refreshed every minute while the DAG runs:
 #   bash scripts/lab_run.sh /tmp/minilm-fp16 init_dit pretrain_vfm eval_aligner rubric-base
 #   CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16
+#   LAB_SET="train.seed=1025" CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16   # a replicate: another training seed
 set -euo pipefail
 MINILM=$1; shift
 WORK=${WORK:-/tmp/lab}
@@ -13,12 +14,8 @@ mkdir -p /tmp/site/bin && printf '#!/bin/sh\nexec python3 -m sara.cli "$@"\n' > 
 rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
 cd "$WORK"
 export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
-python3 - "$MINILM" <<'PY'
-import sys, yaml
-raw = yaml.safe_load(open("configs/lab.yaml"))
-raw["text"]["path"] = raw["dit"]["text_encoder_path"] = sys.argv[1]
-yaml.safe_dump(raw, open("params.yaml", "w"), sort_keys=False)
-PY
+# LAB_SET="train.seed=1025 ...": params overrides, checked before anything runs (scripts/lab_params.py)
+python3 scripts/lab_params.py "$MINILM" ${LAB_SET:-}
 python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
 RESULTS=${RESULTS:-/tmp/lab_results.tgz}  # the results without models and videos, refreshed every minute

@@ -92,3 +92,44 @@ def test_claim_stages_score_every_run_the_lab_claims_compare():
         a, _, b = claim.split(" on ")[0].split(" ")
         assert {a.replace("@", "-"), b.replace("@", "-")} <= scored, claim
     assert len(first) < len(dag) / 3  # the claims' runs only, not the matrix
+
+
+def test_lab_params_applies_overrides_and_names_a_bad_key(tmp_path: Path, capsys):
+    """LAB_SET of scripts/lab_run.sh: a replicate's `train.seed`, checked against the strict params before the run."""
+    import yaml
+
+    params = _script("lab_params")
+    out = tmp_path / "params.yaml"
+    assert params.main(["/tmp/minilm", "train.seed=1025", "--out", str(out)]) == 0
+    raw = yaml.safe_load(out.read_text())
+    assert raw["train"]["seed"] == 1025 and raw["text"]["path"] == raw["dit"]["text_encoder_path"] == "/tmp/minilm"
+    assert params.main(["/tmp/minilm", "train.sed=1025", "--out", str(tmp_path / "bad.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == "error: override 'train.sed=1025': train.sed is not a params key"
+    assert params.main(["/tmp/minilm", "train.seed=many", "--out", str(tmp_path / "bad.yaml")]) == 2
+    assert "train.seed" in capsys.readouterr().err and not (tmp_path / "bad.yaml").exists()
+
+
+def test_two_lab_runs_merge_as_training_seeds_of_every_row(tmp_path: Path):
+    """Run 7's records merged with themselves as training seed 1025: every row, the base included, has two
+    training seeds with no spread, and the paired differences are those of one seed."""
+    import tarfile
+
+    from sara.config import load_params
+    from sara.stages.compare import compare_records
+
+    results = tmp_path / "run7"
+    with tarfile.open(ROOT / "docs" / "lab" / "runs" / "run7" / "records.tgz") as tar:
+        tar.extractall(results, filter="data")
+    merged = tmp_path / "merged"
+    assert _script("lab_merge_seeds").main([str(results), str(results), "--seed", "1025", "--out", str(merged)]) == 0
+    assert (merged / "outputs" / "rubric" / "base.seed1025").is_dir()
+    assert not (merged / "outputs" / "rubric" / "oracle.seed1025").exists()
+    params = load_params(ROOT / "configs" / "lab.yaml")
+    params = params.model_copy(update={"comparison": params.comparison.model_copy(update={"n_boot": 200})})
+    res = compare_records(params, merged / "outputs" / "rubric", merged / "outputs" / "mechanism", tmp_path / "cmp", grids=[])
+    for run in ("base", "sft", "videorepa", "sara-or@oracle"):
+        assert res["runs"][run]["train_seeds"] == [1024, 1025], run
+    one = json.loads((ROOT / "docs" / "lab" / "comparison.json").read_text())
+    assert res["differences"]["sft"]["base"]["TA"]["estimate"] == pytest.approx(
+        one["differences"]["sft"]["base"]["TA"]["estimate"], abs=1e-6)
+    assert _script("lab_merge_seeds").main([str(results), str(results), "--seed", "1025", "--out", str(merged)]) == 2

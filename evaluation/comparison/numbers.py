@@ -66,7 +66,8 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
         trained = name not in (ORACLE, BASE)
         out_runs[name] = {
             "label": row_label(name),
-            "train_seeds": list(r.train_seeds) if trained else [],
+            # the base has training seeds only as replicates of the whole lab pipeline (scripts/lab_merge_seeds.py)
+            "train_seeds": list(r.train_seeds) if trained or len(r.train_seeds) > 1 else [],
             "n_videos": len(r.units),
             "n_prompts": len({p for p, _ in r.units}),
             "sampling_seeds": sorted({s for _, s in r.units}),

@@ -1,0 +1,65 @@
+"""params.yaml for a lab run on an offline GPU machine: configs/lab.yaml with the local MiniLM copy as the text
+model, and optional `key=value` overrides (a value is read as YAML), checked against the strict params schema.
+
+    python3 scripts/lab_params.py /tmp/minilm-fp16                       # what scripts/lab_run.sh writes
+    python3 scripts/lab_params.py /tmp/minilm-fp16 train.seed=1025       # LAB_SET="train.seed=1025" bash scripts/lab_run.sh ...
+
+A key that is not in the params (or a value of the wrong type) is one line naming it, and no file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def lab_params(minilm: str, overrides: list[str], base: Path = ROOT / "configs" / "lab.yaml") -> dict:
+    """The lab params as a dict: `base` with `minilm` as both text encoders and each `a.b.c=value` applied."""
+    raw = yaml.safe_load(base.read_text())
+    raw["text"]["path"] = raw["dit"]["text_encoder_path"] = minilm
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r}: expected key=value, for example train.seed=1025")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"override {item!r}: {key} is not a params key")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"override {item!r}: {key} is not a params key")
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sara.config import ParamsError, load_params
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("minilm", help="folder of the local MiniLM copy (scripts/minilm_fp16.py)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value")
+    ap.add_argument("--out", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args(argv)
+    try:
+        raw = lab_params(args.minilm, args.overrides)
+        with tempfile.TemporaryDirectory() as tmp:  # validated before params.yaml is touched
+            (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+            load_params(Path(tmp) / "params.yaml")
+    except (ValueError, ParamsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    print(f"wrote {args.out}" + (f" ({', '.join(args.overrides)})" if args.overrides else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
