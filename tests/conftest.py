@@ -33,12 +33,20 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path):
-    """MLflow pointed at a fresh SQLite database in the test's temp dir; yields a client for it."""
+    """MLflow pointed at a fresh SQLite database in the test's temp dir; yields a client for it.
+
+    The project's experiment is created here with its artifacts in the temp dir too: created by a stage, MLflow's
+    SQLite store would put them under ./mlruns of the working directory, the checkout."""
+    from sara.config import load_params
+
     shutil.copy(mlflow_template, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    yield mlflow.tracking.MlflowClient(uri)
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = load_params(Path(__file__).resolve().parents[1] / "params.yaml").project.mlflow_experiment
+    client.create_experiment(experiment, artifact_location=(tmp_path / "mlartifacts").as_uri())
+    yield client
     mlflow.set_tracking_uri(None)
 
 

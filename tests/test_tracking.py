@@ -105,3 +105,16 @@ def test_the_experiment_is_tagged_as_model_development(tracking) -> None:
     other = tracking.create_experiment("untagged")
     ensure_experiment(tracking, "untagged", Path("."))  # a sweep marks an existing experiment too
     assert tracking.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_tracking_fixture_keeps_artifacts_out_of_the_checkout(tracking, tmp_path: Path):
+    """A stage's artifacts under the `tracking` fixture land in the test's temp dir. MLflow's SQLite store puts an
+    experiment it creates under ./mlruns of the working directory, which is the checkout under pytest: the suite
+    wrote comparison figures and models there, shared by parallel workers and left behind."""
+    import mlflow
+
+    from sara.config import load_params
+
+    name = load_params(Path(__file__).resolve().parents[1] / "params.yaml").project.mlflow_experiment
+    experiment = mlflow.set_experiment(name)
+    assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(tmp_path)
