@@ -109,6 +109,7 @@ def test_lab_params_applies_overrides_and_names_a_bad_key(tmp_path: Path, capsys
     assert "train.seed" in capsys.readouterr().err and not (tmp_path / "bad.yaml").exists()
 
 
+@pytest.mark.slow  # the comparison of run 7's 274 prompts x 8 rows, twice over
 def test_two_lab_runs_merge_as_training_seeds_of_every_row(tmp_path: Path):
     """Run 7's records merged with themselves as training seed 1025: every row, the base included, has two
     training seeds with no spread, and the paired differences are those of one seed."""
