@@ -99,8 +99,13 @@ def test_spatial_averages_relations_held_and_centroids_on_the_path(spec_ref):
     unit = float(min(H, W))
     shifted = dataclasses.replace(spec_ref.tracks, centres=spec_ref.tracks.centres + 0.3 * unit)
     score, value, reason = score_spatial(spec_ref, shifted)
-    held, n_rel, on_path, n_cent = map(int, re.fullmatch(r"relations held (\d+)/(\d+), on-path (\d+)/(\d+)", reason).groups())
+    held, n_rel, on_path, n_cent = spatial_counts(reason)
     assert (value, held, on_path, n_cent) == (0.5, n_rel, 0, 3 * F) and n_rel > 0
+
+
+def spatial_counts(reason: str) -> tuple[int, ...]:
+    """score_spatial's reason as (relations held, relations judged, centroids on the path, centroids judged)."""
+    return tuple(map(int, re.fullmatch(r"relations held (\d+)/(\d+), on-path (\d+)/(\d+)", reason).groups()))
 
 
 @pytest.fixture(scope="module")
@@ -316,11 +321,11 @@ def test_both_background_leaves_out_what_either_video_calls_an_entity():
 
 def _amplitude(ref, ref_path: float, gen_path: float) -> float:
     """score_motion_amplitude's value for ONE's entity when the truth's track is `ref_path` pixels long and the
-    generated one `gen_path` (all of each path in the first step, so the lengths are exact)."""
+    generated one `gen_path` (all of each path in the first step, from the origin, so the lengths are exact)."""
     from evaluation.grounded.scores import score_motion_amplitude
 
     def track(length: float) -> np.ndarray:
-        c = np.full((1, F, 2), 20.0)
+        c = np.zeros((1, F, 2))
         c[0, 1:, 0] += length
         return c
 
@@ -404,3 +409,141 @@ def test_grounded_scores_build_the_reference_themselves_when_none_is_given(spec_
 
     video = spec_ref.frames
     assert grounded_scores(SPEC, video, FPS) == grounded_scores(SPEC, video, FPS, ref=spec_ref)
+
+
+# --- the remaining rules, on hand-written tracks: ties of `<=` cuts, the frame's shorter side, entities the truth
+# or the video never shows, and the on-path samples between the truth's centroids
+
+
+def test_to_scale_counts_a_value_within_1e_9_below_a_cut_as_reaching_it():
+    from evaluation.grounded.scores import CUTS, to_scale
+
+    for score, cut in zip((5, 4, 3, 2), CUTS["default"]):
+        assert to_scale(cut - 1e-9) == score
+        assert to_scale(cut - 2e-9) == score - 1
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """ONE on a frame twice as wide as tall (32 x 64): the judge's unit of length is the shorter side, 32 px."""
+    return build_reference(ONE, F, 32, 64, FPS)
+
+
+def test_the_unit_of_length_is_the_frames_shorter_side(wide):
+    """A still prompt's entity drifting 4.8 px: over 0.1 of the height (3.2 px), so it did not stay put, though
+    under 0.1 of the width (6.4 px)."""
+    from evaluation.grounded.scores import score_motion_alignment
+
+    drift = wide.tracks.centres.copy()
+    drift[0, 1:, 0] += 4.8
+    assert score_motion_alignment(wide, dataclasses.replace(wide.tracks, centres=drift))[:2] == (1, 0.0)
+
+
+def test_a_truth_path_of_exactly_a_tenth_of_the_frame_is_moving():
+    """Moving: amplitude is the ratio of path lengths (0.5); still, a path 0.1 of the frame longer would be
+    nearly free (0.93)."""
+    one = build_reference(ONE, F, H, W, FPS)
+    unit = float(min(H, W))
+    assert _amplitude(one, 0.1 * unit, 0.2 * unit) == pytest.approx(0.5)
+
+
+def test_binding_of_entities_the_truth_never_shows_is_zero(spec_ref):
+    from evaluation.grounded.scores import _binding
+
+    unseen = dataclasses.replace(spec_ref, visible=np.zeros_like(spec_ref.visible))
+    assert _binding(unseen, spec_ref.tracks, "object") == (1, 0.0, "colour/shape binding OBJECT_1=0.00, OBJECT_2=0.00")
+
+
+def spatial(ref, ref_centres, gen_centres) -> tuple[int, ...]:
+    """score_spatial's counts (spatial_counts) with hand-written truth and generated centres (K, F, 2)."""
+    truth = dataclasses.replace(ref, tracks=dataclasses.replace(ref.tracks, centres=np.asarray(ref_centres, float)))
+    return spatial_counts(score_spatial(truth, dataclasses.replace(ref.tracks, centres=np.asarray(gen_centres, float)))[2])
+
+
+def test_spatial_a_relation_must_clear_the_margin_in_every_frame(spec_ref):
+    """Entity 0 never measured in the truth (no relation, no path; listed first, so the others are still judged),
+    entity 1 at the origin, entity 2 `x` to its right: left of it by more than 0.05 of the frame is a relation,
+    by exactly that margin (on either side) is not."""
+    m = 0.05 * min(H, W)
+    for x, relations in ((m, 0), (-m, 0), (np.nextafter(m, np.inf), F), (np.nextafter(-m, -np.inf), F)):
+        c = np.zeros((3, F, 2))
+        c[2, :, 0] = x
+        ref_c = c.copy()
+        ref_c[0] = np.nan
+        c[0] = 30.0  # found in the video, somewhere: still not judged without a truth path
+        assert spatial(spec_ref, ref_c, c) == (relations, relations, 2 * F, 2 * F), x
+
+
+def test_spatial_one_common_frame_decides_a_relation_and_one_point_is_a_path(spec_ref):
+    """Entity 1 measured in the truth in frame 0 only, left of entity 2 (entity 0 never measured): the relation
+    holds in every frame of the video. Its path is that one point: a centroid exactly 0.12 of the frame from it is
+    on the path, one just further is not."""
+    r = 0.12 * min(H, W)
+    for x, on in ((r, F), (np.nextafter(r, np.inf), 0)):
+        ref_c = np.full((3, F, 2), np.nan)
+        ref_c[1, 0] = (0.0, 0.0)
+        ref_c[2] = (20.0, 0.0)
+        gen = np.zeros((3, F, 2))
+        gen[1] = (x, 0.0)
+        gen[2] = (20.0, 0.0)
+        assert spatial(spec_ref, ref_c, gen) == (F, F, on + F, 2 * F), x
+
+
+def test_spatial_centroids_between_the_truths_points_are_on_its_path(wide):
+    """The truth's path through (10, 10), (50, 10), (50, 26) (frames 0-2) is sampled 8 times per segment: the
+    video's centroids at the points and half-way along each segment are all on it; so is the midpoint of a
+    two-point path, 15 px from both points (the on-path radius is 0.12 x 32 = 3.84 px)."""
+    p0, p1, p2 = (10.0, 10.0), (50.0, 10.0), (50.0, 26.0)
+    ref_c = np.full((1, F, 2), np.nan)
+    ref_c[0, :3] = p0, p1, p2
+    gen = np.full((1, F, 2), np.nan)
+    gen[0, :5] = p0, (30.0, 10.0), p1, (50.0, 18.0), p2
+    assert spatial(wide, ref_c, gen) == (0, 0, 5, 5)
+    ref_c[0, 1], ref_c[0, 2] = (40.0, 10.0), np.nan
+    gen[0, 0], gen[0, 1:5] = (25.0, 10.0), np.nan
+    assert spatial(wide, ref_c, gen) == (0, 0, 1, 1)
+
+
+def test_action_completion_skips_an_entity_without_an_end_and_judges_the_rest(spec_ref):
+    """Entity 0 found (its masks) but never given a centroid, in the video or in the truth: the other two reach
+    their end states."""
+    from evaluation.grounded.scores import score_action_completion
+
+    t = spec_ref.tracks
+    no_centre = t.centres.copy()
+    no_centre[0] = np.nan
+    assert score_action_completion(spec_ref, dataclasses.replace(t, centres=no_centre)) == (5, 1.0, "end state reached 1.00")
+    truth = dataclasses.replace(spec_ref, tracks=dataclasses.replace(t, centres=no_centre))
+    assert score_action_completion(truth, t) == (5, 1.0, "end state reached 1.00")
+
+
+def _scene_style(background: np.ndarray, offset: np.ndarray | int) -> tuple[int, float, str]:
+    """score_scene_style on one 16 x 16 grey frame (level 100) and a video `offset` brighter, with only the pixels
+    `background` (16, 16) bool background in both. The grid's cells are 4 x 4 pixels; uniform levels keep the
+    errors exact."""
+    from types import SimpleNamespace
+
+    from evaluation.grounded.scores import score_scene_style
+
+    truth = np.full((1, 16, 16, 3), 100, np.int32)
+    labels = np.where(background, -1, 0)[None]
+    ref = SimpleNamespace(frames=truth, tracks=SimpleNamespace(labels=labels), entity_masks=np.zeros((0, 1, 16, 16), bool))
+    video = truth + np.asarray(offset, np.int32)[None, ..., None]
+    return score_scene_style(ref, video, SimpleNamespace(labels=np.full((1, 16, 16), -1)))
+
+
+def test_scene_style_judges_a_cell_with_five_background_pixels_and_skips_one_with_four():
+    five = np.zeros((16, 16), bool)
+    five[0, :4] = five[1, 0] = True  # 5 pixels, all in cell (0, 0)
+    assert _scene_style(five, 40)[:2] == (2, 40.0)
+    four_then_cell = np.zeros((16, 16), bool)
+    four_then_cell[0, :4] = True  # cell (0, 0): 4 pixels, 40 levels off, skipped
+    four_then_cell[:4, 4:8] = True  # cell (0, 1): all background, 15 levels off, judged
+    offset = np.full((16, 16), 15)
+    offset[:4, :4] = 40
+    assert _scene_style(four_then_cell, offset)[:2] == (4, 15.0)
+
+
+@pytest.mark.parametrize("offset,score", [(10, 5), (20, 4), (35, 3), (55, 2), (56, 1)])
+def test_scene_style_an_error_equal_to_a_cut_scores_that_cut(offset: int, score: int):
+    assert _scene_style(np.ones((16, 16), bool), offset)[:2] == (score, float(offset))
