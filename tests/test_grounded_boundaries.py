@@ -35,6 +35,11 @@ def spec_ref():
     return build_reference(SPEC, F, H, W, FPS)
 
 
+@pytest.fixture(scope="module")
+def one():
+    return build_reference(ONE, F, H, W, FPS)
+
+
 def meet_value(ref, distances: list[float | None]) -> float:
     """score_interaction's value when the two meeting entities are `distances[f]` pixels apart in frame f (None:
     one of them not found). Entity a sits at the origin, so the distance is exactly the x of entity b."""
@@ -86,8 +91,7 @@ def test_a_pair_never_found_scores_zero(meet):
     assert score_interaction(meet, dataclasses.replace(meet.tracks, centres=centres))[:2] == (1, 0.0)
 
 
-def test_no_interaction_says_why(spec_ref):
-    one = build_reference(ONE, F, H, W, FPS)
+def test_no_interaction_says_why(one, spec_ref):
     assert score_interaction(one, one.tracks) == (5, 1.0, "no multi-subject interaction")
     assert score_interaction(spec_ref, spec_ref.tracks) == (5, 1.0, "no interaction in the description")
 
@@ -208,10 +212,9 @@ def test_temporal_consistency_flicker_part_stays_in_zero_one(spec_ref):
     assert parts_of(reason)["no flicker"] == 0.0 and value == pytest.approx(0.75)
 
 
-def test_motion_alignment_of_a_still_prompt_asks_entities_to_stay_put():
+def test_motion_alignment_of_a_still_prompt_asks_entities_to_stay_put(one):
     from evaluation.grounded.scores import score_motion_alignment
 
-    one = build_reference(ONE, F, H, W, FPS)
     assert score_motion_alignment(one, one.tracks) == (5, 1.0, "still prompt: entities stay put")
     drift = one.tracks.centres + np.linspace(0, 0.2 * min(H, W), F)[None, :, None]  # 0.2 of the frame in all
     assert score_motion_alignment(one, dataclasses.replace(one.tracks, centres=drift))[:2] == (1, 0.0)
@@ -333,10 +336,9 @@ def _amplitude(ref, ref_path: float, gen_path: float) -> float:
     return score_motion_amplitude(truth, dataclasses.replace(ref.tracks, centres=track(gen_path)))[1]
 
 
-def test_motion_amplitude_of_a_still_entity_allows_a_small_drift_then_falls_linearly():
+def test_motion_amplitude_of_a_still_entity_allows_a_small_drift_then_falls_linearly(one):
     """Still in the truth (path < 0.1 of the frame): 0.08 of the frame of extra path is free, then the value falls
     by 1 per 0.3 of the frame, clipped to [0, 1]."""
-    one = build_reference(ONE, F, H, W, FPS)
     unit = float(min(H, W))
     pr = 0.04 * unit
     assert _amplitude(one, pr, pr + 0.08 * unit) == pytest.approx(1.0)
@@ -345,8 +347,7 @@ def test_motion_amplitude_of_a_still_entity_allows_a_small_drift_then_falls_line
     assert _amplitude(one, pr, 0.0) == 1.0  # less path than the truth: clipped at 1
 
 
-def test_motion_amplitude_of_a_moving_entity_is_the_ratio_of_path_lengths_even_below_a_pixel():
-    one = build_reference(ONE, F, H, W, FPS)
+def test_motion_amplitude_of_a_moving_entity_is_the_ratio_of_path_lengths_even_below_a_pixel(one):
     assert _amplitude(one, 10.0, 0.5) == pytest.approx(0.05)  # 0.5 / 10: a crawl below one pixel still counts
     assert _amplitude(one, 10.0, 40.0) == pytest.approx(0.25)
     assert _amplitude(one, 10.0, 0.0) == 0.0
@@ -439,10 +440,9 @@ def test_the_unit_of_length_is_the_frames_shorter_side(wide):
     assert score_motion_alignment(wide, dataclasses.replace(wide.tracks, centres=drift))[:2] == (1, 0.0)
 
 
-def test_a_truth_path_of_exactly_a_tenth_of_the_frame_is_moving():
+def test_a_truth_path_of_exactly_a_tenth_of_the_frame_is_moving(one):
     """Moving: amplitude is the ratio of path lengths (0.5); still, a path 0.1 of the frame longer would be
     nearly free (0.93)."""
-    one = build_reference(ONE, F, H, W, FPS)
     unit = float(min(H, W))
     assert _amplitude(one, 0.1 * unit, 0.2 * unit) == pytest.approx(0.5)
 
@@ -547,3 +547,148 @@ def test_scene_style_judges_a_cell_with_five_background_pixels_and_skips_one_wit
 @pytest.mark.parametrize("offset,score", [(10, 5), (20, 4), (35, 3), (55, 2), (56, 1)])
 def test_scene_style_an_error_equal_to_a_cut_scores_that_cut(offset: int, score: int):
     assert _scene_style(np.ones((16, 16), bool), offset)[:2] == (score, float(offset))
+
+
+def _along_x(*xs: float) -> np.ndarray:
+    """(1, F, 2) track of one entity at x = `xs[f]` (NaN after the last given frame), y = 0."""
+    c = np.full((1, F, 2), np.nan)
+    c[0, : len(xs), 0], c[0, : len(xs), 1] = xs, 0.0
+    return c
+
+
+def _with_centres(ref, ref_centres: np.ndarray, gen_centres: np.ndarray):
+    """(truth, generated tracks) of `ref` with hand-written centres."""
+    truth = dataclasses.replace(ref, tracks=dataclasses.replace(ref.tracks, centres=ref_centres))
+    return truth, dataclasses.replace(ref.tracks, centres=gen_centres)
+
+
+def test_motion_alignment_judges_a_truth_step_of_half_a_pixel_and_a_video_step_of_a_quarter_of_it(one):
+    """Truth steps 10 px then 0.5 px right: the video stepping 0.5 px back on the second is judged (half a pixel is
+    enough) and wrong: 0.5. A video step of exactly a quarter of the truth's (2.5 of 10) is judged by direction."""
+    from evaluation.grounded.scores import score_motion_alignment
+
+    rest = [10.5] * (F - 3)
+    assert score_motion_alignment(*_with_centres(one, _along_x(0, 10, 10.5, *rest), _along_x(0, 10, 9.5, *[9.5] * (F - 3))))[1] == 0.5
+    assert score_motion_alignment(*_with_centres(one, _along_x(0, *[10] * (F - 1)), _along_x(0, *[2.5] * (F - 1))))[1] == 1.0
+
+
+def test_motion_alignment_of_a_still_prompt_allows_exactly_a_tenth_of_the_frame(one):
+    from evaluation.grounded.scores import score_motion_alignment
+
+    still = _along_x(*[0.0] * F)
+    for drift, value in ((0.1 * min(H, W), 1.0), (np.nextafter(0.1 * min(H, W), np.inf), 0.0)):
+        assert score_motion_alignment(*_with_centres(one, still, _along_x(0.0, *[drift] * (F - 1))))[1] == value
+
+
+def test_motion_alignment_of_a_truth_moving_only_in_steps_under_half_a_pixel_is_zero():
+    """16 steps of 0.45 px: 7.2 px in all, over 0.1 of the frame, so the entity moves, but no step is judged."""
+    from evaluation.grounded.scores import score_motion_alignment
+
+    slow = build_reference(ONE, 17, H, W, FPS)
+    c = np.zeros((1, 17, 2))
+    c[0, :, 0] = 0.45 * np.arange(17)
+    truth = dataclasses.replace(slow, tracks=dataclasses.replace(slow.tracks, centres=c))
+    assert score_motion_alignment(truth, slow.tracks) == (1, 0.0, "direction agreement 0.00 over 0 steps")
+
+
+@pytest.mark.parametrize("ref_step, gen_step, value", [
+    (10.0, 3.0, 1.0),  # moving: at least 0.3 of the truth's step, the tie included
+    (10.0, 1.0, 0.0),
+    (0.5, 1.0, 1.0),  # a truth step of exactly half a pixel is a moving one
+    (0.0, 0.5, 1.0),  # still: under 0.75 px
+    (0.0, 0.75, 0.0),
+    (0.0, 1.0, 0.0),
+])
+def test_motion_completeness_moving_and_still_steps(one, ref_step: float, gen_step: float, value: float):
+    from evaluation.grounded.scores import score_motion_completeness
+
+    steps = np.arange(F, dtype=float)
+    truth, gen = _with_centres(one, _along_x(*ref_step * steps), _along_x(*gen_step * steps))
+    assert score_motion_completeness(truth, gen)[1] == value
+
+
+def _temporal_parts(ref, ref_centres, gen_centres, gen_areas=None, video=None) -> dict[str, float]:
+    """score_temporal_consistency's parts with hand-written centres (and the video's blob areas)."""
+    from evaluation.grounded.scores import score_temporal_consistency
+
+    truth, gen = _with_centres(ref, ref_centres, gen_centres)
+    if gen_areas is not None:
+        truth = dataclasses.replace(truth, tracks=dataclasses.replace(truth.tracks, areas=np.zeros_like(gen_areas)))
+        gen = dataclasses.replace(gen, areas=gen_areas)
+    return parts_of(score_temporal_consistency(truth, ref.frames if video is None else video, gen)[2])
+
+
+def test_temporal_consistency_area_changes_of_exactly_a_quarter_are_continuous(one):
+    """The truth's blob keeps its area (ratio 1); the video's grows by (a + 1) x 1.25 per frame: the tie passes."""
+    c = one.tracks.centres
+    grow = (4.0 * 1.25 ** np.arange(F) - 1)[None]  # (1, F): (a[f + 1] + 1) / (a[f] + 1) is exactly 1.25
+    assert _temporal_parts(one, c, c, grow)["area continuity"] == 1.0
+    assert _temporal_parts(one, c, c, grow * 1.01)["area continuity"] == 0.0
+
+
+def test_temporal_consistency_a_step_is_a_teleport_past_the_truths_step_plus_0_15_of_the_frame(one):
+    jump = 0.15 * min(H, W)
+    zigzag = [0.0, jump] * F
+    assert _temporal_parts(one, _along_x(*[0.0] * F), _along_x(*zigzag[:F]))["no teleport"] == 1.0  # the tie
+    fast = 12.0 * np.arange(F)  # the truth's own 12 px steps are more than 0.15 of the frame (9.6 px)
+    assert _temporal_parts(one, _along_x(*fast), _along_x(*fast))["no teleport"] == 1.0
+    # a truth never measured steps 0: a 0.15 of the frame + 0.5 px step is a teleport
+    unmeasured = np.full((1, F, 2), np.nan)
+    assert _temporal_parts(one, unmeasured, _along_x(*(jump + 0.5) * np.arange(F)))["no teleport"] == 0.0
+
+
+def test_temporal_consistency_flicker_of_a_single_background_pixel_counts(one):
+    """Everything is an entity in the video's tracks but pixel (0, 0) in frames 0 and 1, background in the truth:
+    one pixel of one step, 100 grey levels brighter in frame 1. The flicker part is 0."""
+    assert (one.tracks.labels[:, 0, 0] < 0).all() and not one.entity_masks[:, :, :2, :2].any()
+    labels = np.zeros_like(one.tracks.labels)
+    labels[:2, 0, 0] = -1
+    video = one.frames.astype(np.int32)
+    video[1, 0, 0] += 100
+    from evaluation.grounded.scores import score_temporal_consistency
+
+    reason = score_temporal_consistency(one, video, dataclasses.replace(one.tracks, labels=labels))[2]
+    assert parts_of(reason)["no flicker"] == 0.0
+
+
+def _smooth(ref, ref_centres, gen_centres) -> str:
+    """score_physical's reason with hand-written centres (the masks are the truth's: rigid 1.00)."""
+    from evaluation.grounded.scores import score_physical
+
+    return score_physical(*_with_centres(ref, ref_centres, gen_centres))[2]
+
+
+def test_physical_acceleration_limit_is_the_truths_largest_plus_0_08_of_the_frame(one):
+    a = 0.08 * min(H, W)
+    still = _along_x(*[0.0] * F)
+    # a still truth: two accelerations of exactly 0.08 of the frame (into and out of one step) are allowed
+    assert _smooth(one, still, _along_x(0, 0, a, *[a] * (F - 3))) == "rigid 1.00, no unexplained acceleration 1.00"
+    # the truth accelerates by 8 px twice: its largest (8), not the norm of all of them (11.3), is the allowance
+    two = _along_x(0, 0, 8, 16, *[16] * (F - 4))
+    assert _smooth(one, two, _along_x(0, 0, 14, *[14] * (F - 3))) == f"rigid 1.00, no unexplained acceleration {5 / 7:.2f}"
+    # second differences of the truth (6 px per frame squared), not third ones (0)
+    parabola = _along_x(0, 3, 12, 27)
+    assert _smooth(one, parabola, parabola) == "rigid 1.00, no unexplained acceleration 1.00"
+
+
+def test_physical_a_truth_never_measured_allows_0_08_of_the_frame(one):
+    a = 0.08 * min(H, W)
+    unmeasured = np.full((1, F, 2), np.nan)
+    assert _smooth(one, unmeasured, _along_x(0, 0, 1, *[1] * (F - 3))) == "rigid 1.00, no unexplained acceleration 1.00"
+    assert _smooth(one, unmeasured, _along_x(0, 0, a + 0.5, *[a + 0.5] * (F - 3))) == f"rigid 1.00, no unexplained acceleration {5 / 7:.2f}"
+
+
+def test_physical_a_blob_losing_exactly_0_15_of_its_aligned_iou_is_rigid(one):
+    """The truth's blob is the same 20-pixel block every frame (IoU 1); the video's loses 3 corners once:
+    IoU 17 / 20 = 0.85, exactly 0.15 less, which is still rigid."""
+    from evaluation.grounded.scores import score_physical
+    from evaluation.grounded.segment import aligned_iou
+
+    block = np.zeros((12, 12), bool)
+    block[3:8, 3:7] = True
+    cut = block.copy()
+    cut[3, 3] = cut[3, 6] = cut[7, 3] = False
+    assert aligned_iou(block, cut) == 1.0 - 0.15
+    truth = dataclasses.replace(one, tracks=dataclasses.replace(one.tracks, masks=[[block] * F]))
+    gen = dataclasses.replace(one.tracks, masks=[[block] + [cut] * (F - 1)])
+    assert score_physical(truth, gen)[2].startswith("rigid 1.00,")
