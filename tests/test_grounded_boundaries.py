@@ -1,10 +1,10 @@
 """The grounded judge's cuts, one at a time: tracks placed exactly at, and either side of, each threshold.
 
 tests/test_grounded_judge.py shows which way a corruption moves each score on rendered videos; a cut moved by a
-small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks are
-written by hand, so each test pins one rule of `score_interaction`, `score_spatial`, `score_physical`,
-`score_temporal_consistency`, `score_motion_alignment` or `score_scene_style` (evaluation/grounded/scores.py)
-on the value it gives, and fails when the rule changes (the mutation run's survivors, docs/testing.md).
+small amount (`<` for `<=`, the wrong frame, a dropped term) changes no score there. Here the generated tracks (and,
+where a rule reads pixels, tiny videos) are written by hand, so each test pins one rule of a dimension's score
+(evaluation/grounded/scores.py) on the value it gives, and fails when the rule changes (the mutation run's
+survivors, docs/testing.md).
 """
 
 from __future__ import annotations
@@ -692,3 +692,52 @@ def test_physical_a_blob_losing_exactly_0_15_of_its_aligned_iou_is_rigid(one):
     truth = dataclasses.replace(one, tracks=dataclasses.replace(one.tracks, masks=[[block] * F]))
     gen = dataclasses.replace(one.tracks, masks=[[block] + [cut] * (F - 1)])
     assert score_physical(truth, gen)[2].startswith("rigid 1.00,")
+
+
+def test_camera_the_margin_is_a_tenth_of_the_best_error_not_more():
+    """A still truth; the video pans one column per frame and brightens by 2 levels: its best shift leaves 2, the
+    truth's (none) leaves 3 (stripes 0, 4, 8 x 6: |2 - step| averages 3). 1 more than the best is over
+    max(0.75, 0.1 x 2): no step is explained."""
+    pattern = [0, 4, 8, 8, 8, 8, 8, 8]
+    video = _columns(pattern, 4, 1) + (2 * np.arange(4)).astype(np.uint8)[:, None, None, None]
+    assert _camera(_columns(pattern, 4, 0), video)[0] == 0.0
+
+
+def test_interaction_a_pair_never_found_does_not_stop_the_next_one(spec_ref):
+    """Two meetings: OBJECT_1 with OBJECT_2 (never found in the video: 0) and OBJECT_1 with PERSON_1 (far, then
+    in contact in the last frame: 1). The value is their mean."""
+    from sara.data.synthetic.truth import InteractionTruth
+
+    meets = [InteractionTruth(kind="meet", a="OBJECT_1", b=b, centre_distance_px=[], contact_frame=None)
+             for b in ("OBJECT_2", "PERSON_1")]
+    ref = dataclasses.replace(spec_ref, truth=spec_ref.truth.model_copy(update={"interactions": meets}))
+    s = ref.truth.entities[0].radius_px + ref.truth.entities[2].radius_px
+    centres = np.zeros((3, F, 2))
+    centres[1] = np.nan
+    centres[2, :, 0] = [10 * s] * (F - 1) + [s]
+    assert score_interaction(ref, dataclasses.replace(ref.tracks, centres=centres))[1] == 0.5
+
+
+def test_following_at_exactly_0_4_of_the_true_gap_off_counts(follow):
+    """The truth's leader 10 px ahead in every frame; the video's 14 or 6 px ahead: 4 px off the gap, exactly 0.4
+    of it, is still following; 15 px is not."""
+    it = follow.truth.interactions[0]
+    a, b = follow.truth.ref_ids.index(it.a), follow.truth.ref_ids.index(it.b)
+    truth_c = np.zeros((2, F, 2))
+    truth_c[b, :, 0] = 10.0
+    truth = dataclasses.replace(follow, tracks=dataclasses.replace(follow.tracks, centres=truth_c))
+    for ahead, value in ((14.0, 1.0), (6.0, 1.0), (15.0, 0.0)):
+        c = np.zeros((2, F, 2))
+        c[b, :, 0] = ahead
+        assert score_interaction(truth, dataclasses.replace(follow.tracks, centres=c))[1] == value, ahead
+
+
+def test_grounded_scores_round_values_to_four_decimals(spec_ref):
+    """The truth's video with noise of +-3 levels: the background colour error has more decimals than the four kept."""
+    from evaluation.grounded.reference import match_entities
+    from evaluation.grounded.scores import grounded_scores, score_scene_style
+
+    noise = np.random.default_rng(0).integers(-3, 4, spec_ref.frames.shape)
+    video = np.clip(spec_ref.frames.astype(int) + noise, 0, 255).astype(np.uint8)
+    raw = score_scene_style(spec_ref, video, match_entities(video, spec_ref))[1]
+    assert grounded_scores(SPEC, video, FPS, ref=spec_ref)["scene_style"]["value"] == round(raw, 4) != round(raw, 5)
