@@ -162,6 +162,26 @@ def test_w_and_vy_get_no_gradient_and_w_is_not_mutated() -> None:
     torch.testing.assert_close(w.detach(), w0)
 
 
+def test_normalisation_gradient_matches_f_normalize_on_tiny_clamped_and_zero_tokens() -> None:
+    """The chunked backend's gradient through the L2 normalisation against autograd through F.normalize, which
+    divides by max(||x||, 1e-12): a token of norm 3e-12 gets the usual radial projection, one of norm 0.7e-12 is
+    clamped (x / 1e-12 is linear: no projection), a zero token too. Rows are compared relative to their largest
+    entry (the tiny tokens' gradients are ~1e12)."""
+    from sara.losses.trd.chunked import _normalise_backward, normalise
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(1, 4, 8, generator=g, dtype=torch.float64)  # (B, n, D)
+    for k, norm in ((1, 3e-12), (2, 0.7e-12)):
+        v[0, k] *= norm / v[0, k].norm()
+    v[0, 3] = 0.0
+    G = torch.randn(1, 4, 8, generator=g, dtype=torch.float64)
+    _, inv = normalise(v, torch.float64)
+    got = _normalise_backward(v, inv, G, torch.tensor(2.0, dtype=torch.float64))
+    x = v.clone().requires_grad_(True)
+    (2.0 * (G * torch.nn.functional.normalize(x, dim=-1)).sum()).backward()
+    scale = x.grad.abs().amax(-1, keepdim=True)  # (B, n, 1)
+    torch.testing.assert_close(got / scale, x.grad / scale, rtol=0, atol=1e-12)
+
 def test_bf16_inputs_accumulate_in_float32() -> None:
     vp, vy, w = _inputs(1, 3, 8, 16, torch.float32)
     ref = masked_trd_reference(vp.bfloat16(), vy.bfloat16(), w.bfloat16())
