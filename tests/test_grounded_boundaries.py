@@ -454,16 +454,21 @@ def test_binding_of_entities_the_truth_never_shows_is_zero(spec_ref):
     assert _binding(unseen, spec_ref.tracks, "object") == (1, 0.0, "colour/shape binding OBJECT_1=0.00, OBJECT_2=0.00")
 
 
-def spatial(ref, ref_centres, gen_centres) -> tuple[int, ...]:
+def _with_centres(ref, ref_centres: np.ndarray, gen_centres: np.ndarray):
+    """(truth, generated tracks) of `ref` with hand-written centres."""
+    truth = dataclasses.replace(ref, tracks=dataclasses.replace(ref.tracks, centres=ref_centres))
+    return truth, dataclasses.replace(ref.tracks, centres=gen_centres)
+
+
+def spatial(ref, ref_centres: np.ndarray, gen_centres: np.ndarray) -> tuple[int, ...]:
     """score_spatial's counts (spatial_counts) with hand-written truth and generated centres (K, F, 2)."""
-    truth = dataclasses.replace(ref, tracks=dataclasses.replace(ref.tracks, centres=np.asarray(ref_centres, float)))
-    return spatial_counts(score_spatial(truth, dataclasses.replace(ref.tracks, centres=np.asarray(gen_centres, float)))[2])
+    return spatial_counts(score_spatial(*_with_centres(ref, ref_centres, gen_centres))[2])
 
 
 def test_spatial_a_relation_must_clear_the_margin_in_every_frame(spec_ref):
     """Entity 0 never measured in the truth (no relation, no path; listed first, so the others are still judged),
-    entity 1 at the origin, entity 2 `x` to its right: left of it by more than 0.05 of the frame is a relation,
-    by exactly that margin (on either side) is not."""
+    entity 1 at the origin, entity 2 at x: more than 0.05 of the frame to either side of entity 1 is a relation,
+    exactly that margin is not."""
     m = 0.05 * min(H, W)
     for x, relations in ((m, 0), (-m, 0), (np.nextafter(m, np.inf), F), (np.nextafter(-m, -np.inf), F)):
         c = np.zeros((3, F, 2))
@@ -556,20 +561,15 @@ def _along_x(*xs: float) -> np.ndarray:
     return c
 
 
-def _with_centres(ref, ref_centres: np.ndarray, gen_centres: np.ndarray):
-    """(truth, generated tracks) of `ref` with hand-written centres."""
-    truth = dataclasses.replace(ref, tracks=dataclasses.replace(ref.tracks, centres=ref_centres))
-    return truth, dataclasses.replace(ref.tracks, centres=gen_centres)
-
-
 def test_motion_alignment_judges_a_truth_step_of_half_a_pixel_and_a_video_step_of_a_quarter_of_it(one):
     """Truth steps 10 px then 0.5 px right: the video stepping 0.5 px back on the second is judged (half a pixel is
     enough) and wrong: 0.5. A video step of exactly a quarter of the truth's (2.5 of 10) is judged by direction."""
     from evaluation.grounded.scores import score_motion_alignment
 
-    rest = [10.5] * (F - 3)
-    assert score_motion_alignment(*_with_centres(one, _along_x(0, 10, 10.5, *rest), _along_x(0, 10, 9.5, *[9.5] * (F - 3))))[1] == 0.5
-    assert score_motion_alignment(*_with_centres(one, _along_x(0, *[10] * (F - 1)), _along_x(0, *[2.5] * (F - 1))))[1] == 1.0
+    truth, back = _along_x(0, 10, *[10.5] * (F - 2)), _along_x(0, 10, *[9.5] * (F - 2))
+    assert score_motion_alignment(*_with_centres(one, truth, back))[1] == 0.5
+    truth, quarter = _along_x(0, *[10] * (F - 1)), _along_x(0, *[2.5] * (F - 1))
+    assert score_motion_alignment(*_with_centres(one, truth, quarter))[1] == 1.0
 
 
 def test_motion_alignment_of_a_still_prompt_allows_exactly_a_tenth_of_the_frame(one):
@@ -651,31 +651,35 @@ def test_temporal_consistency_flicker_of_a_single_background_pixel_counts(one):
     assert parts_of(reason)["no flicker"] == 0.0
 
 
-def _smooth(ref, ref_centres, gen_centres) -> str:
-    """score_physical's reason with hand-written centres (the masks are the truth's: rigid 1.00)."""
+def _smooth(ref, ref_centres, gen_centres) -> float:
+    """score_physical's "no unexplained acceleration" part (2 decimals) with hand-written centres; the masks are
+    the truth's, so the rigid part is 1."""
     from evaluation.grounded.scores import score_physical
 
-    return score_physical(*_with_centres(ref, ref_centres, gen_centres))[2]
+    rigid, smooth = re.fullmatch(r"rigid (\S+), no unexplained acceleration (\S+)",
+                                 score_physical(*_with_centres(ref, ref_centres, gen_centres))[2]).groups()
+    assert rigid == "1.00"
+    return float(smooth)
 
 
 def test_physical_acceleration_limit_is_the_truths_largest_plus_0_08_of_the_frame(one):
     a = 0.08 * min(H, W)
     still = _along_x(*[0.0] * F)
     # a still truth: two accelerations of exactly 0.08 of the frame (into and out of one step) are allowed
-    assert _smooth(one, still, _along_x(0, 0, a, *[a] * (F - 3))) == "rigid 1.00, no unexplained acceleration 1.00"
+    assert _smooth(one, still, _along_x(0, 0, a, *[a] * (F - 3))) == 1.0
     # the truth accelerates by 8 px twice: its largest (8), not the norm of all of them (11.3), is the allowance
     two = _along_x(0, 0, 8, 16, *[16] * (F - 4))
-    assert _smooth(one, two, _along_x(0, 0, 14, *[14] * (F - 3))) == f"rigid 1.00, no unexplained acceleration {5 / 7:.2f}"
+    assert _smooth(one, two, _along_x(0, 0, 14, *[14] * (F - 3))) == round(5 / 7, 2)
     # second differences of the truth (6 px per frame squared), not third ones (0)
     parabola = _along_x(0, 3, 12, 27)
-    assert _smooth(one, parabola, parabola) == "rigid 1.00, no unexplained acceleration 1.00"
+    assert _smooth(one, parabola, parabola) == 1.0
 
 
 def test_physical_a_truth_never_measured_allows_0_08_of_the_frame(one):
     a = 0.08 * min(H, W)
     unmeasured = np.full((1, F, 2), np.nan)
-    assert _smooth(one, unmeasured, _along_x(0, 0, 1, *[1] * (F - 3))) == "rigid 1.00, no unexplained acceleration 1.00"
-    assert _smooth(one, unmeasured, _along_x(0, 0, a + 0.5, *[a + 0.5] * (F - 3))) == f"rigid 1.00, no unexplained acceleration {5 / 7:.2f}"
+    assert _smooth(one, unmeasured, _along_x(0, 0, 1, *[1] * (F - 3))) == 1.0
+    assert _smooth(one, unmeasured, _along_x(0, 0, a + 0.5, *[a + 0.5] * (F - 3))) == round(5 / 7, 2)
 
 
 def test_physical_a_blob_losing_exactly_0_15_of_its_aligned_iou_is_rigid(one):
