@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -22,7 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 def lab_params(minilm: str, overrides: list[str], base: Path = ROOT / "configs" / "lab.yaml") -> dict:
     """The lab params as a dict: `base` with `minilm` as both text encoders and each `a.b.c=value` applied."""
-    raw = yaml.safe_load(base.read_text())
+    from sara.config import read_yaml  # the params files' YAML (1e-4 is a float, as DVC reads it)
+
+    raw = read_yaml(base.read_text())
     raw["text"]["path"] = raw["dit"]["text_encoder_path"] = minilm
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -36,12 +37,12 @@ def lab_params(minilm: str, overrides: list[str], base: Path = ROOT / "configs" 
             node = node[part]
         if leaf not in node:
             raise ValueError(f"override {item!r}: {key} is not a params key")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = read_yaml(value)
     return raw
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sara.config import ParamsError, load_params
+    from sara.config import ParamsError, params_from_dict
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("minilm", help="folder of the local MiniLM copy (scripts/minilm_fp16.py)")
@@ -50,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         raw = lab_params(args.minilm, args.overrides)
-        with tempfile.TemporaryDirectory() as tmp:  # validated before params.yaml is touched
-            (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-            load_params(Path(tmp) / "params.yaml")
+        params_from_dict(raw, "configs/lab.yaml with the overrides")  # checked before params.yaml is touched
     except (ValueError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
