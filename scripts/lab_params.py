@@ -2,7 +2,11 @@
 model, and optional `key=value` overrides (a value is read as YAML), checked against the strict params schema.
 
     python3 scripts/lab_params.py /tmp/minilm-fp16                       # what scripts/lab_run.sh writes
-    python3 scripts/lab_params.py /tmp/minilm-fp16 train.seed=1025       # LAB_SET="train.seed=1025" bash scripts/lab_run.sh ...
+    python3 scripts/lab_params.py /tmp/minilm-fp16 train.seed=1025       # the same as an argument per override
+    python3 scripts/lab_params.py /tmp/minilm-fp16 --overrides "$LAB_SET" # what LAB_SET="..." bash scripts/lab_run.sh passes
+
+`--overrides` is one string split as a shell splits it, so a value with spaces is quoted inside it:
+    LAB_SET="matrix.runs=[sara-or,sara-and] 'comparison.claims=[sara-or > sara-and on TA]'"
 
 A key that is not in the params (or a value of the wrong type) is one line naming it, and no file is written.
 """
@@ -10,6 +14,7 @@ A key that is not in the params (or a value of the wrong type) is one line namin
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -47,16 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("minilm", help="folder of the local MiniLM copy (scripts/minilm_fp16.py)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
+    ap.add_argument("--overrides", dest="quoted", default="", metavar="'K=V K=V ...'",
+                    help="more overrides in one shell-quoted string (LAB_SET of scripts/lab_run.sh)")
     ap.add_argument("--out", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
+    overrides = args.overrides + shlex.split(args.quoted)
     try:
-        raw = lab_params(args.minilm, args.overrides)
+        raw = lab_params(args.minilm, overrides)
         params_from_dict(raw, "configs/lab.yaml with the overrides")  # checked before params.yaml is touched
     except (ValueError, ParamsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.out.write_text(yaml.safe_dump(raw, sort_keys=False))
-    print(f"wrote {args.out}" + (f" ({', '.join(args.overrides)})" if args.overrides else ""))
+    print(f"wrote {args.out}" + (f" ({'; '.join(overrides)})" if overrides else ""))
     return 0
 
 

@@ -14,8 +14,9 @@ mkdir -p /tmp/site/bin && printf '#!/bin/sh\nexec python3 -m sara.cli "$@"\n' > 
 rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
 cd "$WORK"
 export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
-# LAB_SET="train.seed=1025 ...": params overrides, checked before anything runs (scripts/lab_params.py)
-python3 scripts/lab_params.py "$MINILM" ${LAB_SET:-}
+# LAB_SET="train.seed=1025 ...": params overrides, split as a shell splits words (quote a value with spaces, such as
+# a claim), checked before anything runs (scripts/lab_params.py)
+python3 scripts/lab_params.py "$MINILM" --overrides "${LAB_SET:-}"
 python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
 RESULTS=${RESULTS:-/tmp/lab_results.tgz}  # the results without models and videos, refreshed every minute

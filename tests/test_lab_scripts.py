@@ -109,6 +109,22 @@ def test_lab_params_applies_overrides_and_names_a_bad_key(tmp_path: Path, capsys
     assert "train.seed" in capsys.readouterr().err and not (tmp_path / "bad.yaml").exists()
 
 
+def test_lab_set_is_one_shell_quoted_string_so_a_claim_keeps_its_spaces(tmp_path: Path):
+    """LAB_SET reaches scripts/lab_params.py as one string split as a shell would: the operator-ordering run's
+    pre-registered claims (`<run> > <run> on TA`, spaces inside) stay one override, checked like any other."""
+    import yaml
+
+    out = tmp_path / "params.yaml"
+    lab_set = ("matrix.runs=[sara-or,sara-and,sara-xor] study.baselines=[base] "
+               "'comparison.claims=[sara-or > sara-and on TA, sara-and > sara-xor on TA]'")
+    assert _script("lab_params").main(["/tmp/minilm", "--overrides", lab_set, "--out", str(out)]) == 0
+    raw = yaml.safe_load(out.read_text())
+    assert raw["comparison"]["claims"] == ["sara-or > sara-and on TA", "sara-and > sara-xor on TA"]
+    assert raw["matrix"]["runs"] == ["sara-or", "sara-and", "sara-xor"] and raw["study"]["baselines"] == ["base"]
+    script = (ROOT / "scripts" / "lab_run.sh").read_text()
+    assert '--overrides "${LAB_SET:-}"' in script  # quoted: the shell does not split it first
+
+
 @pytest.mark.slow  # the comparison of run 7's 274 prompts x 8 rows, twice over
 def test_two_lab_runs_merge_as_training_seeds_of_every_row(tmp_path: Path):
     """Run 7's records merged with themselves as training seed 1025: every row, the base included, has two
