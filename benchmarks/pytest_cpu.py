@@ -5,7 +5,7 @@ or torchrun it waited for), set-up and teardown included; a server a fixture sta
 is reaped. Under pytest-xdist each worker writes its own file. pytest calls the two hooks by name:
 pytest_runtest_protocol around each test, pytest_sessionfinish at the end.
 
-    PYTHONPATH=$PWD:$PWD/benchmarks nice python -m pytest -q -n 2 --dist loadgroup -p pytest_cpu
+    PYTHONPATH=$PWD:$PWD/benchmarks nice python -m pytest -q -n 2 -p pytest_cpu
     python benchmarks/pytest_cpu.py tmp/pytest_cpu.*.json     # per file: tests, wall, CPU; the 20 longest tests
 
 Output: tmp/pytest_cpu.<worker>.json (PYTEST_CPU_OUT to change the prefix), rows [test id, wall s, CPU s, load].

@@ -9,6 +9,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+pytest_plugins = ["xdist_files"]  # under `-n 2`: whole test files per worker, the longest first
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One torch intra-op thread in the test process and in every process it starts (OMP_NUM_THREADS, unless set).
@@ -84,8 +86,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if set(getattr(item, "fixturenames", ())) & HEAVY_FIXTURES.keys():
             item.add_marker(pytest.mark.slow)
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # xdist hands tests to its workers in collection order: the long ones first, so that the many short ones
-        # even out the workers at the end instead of one worker finishing a minute-long test alone. The sort is
-        # stable (a module's tests stay in their order) and every worker computes the same one, as xdist requires.
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # under xdist, tests/xdist_files.py then orders the files, the longest first (it runs after this hook)

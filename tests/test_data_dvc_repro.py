@@ -16,7 +16,7 @@ MICRO_DATA = {"n_train": 2, "n_heldout": 1, "frames": 4, "height": 32, "width": 
 MICRO_MASKS = {"budget_grid": [2, 2, 2]}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(wall_s=28)
 def test_dvc_repro_data_and_masks_then_noop(tmp_path: Path) -> None:
     work = tmp_path / "repo"
     copy_tracked_files(work)

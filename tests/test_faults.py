@@ -23,7 +23,7 @@ from sara.config import ParamsError, load_params, params_from_dict
 from sara.errors import BadDataError
 from sara.train import checkpoint as ckpt
 from sara.train.health import UnhealthyStateError
-from stage2_testlib import REPO, clean_env, launcher_env, make_clips, sara, write_params  # noqa: F401  (fixtures)
+from stage2_testlib import REPO, clean_env, launcher_env, make_clips, sara, sara_here, write_params  # noqa: F401  (fixtures)
 
 
 def _runs(db: Path) -> list:
@@ -242,7 +242,7 @@ def test_sigterm_ends_the_run_killed_and_a_poisoned_state_is_not_resumed(workspa
     assert "1/" in str(bad.value) and "weight tensors diverged" in str(bad.value)
 
 
-@pytest.mark.slow  # two `sara train-dit` processes
+@pytest.mark.slow(wall_s=22)  # a `sara train-dit` process killed, its resume in this process
 def test_after_kill_9_the_resume_marks_the_orphan_killed_and_shows_the_whole_curve(workspace: Path):
     tmp = workspace / "orphan"
     tmp.mkdir()
@@ -251,7 +251,7 @@ def test_after_kill_9_the_resume_marks_the_orphan_killed_and_shows_the_whole_cur
     assert killed.returncode == -9
     [orphan] = _runs(tmp / "mlflow.db")
     assert orphan.info.status == "RUNNING"
-    resumed = sara(tmp, "train-dit", "--params", params, "--run", "sft")
+    resumed = sara_here(tmp, "train-dit", "--params", params, "--run", "sft")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from 2" in resumed.stdout
     old, new = _runs(tmp / "mlflow.db")
@@ -325,6 +325,26 @@ def test_a_crafted_aligner_or_train_state_runs_no_code(tmp_path: Path):
     with weights_only_loads(), pytest.raises(pickle.UnpicklingError):  # what DeepSpeed's own loads go through
         torch.load(crafted, map_location="cpu", weights_only=False)
     assert not marker.exists()
+
+
+def test_a_shell_that_exports_no_weights_only_still_resumes_with_weights_only_loads(tmp_path: Path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the environment (a common workaround for old checkpoints; VBench's
+    worker sets it) made every resume fail: torch refuses a load when both it and the TORCH_FORCE_WEIGHTS_ONLY_LOAD
+    that `weights_only_loads` sets are there. Inside the block the former is unset; afterwards it is back."""
+    import pickle
+
+    from sara.train.engine import weights_only_loads
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    plain, crafted = tmp_path / "state.pt", tmp_path / "crafted.pt"
+    torch.save({"module": {"w": torch.ones(2)}}, plain)
+    torch.save({"state_dict": _Payload(tmp_path / "pwned")}, crafted)
+    with weights_only_loads():
+        assert torch.equal(torch.load(plain, map_location="cpu", weights_only=False)["module"]["w"], torch.ones(2))
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(crafted, map_location="cpu", weights_only=False)
+    assert not (tmp_path / "pwned").exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1" and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
 
 
 def test_a_crafted_stage1_train_state_runs_no_code(tmp_path: Path):

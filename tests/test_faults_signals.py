@@ -205,7 +205,7 @@ def test_the_next_build_of_an_output_removes_temp_folders_of_dead_processes(tmp_
     assert not stale.exists() and live.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(wall_s=24)
 def test_sara_repro_sweeps_what_killed_runs_left_even_when_every_stage_is_cached(tmp_path: Path):
     repo = toy_repo(tmp_path / "repo")
     env = _env(repo, 0)

@@ -20,7 +20,7 @@ from flows.services import alive, port_free, read_state
 from flows_testlib import PortTaken, clone_repo, on_a_free_port, port_taken
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(wall_s=106)  # seconds on the 2-core machine, mostly waiting on servers: handed out first
 
 
 def _clean_env(clone: Path) -> dict[str, str]:

@@ -252,7 +252,7 @@ def test_sara_repro_reports_a_failing_stage_and_skips_what_needs_it(toy: Path, c
     assert "data" in yaml.safe_load((toy / "dvc.lock").read_text())["stages"]
 
 
-@pytest.mark.slow  # `dvc repro` of the toy DAG, three passes
+@pytest.mark.slow(wall_s=54)  # `dvc repro` of the toy DAG, three passes
 def test_sara_repro_in_parallel_then_an_extra_training_seed_leaves_everything_recorded(toy: Path, capsys):
     """The main pass leaves dvc.lock complete and `dvc status` clean; `--extra-train-seeds 7` then puts each
     method's rubric folder of seed 7 in `<run>.seed7/` (what `sara compare` reads) and leaves the main seed's

@@ -24,8 +24,9 @@ from flows_testlib import FAILING_SEED, make_toy_repo, toy_loss, toy_ta
 from sara.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
-# one pytest-xdist worker runs the whole module: its module fixtures start a Prefect server and run the sweep
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flows_sweep")]
+# under `-n 2` one worker runs the whole file (`--dist loadfile` in pyproject.toml): its module fixtures start a
+# Prefect server and run the sweep once
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +78,7 @@ def _runs(toy: Path, kind: str, sweep_id: str) -> list:
     )
 
 
+@pytest.mark.slow(wall_s=65)  # seconds on the 2-core machine: handed out early (tests/xdist_files.py)
 def test_each_point_is_a_child_run_with_its_own_metrics_and_provenance(sweep: dict, toy: Path) -> None:
     result = sweep["result"]
     (parent,) = _runs(toy, "sweep", "t1")
@@ -175,6 +177,7 @@ def test_dvc_exp_show_gives_each_point_its_own_evaluation_metrics(sweep: dict, t
     assert values["sft"] != values["sara-or"]
 
 
+@pytest.mark.slow(wall_s=21)  # seconds on the 2-core machine: handed out early (tests/xdist_files.py)
 def test_a_repeated_point_reuses_metrics_and_a_failing_stage_fails_only_its_point(sweep: dict, toy: Path) -> None:
     """Sweep t2: sara-or at seed 7 again (restored by DVC, nothing rerun) and at the failing seed."""
     from prefect import get_client

@@ -14,8 +14,6 @@ import yaml
 from sara.config import params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-# one pytest-xdist worker runs the whole module: its module fixture pretrains the micro lab (half a minute of CPU)
-pytestmark = pytest.mark.xdist_group("lab_pretrain")
 
 
 def micro_lab_params(tmp: Path, steps: int = 2, **extra):
@@ -65,7 +63,7 @@ def test_lab_config_holds_the_whole_caption():
     assert (p.dit.frames, p.dit.height, p.dit.width) == (p.pretrain.corpus.frames, p.pretrain.corpus.height, p.pretrain.corpus.width)
 
 
-@pytest.mark.slow  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
+@pytest.mark.slow(wall_s=25)  # the micro lab pretraining (corpus, VAE, encoder, base DiT)
 def test_corpus_is_deterministic_and_labelled(micro_lab):
     from sara.data.corpus import MOTION_CLASSES, load_corpus, render_clip
 

@@ -75,6 +75,7 @@ def _sweep(root: Path, uri: str) -> tuple[str, list[str], str]:
     return exp_id, children, parent
 
 
+@pytest.mark.slow(wall_s=20)  # seconds on the 2-core machine: handed out early (tests/xdist_files.py)
 def test_compare_view_shows_each_routing_operator_and_its_metrics(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp_id, children, _ = _sweep(tmp_path, uri)

@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from sara.config import TrainParams
 from sara.train import checkpoint as ckpt
 from sara.train.single_engine import SingleProcessEngine, single_process
-from stage2_testlib import launcher_env, sara, weights, write_params  # noqa: F401  (fixture)
+from stage2_testlib import launcher_env, sara, sara_here, weights, write_params  # noqa: F401  (fixture)
 
 TRAIN = dict(steps=8, lr=1e-2, warmup_steps=3, weight_decay=0.1, grad_clip=0.05, batch_size=4)
 
@@ -169,21 +169,22 @@ def test_offload_needs_deepspeed():
         TrainParams(engine="torch", offload="optimizer", zero_stage=2)
 
 
-@pytest.mark.slow  # three `sara train-dit` processes
+@pytest.mark.slow(wall_s=43)  # two `sara train-dit` processes (one killed), two runs in this process
 def test_stage2_under_the_single_engine_matches_deepspeed_and_resumes_after_kill(workspace: Path):
     a, b, c = workspace / "ds", workspace / "single", workspace / "single_killed"
     for d in (a, b, c):
         d.mkdir()
-    r = sara(a, "train-dit", "--params", str(write_params(a, "p")), "--run", "sft")
+    r = sara_here(a, "train-dit", "--params", str(write_params(a, "p")), "--run", "sft")
     assert r.returncode == 0, r.stderr[-3000:]
     r = sara(b, "train-dit", "--params", str(write_params(b, "p", engine="torch")), "--run", "sft")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "deepspeed" not in r.stderr.lower()  # the engine was left out, not only its optimizer
+    assert "deepspeed" not in r.stderr.lower()  # the engine was left out, not only its optimizer (a process of its own:
+    # DeepSpeed's logger writes to the stderr it found at import, which an in-process run does not capture)
     pc = write_params(c, "p", engine="torch")
     killed = sara(c, "train-dit", "--params", str(pc), "--run", "sft", fault="kill@3")
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert ckpt.latest_tag(c / "state" / "sft") == "step_0000002"
-    resumed = sara(c, "train-dit", "--params", str(pc), "--run", "sft")
+    resumed = sara_here(c, "train-dit", "--params", str(pc), "--run", "sft")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from 2" in resumed.stdout
     wa, wb, wc = (weights(d / "dit" / "sft") for d in (a, b, c))

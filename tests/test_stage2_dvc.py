@@ -89,7 +89,7 @@ def test_paper_config_validates_and_carries_table_11():
     assert set(raw) == set(p.model_dump())  # every section written out
 
 
-@pytest.mark.slow
+@pytest.mark.slow(wall_s=45)
 def test_changing_sara_params_does_not_make_sft_stale(tmp_path: Path):
     """Real DVC: record a lock for every train_dit run, then change trd and a method's own params."""
     if shutil.which("dvc") is None:

@@ -18,10 +18,10 @@ import torch
 import yaml
 
 from sara.train import checkpoint as ckpt
-from stage2_testlib import REPO, make_clips, sara, weights, write_params
+from stage2_testlib import REPO, make_clips, sara, sara_here, weights, write_params
 
 
-@pytest.mark.slow  # six `sara train-dit` processes (DeepSpeed)
+@pytest.mark.slow(wall_s=25)  # two `sara train-dit` processes killed, four runs in this process (DeepSpeed)
 def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(workspace: Path):
     """Killed after step 3 and resumed, a run ends bitwise where an uninterrupted one does, with per-step encoding and
     with train.cache_frozen_inputs (each clip's latent and caption encoded once, benchmarks/stage2_step.md: the
@@ -29,14 +29,14 @@ def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(wo
     run of each kind serves both comparisons."""
     a, b = workspace / "uninterrupted", workspace / "killed"
     a.mkdir(), b.mkdir()
-    r = sara(a, "train-dit", "--params", str(write_params(a, "p")), "--run", "sft")
+    r = sara_here(a, "train-dit", "--params", str(write_params(a, "p")), "--run", "sft")
     assert r.returncode == 0, r.stderr[-3000:]
     pb = write_params(b, "p")
     killed = sara(b, "train-dit", "--params", str(pb), "--run", "sft", fault="kill@3")
     assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL after step 3: step 2 is the last checkpoint
     assert ckpt.latest_tag(b / "state" / "sft") == "step_0000002"
     assert not (b / "dit" / "sft").exists()
-    resumed = sara(b, "train-dit", "--params", str(pb), "--run", "sft")
+    resumed = sara_here(b, "train-dit", "--params", str(pb), "--run", "sft")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from 2" in resumed.stdout
     wa, wb = weights(a / "dit" / "sft"), weights(b / "dit" / "sft")
@@ -51,18 +51,18 @@ def test_kill_and_resume_gives_the_same_final_weights_as_an_uninterrupted_run(wo
 
     cached, cached_killed = workspace / "cached", workspace / "cached_killed"
     cached.mkdir(), cached_killed.mkdir()
-    r = sara(cached, "train-dit", "--params", str(write_params(cached, "p", cache_frozen_inputs=True)), "--run", "sft")
+    r = sara_here(cached, "train-dit", "--params", str(write_params(cached, "p", cache_frozen_inputs=True)), "--run", "sft")
     assert r.returncode == 0, r.stderr[-3000:]
     pk = write_params(cached_killed, "p", cache_frozen_inputs=True)
     assert sara(cached_killed, "train-dit", "--params", str(pk), "--run", "sft", fault="kill@3").returncode == -9
-    assert sara(cached_killed, "train-dit", "--params", str(pk), "--run", "sft").returncode == 0
+    assert sara_here(cached_killed, "train-dit", "--params", str(pk), "--run", "sft").returncode == 0
     wc, wk = weights(cached / "dit" / "sft"), weights(cached_killed / "dit" / "sft")
     for k in wa:
         torch.testing.assert_close(wc[k], wa[k], rtol=1e-4, atol=1e-5)
         assert torch.equal(wc[k], wk[k]), k
 
 
-@pytest.mark.slow  # two `sara train-dit` processes
+@pytest.mark.slow  # a `sara train-dit` process killed, a run in this process
 def test_resume_never_outlives_its_inputs(workspace: Path):
     """A killed run whose clips then change starts afresh, and a finished run leaves no state to resume.
 
@@ -81,7 +81,7 @@ def test_resume_never_outlives_its_inputs(workspace: Path):
     assert ckpt.latest_tag(c / "state" / "sft") == "step_0000002"
     shutil.rmtree(c / "clips")
     make_clips(c / "clips", seed=1)  # the data stage re-rendered the clips: same ids, other pixels
-    rerun = sara(c, "train-dit", "--params", str(pc), "--run", "sft")
+    rerun = sara_here(c, "train-dit", "--params", str(pc), "--run", "sft")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from 0" in rerun.stdout  # the state of the old clips was discarded
     assert not (c / "state" / "sft").exists()  # exported: no resumable state outlives the run
@@ -135,7 +135,7 @@ def test_nan_loss_stops_the_run_marks_mlflow_failed_and_keeps_the_last_good_chec
     assert runs[0].data.params["train.steps"] == "6" and "trd.lam_trd" not in runs[0].data.params
 
 
-@pytest.mark.slow  # torchrun with 2 ranks, then one rank
+@pytest.mark.slow(wall_s=35)  # torchrun with 2 ranks, then one rank
 def test_two_gloo_ranks_match_one_rank_with_the_same_global_batch(workspace: Path):
     """2 ranks x batch 1 train exactly what 1 rank x batch 2 trains: the same samples and draws, the gradient
     averaged over ranks. Adam hides a gradient's scale (2 ranks summing instead of averaging would move the weights
@@ -149,7 +149,7 @@ def test_two_gloo_ranks_match_one_rank_with_the_same_global_batch(workspace: Pat
     p2 = str(write_params(two, "p", batch_size=1, **train))
     r2 = sara(two, "train-dit", "--params", p2, "--dit-run", "sft", launcher=torchrun)
     assert r2.returncode == 0, r2.stderr[-4000:]
-    r1 = sara(one, "train-dit", "--params", str(write_params(one, "p", batch_size=2, **train)), "--run", "sft")
+    r1 = sara_here(one, "train-dit", "--params", str(write_params(one, "p", batch_size=2, **train)), "--run", "sft")
     assert r1.returncode == 0, r1.stderr[-3000:]
     m2, m1 = (json.loads((d / "dit" / "sft" / "metrics.json").read_text()) for d in (two, one))
     assert (m2["world_size"], m1["world_size"]) == (2, 1)

@@ -57,7 +57,7 @@ def test_the_table_says_why_a_row_is_missing_and_estimates_the_validation_share(
     assert "every 1000 steps) ~ 2.3% of training time" in text
 
 
-@pytest.mark.slow
+@pytest.mark.slow(wall_s=47)
 def test_tiny_mode_runs_the_recipe_offload_and_zero3_rows_on_cpu(tmp_path: Path):
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stage2_real_sizes.py"), "--tiny", "--only", "0,3,4",
                         "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=REPO)

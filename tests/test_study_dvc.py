@@ -15,7 +15,7 @@ from flows_testlib import copy_tracked_files, run_ok
 from study_testlib import BASELINES, PROMPTS, write_samples
 
 
-@pytest.mark.slow
+@pytest.mark.slow(wall_s=31)
 def test_dvc_repro_study_build_and_report_then_noop(tmp_path: Path) -> None:
     work = tmp_path / "repo"
     copy_tracked_files(work)

@@ -177,20 +177,16 @@ def test_with_cached_frozen_inputs_targets_and_saliency_are_computed_once_per_cl
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", ["videorepa@oracle", "videorepa@random"])
-def test_a_run_with_a_control_target_trains_and_exports(run: str, tmp_path: Path) -> None:
-    """`sara train-dit --run videorepa@oracle` end to end (DeepSpeed on CPU, 2 steps): the target's tokens reach
-    the loss through the same projector width as the lab encoder's, and the export names the target."""
+def test_a_run_with_a_control_target_trains_and_exports(run: str, workspace: Path) -> None:
+    """`sara train-dit --run videorepa@oracle` end to end (DeepSpeed on CPU, 2 steps, in this process): the target's
+    tokens reach the loss through the same projector width as the lab encoder's, and the export names the target."""
     import json
 
-    from sara.config import load_params
-    from sara.models.dit import save_base
-    from stage2_testlib import REPO, make_clips, sara, write_params
+    from stage2_testlib import sara_here, write_params
 
-    make_clips(tmp_path / "clips")
-    save_base(load_params(REPO / "params.yaml"), tmp_path / "base")
-    work = tmp_path / "run"
+    work = workspace / f"target_{run.replace('@', '_')}"
     work.mkdir()
-    r = sara(work, "train-dit", "--params", str(write_params(work, "p", steps=2, cache_frozen_inputs=True)), "--run", run)
+    r = sara_here(work, "train-dit", "--params", str(write_params(work, "p", steps=2, cache_frozen_inputs=True)), "--run", run)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((work / "dit" / run / "metrics.json").read_text())
     assert metrics["target"] == run.split("@")[1] and metrics["steps"] == 2

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sara.config import load_params
-from stage2_testlib import REPO, sara, weights, write_params
+from stage2_testlib import REPO, sara_here, weights, write_params
 
 
 def _params(base_dir: Path | None = None, **validation):
@@ -108,10 +108,10 @@ def test_a_stage2_run_logs_validation_videos_and_trains_exactly_as_without(works
     and bitwise the same final weights as the same run without validation."""
     plain, validated = workspace / "val_off", workspace / "val_on"
     plain.mkdir(), validated.mkdir()
-    r = sara(plain, "train-dit", "--params", str(write_params(plain, "p", steps=4, checkpoint_every=4)), "--run", "sft")
+    r = sara_here(plain, "train-dit", "--params", str(write_params(plain, "p", steps=4, checkpoint_every=4)), "--run", "sft")
     assert r.returncode == 0, r.stderr[-3000:]
     on = write_params(validated, "p", steps=4, checkpoint_every=4, validation={**_params().train.validation.model_dump()})
-    r = sara(validated, "train-dit", "--params", str(on), "--run", "sft")
+    r = sara_here(validated, "train-dit", "--params", str(on), "--run", "sft")
     assert r.returncode == 0, r.stderr[-3000:]
     wa, wb = weights(plain / "dit" / "sft"), weights(validated / "dit" / "sft")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

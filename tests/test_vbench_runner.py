@@ -267,6 +267,9 @@ def _fake_vbench_modules(monkeypatch, calls: list) -> None:
                                                        {"long_video_cnt": 1}]])
     monkeypatch.setitem(sys.modules, "vbench", vb)
     monkeypatch.setitem(sys.modules, "vbench2_beta_long", long)
+    for key in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "VBENCH_CACHE_DIR"):  # the worker sets them for its own process:
+        monkeypatch.setenv(key, "")  # recorded, so the test's end puts back what was there (nothing), not what the
+        monkeypatch.delenv(key)  # worker set for the tests after it
 
 
 @pytest.mark.parametrize("mode", ["custom_input", "long_custom_input", "long_vbench_standard"])

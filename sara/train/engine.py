@@ -246,24 +246,28 @@ class TrainEngine:
 
 @contextmanager
 def weights_only_loads() -> Iterator[None]:
-    """Make every torch.load inside the block a weights_only load, whatever its caller asked for."""
+    """Make every torch.load inside the block a weights_only load, whatever its caller asked for. A
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment (a common workaround for old checkpoints) is unset inside
+    the block: with both set, torch refuses every load."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
     # plain data classes DeepSpeed pickles into its optimizer states (ZeRO stage, partition addresses, loss scaler)
     allowed = [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
-    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-    before = os.environ.get(key)
-    os.environ[key] = "1"
+    keys = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    before = {key: os.environ.get(key) for key in keys}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     try:
         with torch.serialization.safe_globals(allowed):
             yield
     finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def peak_memory_bytes(device: torch.device) -> int:
