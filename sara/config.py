@@ -465,6 +465,19 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _claims_name_trained_runs(self) -> "Params":
+        from sara.claims import parse_claim
+
+        trained = (BASE, *self.matrix.runs)  # a claim can only be tested on what the DAG trains (and the base)
+        for text in self.comparison.claims:
+            claim = parse_claim(text)
+            for run in (claim.a, claim.b):
+                if run not in trained:
+                    raise ValueError(f"comparison.claims: {text!r} names {run!r}, which matrix.runs does not train "
+                                     f"(runs: {', '.join(self.matrix.runs)})")
+        return self
+
+    @model_validator(mode="after")
     def _study_runs(self) -> "Params":
         main, baselines = self.study.main_run or self.report.main_run, self.study.baselines
         sampled = (BASE, *self.matrix.runs)  # what the DAG samples: base and the run matrix

@@ -98,3 +98,18 @@ def test_claims_in_params_are_checked_before_any_work() -> None:
         assert "comparison.claims" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ParamsError, match="listed twice"):
         params_from_dict({"comparison": {"claims": ["sft > base on TA", "sft  >  base on TA"]}})
+
+
+def test_a_claim_on_a_run_the_matrix_does_not_train_is_refused_before_any_work() -> None:
+    """A pre-registered claim can only be tested on runs the DAG trains: naming one outside `matrix.runs` (an
+    operator-ordering run that kept the default claims on sft and videorepa) is one line naming the claim and the
+    run, not a comparison that reports the claim "not run" after the GPU minutes are spent."""
+    ok = params_from_dict({"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
+                           "study": {"baselines": ["base"]},
+                           "comparison": {"claims": ["sara-or > sara-and on TA", "sara-and > base on TA"]}})
+    assert len(ok.comparison.claims) == 2
+    with pytest.raises(ParamsError) as err:
+        params_from_dict({"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
+                          "study": {"baselines": ["base"]}, "comparison": {"claims": ["sft > base on TA"]}})
+    assert "'sft > base on TA'" in str(err.value) and "'sft'" in str(err.value) and "matrix.runs" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -150,3 +150,25 @@ def test_two_lab_runs_merge_as_training_seeds_of_every_row(tmp_path: Path):
     assert res["differences"]["sft"]["base"]["TA"]["estimate"] == pytest.approx(
         one["differences"]["sft"]["base"]["TA"]["estimate"], abs=1e-6)
     assert _script("lab_merge_seeds").main([str(results), str(results), "--seed", "1025", "--out", str(merged)]) == 2
+
+
+def test_the_next_runs_commands_in_the_comparison_doc_are_valid_params(tmp_path: Path):
+    """Every `LAB_SET="..."` in docs/lab/comparison.md's "Next run" gives params the strict schema accepts, and the
+    operator-ordering run's claims name only runs of its matrix (checked before a GPU minute is spent)."""
+    import re
+    import shlex
+
+    import yaml
+
+    text = (ROOT / "docs" / "lab" / "comparison.md").read_text()
+    next_run = text[text.index("## Next run"):text.index("\n## ", text.index("## Next run") + 1)]
+    values = [shlex.split(m)[0].split("=", 1)[1] for m in re.findall(r'(LAB_SET="[^"]*")', next_run)]
+    assert len(values) >= 2, next_run
+    for i, value in enumerate(values):
+        out = tmp_path / f"p{i}.yaml"
+        assert _script("lab_params").main(["/tmp/minilm", "--overrides", value, "--out", str(out)]) == 0, value
+    raw = yaml.safe_load(out.read_text())
+    runs = set(raw["matrix"]["runs"]) | {"base"}
+    for claim in raw["comparison"]["claims"]:
+        a, _, b = claim.split(" on ")[0].split(" ")
+        assert {a, b} <= runs, claim
