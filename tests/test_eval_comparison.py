@@ -245,6 +245,7 @@ def test_runs_with_a_trd_target_are_rows_claims_and_mlflow_columns(rubric_dir: P
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["rubric"]["out_dir"] = str(rubric_dir)
     params["train"]["seed"] = 0
+    params["matrix"]["runs"] = [*params["matrix"]["runs"], "videorepa@oracle"]  # a claim names trained runs only
     params["comparison"] = {"n_boot": 200, "out_dir": str(tmp_path / "comparison"), "grid_frames": 2,
                             "mechanism_dir": str(tmp_path / "none"), "references": ["sft", "videorepa@oracle"],
                             "claims": ["videorepa@oracle > videorepa on TA"]}
