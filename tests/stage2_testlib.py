@@ -101,13 +101,11 @@ def sara_here(tmp: Path, *args: str) -> Ran:
     from sara.cli import main
 
     cwd, env = os.getcwd(), dict(os.environ)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
     out, err = io.StringIO(), io.StringIO()
     try:
-        for key in LAUNCHER_ENV:
-            os.environ.pop(key, None)
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        mlflow.set_tracking_uri(uri)
+        os.environ.clear()
+        os.environ.update(clean_env(tmp))  # the environment `sara()` gives its process
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         os.chdir(tmp)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(list(args))
