@@ -465,10 +465,14 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
-    def _claims_name_trained_runs(self) -> "Params":
+    def _comparison_names_trained_runs(self) -> "Params":
         from sara.claims import parse_claim
 
-        trained = (BASE, *self.matrix.runs)  # a claim can only be tested on what the DAG trains (and the base)
+        trained = (BASE, *self.matrix.runs)  # a claim or a reference can only be on what the DAG trains (and the base)
+        for ref in self.comparison.references:  # the comparison would skip it without a word
+            if ref not in trained:
+                raise ValueError(f"comparison.references: {ref!r} is not a run matrix.runs trains "
+                                 f"(runs: {', '.join(trained)})")
         for text in self.comparison.claims:
             claim = parse_claim(text)
             for run in (claim.a, claim.b):

@@ -6,7 +6,9 @@ model, and optional `key=value` overrides (a value is read as YAML), checked aga
     python3 scripts/lab_params.py /tmp/minilm-fp16 --overrides "$LAB_SET" # what LAB_SET="..." bash scripts/lab_run.sh passes
 
 `--overrides` is one string split as a shell splits it, so a value with spaces is quoted inside it:
-    LAB_SET="matrix.runs=[sara-or,sara-and] 'comparison.claims=[sara-or > sara-and on TA]'"
+    LAB_SET="matrix.runs=[sara-or,sara-and] study.baselines=[base] comparison.references=[sara-or] 'comparison.claims=[sara-or > sara-and on TA]'"
+(a smaller run matrix also names the study's baselines and the comparison's references among its runs: the params
+check refuses a row that would not be trained)
 
 A key that is not in the params (or a value of the wrong type) is one line naming it, and no file is written.
 """

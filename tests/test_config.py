@@ -149,6 +149,7 @@ def test_the_run_matrix_is_checked_before_any_work() -> None:
     with pytest.raises(ParamsError, match="report.main_run = 'sara-or' is not a run the DAG trains"):
         params_from_dict(raw)
     raw["matrix"]["runs"] = ["sft", "sara-or"]  # the study's baselines must be sampled: base or the matrix
+    raw["comparison"]["references"] = ["sft"]
     with pytest.raises(ParamsError, match="study: 'videorepa' is not a sampled run \\(base, sft, sara-or\\)"):
         params_from_dict(raw)
 

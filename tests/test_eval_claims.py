@@ -106,10 +106,27 @@ def test_a_claim_on_a_run_the_matrix_does_not_train_is_refused_before_any_work()
     run, not a comparison that reports the claim "not run" after the GPU minutes are spent."""
     ok = params_from_dict({"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
                            "study": {"baselines": ["base"]},
-                           "comparison": {"claims": ["sara-or > sara-and on TA", "sara-and > base on TA"]}})
+                           "comparison": {"claims": ["sara-or > sara-and on TA", "sara-and > base on TA"],
+                                          "references": ["sara-or"]}})
     assert len(ok.comparison.claims) == 2
     with pytest.raises(ParamsError) as err:
         params_from_dict({"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
-                          "study": {"baselines": ["base"]}, "comparison": {"claims": ["sft > base on TA"]}})
+                          "study": {"baselines": ["base"]},
+                          "comparison": {"claims": ["sft > base on TA"], "references": ["sara-or"]}})
     assert "'sft > base on TA'" in str(err.value) and "'sft'" in str(err.value) and "matrix.runs" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_reference_the_matrix_does_not_train_is_refused_before_any_work() -> None:
+    """`comparison.references` are the rows every run is paired against. One the DAG does not train (an operator-
+    ordering run that kept the default references sft and videorepa) used to vanish: the comparison skipped it
+    without a word, and comparison.md simply had no paired differences. Now it is one line naming the reference,
+    before any stage runs; the base can be a reference."""
+    runs = {"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
+            "study": {"baselines": ["base"]}}
+    ok = params_from_dict({**runs, "comparison": {"references": ["sara-or", "base"]}})
+    assert ok.comparison.references == ["sara-or", "base"]
+    with pytest.raises(ParamsError) as err:
+        params_from_dict({**runs, "comparison": {"references": ["sara-or", "videorepa"]}})
+    msg = str(err.value)
+    assert "comparison.references" in msg and "'videorepa'" in msg and "matrix.runs" in msg and "\n" not in msg

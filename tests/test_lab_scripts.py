@@ -115,7 +115,7 @@ def test_lab_set_is_one_shell_quoted_string_so_a_claim_keeps_its_spaces(tmp_path
     import yaml
 
     out = tmp_path / "params.yaml"
-    lab_set = ("matrix.runs=[sara-or,sara-and,sara-xor] study.baselines=[base] "
+    lab_set = ("matrix.runs=[sara-or,sara-and,sara-xor] study.baselines=[base] comparison.references=[sara-or] "
                "'comparison.claims=[sara-or > sara-and on TA, sara-and > sara-xor on TA]'")
     assert _script("lab_params").main(["/tmp/minilm", "--overrides", lab_set, "--out", str(out)]) == 0
     raw = yaml.safe_load(out.read_text())

@@ -326,6 +326,7 @@ def _matrix_params(runs: list[str]) -> Params:
     raw["matrix"]["runs"] = runs
     raw["report"]["main_run"] = "sara-or"
     raw["study"]["baselines"] = ["base", "sft"]  # the study compares sampled runs only
+    raw["comparison"]["references"] = ["sft"]  # and the comparison pairs against trained runs only
     return params_from_dict(raw)
 
 
@@ -362,6 +363,7 @@ def test_a_stale_dvc_yaml_is_detected(tmp_path: Path):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["matrix"]["runs"] = ["sft", "sara-or"]
     raw["study"]["baselines"] = ["base", "sft"]
+    raw["comparison"]["references"] = ["sft"]
     other.write_text(yaml.safe_dump(raw))
     assert out_of_date(other)
 
