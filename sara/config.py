@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sara.errors import InputError
-from sara.runs import BASE, DAG_RUNS, MAIN_RUN, Run
+from sara.runs import BASE, DAG_RUNS, MAIN_RUN, ORACLE, Run
 # the base classes and the lab's pretraining sections live beside this module; they are imported from here too
 from sara.params_base import (PromptSetName, SceneParams, Section, StrictModel, WanFrames,  # noqa: F401 (re-exported)
                               ZeroStage)
@@ -473,6 +473,10 @@ class Params(Section):
             if ref not in trained:
                 raise ValueError(f"comparison.references: {ref!r} is not a run matrix.runs trains "
                                  f"(runs: {', '.join(trained)})")
+        scored = (ORACLE, *trained)  # the rows the DAG's rubric stages score
+        for row in self.comparison.runs or ():  # else the compare stage fails, after every run was trained
+            if row not in scored:
+                raise ValueError(f"comparison.runs: {row!r} is not a row the DAG scores ({', '.join(scored)})")
         for text in self.comparison.claims:
             claim = parse_claim(text)
             for run in (claim.a, claim.b):

@@ -130,3 +130,18 @@ def test_a_reference_the_matrix_does_not_train_is_refused_before_any_work() -> N
         params_from_dict({**runs, "comparison": {"references": ["sara-or", "videorepa"]}})
     msg = str(err.value)
     assert "comparison.references" in msg and "'videorepa'" in msg and "matrix.runs" in msg and "\n" not in msg
+
+
+def test_a_comparison_row_the_dag_does_not_score_is_refused_before_any_work() -> None:
+    """`comparison.runs` lists the comparison's rows. One that no rubric stage of the DAG scores (a run outside
+    `matrix.runs`) used to fail only in the compare stage, after every run had trained and been scored. Now it is
+    one line naming the row, with the params; the base and the oracle rows are scored, so they may be listed."""
+    runs = {"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
+            "study": {"baselines": ["base"]}}
+    ok = params_from_dict({**runs, "comparison": {"references": ["sara-or"],
+                                                  "runs": ["oracle", "base", "sara-and", "sara-or"]}})
+    assert ok.comparison.runs == ["oracle", "base", "sara-and", "sara-or"]
+    with pytest.raises(ParamsError) as err:
+        params_from_dict({**runs, "comparison": {"references": ["sara-or"], "runs": ["sara-or", "sara-xor"]}})
+    msg = str(err.value)
+    assert "comparison.runs" in msg and "'sara-xor'" in msg and "\n" not in msg
