@@ -9,7 +9,8 @@
 set -euo pipefail
 MINILM=$1; shift
 WORK=${WORK:-/tmp/lab}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# WHEELS: the wheel folder (.whl by default; another path where the checkout and .whl exceed one copy: docs/offline.md)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${WHEELS:-.whl}"/*.whl
 mkdir -p /tmp/site/bin && printf '#!/bin/sh\nexec python3 -m sara.cli "$@"\n' > /tmp/site/bin/sara && chmod +x /tmp/site/bin/sara
 rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
 cd "$WORK"

@@ -172,3 +172,32 @@ def test_every_lab_set_in_the_docs_and_scripts_gives_valid_params(tmp_path: Path
     for i, ((name, _), value) in enumerate(sorted(found.items())):
         out = tmp_path / f"p{i}.yaml"
         assert _script("lab_params").main(["/tmp/minilm", "--overrides", value, "--out", str(out)]) == 0, (name, value)
+
+
+@pytest.mark.parametrize("wheels", [None, "elsewhere"])
+def test_lab_run_installs_the_wheels_from_the_folder_wheels_names(tmp_path: Path, wheels: str | None):
+    """The checkout and its .whl folder no longer fit one 64 MiB copy (docs/offline.md), so the wheels can come in
+    two copies into a folder outside the checkout: `WHEELS=<folder>` is where scripts/lab_run.sh installs from
+    (.whl when unset). A stand-in `python3` records the install command and stops the script there."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "python3.args"
+    (stub / "python3").write_text(f'#!/bin/sh\necho "$@" > {log}\nexit 3\n')
+    (stub / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "WORK": str(tmp_path / "work")}
+    env.pop("WHEELS", None)
+    if wheels:
+        folder = tmp_path / wheels
+        folder.mkdir()
+        (folder / "a-1.0-py3-none-any.whl").write_bytes(b"")
+        env["WHEELS"] = str(folder)
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 3, res.stderr
+    args = log.read_text().split()
+    assert args[:3] == ["-m", "pip", "install"] and "--target" in args
+    expected = str(tmp_path / wheels / "a-1.0-py3-none-any.whl") if wheels else ".whl/*.whl"  # no .whl here
+    assert args[-1] == expected
