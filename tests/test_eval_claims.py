@@ -100,19 +100,20 @@ def test_claims_in_params_are_checked_before_any_work() -> None:
         params_from_dict({"comparison": {"claims": ["sft > base on TA", "sft  >  base on TA"]}})
 
 
+# an operator-ordering run's matrix: two SARA operators, the study and the main run among them
+SMALL_MATRIX = {"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
+                "study": {"baselines": ["base"]}}
+
+
 def test_a_claim_on_a_run_the_matrix_does_not_train_is_refused_before_any_work() -> None:
     """A pre-registered claim can only be tested on runs the DAG trains: naming one outside `matrix.runs` (an
     operator-ordering run that kept the default claims on sft and videorepa) is one line naming the claim and the
     run, not a comparison that reports the claim "not run" after the GPU minutes are spent."""
-    ok = params_from_dict({"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
-                           "study": {"baselines": ["base"]},
-                           "comparison": {"claims": ["sara-or > sara-and on TA", "sara-and > base on TA"],
-                                          "references": ["sara-or"]}})
+    claims = ["sara-or > sara-and on TA", "sara-and > base on TA"]
+    ok = params_from_dict({**SMALL_MATRIX, "comparison": {"claims": claims, "references": ["sara-or"]}})
     assert len(ok.comparison.claims) == 2
     with pytest.raises(ParamsError) as err:
-        params_from_dict({"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
-                          "study": {"baselines": ["base"]},
-                          "comparison": {"claims": ["sft > base on TA"], "references": ["sara-or"]}})
+        params_from_dict({**SMALL_MATRIX, "comparison": {"claims": ["sft > base on TA"], "references": ["sara-or"]}})
     assert "'sft > base on TA'" in str(err.value) and "'sft'" in str(err.value) and "matrix.runs" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -122,12 +123,10 @@ def test_a_reference_the_matrix_does_not_train_is_refused_before_any_work() -> N
     ordering run that kept the default references sft and videorepa) used to vanish: the comparison skipped it
     without a word, and comparison.md simply had no paired differences. Now it is one line naming the reference,
     before any stage runs; the base can be a reference."""
-    runs = {"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
-            "study": {"baselines": ["base"]}}
-    ok = params_from_dict({**runs, "comparison": {"references": ["sara-or", "base"]}})
+    ok = params_from_dict({**SMALL_MATRIX, "comparison": {"references": ["sara-or", "base"]}})
     assert ok.comparison.references == ["sara-or", "base"]
     with pytest.raises(ParamsError) as err:
-        params_from_dict({**runs, "comparison": {"references": ["sara-or", "videorepa"]}})
+        params_from_dict({**SMALL_MATRIX, "comparison": {"references": ["sara-or", "videorepa"]}})
     msg = str(err.value)
     assert "comparison.references" in msg and "'videorepa'" in msg and "matrix.runs" in msg and "\n" not in msg
 
@@ -136,12 +135,10 @@ def test_a_comparison_row_the_dag_does_not_score_is_refused_before_any_work() ->
     """`comparison.runs` lists the comparison's rows. One that no rubric stage of the DAG scores (a run outside
     `matrix.runs`) used to fail only in the compare stage, after every run had trained and been scored. Now it is
     one line naming the row, with the params; the base and the oracle rows are scored, so they may be listed."""
-    runs = {"matrix": {"runs": ["sara-or", "sara-and"]}, "report": {"main_run": "sara-or"},
-            "study": {"baselines": ["base"]}}
-    ok = params_from_dict({**runs, "comparison": {"references": ["sara-or"],
-                                                  "runs": ["oracle", "base", "sara-and", "sara-or"]}})
+    ok = params_from_dict({**SMALL_MATRIX, "comparison": {"references": ["sara-or"],
+                                                          "runs": ["oracle", "base", "sara-and", "sara-or"]}})
     assert ok.comparison.runs == ["oracle", "base", "sara-and", "sara-or"]
     with pytest.raises(ParamsError) as err:
-        params_from_dict({**runs, "comparison": {"references": ["sara-or"], "runs": ["sara-or", "sara-xor"]}})
+        params_from_dict({**SMALL_MATRIX, "comparison": {"references": ["sara-or"], "runs": ["sara-or", "sara-xor"]}})
     msg = str(err.value)
     assert "comparison.runs" in msg and "'sara-xor'" in msg and "\n" not in msg
