@@ -10,9 +10,13 @@ set -euo pipefail
 MINILM=$1; shift
 WORK=${WORK:-/tmp/lab}
 # WHEELS: the wheel folder (.whl by default; another path where the checkout and .whl exceed one copy: docs/offline.md)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${WHEELS:-.whl}"/*.whl
+WHEELS=${WHEELS:-.whl}
+if ! compgen -G "$WHEELS/*.whl" > /dev/null; then
+  echo "lab_run.sh: no wheels in WHEELS=$WHEELS (docs/offline.md)" >&2; exit 2
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
 mkdir -p /tmp/site/bin && printf '#!/bin/sh\nexec python3 -m sara.cli "$@"\n' > /tmp/site/bin/sara && chmod +x /tmp/site/bin/sara
-rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
+rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude='./.whl-*' --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
 cd "$WORK"
 export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 # LAB_SET="train.seed=1025 ...": params overrides, split as a shell splits words (quote a value with spaces, such as

@@ -179,6 +179,24 @@ def test_lab_run_installs_the_wheels_from_the_folder_wheels_names(tmp_path: Path
     """The checkout and its .whl folder no longer fit one 64 MiB copy (docs/offline.md), so the wheels can come in
     two copies into a folder outside the checkout: `WHEELS=<folder>` is where scripts/lab_run.sh installs from
     (.whl when unset). A stand-in `python3` records the install command and stops the script there."""
+    res, log = _lab_run_until_pip(tmp_path, wheels or ".whl", set_env=wheels is not None)
+    assert res.returncode == 3, res.stderr
+    args = log.read_text().split()
+    assert args[:3] == ["-m", "pip", "install"] and "--target" in args
+    folder = str(tmp_path / wheels) if wheels else ".whl"  # the default is relative to the checkout
+    assert args[-1] == f"{folder}/a-1.0-py3-none-any.whl"
+
+
+def test_lab_run_without_wheels_is_one_line_naming_the_folder(tmp_path: Path):
+    """A WHEELS folder with no wheel in it (a copy that did not arrive) stops scripts/lab_run.sh before pip, in one
+    line naming the folder, instead of pip's "No such file" on a literal `*.whl`."""
+    res, log = _lab_run_until_pip(tmp_path, "empty", set_env=True, wheel=False)
+    assert res.returncode == 2 and not log.exists()
+    assert res.stderr.strip() == f"lab_run.sh: no wheels in WHEELS={tmp_path / 'empty'} (docs/offline.md)"
+
+
+def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool = True):
+    """scripts/lab_run.sh in `tmp_path` with a stand-in `python3` that records its arguments and exits 3."""
     import os
     import subprocess
 
@@ -189,15 +207,11 @@ def test_lab_run_installs_the_wheels_from_the_folder_wheels_names(tmp_path: Path
     (stub / "python3").chmod(0o755)
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "WORK": str(tmp_path / "work")}
     env.pop("WHEELS", None)
-    if wheels:
-        folder = tmp_path / wheels
-        folder.mkdir()
-        (folder / "a-1.0-py3-none-any.whl").write_bytes(b"")
-        env["WHEELS"] = str(folder)
+    (tmp_path / folder).mkdir()
+    if wheel:
+        (tmp_path / folder / "a-1.0-py3-none-any.whl").write_bytes(b"")
+    if set_env:
+        env["WHEELS"] = str(tmp_path / folder)
     res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
-    assert res.returncode == 3, res.stderr
-    args = log.read_text().split()
-    assert args[:3] == ["-m", "pip", "install"] and "--target" in args
-    expected = str(tmp_path / wheels / "a-1.0-py3-none-any.whl") if wheels else ".whl/*.whl"  # no .whl here
-    assert args[-1] == expected
+    return res, log
