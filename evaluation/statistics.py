@@ -24,8 +24,17 @@ uses the same replicate weights (one seeded draw over the union of units), so di
 (prompt, sampling seed): a paired difference is the difference of the two runs' statistics on the same resample,
 over the units both runs scored. A difference whose interval includes zero is "no difference".
 
-The spread across training seeds is reported beside the interval (per-seed values, std with ddof 1, range); it is
-not folded into the interval: with two or three training seeds a resampled estimate of it would mean nothing.
+Training seeds. The spread across a run's training seeds is reported beside the interval (per-seed values, std
+with ddof 1, range). With `train_seed_rng` set (the comparison sets it) a run's training seeds are resampled too:
+each bootstrap replicate draws the run's S seeds with replacement (`train_seed_weights`) on top of the videos, so
+the interval covers the replicate-to-replicate variation as well. Two lab runs of one command, each a replicate
+of the whole pipeline (base included), moved one row by more than its prompt-only interval (docs/lab/replicates.md):
+held fixed, a difference seen in one replicate "holds" for them all. With two or three seeds the resampled spread
+is coarse (two seeds: a quarter of the replicates use only the first, a quarter only the second), so an interval
+then reads as "the difference has one sign in every replicate", which is the question. The draw depends only on
+the seeds' labels, so runs with the same training seeds get the same draw and stay paired by replicate (a lab
+replicate's rows share its base); a run with one training seed is held fixed (the common base of a DAG that trained
+`--extra-train-seeds`).
 """
 
 from __future__ import annotations
@@ -119,11 +128,25 @@ def bootstrap_weights(units: Sequence[Unit], n_boot: int, seed: int, scheme: Sch
 # --------------------------------------------------------------------------------------------------------------
 
 
-def metric_value(values: np.ndarray, dim_idx: Sequence[int], weights: np.ndarray | None = None) -> np.ndarray:
+def train_seed_weights(train_seeds: Sequence[int], n_boot: int, rng_seed: int) -> np.ndarray:
+    """(n_boot, S) how often each of a run's S training seeds is drawn in each bootstrap replicate (rows sum to S).
+
+    Seeded by `rng_seed` and the seeds' labels only, so every run with the same training seeds gets the same draw
+    (paired by replicate). One training seed: all ones (held fixed)."""
+    S = len(train_seeds)
+    if S == 1:
+        return np.ones((n_boot, 1), dtype=np.float64)
+    rng = np.random.default_rng([rng_seed, S, *(int(t) for t in train_seeds)])
+    return rng.multinomial(S, np.full(S, 1.0 / S), size=n_boot).astype(np.float64)
+
+
+def metric_value(values: np.ndarray, dim_idx: Sequence[int], weights: np.ndarray | None = None,
+                 seed_weights: np.ndarray | None = None) -> np.ndarray:
     """Metric of `values` (S, V, D) over dimensions `dim_idx`: per training seed, per dimension the weighted mean
     over videos with a score, then the mean over dimensions with any score; then the mean over training seeds.
 
     `weights` (B, V) gives one value per replicate (B,); None means every video once (returns shape (1,)).
+    `seed_weights` (B, S) weights the training seeds in each replicate (`train_seed_weights`); None: each once.
     A replicate where no dimension has a score is NaN.
     """
     x = values[:, :, list(dim_idx)]  # (S, V, d)
@@ -136,7 +159,11 @@ def metric_value(values: np.ndarray, dim_idx: Sequence[int], weights: np.ndarray
         dim_means = np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), np.nan)  # (B, S, d)
         has = np.isfinite(dim_means)
         per_seed = np.where(has.any(-1), np.nansum(dim_means, -1) / np.maximum(has.sum(-1), 1), np.nan)  # (B, S)
-    return per_seed.mean(-1)  # (B,) NaN if any training seed has no score in that replicate
+    if seed_weights is None:
+        return per_seed.mean(-1)  # (B,) NaN if any training seed has no score in that replicate
+    drawn = seed_weights > 0  # (B, S); a seed not drawn in a replicate does not count there, NaN or not
+    total = np.where(drawn, per_seed * seed_weights, 0.0).sum(-1) / seed_weights.sum(-1)  # (B,)
+    return np.where((drawn & ~np.isfinite(per_seed)).any(-1), np.nan, total)
 
 
 def _percentile_interval(estimate: float, reps: np.ndarray, level: float) -> Interval:
@@ -164,16 +191,23 @@ def _columns(run: RunScores, units: Sequence[Unit]) -> np.ndarray:
     return np.array([pos[u] for u in units], dtype=int)
 
 
-def run_interval(run: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit], level: float = 0.95) -> Interval:
+def _seed_weights(run: RunScores, n_boot: int, train_seed_rng: int | None) -> np.ndarray | None:
+    return None if train_seed_rng is None else train_seed_weights(run.train_seeds, n_boot, train_seed_rng)
+
+
+def run_interval(run: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit], level: float = 0.95,
+                 train_seed_rng: int | None = None) -> Interval:
     """Estimate and bootstrap interval of one run's metric; `weights` (B, len(units)) over `units` (a superset of
-    the run's units: columns of units the run did not score are dropped)."""
+    the run's units: columns of units the run did not score are dropped). `train_seed_rng`: resample the run's
+    training seeds too (module docstring); None holds them fixed."""
     _check_level(level)
     have = set(run.units)
     cols = [i for i, u in enumerate(units) if u in have]
     sub_units = [units[i] for i in cols]
     vals = run.values[:, _columns(run, sub_units)]  # (S, V', D)
     est = float(metric_value(vals, dim_idx)[0])
-    return _percentile_interval(est, metric_value(vals, dim_idx, weights[:, cols]), level)
+    seed_w = _seed_weights(run, weights.shape[0], train_seed_rng)
+    return _percentile_interval(est, metric_value(vals, dim_idx, weights[:, cols], seed_w), level)
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,7 @@ class PairedReplicates:
     estimate: float
     replicates: np.ndarray
     n_paired: int
+    n_replicates: int = 1  # training seeds (replicates) behind the larger side
 
     def interval(self, level: float = 0.95) -> Interval:
         _check_level(level)
@@ -191,8 +226,9 @@ class PairedReplicates:
 
 
 def paired_replicates(a: RunScores, b: RunScores, dim_idx: Sequence[int], weights: np.ndarray,
-                      units: Sequence[Unit]) -> PairedReplicates:
-    """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed)."""
+                      units: Sequence[Unit], train_seed_rng: int | None = None) -> PairedReplicates:
+    """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed).
+    `train_seed_rng`: resample each run's training seeds too, jointly for runs with the same seeds."""
     common = set(a.units) & set(b.units)
     cols = [i for i, u in enumerate(units) if u in common]
     if not cols:
@@ -201,15 +237,18 @@ def paired_replicates(a: RunScores, b: RunScores, dim_idx: Sequence[int], weight
     va, vb = a.values[:, _columns(a, sub)], b.values[:, _columns(b, sub)]
     est = float(metric_value(va, dim_idx)[0] - metric_value(vb, dim_idx)[0])
     w = weights[:, cols]
-    return PairedReplicates(est, metric_value(va, dim_idx, w) - metric_value(vb, dim_idx, w), len(cols))
+    B = weights.shape[0]
+    sa, sb = _seed_weights(a, B, train_seed_rng), _seed_weights(b, B, train_seed_rng)
+    return PairedReplicates(est, metric_value(va, dim_idx, w, sa) - metric_value(vb, dim_idx, w, sb), len(cols),
+                            max(len(a.train_seeds), len(b.train_seeds)))
 
 
 def paired_difference(a: RunScores, b: RunScores, dim_idx: Sequence[int], weights: np.ndarray, units: Sequence[Unit],
-                      level: float = 0.95) -> tuple[Interval, int]:
+                      level: float = 0.95, train_seed_rng: int | None = None) -> tuple[Interval, int]:
     """Metric(a) - metric(b) over the videos both scored, on the same resamples (paired by prompt and seed).
     Returns the interval and the number of paired videos."""
     _check_level(level)
-    pair = paired_replicates(a, b, dim_idx, weights, units)
+    pair = paired_replicates(a, b, dim_idx, weights, units, train_seed_rng)
     return pair.interval(level), pair.n_paired
 
 

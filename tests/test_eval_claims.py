@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from evaluation.comparison.numbers import StatsConfig, compare
 from evaluation.comparison.primary import decide_primary, holm
-from evaluation.statistics import PairedReplicates, bootstrap_p_value
+from evaluation.rubric.dimensions import ALL_DIMS
+from evaluation.statistics import PairedReplicates, RunScores, bootstrap_p_value
 from sara.claims import Claim, parse_claim
 from sara.config import ParamsError, params_from_dict
 
@@ -142,3 +144,52 @@ def test_a_comparison_row_the_dag_does_not_score_is_refused_before_any_work() ->
         params_from_dict({**SMALL_MATRIX, "comparison": {"references": ["sara-or"], "runs": ["sara-or", "sara-xor"]}})
     msg = str(err.value)
     assert "comparison.runs" in msg and "'sara-xor'" in msg and "\n" not in msg
+
+
+def test_a_claim_that_flips_between_replicates_does_not_hold() -> None:
+    """Two replicates of the whole lab pipeline (runs 7 and 9 of docs/lab/replicates.md: the same command, each its
+    own base): the run beats the base by +0.3 in the first and falls 0.1 below it in the second, on every prompt.
+    With the replicates held fixed the mean, +0.1, held; the comparison resamples them, so it does not."""
+    u = sorted((f"p{p:02d}", 0) for p in range(30))
+    rng = np.random.default_rng(0)
+    base_vals = rng.integers(1, 6, size=(2, len(u), len(ALL_DIMS))).astype(float)  # (replicates, videos, dims)
+    run_vals = base_vals + np.array([0.3, -0.1])[:, None, None]
+    runs = {"base": RunScores("base", tuple(u), ALL_DIMS, (1024, 2), base_vals),
+            "sara-or": RunScores("sara-or", tuple(u), ALL_DIMS, (1024, 2), run_vals)}
+    out = compare(runs, ["base"], StatsConfig(n_boot=1000), [parse_claim("sara-or > base on TA")])
+    (c,) = out["primary_claims"]["claims"]
+    assert c["difference"]["estimate"] == pytest.approx(0.1)
+    assert c["difference"]["lo"] < 0 < c["difference"]["hi"] and c["verdict"] == "not shown"
+    diff = out["differences"]["base"]["sara-or"]["TA"]
+    assert diff["verdict"] == "no difference"
+    # each replicate on its own, against the same replicate of the reference (its own base): the flip is visible
+    per = out["runs"]["sara-or"]["per_train_seed"]
+    assert per["1024"]["differences"]["base"]["TA"]["estimate"] == pytest.approx(0.3)
+    assert per["2"]["differences"]["base"]["TA"]["estimate"] == pytest.approx(-0.1)
+    assert [per[k]["differences"]["base"]["TA"]["verdict"] for k in ("1024", "2")] == ["higher", "lower"]
+
+
+def test_rows_of_different_lab_replicates_are_compared_only_on_the_replicates_they_share() -> None:
+    """Merged lab runs (a base per replicate): SFT was trained only in replicate 1024, SARA-AND only in replicate
+    2, on different bases, so no paired difference between them exists; SARA-OR, in both, is compared with SFT on
+    replicate 1024 alone, not on its mean over a replicate SFT never saw."""
+    u = sorted((f"p{p:02d}", 0) for p in range(30))
+    rng = np.random.default_rng(1)
+    base = rng.integers(1, 6, size=(2, len(u), len(ALL_DIMS))).astype(float)  # (replicates 1024 and 2, videos, dims)
+    runs = {"base": RunScores("base", tuple(u), ALL_DIMS, (1024, 2), base),
+            "sft": RunScores("sft", tuple(u), ALL_DIMS, (1024,), base[:1] + 0.1),
+            "sara-and": RunScores("sara-and", tuple(u), ALL_DIMS, (2,), base[1:] + 1.0),
+            "sara-or": RunScores("sara-or", tuple(u), ALL_DIMS, (1024, 2), base + np.array([0.3, 2.0])[:, None, None])}
+    out = compare(runs, ["sft"], StatsConfig(n_boot=500),
+                  [parse_claim("sara-and > sft on TA"), parse_claim("sara-or > sft on TA")])
+    across, shared = out["primary_claims"]["claims"]
+    assert across["verdict"] == "no shared replicate" and across["difference"] is None and across["p_holm"] == 1.0
+    assert shared["difference"]["estimate"] == pytest.approx(0.2)  # replicate 1024: +0.3 - 0.1
+    assert shared["n_replicates"] == 1
+    table = out["differences"]["sft"]
+    assert table["sara-and"]["TA"]["verdict"] == "no shared replicate" and table["sara-and"]["TA"]["estimate"] is None
+    assert table["sara-or"]["TA"]["estimate"] == pytest.approx(0.2)
+    # one base for every training seed (a DAG with --extra-train-seeds): seeds are not replicates of the base
+    one_base = {**runs, "base": RunScores("base", tuple(u), ALL_DIMS, (1024,), base[:1])}
+    dag = compare(one_base, ["base"], StatsConfig(n_boot=200), [parse_claim("sara-and > base on TA")])
+    assert dag["primary_claims"]["claims"][0]["verdict"] != "no shared replicate"

@@ -262,3 +262,64 @@ def test_the_verdict_follows_the_side_of_the_interval_not_the_point_estimate():
     assert verdict(Interval(estimate=None, lo=0.02, hi=0.3)) == "higher"
     assert verdict(Interval(estimate=0.01, lo=-0.3, hi=-0.02)) == "lower"
     assert verdict(Interval(estimate=0.5, lo=0.0, hi=0.3)) == "no difference"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# training seeds as replicates (train_seed_rng): two lab runs of one command differed by more than their intervals
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _two_replicates(shift_first: float, shift_second: float, n_prompts: int = 20) -> tuple[RunScores, RunScores, list]:
+    """A base with two training seeds (two replicates of the pipeline) and a run that is the base plus a constant
+    shift in each replicate: the paired difference is exactly that shift within a replicate."""
+    u = units(n_prompts, 1)
+    base = random_run("base", u, n_train=2, seed=3)
+    vals = base.values.copy()
+    vals[0] += shift_first
+    vals[1] += shift_second
+    return RunScores("sara-or", base.units, base.dims, base.train_seeds, vals), base, u
+
+
+def test_a_difference_that_flips_between_replicates_is_no_difference_once_they_are_resampled():
+    """+0.3 in one replicate, -0.1 in the other: with the replicates held fixed the interval is exactly +0.1 and
+    excludes zero (the old reading: "holds"); resampling them puts both replicates' differences in the interval."""
+    a, b, u = _two_replicates(0.3, -0.1)
+    w = bootstrap_weights(u, 2000, seed=0)
+    fixed, _ = paired_difference(a, b, TA, w, u)
+    assert fixed.lo == pytest.approx(0.1) and fixed.hi == pytest.approx(0.1)
+    iv, n = paired_difference(a, b, TA, w, u, train_seed_rng=0)
+    assert iv.estimate == pytest.approx(0.1) and n == len(u)
+    assert iv.lo == pytest.approx(-0.1) and iv.hi == pytest.approx(0.3)
+    assert verdict(iv) == "no difference"
+    pair = paired_replicates(a, b, TA, w, u, train_seed_rng=0)
+    assert bootstrap_p_value(pair) > 0.05
+
+
+def test_runs_with_the_same_replicates_are_resampled_together():
+    """The same shift in both replicates: resampled jointly (one draw for runs with the same training seeds), the
+    base's own replicate-to-replicate spread cancels and the difference stays exactly the shift."""
+    a, b, u = _two_replicates(0.2, 0.2)
+    iv, _ = paired_difference(a, b, TA, bootstrap_weights(u, 500, seed=1), u, train_seed_rng=7)
+    assert iv.lo == pytest.approx(0.2) and iv.hi == pytest.approx(0.2)
+
+
+def test_a_run_with_one_training_seed_is_unchanged_by_replicate_resampling():
+    u = units(8, 2)
+    run = random_run("sft", u, n_train=1, seed=4)
+    w = bootstrap_weights(u, 300, seed=2)
+    assert run_interval(run, TA, w, u, train_seed_rng=5) == run_interval(run, TA, w, u)
+
+
+def test_replicate_resampling_widens_a_run_interval_by_the_replicate_spread():
+    """One run, two replicates 1.0 apart on every score: its interval holds both replicates' values; held fixed, it
+    holds neither (it is their mean's)."""
+    u = units(10, 1)
+    run = random_run("sara-or", u, n_train=1, seed=6)
+    two = RunScores("sara-or", run.units, run.dims, (0, 1), np.concatenate([run.values, run.values + 1.0]))
+    w = bootstrap_weights(u, 2000, seed=0)
+    fixed = run_interval(two, TA, w, u)
+    resampled = run_interval(two, TA, w, u, train_seed_rng=0)
+    assert resampled.estimate == fixed.estimate
+    first, second = (run_interval(one, TA, w, u).estimate for one in (run, RunScores("sara-or", run.units, run.dims, (1,), run.values + 1.0)))
+    assert resampled.lo < first < second < resampled.hi
+    assert not fixed.lo < first and not second < fixed.hi

@@ -152,6 +152,24 @@ def test_two_lab_runs_merge_as_training_seeds_of_every_row(tmp_path: Path):
     assert _script("lab_merge_seeds").main([str(results), str(results), "--seed", "1025", "--out", str(merged)]) == 2
 
 
+def test_a_merge_keeps_the_mechanism_readouts_of_rows_only_the_second_run_has(tmp_path: Path):
+    """Run 9 trained rows run 7 did not (MoAlign, the operators on the lab encoder): their mechanism readouts come
+    from the second run; a row both have keeps the first run's."""
+    first, second = tmp_path / "run7", tmp_path / "run9"
+    for results, runs in ((first, ("base", "sft")), (second, ("base", "moalign"))):
+        for run in runs:
+            (results / "outputs" / "rubric" / run).mkdir(parents=True)
+            (results / "outputs" / "rubric" / run / "syn_01_s0.json").write_text("{}")
+            (results / "outputs" / "mechanism").mkdir(parents=True, exist_ok=True)
+            (results / "outputs" / "mechanism" / f"{run}.json").write_text(json.dumps({"from": results.name}))
+    merged = tmp_path / "merged"
+    assert _script("lab_merge_seeds").main([str(first), str(second), "--seed", "2", "--out", str(merged)]) == 0
+    mech = merged / "outputs" / "mechanism"
+    assert sorted(p.name for p in mech.iterdir()) == ["base.json", "moalign.json", "sft.json"]
+    assert json.loads((mech / "base.json").read_text())["from"] == "run7"
+    assert json.loads((mech / "moalign.json").read_text())["from"] == "run9"
+
+
 def test_every_lab_set_in_the_docs_and_scripts_gives_valid_params(tmp_path: Path):
     """A `LAB_SET="..."` anywhere a user copies it from (docs/lab/*.md, the scripts' usage lines) gives params the
     strict schema accepts: an example that would stop `scripts/lab_run.sh` at its params check is a wrong doc (the

@@ -8,15 +8,16 @@ correction for multiplicity (primary.py); an ordering registered there is left o
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from evaluation.rubric.dimensions import ALL_DIMS, MQ_DIMS, TA_DIMS
-from evaluation.statistics import Interval, RunScores, bootstrap_p_value, half_width, paired_replicates
+from evaluation.statistics import Interval, PairedReplicates, RunScores, bootstrap_p_value, half_width
 from sara.claims import Claim
 from sara.runs import Run, row_label
 
+NO_SHARED_REPLICATE = "no shared replicate"  # the verdict of two rows trained in different lab replicates
 METRICS: dict[str, tuple[str, ...]] = {"TA": TA_DIMS, "MQ": MQ_DIMS, **{d: (d,) for d in ALL_DIMS}}
 SFT, VIDEOREPA = Run("sft").name, Run("videorepa").name
 OR, AND, XOR = (Run("sara", op).name for op in ("or", "and", "xor"))  # type: ignore[arg-type]
@@ -60,10 +61,11 @@ def prompts_needed(diff: Interval, n_prompts: int) -> int | None:
     return int(math.ceil(n_prompts * (half / abs(diff.estimate)) ** 2))
 
 
-def evaluate_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list, level: float,
-                primary: Sequence[Claim] = ()) -> list[dict[str, Any]]:
-    """Every claim of CLAIMS on the shared bootstrap draw `weights` (B, V), but those registered in `primary`;
-    `not run` when a side has no scores. Each is exploratory, with its raw p-value and half-width."""
+def evaluate_claims(runs: dict[str, RunScores], pair: Callable[[str, str, str], PairedReplicates | None], level: float,
+                    primary: Sequence[Claim] = ()) -> list[dict[str, Any]]:
+    """Every claim of CLAIMS but those registered in `primary`, each from `pair(a, b, metric)` (numbers.py: the
+    shared bootstrap draw); `not run` when a side has no scores, `no shared replicate` when the two rows come from
+    different lab replicates. Each is exploratory, with its raw p-value and half-width."""
     registered = {(c.a, c.relation, c.b, c.metric) for c in primary}
     claims = []
     for a, rel, b, m in CLAIMS:
@@ -73,12 +75,13 @@ def evaluate_claims(runs: dict[str, RunScores], weights: np.ndarray, units: list
                                  "metric": m, "family": "exploratory"}
         if a not in runs or b not in runs:
             entry.update(verdict="not run", missing=[x for x in (a, b) if x not in runs])
+        elif (paired := pair(a, b, m)) is None:
+            entry.update(verdict=NO_SHARED_REPLICATE)
         else:
-            pair = paired_replicates(runs[a], runs[b], dim_index(m), weights, units)
-            iv = pair.interval(level)
+            iv = paired.interval(level)
             n_prompts = len({p for p, _ in set(runs[a].units) & set(runs[b].units)})
-            entry.update(difference=iv.to_dict(), n_paired=pair.n_paired, verdict=claim_verdict(rel, iv),
-                         prompts_needed=prompts_needed(iv, n_prompts), half_width=half_width(iv),
-                         p_raw=bootstrap_p_value(pair))
+            entry.update(difference=iv.to_dict(), n_paired=paired.n_paired, n_replicates=paired.n_replicates,
+                         verdict=claim_verdict(rel, iv), prompts_needed=prompts_needed(iv, n_prompts),
+                         half_width=half_width(iv), p_raw=bootstrap_p_value(paired))
         claims.append(entry)
     return claims

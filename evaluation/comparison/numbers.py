@@ -10,10 +10,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from evaluation.comparison.claims import METRICS, dim_index, evaluate_claims
+from evaluation.comparison.claims import METRICS, NO_SHARED_REPLICATE, dim_index, evaluate_claims
 from evaluation.comparison.primary import decide_primary, half_widths_reached
-from evaluation.statistics import (RunScores, bootstrap_weights, half_width, paired_difference, paired_replicates,
-                                   run_interval, seed_spread, verdict)
+from evaluation.statistics import (PairedReplicates, RunScores, bootstrap_weights, half_width, paired_difference,
+                                   paired_replicates, run_interval, seed_spread, verdict)
 from sara.claims import Claim
 from sara.runs import BASE, ORACLE, row_label
 
@@ -34,17 +34,45 @@ def one_seed(r: RunScores, k: int) -> RunScores:
     return RunScores(r.run, r.units, r.dims, (r.train_seeds[k],), r.values[k : k + 1])  # (1, V, D)
 
 
+def with_seeds(r: RunScores, seeds: Sequence[int]) -> RunScores:
+    """The training seeds `seeds` of a run, alone."""
+    idx = [r.train_seeds.index(s) for s in seeds]
+    return RunScores(r.run, r.units, r.dims, tuple(seeds), r.values[idx])  # (len(seeds), V, D)
+
+
+def replicates_of_the_pipeline(runs: dict[str, RunScores]) -> bool:
+    """Whether the training seeds are replicates of the whole lab pipeline: the base has several, so each seed
+    label has its own base (runs merged by scripts/lab_merge_seeds.py). Then two rows compare only on the replicates
+    both have. With one base (a DAG that trained `--extra-train-seeds`) every training seed shares it."""
+    return BASE in runs and len(runs[BASE].train_seeds) > 1
+
+
+def on_shared_replicates(a: RunScores, b: RunScores) -> tuple[RunScores, RunScores] | None:
+    """Both rows on the training seeds (replicates) they share; None when they share none."""
+    shared = [s for s in a.train_seeds if s in b.train_seeds]
+    return (with_seeds(a, shared), with_seeds(b, shared)) if shared else None
+
+
+def same_replicate(ref: RunScores, seed: int) -> RunScores:
+    """The reference's training seed `seed` when it has it (the same replicate: in a lab run its rows share one
+    base), else the reference over all its training seeds (a base common to every training seed)."""
+    return one_seed(ref, ref.train_seeds.index(seed)) if seed in ref.train_seeds and len(ref.train_seeds) > 1 else ref
+
+
 def per_train_seed(r: RunScores, runs: dict[str, RunScores], references: Iterable[str], weights: np.ndarray,
                    units: list, level: float) -> dict[str, Any]:
     """TA/MQ of one training seed of a run with intervals, and its paired differences against each reference run
-    (the reference over all its training seeds, as in the tables), on the same resamples as the tables."""
+    (its same training seed, `same_replicate`; none against a reference of other lab replicates only), on the same
+    video resamples as the tables."""
+    (seed,) = r.train_seeds
     out: dict[str, Any] = {"metrics": {m: run_interval(r, dim_index(m), weights, units, level).to_dict() for m in SUMMARY},
                            "differences": {}}
+    by_replicate = replicates_of_the_pipeline(runs)
     for ref in references:
-        if ref in runs and ref != r.run:
+        if ref in runs and ref != r.run and (seed in runs[ref].train_seeds or not by_replicate):
             out["differences"][ref] = {}
             for m in SUMMARY:
-                iv, n = paired_difference(r, runs[ref], dim_index(m), weights, units, level)
+                iv, n = paired_difference(r, same_replicate(runs[ref], seed), dim_index(m), weights, units, level)
                 out["differences"][ref][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": n}
     return out
 
@@ -58,10 +86,11 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
     units = sorted(set().union(*(r.units for r in runs.values())))
     weights = bootstrap_weights(units, cfg.n_boot, cfg.seed, cfg.scheme)  # (B, V): one draw shared by every run
     out_runs: dict[str, Any] = {}
+    replicates = cfg.seed  # training seeds resampled too, with this rng seed (evaluation/statistics.py)
     for name, r in runs.items():
         metrics = {}
         for m in METRICS:
-            iv = run_interval(r, dim_index(m), weights, units, cfg.level)
+            iv = run_interval(r, dim_index(m), weights, units, cfg.level, replicates)
             metrics[m] = {**iv.to_dict(), "spread": seed_spread(r, dim_index(m))}
         trained = name not in (ORACLE, BASE)
         out_runs[name] = {
@@ -77,6 +106,19 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
             out_runs[name]["per_train_seed"] = {
                 str(seed): per_train_seed(one_seed(r, k), runs, references, weights, units, cfg.level)
                 for k, seed in enumerate(r.train_seeds)}
+    by_replicate = replicates_of_the_pipeline(runs)
+
+    def pair_rows(a: RunScores, b: RunScores, m: str) -> PairedReplicates | None:
+        """a - b on metric m on the shared resamples; None across lab replicates (replicates_of_the_pipeline)."""
+        both = on_shared_replicates(a, b) if by_replicate else (a, b)
+        return None if both is None else paired_replicates(*both, dim_index(m), weights, units, replicates)
+
+    def pair(a: str, b: str, m: str) -> PairedReplicates | None:  # a claim's paired difference
+        return pair_rows(runs[a], runs[b], m) if a in runs and b in runs else None
+
+    def unpaired(c: Claim) -> str:
+        return "not run" if c.a not in runs or c.b not in runs else NO_SHARED_REPLICATE
+
     diffs: dict[str, Any] = {}
     for ref in references:
         if ref not in runs:
@@ -87,16 +129,20 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
                 continue
             diffs[ref][name] = {}
             for m in METRICS:
-                iv, n = paired_difference(r, runs[ref], dim_index(m), weights, units, cfg.level)
-                diffs[ref][name][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": n, "half_width": half_width(iv)}
-    claims = evaluate_claims(runs, weights, units, cfg.level, primary)
-
-    def pair(a: str, b: str, m: str):  # a primary claim's paired difference, on the same resamples
-        return paired_replicates(runs[a], runs[b], dim_index(m), weights, units) if a in runs and b in runs else None
-
-    primary_claims = {**decide_primary(primary, pair, cfg.level, row_label), "half_widths": half_widths_reached(diffs)}
+                paired = pair_rows(r, runs[ref], m)
+                if paired is None:
+                    diffs[ref][name][m] = {"estimate": None, "lo": None, "hi": None, "verdict": NO_SHARED_REPLICATE,
+                                           "n_paired": 0, "half_width": None}
+                    continue
+                iv = paired.interval(cfg.level)
+                diffs[ref][name][m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": paired.n_paired,
+                                       "half_width": half_width(iv)}
+    claims = evaluate_claims(runs, pair, cfg.level, primary)
+    primary_claims = {**decide_primary(primary, pair, cfg.level, row_label, unpaired),
+                      "half_widths": half_widths_reached(diffs)}
     return {
         "statistics": {"n_boot": cfg.n_boot, "level": cfg.level, "scheme": cfg.scheme, "seed": cfg.seed,
+                       "train_seeds": "resampled",
                        "n_units": len(units), "n_prompts": len({p for p, _ in units})},
         "runs": out_runs,
         "differences": diffs,

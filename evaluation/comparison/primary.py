@@ -54,16 +54,18 @@ def _entry(claim: Claim, pair: PairedReplicates | None, level: float, label: Cal
                            "text": claim.text, "a": claim.a, "b": claim.b, "relation": claim.relation,
                            "metric": claim.metric}
     if pair is None:
-        return {**out, "difference": None, "half_width": None, "n_paired": 0, "p_raw": None}
+        return {**out, "difference": None, "half_width": None, "n_paired": 0, "n_replicates": 0, "p_raw": None}
     iv = pair.interval(level)
     return {**out, "difference": iv.to_dict(), "half_width": half_width(iv), "n_paired": pair.n_paired,
-            "p_raw": bootstrap_p_value(pair)}
+            "n_replicates": pair.n_replicates, "p_raw": bootstrap_p_value(pair)}
 
 
 def decide_primary(claims: Sequence[Claim], pair: PairFn, level: float,
-                 label: Callable[[str], str] = str) -> dict[str, Any]:
+                 label: Callable[[str], str] = str, unpaired: Callable[[Claim], str] = lambda c: "not run"
+                 ) -> dict[str, Any]:
     """The primary family: each claim's difference, raw and Holm-adjusted p-value and verdict (`holds`,
-    `not shown`, or `not run` when a run is missing), at familywise alpha = 1 - level."""
+    `not shown`, or, when `pair` gives nothing, `unpaired(claim)`: `not run` when a run is missing), at
+    familywise alpha = 1 - level."""
     alpha = 1.0 - level
     entries = [_entry(c, pair(c.a, c.b, c.metric), level, label) for c in claims]
     raw = [1.0 if e["p_raw"] is None else e["p_raw"] for e in entries]  # a missing member counts as p = 1
@@ -72,7 +74,7 @@ def decide_primary(claims: Sequence[Claim], pair: PairFn, level: float,
         e["p_holm"] = round(p_adj, 6)
         e["p_raw"] = None if e["p_raw"] is None else round(e["p_raw"], 6)
         if e["difference"] is None:
-            e["verdict"] = "not run"
+            e["verdict"] = unpaired(c)
         else:
             right_side = c.sign * e["difference"]["estimate"] > 0
             e["verdict"] = "holds" if right_side and p_adj <= alpha else "not shown"
