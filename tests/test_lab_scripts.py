@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +169,29 @@ def test_a_merge_keeps_the_mechanism_readouts_of_rows_only_the_second_run_has(tm
     assert sorted(p.name for p in mech.iterdir()) == ["base.json", "moalign.json", "sft.json"]
     assert json.loads((mech / "base.json").read_text())["from"] == "run7"
     assert json.loads((mech / "moalign.json").read_text())["from"] == "run9"
+
+
+def test_replicate_shift_names_a_row_the_pipeline_did_not_reproduce(tmp_path: Path, capsys):
+    """A base reproduced exactly and a row whose second replicate scores 1 lower on every video: the first is
+    reproduced, the second is not (scripts/lab_replicate_shift.py); an unmerged folder is one line."""
+    from evaluation.rubric.dimensions import ALL_DIMS
+
+    rubric = tmp_path / "merged" / "outputs" / "rubric"
+    rng = np.random.default_rng(0)
+    scores = rng.integers(2, 5, size=(40, len(ALL_DIMS)))  # (videos, dims)
+    for folder, shift in (("base", 0), ("base.seed2", 0), ("sara-or", 0), ("sara-or.seed2", -1)):
+        (rubric / folder).mkdir(parents=True)
+        for i, row in enumerate(scores):
+            rec = {"prompt_id": f"held_{i:03d}", "seed": 0,
+                   "grounded": {d: {"score": int(v) + shift} for d, v in zip(ALL_DIMS, row)}}
+            (rubric / folder / f"held_{i:03d}_s0.json").write_text(json.dumps(rec))
+    assert _script("lab_replicate_shift").main([str(tmp_path / "merged"), "--n-boot", "200"]) == 0
+    table = capsys.readouterr().out
+    assert "| Pretrained Wan2.2 | 2 - 1024 | TA | +0.000 [+0.000, +0.000] |" in table
+    assert "| SARA (OR) | 2 - 1024 | TA | -1.000 [-1.000, -1.000] | 0.010 | **no** |" in table
+    (rubric.parent.parent / "single" / "outputs" / "rubric" / "base").mkdir(parents=True)
+    assert _script("lab_replicate_shift").main([str(rubric.parent.parent / "single")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_every_lab_set_in_the_docs_and_scripts_gives_valid_params(tmp_path: Path):

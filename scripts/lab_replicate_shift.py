@@ -1,0 +1,95 @@
+"""Does the lab pipeline reproduce a row? For every row of a merged results folder (scripts/lab_merge_seeds.py)
+that has several replicates, the paired difference between each later replicate and the first, over the same
+prompts and sampling seeds, with its bootstrap interval (evaluation/statistics.py).
+
+    python scripts/lab_replicate_shift.py MERGED --out docs/lab/replicate_shift.md
+
+Two runs of one command are two replicates of the whole pipeline when the GPU's kernels are not deterministic
+(docs/lab/replicates.md). A shift whose interval excludes zero is a row the pipeline did not reproduce; the
+paired differences between methods of one replicate are of that size or smaller, so a single replicate cannot
+decide them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def replicate_shifts(rubric_dir: Path, train_seed: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                     ) -> list[dict]:
+    """One entry per (row, later replicate, metric): the row's replicate minus its first replicate, paired.
+    `train_seed`: the label of the plain `<run>/` folders (the first run's train.seed)."""
+    from evaluation.comparison.claims import dim_index
+    from evaluation.comparison.numbers import one_seed
+    from evaluation.comparison.records import discover_runs, load_run
+    from evaluation.statistics import bootstrap_p_value, bootstrap_weights, paired_replicates
+
+    rows = []
+    for run, seed_dirs in discover_runs(rubric_dir, default_seed=train_seed).items():
+        if len(seed_dirs) < 2:
+            continue
+        scores, _ = load_run(run, seed_dirs, "grounded")
+        units = list(scores.units)
+        weights = bootstrap_weights(units, n_boot, seed, "prompt")  # (B, V)
+        ref = scores.train_seeds.index(train_seed) if train_seed in scores.train_seeds else 0  # the first run's
+        first = one_seed(scores, ref)
+        for k in (k for k in range(len(scores.train_seeds)) if k != ref):
+            for metric in ("TA", "MQ"):
+                pair = paired_replicates(one_seed(scores, k), first, dim_index(metric), weights, units)
+                iv = pair.interval(level)
+                rows.append({"run": run, "replicate": scores.train_seeds[k], "against": scores.train_seeds[ref],
+                             "metric": metric, "shift": iv.estimate, "lo": iv.lo, "hi": iv.hi,
+                             "p": bootstrap_p_value(pair), "n_paired": pair.n_paired})
+    return rows
+
+
+def markdown(rows: list[dict], level: float) -> str:
+    from sara.runs import row_label
+
+    pct = int(round(100 * level))
+    out = [f"| row | replicates | metric | shift [{pct}% CI] | p | reproduced? |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        same = r["lo"] <= 0.0 <= r["hi"]
+        out.append(f"| {row_label(r['run'])} | {r['replicate']} - {r['against']} | {r['metric']} | "
+                   f"{r['shift']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['p']:.3f} | "
+                   f"{'yes (no difference)' if same else '**no**'} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("merged", type=Path, help="a merged results folder (outputs/rubric/<run>.seed<k>/)")
+    ap.add_argument("--out", type=Path, help="write the table here (markdown); stdout without it")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--params", type=Path, default=ROOT / "configs" / "lab.yaml",
+                    help="the first run's params: train.seed labels its replicate")
+    args = ap.parse_args(argv)
+    rubric = args.merged / "outputs" / "rubric"
+    try:
+        train_seed = int(yaml.safe_load(args.params.read_text())["train"]["seed"])
+        rows = replicate_shifts(rubric, train_seed, args.n_boot)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"error: no row of {rubric} has two replicates (merge runs first: scripts/lab_merge_seeds.py)",
+              file=sys.stderr)
+        return 2
+    table = markdown(rows, 0.95)
+    if args.out:
+        args.out.write_text(table)
+        print(f"wrote {args.out}")
+    else:
+        print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
