@@ -208,9 +208,10 @@ def test_every_lab_set_in_the_docs_and_scripts_gives_valid_params(tmp_path: Path
             value = shlex.split(m)[0].split("=", 1)[1]
             if "..." not in value:  # a placeholder in prose (`LAB_SET="train.seed=1025 ..."`), not a command
                 found[(path.name, m)] = value
-    assert {name for name, _ in found} >= {"comparison.md", "comparison_run8.md", "lab_params.py", "lab_run.sh"}
-    assert sum(name == "comparison.md" for name, _ in found) >= 2  # the "Next run" commands (a claim on an untrained
-    # run, or a row the DAG does not score, is refused by the params check itself: test_eval_claims)
+    # the "Next run" command, the runs' commands and the merged comparison's claims (a claim on an untrained run, or
+    # a row the DAG does not score, is refused by the params check itself: test_eval_claims)
+    assert {name for name, _ in found} >= {"comparison.md", "comparison_run8.md", "comparison_run9.md", "replicates.md",
+                                           "lab_params.py", "lab_run.sh"}
     for i, ((name, _), value) in enumerate(sorted(found.items())):
         out = tmp_path / f"p{i}.yaml"
         assert _script("lab_params").main(["/tmp/minilm", "--overrides", value, "--out", str(out)]) == 0, (name, value)
