@@ -60,7 +60,7 @@ def main_here(argv: list[str], lifeline: bool = True) -> int:
     """The command in this process. `lifeline`: stop when DVC is gone (off in a warm child, whose socket is its
     lifeline)."""
     from sara.config import ParamsError, load_params
-    from sara.env import one_cpu_thread_for_tiny_models
+    from sara.env import deterministic_kernels, one_cpu_thread_for_tiny_models
     from sara.errors import InputError
     from sara.io import WRITE_ERRNOS
 
@@ -106,6 +106,7 @@ def main_here(argv: list[str], lifeline: bool = True) -> int:
         return 2
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "params")}
     one_cpu_thread_for_tiny_models(params.project.scale)  # before the stage imports torch
+    deterministic_kernels(params.project.deterministic)  # before the stage runs a kernel
     if lifeline and os.environ.get("DVC_STAGE"):  # run by DVC: stop when DVC is gone, never train on as an orphan
         from sara.lifeline import die_with_parent
 

@@ -28,6 +28,9 @@ class ProjectParams(Section):
     scale: Literal["embedded", "gpu", "lab", "paper"] = "embedded"  # which size produced an output; lab = pretrain here
     seed: int = Field(1024, ge=0)  # global seed (Table 11 uses 1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    # deterministic kernels in every stage process (sara.env.deterministic_kernels): the same command then gives the
+    # same models on one GPU kind; off by default (docs/lab/replicates.md: two lab runs of one command disagreed)
+    deterministic: bool = False
     mlflow_experiment: str = Field("sara", min_length=1)  # MLflow experiment every stage logs into
 
 

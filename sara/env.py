@@ -71,6 +71,25 @@ def apply_offline_defaults() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workspace_root() / 'mlflow.db'}")
 
 
+def deterministic_kernels(on: bool) -> None:
+    """`project.deterministic`: ask torch for deterministic kernels in this stage process, before it runs a kernel.
+
+    Without it, GPU kernels that sum with atomics or pick an algorithm by timing (cuBLAS split-K, cuDNN benchmark,
+    some attention backwards) make two runs of the same command different draws: docs/lab/replicates.md measured a
+    lab row move by 0.07 TA between two such runs. `warn_only`: an op with no deterministic kernel warns in the
+    stage log, naming itself, instead of failing a GPU run minutes in. cuBLAS is reproducible only with a fixed
+    workspace, set here before CUDA starts (a value already in the environment wins).
+    """
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import torch
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
 # Set by `sara repro --jobs N` for each stage it starts: the stage's share of the machine's cores (cores // N). A stage
 # that fans out over processes (the grounded judge) takes that many, not every core beside the other stages.
 STAGE_CORES_ENV = "SARA_STAGE_CORES"
