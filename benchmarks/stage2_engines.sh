@@ -5,6 +5,7 @@
 #   bash benchmarks/stage2_engines.sh single    # one run alone, each engine (benchmarks/stage2_step.py)
 #   bash benchmarks/stage2_engines.sh parallel  # $N runs side by side, each engine: what the lab matrix sees
 #   bash benchmarks/stage2_engines.sh ops       # aten ops per part of the step, each engine
+#   bash benchmarks/stage2_engines.sh determinism  # two trainings per project.deterministic setting: the same model? (benchmarks/determinism.py)
 set -euo pipefail
 PHASE=$1
 MINILM=${MINILM:-/tmp/minilm-fp16}
@@ -36,6 +37,9 @@ case "$PHASE" in
       wait
       echo "$e: $N runs side by side, wall $(python3 -c "print(round($(date +%s.%N) - $t0, 1))") s" | tee -a "$OUT/parallel.md"
     done ;;
+  determinism)
+    cd "$WORK" && export PYTHONPATH=$PWD:/tmp/site
+    python3 benchmarks/determinism.py --params params.yaml --run "$RUN" --steps "${STEPS:-200}" --out "$OUT/determinism" ;;
   ops)
     cd "$WORK" && export PYTHONPATH=$PWD:/tmp/site
     for e in deepspeed torch; do step --engine "$e" --steps 30 --warmup 10 --count-ops 2>&1 | grep -E '^\||^sara|^sft|^video' | tee -a "$OUT/ops.md"; done ;;

@@ -52,3 +52,45 @@ def test_the_lab_params_name_the_setting():
     """The lab's knob is visible where its users look, off until two GPU runs have shown it makes them agree."""
     lab = yaml.safe_load((ROOT / "configs" / "lab.yaml").read_text())
     assert lab["project"]["deterministic"] is False
+
+
+def _probe():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("determinism", ROOT / "benchmarks" / "determinism.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow(wall_s=40)  # four `sara` Stage 2 trainings, each a fresh process
+def test_the_probe_finds_two_cpu_trainings_identical_either_way(workspace: Path, tmp_path: Path):
+    """benchmarks/determinism.py on the tiny base: four 3-step trainings of SFT, two per setting; on a CPU both
+    settings give the same model bit for bit, and the table says so."""
+    from stage2_testlib import write_params
+
+    sub = workspace / "determinism"
+    sub.mkdir(exist_ok=True)
+    params = write_params(sub, "p")
+    assert _probe().main(["--params", str(params), "--run", "sft", "--steps", "3", "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "determinism.md").read_text()
+    assert "| false | yes | 0 |" in table and "| true | yes | 0 |" in table
+
+
+def test_the_probe_names_a_model_that_differs(tmp_path: Path):
+    """Two run folders that differ in one weight by 0.25: not identical, and the largest difference is 0.25."""
+    import torch
+    from safetensors.torch import save_file
+
+    folders = []
+    for i, shift in enumerate((0.0, 0.25)):
+        run = tmp_path / f"r{i}"
+        (run / "transformer").mkdir(parents=True)
+        w = torch.zeros(3, 2)
+        w[1, 1] += shift
+        save_file({"a.weight": w, "b.bias": torch.ones(2)}, run / "transformer" / "diffusion_pytorch_model.safetensors")
+        torch.save({"proj": {"w": torch.ones(2, 2)}}, run / "aux.pt")
+        folders.append(run)
+    d = _probe().model_difference(*folders)
+    assert d == {"identical": False, "max_abs_diff": 0.25, "tensors": 3, "differ": 1}
+    assert _probe().model_difference(folders[0], folders[0])["identical"] is True

@@ -1,0 +1,130 @@
+"""Does the same command give the same model? Stage 2 of one run, trained twice per setting, each time in a fresh
+process, with `project.deterministic` off and then on; per setting, whether the two exported models are bit for
+bit the same, the largest weight difference, and each run's wall time.
+
+    python benchmarks/determinism.py [--params params.yaml] [--run sft] [--steps 50] [--out tmp/determinism]
+
+Reads the DAG's outputs the run needs (the clips, models/base, the encoder or aligner of a TRD run: `sara repro
+train_dit-<run>` builds them) and writes only under --out: each training's model and state, and determinism.md.
+Why: two lab runs of one command on an H100 moved a row by 0.07 TA (docs/lab/replicates.md). On a CPU both
+settings are expected to give identical models; on a GPU, without deterministic kernels, not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def worker(params_path: Path, run_name: str) -> None:
+    """One training, in this (fresh) process: the stage's determinism setting, then the real Stage 2 loop."""
+    from sara.config import load_params
+    from sara.env import deterministic_kernels
+    from sara.runs import run_argument
+    from sara.train.stage2 import train_stage2
+
+    params = load_params(params_path)
+    deterministic_kernels(params.project.deterministic)  # as `sara.cli` does before every stage
+    train_stage2(params, run_argument(run_name), resume=False, progress=False)
+
+
+def train(params_path: Path, run: str, steps: int, deterministic: bool, out: Path) -> float:
+    """Train `run` for `steps` steps into `out` in a fresh process; its wall time in seconds."""
+    raw = yaml.safe_load(params_path.read_text())
+    raw["project"]["deterministic"] = deterministic
+    raw["train"].update(steps=steps, checkpoint_every=steps, out_dir=str(out / "dit"), state_dir=str(out / "state"))
+    out.mkdir(parents=True, exist_ok=True)
+    copy = out / "params.yaml"
+    copy.write_text(yaml.safe_dump(raw, sort_keys=False))
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--worker", str(copy), "--run", run], cwd=params_path.parent,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"training {run} into {out} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def model_difference(a: Path, b: Path) -> dict[str, float | int | bool]:
+    """Two exported Stage 2 run folders: identical (every tensor bit for bit), the largest |a - b| over all
+    weights, and how many tensors differ; the transformer and the auxiliary heads (aux.pt) both."""
+    import torch
+    from safetensors.torch import load_file
+
+    def tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+        out = {f"transformer.{k}": v for k, v in load_file(run_dir / "transformer" / "diffusion_pytorch_model.safetensors").items()}
+        aux = run_dir / "aux.pt"
+        if aux.is_file():
+            state = torch.load(aux, map_location="cpu", weights_only=True)
+            out.update({f"aux.{k}": v for k, v in _flatten(state).items()})
+        return out
+
+    ta, tb = tensors(a), tensors(b)
+    if ta.keys() != tb.keys():
+        raise ValueError(f"{a} and {b} hold different tensors: not two trainings of one run")
+    differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    largest = max((float((ta[k].double() - tb[k].double()).abs().max()) for k in differ), default=0.0)
+    return {"identical": not differ, "max_abs_diff": largest, "tensors": len(ta), "differ": len(differ)}
+
+
+def _flatten(state: object, prefix: str = "") -> dict:
+    """The tensors of a nested dict (aux.pt's heads), keyed by their dotted path."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    if isinstance(state, dict):
+        return {k: v for key, sub in state.items() for k, v in _flatten(sub, f"{prefix}.{key}" if prefix else str(key)).items()}
+    return {}
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return f"{platform.machine()} CPU, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--run", default="sft")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--out", type=Path, default=Path("tmp/determinism"))
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one training (the params copy), in this process
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.run)
+        return 0
+    params = args.params.resolve()
+    rows = []
+    for deterministic in (False, True):
+        setting = args.out.resolve() / f"deterministic_{str(deterministic).lower()}"
+        walls = [train(params, args.run, args.steps, deterministic, setting / f"training{i}") for i in (1, 2)]
+        diff = model_difference(*(setting / f"training{i}" / "dit" / args.run for i in (1, 2)))
+        rows.append((deterministic, walls, diff))
+        print(f"[determinism] deterministic={deterministic}: identical {diff['identical']}, "
+              f"largest difference {diff['max_abs_diff']:.3g}, {diff['differ']} of {diff['tensors']} tensors differ")
+    lines = [f"{args.run}, {args.steps} steps, {args.params}, {machine()}", "",
+             "| project.deterministic | two trainings identical | largest weight difference | tensors that differ | wall per training |",
+             "|---|---|---|---|---|"]
+    for deterministic, walls, d in rows:
+        lines.append(f"| {str(deterministic).lower()} | {'yes' if d['identical'] else '**no**'} | {d['max_abs_diff']:.3g} | "
+                     f"{d['differ']} of {d['tensors']} | {walls[0]:.1f} s, {walls[1]:.1f} s |")
+    table = "\n".join(lines) + "\n"
+    (args.out / "determinism.md").write_text(table)
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
