@@ -7,15 +7,19 @@ prompts and sampling seeds, with its bootstrap interval (evaluation/statistics.p
 Two runs of one command are two replicates of the whole pipeline when the GPU's kernels are not deterministic
 (docs/lab/replicates.md). A shift whose interval excludes zero is a row the pipeline did not reproduce; the
 paired differences between methods of one replicate are of that size or smaller, so a single replicate cannot
-decide them.
+decide them. A second table gives, per row in two or more replicates with a base, the row minus its own
+replicate's base in each replicate, the spread of that between replicates, and the replicates a claim of that
+kind would need to resolve `--effect` (0.03 by default) if the spread held.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +54,49 @@ def replicate_shifts(rubric_dir: Path, train_seed: int, n_boot: int = 2000, leve
     return rows
 
 
+def base_differences(rubric_dir: Path, train_seed: int, effect: float, metric: str = "TA") -> list[dict]:
+    """Per row trained in two or more replicates that also have a base: the row minus its own replicate's base,
+    per replicate (what Stage 2 did to the model there), the spread of that between replicates (sd, ddof 1), and
+    the replicates a claim of that kind would need to resolve a difference of `effect` at 95% if the spread held:
+    n = ceil((1.96 sd / effect)^2), the normal approximation (a t-interval over so few replicates needs more)."""
+    from evaluation.comparison.claims import dim_index
+    from evaluation.comparison.numbers import with_seeds
+    from evaluation.comparison.records import discover_runs, load_run
+    from evaluation.statistics import metric_value
+    from sara.runs import BASE, ORACLE
+
+    found = discover_runs(rubric_dir, default_seed=train_seed)
+    if BASE not in found:
+        return []
+    base, _ = load_run(BASE, found[BASE], "grounded")
+    out = []
+    for run, seed_dirs in found.items():
+        if run in (BASE, ORACLE):
+            continue
+        scores, _ = load_run(run, seed_dirs, "grounded")
+        shared = [s for s in scores.train_seeds if s in base.train_seeds]
+        if len(shared) < 2:
+            continue
+        per = {s: float(metric_value(with_seeds(scores, [s]).values, dim_index(metric))[0]
+                        - metric_value(with_seeds(base, [s]).values, dim_index(metric))[0]) for s in shared}
+        sd = float(np.std(list(per.values()), ddof=1))
+        out.append({"run": run, "metric": metric, "per_replicate": per, "sd": sd,
+                    "effect": effect, "replicates_needed": math.ceil((1.96 * sd / effect) ** 2)})
+    return out
+
+
+def base_markdown(rows: list[dict]) -> str:
+    from sara.runs import row_label
+
+    out = ["| row | metric | row - its replicate's base, per replicate | sd between replicates | "
+           "replicates to resolve |", "|---|---|---|---|---|"]
+    for r in rows:
+        per = ", ".join(f"{v:+.3f} ({k})" for k, v in r["per_replicate"].items())
+        out.append(f"| {row_label(r['run'])} | {r['metric']} | {per} | {r['sd']:.3f} | "
+                   f"{r['replicates_needed']} for {r['effect']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows: list[dict], level: float) -> str:
     from sara.runs import row_label
 
@@ -68,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("merged", type=Path, help="a merged results folder (outputs/rubric/<run>.seed<k>/)")
     ap.add_argument("--out", type=Path, help="write the table here (markdown); stdout without it")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--effect", type=float, default=0.03, help="the difference a claim should resolve (TA points)")
     ap.add_argument("--params", type=Path, default=ROOT / "configs" / "lab.yaml",
                     help="the first run's params: train.seed labels its replicate")
     args = ap.parse_args(argv)
@@ -83,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     table = markdown(rows, 0.95)
+    against_base = base_differences(rubric, train_seed, args.effect)
+    if against_base:
+        table += "\n" + base_markdown(against_base)
     if args.out:
         args.out.write_text(table)
         print(f"wrote {args.out}")

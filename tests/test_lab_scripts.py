@@ -189,6 +189,8 @@ def test_replicate_shift_names_a_row_the_pipeline_did_not_reproduce(tmp_path: Pa
     table = capsys.readouterr().out
     assert "| Pretrained Wan2.2 | 2 - 1024 | TA | +0.000 [+0.000, +0.000] |" in table
     assert "| SARA (OR) | 2 - 1024 | TA | -1.000 [-1.000, -1.000] | 0.010 | **no** |" in table
+    # against its own replicate's base: 0 in one replicate, -1 in the other: sd 0.707, (1.96 * 0.707 / 0.03)^2 -> 2135
+    assert "| SARA (OR) | TA | -1.000 (2), +0.000 (1024) | 0.707 | 2135 for 0.03 |" in table
     (rubric.parent.parent / "single" / "outputs" / "rubric" / "base").mkdir(parents=True)
     assert _script("lab_replicate_shift").main([str(rubric.parent.parent / "single")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
