@@ -240,6 +240,39 @@ def test_lab_run_without_wheels_is_one_line_naming_the_folder(tmp_path: Path):
     assert res.stderr.strip() == f"lab_run.sh: no wheels in WHEELS={tmp_path / 'empty'} (docs/offline.md)"
 
 
+@pytest.mark.parametrize("claims_first", [True, False])
+def test_extra_train_seeds_reach_the_repro_pass(tmp_path: Path, claims_first: bool):
+    """`EXTRA_TRAIN_SEEDS=1025`: the runs of the pass are trained again from the same base (docs/lab/replicates.md:
+    a replicate of Stage 2 alone, an hour cheaper than one of the whole pipeline). With CLAIMS_FIRST it is the
+    claims' pass; without, the one pass. Stand-in `python3` and `dvc` record every call; the GPU sampler's call
+    carries the repro command."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "calls.txt"
+    for tool in ("python3", "dvc"):
+        (stub / tool).write_text(f'#!/bin/sh\necho "{tool} $@" >> {log}\n')
+        (stub / tool).chmod(0o755)
+    (tmp_path / "wh").mkdir()
+    (tmp_path / "wh" / "a-1.0-py3-none-any.whl").write_bytes(b"")
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "WORK": str(tmp_path / "work"),
+           "WHEELS": str(tmp_path / "wh"), "SITE": str(tmp_path / "site"), "RESULTS": str(tmp_path / "r.tgz"),
+           "COLLECT_EVERY": "0.1", "EXTRA_TRAIN_SEEDS": "1025", "CLAIMS_FIRST": "1" if claims_first else "0"}
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (sampler,) = [line for line in log.read_text().splitlines() if "gpu_busy.py record" in line]
+    repro = sampler.split(" -- ", 1)[1]
+    if claims_first:  # the claims' pass trains the extra seed; the rest of the DAG after it does not
+        first, rest = repro.split(" && ")
+        assert "--extra-train-seeds 1025" in first and "--extra-train-seeds" not in rest
+    else:
+        assert repro == "sara repro --jobs 8 --times repro_times.json --extra-train-seeds 1025"
+    assert (tmp_path / "site" / "bin" / "sara").is_file()  # SITE: nothing written to /tmp/site
+
+
 def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool = True):
     """scripts/lab_run.sh in `tmp_path` with a stand-in `python3` that records its arguments and exits 3."""
     import os
