@@ -89,7 +89,9 @@ def _flatten(state: object, prefix: str = "") -> dict:
 def machine() -> str:
     import torch
 
-    if torch.cuda.is_available():
+    from sara.env import resolve_device
+
+    if resolve_device("auto").type == "cuda":
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
     return f"{platform.machine()} CPU, torch {torch.__version__}"
 
