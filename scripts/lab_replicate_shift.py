@@ -2,7 +2,7 @@
 that has several replicates, the paired difference between each later replicate and the first, over the same
 prompts and sampling seeds, with its bootstrap interval (evaluation/statistics.py).
 
-    python scripts/lab_replicate_shift.py MERGED --out docs/lab/replicate_shift.md
+    python scripts/lab_replicate_shift.py MERGED --out docs/lab/replicate_shift.md --plot docs/lab/replicate_shift.png
 
 Two runs of one command are two replicates of the whole pipeline when the GPU's kernels are not deterministic
 (docs/lab/replicates.md). A shift whose interval excludes zero is a row the pipeline did not reproduce; the
@@ -52,6 +52,53 @@ def replicate_shifts(rubric_dir: Path, train_seed: int, n_boot: int = 2000, leve
                              "metric": metric, "shift": iv.estimate, "lo": iv.lo, "hi": iv.hi,
                              "p": bootstrap_p_value(pair), "n_paired": pair.n_paired})
     return rows
+
+
+def replicate_values(rubric_dir: Path, train_seed: int, metric: str = "TA", n_boot: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, dict[int, dict]]:
+    """{row: {replicate: its metric with a prompt-bootstrap interval}} for the rows in two or more replicates."""
+    from evaluation.comparison.claims import dim_index
+    from evaluation.comparison.numbers import one_seed
+    from evaluation.comparison.records import discover_runs, load_run
+    from evaluation.statistics import bootstrap_weights, run_interval
+
+    out: dict[str, dict[int, dict]] = {}
+    for run, seed_dirs in discover_runs(rubric_dir, default_seed=train_seed).items():
+        if len(seed_dirs) < 2:
+            continue
+        scores, _ = load_run(run, seed_dirs, "grounded")
+        weights = bootstrap_weights(list(scores.units), n_boot, seed, "prompt")  # (B, V)
+        out[run] = {t: run_interval(one_seed(scores, k), dim_index(metric), weights, list(scores.units), level).to_dict()
+                    for k, t in enumerate(scores.train_seeds)}
+    return out
+
+
+def plot_replicates(values: dict[str, dict[int, dict]], path: Path, metric: str = "TA") -> None:
+    """Each row's replicates side by side, each with its 95% interval: a row the pipeline reproduced has
+    overlapping bars at one height."""
+    from evaluation.comparison.figures import _plt
+    from sara.runs import row_label
+
+    plt = _plt()
+    labels = sorted({t for per in values.values() for t in per})
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(values)))
+    for i, (run, per) in enumerate(values.items()):
+        for j, t in enumerate(labels):
+            if t not in per:
+                continue
+            iv, y = per[t], i + (j - (len(labels) - 1) / 2) * 0.18
+            ax.errorbar(iv["estimate"], y, xerr=[[iv["estimate"] - iv["lo"]], [iv["hi"] - iv["estimate"]]], fmt="o",
+                        color=f"C{j}", capsize=3, label=f"replicate {t}")
+    ax.set_yticks(range(len(values)), [row_label(r) for r in values])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (grounded judge), 95% interval over prompts")
+    ax.set_title("Each row per replicate of the lab pipeline (unpaired intervals)", fontsize=10)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))  # one entry per replicate
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def base_differences(rubric_dir: Path, train_seed: int, effect: float, metric: str = "TA") -> list[dict]:
@@ -116,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the table here (markdown); stdout without it")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--effect", type=float, default=0.03, help="the difference a claim should resolve (TA points)")
+    ap.add_argument("--plot", type=Path, help="also draw each row per replicate with its interval (PNG)")
     ap.add_argument("--params", type=Path, default=ROOT / "configs" / "lab.yaml",
                     help="the first run's params: train.seed labels its replicate")
     args = ap.parse_args(argv)
@@ -134,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     against_base = base_differences(rubric, train_seed, args.effect)
     if against_base:
         table += "\n" + base_markdown(against_base)
+    if args.plot:
+        plot_replicates(replicate_values(rubric, train_seed, n_boot=args.n_boot), args.plot)
+        print(f"wrote {args.plot}")
     if args.out:
         args.out.write_text(table)
         print(f"wrote {args.out}")

@@ -185,7 +185,9 @@ def test_replicate_shift_names_a_row_the_pipeline_did_not_reproduce(tmp_path: Pa
             rec = {"prompt_id": f"held_{i:03d}", "seed": 0,
                    "grounded": {d: {"score": int(v) + shift} for d, v in zip(ALL_DIMS, row)}}
             (rubric / folder / f"held_{i:03d}_s0.json").write_text(json.dumps(rec))
-    assert _script("lab_replicate_shift").main([str(tmp_path / "merged"), "--n-boot", "200"]) == 0
+    plot = tmp_path / "replicates.png"
+    assert _script("lab_replicate_shift").main([str(tmp_path / "merged"), "--n-boot", "200", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"  # each row per replicate, drawn
     table = capsys.readouterr().out
     assert "| Pretrained Wan2.2 | 2 - 1024 | TA | +0.000 [+0.000, +0.000] |" in table
     assert "| SARA (OR) | 2 - 1024 | TA | -1.000 [-1.000, -1.000] | 0.010 | **no** |" in table
