@@ -3,6 +3,7 @@ process, with `project.deterministic` off and then on; per setting, whether the 
 bit the same, the largest weight difference, and each run's wall time.
 
     python benchmarks/determinism.py [--params params.yaml] [--run sft] [--steps 50] [--out tmp/determinism]
+                                     [--settings false,true]
 
 Reads the DAG's outputs the run needs (the clips, models/base, the encoder or aligner of a TRD run: `sara repro
 train_dit-<run>` builds them) and writes only under --out: each training's model and state, and determinism.md.
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", default="sft")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("tmp/determinism"))
+    ap.add_argument("--settings", default="false,true", help="the project.deterministic values to try, in order")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one training (the params copy), in this process
     args = ap.parse_args(argv)
     if args.worker:
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = args.params.resolve()
     rows = []
-    for deterministic in (False, True):
+    settings = [{"false": False, "true": True}[v.strip()] for v in args.settings.split(",")]
+    for deterministic in settings:
         setting = args.out.resolve() / f"deterministic_{str(deterministic).lower()}"
         walls = [train(params, args.run, args.steps, deterministic, setting / f"training{i}") for i in (1, 2)]
         diff = model_difference(*(setting / f"training{i}" / "dit" / args.run for i in (1, 2)))
