@@ -56,16 +56,17 @@ def train(params_path: Path, run: str, steps: int, deterministic: bool, out: Pat
 
 def model_difference(a: Path, b: Path) -> dict[str, float | int | bool]:
     """Two exported Stage 2 run folders: identical (every tensor bit for bit), the largest |a - b| over all
-    weights, and how many tensors differ; the transformer and the auxiliary heads (aux.pt) both."""
+    weights, and how many tensors differ; the transformer and the auxiliary heads (aux.pt, a flat state dict) both."""
     import torch
     from safetensors.torch import load_file
+
+    from sara.io import load_tensors
 
     def tensors(run_dir: Path) -> dict[str, torch.Tensor]:
         out = {f"transformer.{k}": v for k, v in load_file(run_dir / "transformer" / "diffusion_pytorch_model.safetensors").items()}
         aux = run_dir / "aux.pt"
         if aux.is_file():
-            state = torch.load(aux, map_location="cpu", weights_only=True)
-            out.update({f"aux.{k}": v for k, v in _flatten(state).items()})
+            out.update({f"aux.{k}": v for k, v in load_tensors(aux, f"train {run_dir.name} again").items()})
         return out
 
     ta, tb = tensors(a), tensors(b)
@@ -74,17 +75,6 @@ def model_difference(a: Path, b: Path) -> dict[str, float | int | bool]:
     differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
     largest = max((float((ta[k].double() - tb[k].double()).abs().max()) for k in differ), default=0.0)
     return {"identical": not differ, "max_abs_diff": largest, "tensors": len(ta), "differ": len(differ)}
-
-
-def _flatten(state: object, prefix: str = "") -> dict:
-    """The tensors of a nested dict (aux.pt's heads), keyed by their dotted path."""
-    import torch
-
-    if isinstance(state, torch.Tensor):
-        return {prefix: state}
-    if isinstance(state, dict):
-        return {k: v for key, sub in state.items() for k, v in _flatten(sub, f"{prefix}.{key}" if prefix else str(key)).items()}
-    return {}
 
 
 def machine() -> str:

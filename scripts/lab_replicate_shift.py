@@ -26,20 +26,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def replicate_shifts(rubric_dir: Path, train_seed: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-                     ) -> list[dict]:
-    """One entry per (row, later replicate, metric): the row's replicate minus its first replicate, paired.
+def replicated_rows(rubric_dir: Path, train_seed: int) -> dict:
+    """{row: RunScores over its replicates} for every row in two or more replicates, read once.
     `train_seed`: the label of the plain `<run>/` folders (the first run's train.seed)."""
+    from evaluation.comparison.records import discover_runs, load_run
+
+    return {run: load_run(run, seed_dirs, "grounded")[0]
+            for run, seed_dirs in discover_runs(rubric_dir, default_seed=train_seed).items() if len(seed_dirs) >= 2}
+
+
+def replicate_shifts(rows: dict, train_seed: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+                     ) -> list[dict]:
+    """One entry per (row, later replicate, metric): the row's replicate minus the first run's (`train_seed`),
+    paired."""
     from evaluation.comparison.claims import dim_index
     from evaluation.comparison.numbers import one_seed
-    from evaluation.comparison.records import discover_runs, load_run
     from evaluation.statistics import bootstrap_p_value, bootstrap_weights, paired_replicates
 
-    rows = []
-    for run, seed_dirs in discover_runs(rubric_dir, default_seed=train_seed).items():
-        if len(seed_dirs) < 2:
-            continue
-        scores, _ = load_run(run, seed_dirs, "grounded")
+    out = []
+    for run, scores in rows.items():
         units = list(scores.units)
         weights = bootstrap_weights(units, n_boot, seed, "prompt")  # (B, V)
         ref = scores.train_seeds.index(train_seed) if train_seed in scores.train_seeds else 0  # the first run's
@@ -48,27 +53,24 @@ def replicate_shifts(rubric_dir: Path, train_seed: int, n_boot: int = 2000, leve
             for metric in ("TA", "MQ"):
                 pair = paired_replicates(one_seed(scores, k), first, dim_index(metric), weights, units)
                 iv = pair.interval(level)
-                rows.append({"run": run, "replicate": scores.train_seeds[k], "against": scores.train_seeds[ref],
-                             "metric": metric, "shift": iv.estimate, "lo": iv.lo, "hi": iv.hi,
-                             "p": bootstrap_p_value(pair), "n_paired": pair.n_paired})
-    return rows
+                out.append({"run": run, "replicate": scores.train_seeds[k], "against": scores.train_seeds[ref],
+                            "metric": metric, "shift": iv.estimate, "lo": iv.lo, "hi": iv.hi,
+                            "p": bootstrap_p_value(pair), "n_paired": pair.n_paired})
+    return out
 
 
-def replicate_values(rubric_dir: Path, train_seed: int, metric: str = "TA", n_boot: int = 2000, level: float = 0.95,
+def replicate_values(rows: dict, metric: str = "TA", n_boot: int = 2000, level: float = 0.95,
                      seed: int = 0) -> dict[str, dict[int, dict]]:
-    """{row: {replicate: its metric with a prompt-bootstrap interval}} for the rows in two or more replicates."""
+    """{row: {replicate: its metric with a prompt-bootstrap interval}}."""
     from evaluation.comparison.claims import dim_index
     from evaluation.comparison.numbers import one_seed
-    from evaluation.comparison.records import discover_runs, load_run
     from evaluation.statistics import bootstrap_weights, run_interval
 
     out: dict[str, dict[int, dict]] = {}
-    for run, seed_dirs in discover_runs(rubric_dir, default_seed=train_seed).items():
-        if len(seed_dirs) < 2:
-            continue
-        scores, _ = load_run(run, seed_dirs, "grounded")
-        weights = bootstrap_weights(list(scores.units), n_boot, seed, "prompt")  # (B, V)
-        out[run] = {t: run_interval(one_seed(scores, k), dim_index(metric), weights, list(scores.units), level).to_dict()
+    for run, scores in rows.items():
+        units = list(scores.units)
+        weights = bootstrap_weights(units, n_boot, seed, "prompt")  # (B, V)
+        out[run] = {t: run_interval(one_seed(scores, k), dim_index(metric), weights, units, level).to_dict()
                     for k, t in enumerate(scores.train_seeds)}
     return out
 
@@ -101,26 +103,23 @@ def plot_replicates(values: dict[str, dict[int, dict]], path: Path, metric: str 
     plt.close(fig)
 
 
-def base_differences(rubric_dir: Path, train_seed: int, effect: float, metric: str = "TA") -> list[dict]:
+def base_differences(rows: dict, effect: float, metric: str = "TA") -> list[dict]:
     """Per row trained in two or more replicates that also have a base: the row minus its own replicate's base,
     per replicate (what Stage 2 did to the model there), the spread of that between replicates (sd, ddof 1), and
     the replicates a claim of that kind would need to resolve a difference of `effect` at 95% if the spread held:
     n = ceil((1.96 sd / effect)^2), the normal approximation (a t-interval over so few replicates needs more)."""
     from evaluation.comparison.claims import dim_index
     from evaluation.comparison.numbers import with_seeds
-    from evaluation.comparison.records import discover_runs, load_run
     from evaluation.statistics import metric_value
     from sara.runs import BASE, ORACLE
 
-    found = discover_runs(rubric_dir, default_seed=train_seed)
-    if BASE not in found:
+    if BASE not in rows:
         return []
-    base, _ = load_run(BASE, found[BASE], "grounded")
+    base = rows[BASE]
     out = []
-    for run, seed_dirs in found.items():
+    for run, scores in rows.items():
         if run in (BASE, ORACLE):
             continue
-        scores, _ = load_run(run, seed_dirs, "grounded")
         shared = [s for s in scores.train_seeds if s in base.train_seeds]
         if len(shared) < 2:
             continue
@@ -170,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     rubric = args.merged / "outputs" / "rubric"
     try:
         train_seed = int(yaml.safe_load(args.params.read_text())["train"]["seed"])
-        rows = replicate_shifts(rubric, train_seed, args.n_boot)
+        replicated = replicated_rows(rubric, train_seed)
+        rows = replicate_shifts(replicated, train_seed, args.n_boot)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -179,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     table = markdown(rows, 0.95)
-    against_base = base_differences(rubric, train_seed, args.effect)
+    against_base = base_differences(replicated, args.effect)
     if against_base:
         table += "\n" + base_markdown(against_base)
     if args.plot:
-        plot_replicates(replicate_values(rubric, train_seed, n_boot=args.n_boot), args.plot)
+        plot_replicates(replicate_values(replicated, n_boot=args.n_boot), args.plot)
         print(f"wrote {args.plot}")
     if args.out:
         args.out.write_text(table)

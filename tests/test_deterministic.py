@@ -91,7 +91,7 @@ def test_the_probe_names_a_model_that_differs(tmp_path: Path):
         w = torch.zeros(3, 2)
         w[1, 1] += shift
         save_file({"a.weight": w, "b.bias": torch.ones(2)}, run / "transformer" / "diffusion_pytorch_model.safetensors")
-        torch.save({"proj": {"w": torch.ones(2, 2)}}, run / "aux.pt")
+        torch.save({"proj.w": torch.ones(2, 2)}, run / "aux.pt")  # a flat state dict, as Stage 2 exports it
         folders.append(run)
     d = _probe().model_difference(*folders)
     assert d == {"identical": False, "max_abs_diff": 0.25, "tensors": 3, "differ": 1}

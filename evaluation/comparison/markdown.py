@@ -33,7 +33,7 @@ def render_markdown(result: dict, protocol: str, note: str, mechanism: dict[str,
            f"`{st['scheme']}` over {st['n_prompts']} prompts / {st['n_units']} videos (evaluation/statistics.py); "
            "paired differences on the same resamples, by (prompt, sampling seed); an interval that includes zero "
            "is reported as no difference.")
-    if any(len(r.get("train_seeds", [])) > 1 or len(r.get("per_train_seed", {})) > 1 for r in runs.values()):
+    if any(len(r["train_seeds"]) > 1 for r in runs.values()):
         how += (" A run's training seeds (each a replicate) are resampled too, jointly for runs with the same "
                 "seeds, so an interval covers the replicate-to-replicate spread; each replicate's own numbers are "
                 "in comparison.json (`per_train_seed`).")

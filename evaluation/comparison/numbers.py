@@ -29,15 +29,15 @@ class StatsConfig:
 SUMMARY = ("TA", "MQ")  # the metrics given per training seed (and logged per child run in MLflow)
 
 
-def one_seed(r: RunScores, k: int) -> RunScores:
-    """Training seed k (the k-th of `r.train_seeds`) of a run, alone."""
-    return RunScores(r.run, r.units, r.dims, (r.train_seeds[k],), r.values[k : k + 1])  # (1, V, D)
-
-
 def with_seeds(r: RunScores, seeds: Sequence[int]) -> RunScores:
     """The training seeds `seeds` of a run, alone."""
     idx = [r.train_seeds.index(s) for s in seeds]
     return RunScores(r.run, r.units, r.dims, tuple(seeds), r.values[idx])  # (len(seeds), V, D)
+
+
+def one_seed(r: RunScores, k: int) -> RunScores:
+    """Training seed k (the k-th of `r.train_seeds`) of a run, alone."""
+    return with_seeds(r, [r.train_seeds[k]])
 
 
 def replicates_of_the_pipeline(runs: dict[str, RunScores]) -> bool:
@@ -56,7 +56,7 @@ def on_shared_replicates(a: RunScores, b: RunScores) -> tuple[RunScores, RunScor
 def same_replicate(ref: RunScores, seed: int) -> RunScores:
     """The reference's training seed `seed` when it has it (the same replicate: in a lab run its rows share one
     base), else the reference over all its training seeds (a base common to every training seed)."""
-    return one_seed(ref, ref.train_seeds.index(seed)) if seed in ref.train_seeds and len(ref.train_seeds) > 1 else ref
+    return with_seeds(ref, [seed]) if seed in ref.train_seeds and len(ref.train_seeds) > 1 else ref
 
 
 def per_train_seed(r: RunScores, runs: dict[str, RunScores], references: Iterable[str], weights: np.ndarray,
