@@ -87,13 +87,25 @@ def machine() -> str:
     return f"{platform.machine()} CPU, torch {torch.__version__}"
 
 
+def _settings(text: str) -> list[bool]:
+    """`--settings false,true` -> [False, True]; anything else is one argparse error naming it."""
+    values = {"false": False, "true": True}
+    out = []
+    for v in (v.strip() for v in text.split(",")):
+        if v not in values:
+            raise argparse.ArgumentTypeError(f"{v!r} is not true or false")
+        out.append(values[v])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--run", default="sft")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--out", type=Path, default=Path("tmp/determinism"))
-    ap.add_argument("--settings", default="false,true", help="the project.deterministic values to try, in order")
+    ap.add_argument("--settings", type=_settings, default="false,true",
+                    help="the project.deterministic values to try, in order")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # one training (the params copy), in this process
     args = ap.parse_args(argv)
     if args.worker:
@@ -101,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     params = args.params.resolve()
     rows = []
-    settings = [{"false": False, "true": True}[v.strip()] for v in args.settings.split(",")]
-    for deterministic in settings:
+    for deterministic in args.settings:
         setting = args.out.resolve() / f"deterministic_{str(deterministic).lower()}"
         walls = [train(params, args.run, args.steps, deterministic, setting / f"training{i}") for i in (1, 2)]
         diff = model_difference(*(setting / f"training{i}" / "dit" / args.run for i in (1, 2)))

@@ -96,3 +96,10 @@ def test_the_probe_names_a_model_that_differs(tmp_path: Path):
     d = _probe().model_difference(*folders)
     assert d == {"identical": False, "max_abs_diff": 0.25, "tensors": 3, "differ": 1}
     assert _probe().model_difference(folders[0], folders[0])["identical"] is True
+
+
+def test_a_bad_setting_is_one_line_naming_it(capsys):
+    with pytest.raises(SystemExit) as stop:
+        _probe().main(["--settings", "true,maybe"])
+    assert stop.value.code == 2
+    assert "--settings: 'maybe' is not true or false" in capsys.readouterr().err
