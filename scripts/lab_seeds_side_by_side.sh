@@ -17,13 +17,15 @@ WORK=${WORK:-/tmp/lab}; WORK2=${WORK2:-/tmp/lab2}
 LOG=${LOG:-/tmp/lab_run.log}; LOG2=${LOG2:-/tmp/lab2.log}
 RESULTS2=${RESULTS2:-/tmp/lab2_results.tgz}
 PROBE_STEPS=${PROBE_STEPS:-50}
+DET=${DET:-/tmp/det}  # the probe's output folder
+POLL=${POLL:-15}   # seconds between looks at the logs
 SITE=${SITE:-/tmp/site}
 export WORK
 CLAIMS_FIRST=1 bash scripts/lab_run.sh "$MINILM" > "$LOG" 2>&1 &
 FIRST=$!
 until grep -q "done  init_dit" "$LOG" && grep -q "done  train_aligner" "$LOG"; do
   kill -0 "$FIRST" 2>/dev/null || { echo "the first DAG ended before its base was done" >&2; exit 1; }
-  sleep 5
+  sleep "$POLL"
 done
 rm -rf "$WORK2" && cp -a "$WORK" "$WORK2"
 cd "$WORK2"
@@ -43,7 +45,7 @@ sara repro --jobs "${JOBS:-8}" --times repro_times_seed.json $(printf 'rubric-%s
 SECOND=$!
 collect() {  # paths relative to / so that the archive keeps where each came from
   local paths=("${LOG2#/}") p
-  for p in "$WORK2/repro_times_seed.json" "$WORK2/params.yaml" /tmp/det $(printf "$WORK2/outputs/rubric/%s " $RUNS); do
+  for p in "$WORK2/repro_times_seed.json" "$WORK2/params.yaml" "$DET" $(printf "$WORK2/outputs/rubric/%s " $RUNS); do
     [ -e "$p" ] && paths+=("${p#/}")
   done
   tar czf "$RESULTS2.part" --exclude='*.mp4' --exclude='*.pt' --exclude='*.safetensors' --exclude='.*.tmp*' \
@@ -52,11 +54,11 @@ collect() {  # paths relative to / so that the archive keeps where each came fro
 stage2_done() { for r in $RUNS; do grep -q "done  train_dit-$r in" "$1" || return 1; done; }
 PROBED=0
 while kill -0 "$SECOND" 2>/dev/null; do
-  sleep 30; collect || true
+  sleep "$POLL"; collect || true
   if [ "$PROBE_STEPS" -gt 0 ] && [ "$PROBED" = 0 ] && stage2_done "$LOG" && stage2_done "$LOG2"; then
     PROBED=1
     (cd "$WORK" && PYTHONPATH=$WORK:$SITE python3 benchmarks/determinism.py --params "$WORK/params.yaml" --run sara-or \
-       --steps "$PROBE_STEPS" --out /tmp/det > /tmp/det.log 2>&1; mkdir -p /tmp/det; cp /tmp/det.log /tmp/det/) &
+       --steps "$PROBE_STEPS" --out "$DET" > "$DET.log" 2>&1; mkdir -p "$DET"; cp "$DET.log" "$DET/") &
   fi
 done
 wait "$SECOND" || echo "[seeds] the second seed's repro failed" >> "$LOG2"

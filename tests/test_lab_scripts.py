@@ -295,3 +295,69 @@ def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool =
     res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     return res, log
+
+
+def _side_by_side(tmp_path: Path, base_done: bool):
+    """scripts/lab_seeds_side_by_side.sh in `tmp_path`, with a stand-in lab_run.sh (the first DAG: a params file,
+    its base's log lines, then its Stage 2's), a stand-in `sara` (the copy's repro: records its call and the seed it
+    sees, writes each run's rubric records) and a stand-in determinism probe."""
+    import os
+    import subprocess
+    import sys
+
+    work, work2 = tmp_path / "lab", tmp_path / "lab2"
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "lab_seeds_side_by_side.sh").write_text(
+        (ROOT / "scripts" / "lab_seeds_side_by_side.sh").read_text())
+    base_lines = 'echo "[repro] done  init_dit in 9 s"; echo "[repro] done  train_aligner in 9 s"' if base_done else ""
+    (tmp_path / "scripts" / "lab_run.sh").write_text(f"""
+mkdir -p "$WORK/benchmarks" "$WORK/.dvc/tmp" "$WORK/models/dit_state" && cd "$WORK"
+printf 'train: {{seed: 1024}}\\nmatrix: {{runs: [sft, sara-or]}}\\n' > params.yaml
+touch .dvc/tmp/rwlock models/dit_state/sft.pt
+printf 'import sys, pathlib\\nout = pathlib.Path(sys.argv[sys.argv.index("--out") + 1]); out.mkdir(parents=True)\\n(out / "determinism.md").write_text(" ".join(sys.argv[1:]))\\n' > benchmarks/determinism.py
+{base_lines}
+sleep 0.5; echo "[repro] done  train_dit-sft in 9 s"; echo "[repro] done  train_dit-sara-or in 9 s"; sleep 1.5
+""")
+    site = tmp_path / "site"
+    (site / "bin").mkdir(parents=True)
+    (site / "bin" / "sara").write_text(f"""#!/bin/sh
+echo "sara $@ | $(grep -o 'seed: [0-9]*' params.yaml) | $PWD" >> {tmp_path / 'calls.txt'}
+for r in sft sara-or; do echo "[repro] done  train_dit-$r in 9 s"; mkdir -p outputs/rubric/$r; echo '{{}}' > outputs/rubric/$r/records.json; done
+sleep 1.5
+""")
+    (site / "bin" / "sara").chmod(0o755)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "WORK": str(work),
+           "WORK2": str(work2), "LOG": str(tmp_path / "lab.log"), "LOG2": str(tmp_path / "lab2.log"),
+           "RESULTS2": str(tmp_path / "r2.tgz"), "DET": str(tmp_path / "det"), "SITE": str(site), "POLL": "0.2"}
+    res = subprocess.run(["bash", "scripts/lab_seeds_side_by_side.sh", "/tmp/minilm"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    return res, work, work2
+
+
+def test_a_second_seed_trains_beside_the_first_from_its_base(tmp_path: Path):
+    """scripts/lab_seeds_side_by_side.sh: once the first DAG's base and aligner are done, a copy with `train.seed`
+    1025 (and none of the first DAG's locks or Stage 2 checkpoints) reproduces every run's rubric stage; once both
+    copies' Stage 2 runs are done the determinism probe runs on the first copy; the results archive holds the
+    copy's records and the probe's table."""
+    import tarfile
+
+    res, work, work2 = _side_by_side(tmp_path, base_done=True)
+    assert res.returncode == 0, res.stderr
+    (call,) = (tmp_path / "calls.txt").read_text().splitlines()
+    assert call == f"sara repro --jobs 8 --times repro_times_seed.json rubric-sft rubric-sara-or | seed: 1025 | {work2}"
+    assert "seed: 1024" in (work / "params.yaml").read_text()  # the first DAG's params untouched
+    assert not (work2 / ".dvc" / "tmp").exists() and not (work2 / "models" / "dit_state").exists()
+    assert (tmp_path / "det" / "determinism.md").read_text() == (
+        f"--params {work}/params.yaml --run sara-or --steps 50 --out {tmp_path / 'det'}")
+    with tarfile.open(tmp_path / "r2.tgz") as tar:
+        names = set(tar.getnames())
+    rel = str(tmp_path).lstrip("/")
+    assert {f"{rel}/lab2.log", f"{rel}/lab2/params.yaml", f"{rel}/lab2/outputs/rubric/sft/records.json",
+            f"{rel}/lab2/outputs/rubric/sara-or/records.json", f"{rel}/det/determinism.md"} <= names
+
+
+def test_a_second_seed_does_not_start_when_the_first_dag_ends_without_its_base(tmp_path: Path):
+    res, _, work2 = _side_by_side(tmp_path, base_done=False)
+    assert res.returncode == 1
+    assert res.stderr.strip() == "the first DAG ended before its base was done"
+    assert not work2.exists()
