@@ -24,6 +24,8 @@ class StageInfo:
     upstream: frozenset[str]  # stages whose outputs this stage reads directly
     # DVC's run cache can restore the stage (no `persist: true` output): a temp experiment then skips it.
     restorable: bool = True
+    # `dvc freeze`: DVC never reproduces it (a base brought in from another machine: scripts/lab_base_bundle.py)
+    frozen: bool = False
 
     @property
     def base(self) -> str:
@@ -122,7 +124,8 @@ def load_dag(repo: Path) -> Dag:
                     params.extend(dep.params or [""])  # no keys listed: the stage reads the whole file
             upstream = frozenset(_address(repo, b) for _, b in graph.out_edges(stage))
             restorable = not any(out.persist for out in stage.outs)
-            stages[_address(repo, stage)] = StageInfo(_address(repo, stage), tuple(params), upstream, restorable)
+            stages[_address(repo, stage)] = StageInfo(_address(repo, stage), tuple(params), upstream, restorable,
+                                                      frozen=bool(stage.frozen))
     return Dag(stages)
 
 

@@ -69,13 +69,16 @@ def changed_stages(repo: Path, env: Mapping[str, str]) -> set[str]:
 
 def plan(dag: Dag, changed: set[str], targets: list[str] | None = None) -> list[str]:
     """The stages to run, upstream first: every changed stage and its descendants (their inputs will change),
-    limited to the targets and what they need when targets are given."""
+    limited to the targets and what they need when targets are given; frozen stages never."""
     unknown = [t for t in targets or [] if t not in dag.stages]
     if unknown:
         raise ValueError(f"no stage named {unknown[0]!r} in dvc.yaml (stages: {', '.join(sorted(dag.stages))})")
-    todo = {s for s in changed if s in dag.stages}
+    frozen = {s for s, info in dag.stages.items() if info.frozen}
+    # a frozen stage is never reproduced (`dvc repro -s` fails on its absent inputs); the stages below it find
+    # their own inputs changed in `dvc status` when its outputs are new
+    todo = {s for s in changed if s in dag.stages} - frozen
     todo |= dag.descendants(todo)
-    return dag.topological(todo & dag.needed_by(targets))
+    return dag.topological((todo - frozen) & dag.needed_by(targets))
 
 
 def by_depth(dag: Dag, stages: list[str]) -> list[str]:

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from evaluation.study.design import StudyLayout
 from sara.config import Params, ParamsError, load_params
 from sara.deps import ROOT, import_closure
@@ -290,8 +292,16 @@ def render(specs: list[StageSpec]) -> str:
 
 
 def out_of_date(params_file: Path = ROOT / "params.yaml", target: Path = ROOT / "dvc.yaml") -> bool:
-    """True when `target` is not what the code writes from `params_file` (e.g. its run matrix changed)."""
-    return not target.is_file() or target.read_text() != render(stages(load_params(params_file)))
+    """True when `target` does not hold the stages the code writes from `params_file` (e.g. its run matrix
+    changed). Compared as YAML, without `frozen` flags: `dvc freeze` (a base brought in from another machine,
+    scripts/lab_base_bundle.py) adds them and rewrites the file in its own layout, the stages unchanged."""
+    if not target.is_file():
+        return True
+    written = yaml.safe_load(target.read_text()) or {}
+    for stage in (written.get("stages") or {}).values():
+        if isinstance(stage, dict):
+            stage.pop("frozen", None)
+    return written != yaml.safe_load(render(stages(load_params(params_file))))
 
 
 def main(argv: list[str] | None = None) -> int:

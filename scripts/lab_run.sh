@@ -7,6 +7,7 @@
 #   CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16
 #   LAB_SET="train.seed=1025" CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16   # a replicate: another training seed
 #   EXTRA_TRAIN_SEEDS=1025 CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16   # the claims' runs trained twice on one base
+#   BASE_BUNDLE=/tmp/base.tar CLAIMS_FIRST=1 bash scripts/lab_run.sh /tmp/minilm-fp16  # on a base an earlier run packed
 set -euo pipefail
 MINILM=$1; shift
 WORK=${WORK:-/tmp/lab}
@@ -18,6 +19,7 @@ fi
 SITE=${SITE:-/tmp/site}  # where the wheels are installed, beside the machine's own packages
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
 mkdir -p "$SITE/bin" && printf '#!/bin/sh\nexec python3 -m sara.cli "$@"\n' > "$SITE/bin/sara" && chmod +x "$SITE/bin/sara"
+BUNDLE=${BASE_BUNDLE:+$(realpath -m "$BASE_BUNDLE")}
 rm -rf "$WORK" && mkdir -p "$WORK" && tar --exclude=./.whl --exclude='./.whl-*' --exclude=./.minilm-fp16 -cf - . | tar -xf - -C "$WORK"
 cd "$WORK"
 export PYTHONPATH=$PWD:$SITE PATH=$SITE/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
@@ -25,6 +27,9 @@ export PYTHONPATH=$PWD:$SITE PATH=$SITE/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISA
 # a claim), checked before anything runs (scripts/lab_params.py)
 python3 scripts/lab_params.py "$MINILM" --overrides "${LAB_SET:-}"
 python3 -m sara.pipeline  # dvc.yaml for this params file's run matrix (`matrix.runs`)
+# BASE_BUNDLE=base.tar: a base built by an earlier run with these params and code (scripts/lab_base_bundle.py pack),
+# unpacked here and frozen, so that the DAG trains only what is below it
+if [ -n "$BUNDLE" ]; then python3 scripts/lab_base_bundle.py unpack "$BUNDLE" .; fi
 if [ -d .git ]; then dvc config --local core.autostage false; else dvc config --local core.no_scm true; fi
 RESULTS=${RESULTS:-/tmp/lab_results.tgz}  # the results without models and videos, refreshed every minute
 # CLAIMS_FIRST=1 (no targets given): first the stages that score the runs the pre-registered claims compare

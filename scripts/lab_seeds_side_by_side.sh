@@ -3,7 +3,7 @@
 # from the same base: what `EXTRA_TRAIN_SEEDS` does one pass after the other, in less wall time.
 #   LAB_SET="..." SEED2=1025 bash scripts/lab_seeds_side_by_side.sh /tmp/minilm-fp16
 # 1. scripts/lab_run.sh runs the DAG in $WORK (CLAIMS_FIRST=1: the claims' stages first).
-# 2. Once its base DiT and aligner are done, $WORK is copied to $WORK2 with `train.seed: $SEED2`, and the copy
+# 2. Once its base DiT and aligner are done (or unpacked from BASE_BUNDLE), $WORK is copied to $WORK2 with `train.seed: $SEED2`, and the copy
 #    reproduces every Stage 2 run's rubric stage: the base stages come from the copy's dvc.lock, so only Stage 2,
 #    sampling and judging run there, beside the first DAG's.
 # 3. PROBE_STEPS>0: once both copies' Stage 2 runs are done, benchmarks/determinism.py trains sara-or twice per
@@ -23,7 +23,10 @@ SITE=${SITE:-/tmp/site}
 export WORK
 CLAIMS_FIRST=1 bash scripts/lab_run.sh "$MINILM" > "$LOG" 2>&1 &
 FIRST=$!
-until grep -q "done  init_dit" "$LOG" && grep -q "done  train_aligner" "$LOG"; do
+base_ready() {  # built by this DAG, or unpacked from BASE_BUNDLE and frozen (scripts/lab_base_bundle.py)
+  { grep -q "done  init_dit" "$LOG" && grep -q "done  train_aligner" "$LOG"; } || grep -q "^unpacked .*; frozen: " "$LOG"
+}
+until base_ready; do
   kill -0 "$FIRST" 2>/dev/null || { echo "the first DAG ended before its base was done" >&2; exit 1; }
   sleep "$POLL"
 done

@@ -170,6 +170,20 @@ def test_plan_runs_changed_stages_and_everything_downstream_within_the_targets()
         plan(LAB_LIKE, {"corpus"}, ["train_dit-c"])
 
 
+def test_a_frozen_stage_is_never_planned_and_does_not_hold_up_the_stages_below_it():
+    """A base brought in from another machine (scripts/lab_base_bundle.py) is frozen (`dvc freeze`): its
+    pretraining inputs are absent, so `dvc status` reports it changed, and `dvc repro -s` of it fails on them. The
+    plan leaves it out, and the stages below it run from its outputs (they see their own inputs changed)."""
+    import dataclasses
+
+    dag = Dag({n: dataclasses.replace(info, frozen=n in {"corpus", "pretrain_vae", "pretrain_vfm", "features",
+                                                           "aligner", "init_dit"})
+               for n, info in LAB_LIKE.stages.items()})
+    assert plan(dag, {"corpus", "init_dit", "train_dit-a"}) == ["train_dit-a"]
+    assert plan(dag, {"corpus"}) == []  # a frozen stage's change does not reach below it: DVC reports theirs
+    assert set(plan(dag, {"train_dit-a", "train_dit-b"}, ["train_dit-b"])) == {"train_dit-b"}
+
+
 def test_each_concurrent_stage_gets_a_share_of_the_cores_unless_the_user_chose():
     n = os.cpu_count() or 1
     assert share_cores(2, {})["OMP_NUM_THREADS"] == str(max(1, n // 2))

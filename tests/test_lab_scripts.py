@@ -297,7 +297,7 @@ def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool =
     return res, log
 
 
-def _side_by_side(tmp_path: Path, base_done: bool):
+def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False):
     """scripts/lab_seeds_side_by_side.sh in `tmp_path`, with a stand-in lab_run.sh (the first DAG: a params file,
     its base's log lines, then its Stage 2's), a stand-in `sara` (the copy's repro: records its call and the seed it
     sees, writes each run's rubric records) and a stand-in determinism probe."""
@@ -310,6 +310,9 @@ def _side_by_side(tmp_path: Path, base_done: bool):
     (tmp_path / "scripts" / "lab_seeds_side_by_side.sh").write_text(
         (ROOT / "scripts" / "lab_seeds_side_by_side.sh").read_text())
     base_lines = 'echo "[repro] done  init_dit in 9 s"; echo "[repro] done  train_aligner in 9 s"' if base_done else ""
+    if bundle:  # scripts/lab_base_bundle.py's line: no base stage runs
+        base_lines = 'echo "unpacked models/base, models/aligner into $WORK; frozen: init_dit, train_aligner"'
+
     (tmp_path / "scripts" / "lab_run.sh").write_text(f"""
 mkdir -p "$WORK/benchmarks" "$WORK/.dvc/tmp" "$WORK/models/dit_state" && cd "$WORK"
 printf 'train: {{seed: 1024}}\\nmatrix: {{runs: [sft, sara-or]}}\\n' > params.yaml
@@ -361,3 +364,35 @@ def test_a_second_seed_does_not_start_when_the_first_dag_ends_without_its_base(t
     assert res.returncode == 1
     assert res.stderr.strip() == "the first DAG ended before its base was done"
     assert not work2.exists()
+
+
+def test_a_second_seed_starts_once_a_carried_base_is_unpacked(tmp_path: Path):
+    """With BASE_BUNDLE the first DAG trains no base stage (they are frozen): the copy starts after the unpack."""
+    res, _, work2 = _side_by_side(tmp_path, base_done=False, bundle=True)
+    assert res.returncode == 0, res.stderr
+    assert "| seed: 1025 |" in (tmp_path / "calls.txt").read_text() and (work2 / "params.yaml").is_file()
+
+
+def test_lab_run_unpacks_a_base_bundle_after_writing_dvc_yaml(tmp_path: Path):
+    """BASE_BUNDLE (relative to where lab_run.sh starts) is unpacked in the work copy once dvc.yaml is written for
+    the params: scripts/lab_base_bundle.py checks it against those params and freezes the base stages."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "calls.txt"
+    for tool in ("python3", "dvc"):
+        (stub / tool).write_text(f'#!/bin/sh\necho "{tool} $@" >> {log}\n')
+        (stub / tool).chmod(0o755)
+    (tmp_path / "wh").mkdir()
+    (tmp_path / "wh" / "a-1.0-py3-none-any.whl").write_bytes(b"")
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "WORK": str(tmp_path / "work"),
+           "WHEELS": str(tmp_path / "wh"), "SITE": str(tmp_path / "site"), "RESULTS": str(tmp_path / "r.tgz"),
+           "COLLECT_EVERY": "0.1", "BASE_BUNDLE": "base.tar"}
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    calls = log.read_text().splitlines()
+    unpack = f"python3 scripts/lab_base_bundle.py unpack {tmp_path / 'base.tar'} ."
+    assert unpack in calls and calls.index("python3 -m sara.pipeline") < calls.index(unpack)

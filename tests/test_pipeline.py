@@ -368,6 +368,22 @@ def test_a_stale_dvc_yaml_is_detected(tmp_path: Path):
     assert out_of_date(other)
 
 
+def test_a_dvc_yaml_with_frozen_stages_is_not_stale(tmp_path: Path):
+    """`dvc freeze` (a base brought in by scripts/lab_base_bundle.py) marks stages `frozen: true` and rewrites
+    dvc.yaml in its own layout: the same stages, so `sara repro` must not refuse it as out of date; a changed
+    command still is."""
+    from sara.pipeline import out_of_date
+
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    raw["stages"]["corpus"]["frozen"] = True
+    frozen = tmp_path / "dvc.yaml"
+    frozen.write_text(yaml.safe_dump(raw, sort_keys=True, width=60))
+    assert not out_of_date(REPO / "params.yaml", frozen)
+    raw["stages"]["corpus"]["cmd"] += " --again"
+    frozen.write_text(yaml.safe_dump(raw))
+    assert out_of_date(REPO / "params.yaml", frozen)
+
+
 def test_a_bad_params_file_is_one_error_not_a_traceback(tmp_path: Path, capsys):
     """`python -m sara.pipeline --params bad.yaml` names the bad key and exits 2, as every `sara` command does;
     dvc.yaml is left as it was."""
