@@ -11,7 +11,8 @@ other machine the base stages are frozen (`dvc freeze`), so DVC neither reruns t
 
 pack: the `--stages` and every stage upstream of them in WORK's dvc.yaml are the base. Of their outputs, those a
 stage outside the base reads (the clips, the masks, the encoder, the base DiT, the aligner; not the corpus) go into
-BUNDLE with bundle.json: the base stages, and for each the params values it lists and the sha256 of each source
+BUNDLE (a file whose bytes another already holds, as the base DiT's two experts, as a link to it) with
+bundle.json: the base stages, and for each the params values it lists and the sha256 of each source
 file or folder it depends on.
 
 unpack: WORK (a checkout with dvc.yaml written for its params) must list the same base stages, with the same params
@@ -140,8 +141,18 @@ def pack(work: Path, bundle: Path, roots: list[str]) -> list[str]:
         info = tarfile.TarInfo(MANIFEST)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
+        first_of: dict[str, str] = {}  # sha256 -> the member that holds those bytes
         for o in outs:
-            tar.add(work / o, arcname=o)
+            for path in [work / o] if (work / o).is_file() else sorted(p for p in (work / o).rglob("*") if p.is_file()):
+                name = path.relative_to(work).as_posix()
+                digest = path_digest(path)
+                if digest in first_of:  # the same bytes again (the base's two experts): a link, not a copy
+                    link = tarfile.TarInfo(name)
+                    link.type, link.linkname = tarfile.LNKTYPE, first_of[digest]
+                    tar.addfile(link)
+                else:
+                    first_of[digest] = name
+                    tar.add(path, arcname=name)
     return outs
 
 

@@ -28,8 +28,9 @@ DVC_YAML = {"stages": {
 }}
 SOURCES = {
     "corpus.py": "import os\nos.makedirs('data/corpus', exist_ok=True)\nopen('data/corpus/a.txt', 'w').write('corpus')\n",
-    "base.py": "import os\nos.makedirs('models/base', exist_ok=True)\n"
-               "open('models/base/w.txt', 'w').write(open('data/corpus/a.txt').read() + ' trained')\n",
+    "base.py": "import os\nos.makedirs('models/base/e2', exist_ok=True)\n"
+               "w = open('data/corpus/a.txt').read() + ' trained'\n"
+               "open('models/base/w.txt', 'w').write(w)\nopen('models/base/e2/w.txt', 'w').write(w)\n",
     "down.py": "import os\nos.makedirs('out', exist_ok=True)\n"
                "open('out/down.txt', 'w').write(open('models/base/w.txt').read() + ' below')\n",
 }
@@ -65,11 +66,13 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_the_bundle_carries_what_the_stages_below_read_and_not_the_corpus(built):
+    """...and a file whose bytes it already holds (the base DiT saved as both experts) once, the second as a link."""
     _, bundle = built
     with tarfile.open(bundle) as tar:
-        names = tar.getnames()
-    assert "bundle.json" in names and "models/base/w.txt" in names
-    assert not any(n.startswith("data/corpus") for n in names)
+        members = {m.name: m for m in tar.getmembers()}
+    assert "bundle.json" in members and members["models/base/e2/w.txt"].isfile()
+    assert members["models/base/w.txt"].islnk() and members["models/base/w.txt"].linkname == "models/base/e2/w.txt"
+    assert not any(n.startswith("data/corpus") for n in members)
 
 
 def test_an_unpacked_base_is_frozen_and_only_the_stages_below_it_run(built, tmp_path: Path):
@@ -80,6 +83,7 @@ def test_an_unpacked_base_is_frozen_and_only_the_stages_below_it_run(built, tmp_
     other = _checkout(tmp_path / "other")
     assert _bundle_module().main(["unpack", str(bundle), str(other)]) == 0
     assert (other / "models" / "base" / "w.txt").read_text() == "corpus trained"
+    assert (other / "models" / "base" / "e2" / "w.txt").read_text() == "corpus trained"
     stages = yaml.safe_load((other / "dvc.yaml").read_text())["stages"]
     assert stages["corpus"].get("frozen") and stages["base"].get("frozen") and not stages["down"].get("frozen")
     todo = plan(load_dag(other), changed_stages(other, ENV))
