@@ -6,6 +6,8 @@
 # 2. Once its base DiT and aligner are done (or unpacked from BASE_BUNDLE), $WORK is copied to $WORK2 with `train.seed: $SEED2`, and the copy
 #    reproduces every Stage 2 run's rubric stage: the base stages come from the copy's dvc.lock, so only Stage 2,
 #    sampling and judging run there, beside the first DAG's.
+#    PACK_BASE=/tmp/base.tar: the base is packed then too (scripts/lab_base_bundle.py; parts of 15 MB beside it,
+#    $PACK_BASE.00, .01, ...), for BASE_BUNDLE runs on another machine.
 # 3. PROBE_STEPS>0: once both copies' Stage 2 runs are done, benchmarks/determinism.py trains sara-or twice per
 #    project.deterministic setting from the first copy's outputs (its trainings share the GPU with the sampling).
 # Results: $RESULTS (lab_run.sh's), and $RESULTS2 (the copy's records, the probe's table and logs), both refreshed
@@ -31,6 +33,10 @@ until base_ready; do
   sleep "$POLL"
 done
 rm -rf "$WORK2" && cp -a "$WORK" "$WORK2"
+if [ -n "${PACK_BASE:-}" ] && ! grep -q "^unpacked .*; frozen: " "$LOG"; then  # a base built here: pack it now
+  (cd "$WORK" && PYTHONPATH=$SITE python3 scripts/lab_base_bundle.py pack "$WORK" "$PACK_BASE" \
+     && split -b 15m -d "$PACK_BASE" "$PACK_BASE.") > "$PACK_BASE.log" 2>&1 &
+fi
 cd "$WORK2"
 # no live state of the first DAG: DVC's locks and indexes, Prefect's home, Stage 2 checkpoints of seed train.seed
 rm -rf .dvc/tmp .prefect models/dit_state models/dit tmp/repro_logs

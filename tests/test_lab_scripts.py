@@ -318,6 +318,7 @@ mkdir -p "$WORK/benchmarks" "$WORK/.dvc/tmp" "$WORK/models/dit_state" && cd "$WO
 printf 'train: {{seed: 1024}}\\nmatrix: {{runs: [sft, sara-or]}}\\n' > params.yaml
 touch .dvc/tmp/rwlock models/dit_state/sft.pt
 printf 'import sys, pathlib\\nout = pathlib.Path(sys.argv[sys.argv.index("--out") + 1]); out.mkdir(parents=True)\\n(out / "determinism.md").write_text(" ".join(sys.argv[1:]))\\n' > benchmarks/determinism.py
+mkdir -p scripts && printf 'import sys\\nopen(sys.argv[-1], "w").write(" ".join(sys.argv[1:]))\\n' > scripts/lab_base_bundle.py
 {base_lines}
 sleep 0.5; echo "[repro] done  train_dit-sft in 9 s"; echo "[repro] done  train_dit-sara-or in 9 s"; sleep 1.5
 """)
@@ -331,7 +332,8 @@ sleep 1.5
     (site / "bin" / "sara").chmod(0o755)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "WORK": str(work),
            "WORK2": str(work2), "LOG": str(tmp_path / "lab.log"), "LOG2": str(tmp_path / "lab2.log"),
-           "RESULTS2": str(tmp_path / "r2.tgz"), "DET": str(tmp_path / "det"), "SITE": str(site), "POLL": "0.2"}
+           "RESULTS2": str(tmp_path / "r2.tgz"), "DET": str(tmp_path / "det"), "SITE": str(site), "POLL": "0.2",
+           "PACK_BASE": str(tmp_path / "base.tar")}
     res = subprocess.run(["bash", "scripts/lab_seeds_side_by_side.sh", "/tmp/minilm"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     return res, work, work2
@@ -350,6 +352,8 @@ def test_a_second_seed_trains_beside_the_first_from_its_base(tmp_path: Path):
     assert call == f"sara repro --jobs 8 --times repro_times_seed.json rubric-sft rubric-sara-or | seed: 1025 | {work2}"
     assert "seed: 1024" in (work / "params.yaml").read_text()  # the first DAG's params untouched
     assert not (work2 / ".dvc" / "tmp").exists() and not (work2 / "models" / "dit_state").exists()
+    assert (tmp_path / "base.tar").read_text() == f"pack {work} {tmp_path / 'base.tar'}"  # PACK_BASE, in parts
+    assert (tmp_path / "base.tar.00").read_text() == (tmp_path / "base.tar").read_text()
     assert (tmp_path / "det" / "determinism.md").read_text() == (
         f"--params {work}/params.yaml --run sara-or --steps 50 --out {tmp_path / 'det'}")
     with tarfile.open(tmp_path / "r2.tgz") as tar:
@@ -371,6 +375,7 @@ def test_a_second_seed_starts_once_a_carried_base_is_unpacked(tmp_path: Path):
     res, _, work2 = _side_by_side(tmp_path, base_done=False, bundle=True)
     assert res.returncode == 0, res.stderr
     assert "| seed: 1025 |" in (tmp_path / "calls.txt").read_text() and (work2 / "params.yaml").is_file()
+    assert not (tmp_path / "base.tar").exists()  # a carried base is not packed again
 
 
 def test_lab_run_unpacks_a_base_bundle_after_writing_dvc_yaml(tmp_path: Path):
