@@ -242,12 +242,9 @@ def test_lab_run_without_wheels_is_one_line_naming_the_folder(tmp_path: Path):
     assert res.stderr.strip() == f"lab_run.sh: no wheels in WHEELS={tmp_path / 'empty'} (docs/offline.md)"
 
 
-@pytest.mark.parametrize("claims_first", [True, False])
-def test_extra_train_seeds_reach_the_repro_pass(tmp_path: Path, claims_first: bool):
-    """`EXTRA_TRAIN_SEEDS=1025`: the runs of the pass are trained again from the same base (docs/lab/replicates.md:
-    a replicate of Stage 2 alone, an hour cheaper than one of the whole pipeline). With CLAIMS_FIRST it is the
-    claims' pass; without, the one pass. Stand-in `python3` and `dvc` record every call; the GPU sampler's call
-    carries the repro command."""
+def _lab_run_recorded(tmp_path: Path, **settings: str):
+    """scripts/lab_run.sh in `tmp_path` with `settings` in its environment and stand-in `python3` and `dvc` that
+    record every call (to the returned log) and succeed."""
     import os
     import subprocess
 
@@ -261,9 +258,19 @@ def test_extra_train_seeds_reach_the_repro_pass(tmp_path: Path, claims_first: bo
     (tmp_path / "wh" / "a-1.0-py3-none-any.whl").write_bytes(b"")
     env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "WORK": str(tmp_path / "work"),
            "WHEELS": str(tmp_path / "wh"), "SITE": str(tmp_path / "site"), "RESULTS": str(tmp_path / "r.tgz"),
-           "COLLECT_EVERY": "0.1", "EXTRA_TRAIN_SEEDS": "1025", "CLAIMS_FIRST": "1" if claims_first else "0"}
+           "COLLECT_EVERY": "0.1", **settings}
     res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
+    return res, log
+
+
+@pytest.mark.parametrize("claims_first", [True, False])
+def test_extra_train_seeds_reach_the_repro_pass(tmp_path: Path, claims_first: bool):
+    """`EXTRA_TRAIN_SEEDS=1025`: the runs of the pass are trained again from the same base (docs/lab/replicates.md:
+    a replicate of Stage 2 alone, an hour cheaper than one of the whole pipeline). With CLAIMS_FIRST it is the
+    claims' pass; without, the one pass. Stand-in `python3` and `dvc` record every call; the GPU sampler's call
+    carries the repro command."""
+    res, log = _lab_run_recorded(tmp_path, EXTRA_TRAIN_SEEDS="1025", CLAIMS_FIRST="1" if claims_first else "0")
     assert res.returncode == 0, res.stderr
     (sampler,) = [line for line in log.read_text().splitlines() if "gpu_busy.py record" in line]
     repro = sampler.split(" -- ", 1)[1]
@@ -381,22 +388,7 @@ def test_a_second_seed_starts_once_a_carried_base_is_unpacked(tmp_path: Path):
 def test_lab_run_unpacks_a_base_bundle_after_writing_dvc_yaml(tmp_path: Path):
     """BASE_BUNDLE (relative to where lab_run.sh starts) is unpacked in the work copy once dvc.yaml is written for
     the params: scripts/lab_base_bundle.py checks it against those params and freezes the base stages."""
-    import os
-    import subprocess
-
-    stub = tmp_path / "bin"
-    stub.mkdir()
-    log = tmp_path / "calls.txt"
-    for tool in ("python3", "dvc"):
-        (stub / tool).write_text(f'#!/bin/sh\necho "{tool} $@" >> {log}\n')
-        (stub / tool).chmod(0o755)
-    (tmp_path / "wh").mkdir()
-    (tmp_path / "wh" / "a-1.0-py3-none-any.whl").write_bytes(b"")
-    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "WORK": str(tmp_path / "work"),
-           "WHEELS": str(tmp_path / "wh"), "SITE": str(tmp_path / "site"), "RESULTS": str(tmp_path / "r.tgz"),
-           "COLLECT_EVERY": "0.1", "BASE_BUNDLE": "base.tar"}
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "lab_run.sh"), "/tmp/minilm"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+    res, log = _lab_run_recorded(tmp_path, BASE_BUNDLE="base.tar")
     assert res.returncode == 0, res.stderr
     calls = log.read_text().splitlines()
     unpack = f"python3 scripts/lab_base_bundle.py unpack {tmp_path / 'base.tar'} ."
