@@ -18,7 +18,9 @@ file or folder it depends on.
 unpack: WORK (a checkout with dvc.yaml written for its params) must list the same base stages, with the same params
 values and sources; the first difference is one error line naming the stage and the key or file, and nothing is
 written. Then the outputs are extracted (replacing any there) and the base stages frozen: `sara repro` plans
-around them (flows/repro.py) and the stages below them run as usual.
+around them (flows/repro.py) and the stages below them run as usual. The carried outputs live in the work folder
+only, not in DVC's cache and dvc.lock (`dvc commit` of a frozen stage needs its absent inputs): `sara repro` and
+`dvc repro` there use them; `dvc exp run --temp` (the ablation sweep) checks outputs out of the cache, so it does not.
 """
 
 from __future__ import annotations
