@@ -32,14 +32,17 @@ until base_ready; do
   kill -0 "$FIRST" 2>/dev/null || { echo "the first DAG ended before its base was done" >&2; exit 1; }
   sleep "$POLL"
 done
-rm -rf "$WORK2" && cp -a "$WORK" "$WORK2"
+# the first DAG is running: a file it removes while the copy reads it is no reason to stop (what the copy needs, the
+# base, params, dvc.yaml and dvc.lock, is at rest by now)
+rm -rf "$WORK2" && { cp -a "$WORK" "$WORK2" 2> "$LOG2.copy" || echo "[seeds] copied $WORK with $(wc -l < "$LOG2.copy") files changing (in $LOG2.copy)" >&2; }
 if [ -n "${PACK_BASE:-}" ] && ! grep -q "^unpacked .*; frozen: " "$LOG"; then  # a base built here: pack it now
   (cd "$WORK" && PYTHONPATH=$SITE python3 scripts/lab_base_bundle.py pack "$WORK" "$PACK_BASE" \
      && split -b 15m -d "$PACK_BASE" "$PACK_BASE.") > "$PACK_BASE.log" 2>&1 &
 fi
 cd "$WORK2"
-# no live state of the first DAG: DVC's locks and indexes, Prefect's home, Stage 2 checkpoints of seed train.seed
-rm -rf .dvc/tmp .prefect models/dit_state models/dit tmp/repro_logs
+# no live state of the first DAG: DVC's locks and indexes, Prefect's home, the MLflow store it is writing (a copy of
+# a SQLite file mid-write can be malformed; the copy's stages start a store of their own), Stage 2 checkpoints
+rm -rf .dvc/tmp .prefect mlflow.db mlflow.db-* mlruns models/dit_state models/dit tmp/repro_logs
 # the wheels installed by lab_run.sh (yaml, dvc) and the copy's own code
 export PYTHONPATH=$PWD:$SITE PATH=$SITE/bin:$PATH DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 python3 - "$SEED2" <<'EOF'

@@ -304,7 +304,7 @@ def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool =
     return res, log
 
 
-def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False):
+def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False, flaky_copy: bool = False):
     """scripts/lab_seeds_side_by_side.sh in `tmp_path`, with a stand-in lab_run.sh (the first DAG: a params file,
     its base's log lines, then its Stage 2's), a stand-in `sara` (the copy's repro: records its call and the seed it
     sees, writes each run's rubric records) and a stand-in determinism probe."""
@@ -323,7 +323,7 @@ def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False):
     (tmp_path / "scripts" / "lab_run.sh").write_text(f"""
 mkdir -p "$WORK/benchmarks" "$WORK/.dvc/tmp" "$WORK/models/dit_state" && cd "$WORK"
 printf 'train: {{seed: 1024}}\\nmatrix: {{runs: [sft, sara-or]}}\\n' > params.yaml
-touch .dvc/tmp/rwlock models/dit_state/sft.pt
+touch .dvc/tmp/rwlock models/dit_state/sft.pt mlflow.db
 printf 'import sys, pathlib\\nout = pathlib.Path(sys.argv[sys.argv.index("--out") + 1]); out.mkdir(parents=True)\\n(out / "determinism.md").write_text(" ".join(sys.argv[1:]))\\n' > benchmarks/determinism.py
 mkdir -p scripts && printf 'import sys\\nopen(sys.argv[-1], "w").write(" ".join(sys.argv[1:]))\\n' > scripts/lab_base_bundle.py
 {base_lines}
@@ -337,7 +337,13 @@ for r in sft sara-or; do echo "[repro] done  train_dit-$r in 9 s"; mkdir -p outp
 sleep 1.5
 """)
     (site / "bin" / "sara").chmod(0o755)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "WORK": str(work),
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    if flaky_copy:  # `cp` that copies, then fails as on a file the running DAG removed meanwhile
+        (tmp_path / "flaky").mkdir()
+        (tmp_path / "flaky" / "cp").write_text('#!/bin/sh\n/bin/cp "$@"\necho "cp: cannot stat x.tmp" >&2\nexit 1\n')
+        (tmp_path / "flaky" / "cp").chmod(0o755)
+        path = f"{tmp_path / 'flaky'}:{path}"
+    env = {**os.environ, "PATH": path, "WORK": str(work),
            "WORK2": str(work2), "LOG": str(tmp_path / "lab.log"), "LOG2": str(tmp_path / "lab2.log"),
            "RESULTS2": str(tmp_path / "r2.tgz"), "DET": str(tmp_path / "det"), "SITE": str(site), "POLL": "0.2",
            "PACK_BASE": str(tmp_path / "base.tar")}
@@ -359,6 +365,7 @@ def test_a_second_seed_trains_beside_the_first_from_its_base(tmp_path: Path):
     assert call == f"sara repro --jobs 8 --times repro_times_seed.json rubric-sft rubric-sara-or | seed: 1025 | {work2}"
     assert "seed: 1024" in (work / "params.yaml").read_text()  # the first DAG's params untouched
     assert not (work2 / ".dvc" / "tmp").exists() and not (work2 / "models" / "dit_state").exists()
+    assert not (work2 / "mlflow.db").exists() and (work / "mlflow.db").exists()
     assert (tmp_path / "base.tar").read_text() == f"pack {work} {tmp_path / 'base.tar'}"  # PACK_BASE, in parts
     assert (tmp_path / "base.tar.00").read_text() == (tmp_path / "base.tar").read_text()
     assert (tmp_path / "det" / "determinism.md").read_text() == (
@@ -393,3 +400,9 @@ def test_lab_run_unpacks_a_base_bundle_after_writing_dvc_yaml(tmp_path: Path):
     calls = log.read_text().splitlines()
     unpack = f"python3 scripts/lab_base_bundle.py unpack {tmp_path / 'base.tar'} ."
     assert unpack in calls and calls.index("python3 -m sara.pipeline") < calls.index(unpack)
+
+
+def test_a_file_changing_while_the_work_folder_is_copied_does_not_stop_the_second_seed(tmp_path: Path):
+    res, _, work2 = _side_by_side(tmp_path, base_done=True, flaky_copy=True)
+    assert res.returncode == 0, res.stderr
+    assert "files changing" in res.stderr and "| seed: 1025 |" in (tmp_path / "calls.txt").read_text()
