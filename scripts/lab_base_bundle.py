@@ -16,8 +16,8 @@ bundle.json: the base stages, and for each the params values it lists and the sh
 file or folder it depends on.
 
 unpack: WORK (a checkout with dvc.yaml written for its params) must list the same base stages, with the same params
-values and sources; the first difference is one error line naming the stage and the key or file, and nothing is
-written. Then the outputs are extracted (replacing any there) and the base stages frozen: `sara repro` plans
+values and sources, and every packed file must arrive with the bytes it had (bundle.json holds each one's sha256);
+the first difference is one error line naming the stage and the key, or the file, and nothing is written. Then the outputs are extracted (replacing any there) and the base stages frozen: `sara repro` plans
 around them (flows/repro.py) and the stages below them run as usual. The carried outputs live in the work folder
 only, not in DVC's cache and dvc.lock (`dvc commit` of a frozen stage needs its absent inputs): `sara repro` and
 `dvc repro` there use them; `dvc exp run --temp` (the ablation sweep) checks outputs out of the cache, so it does not.
@@ -136,7 +136,11 @@ def pack(work: Path, bundle: Path, roots: list[str]) -> list[str]:
     absent = [o for o in outs if not (work / o).exists()]
     if absent:
         raise BundleError(f"{work / absent[0]}: the base is not built (run `sara repro {' '.join(roots)}` first)")
-    manifest = {"stages": describe(work, stages, base), "outputs": outs}
+    files = {}  # every packed file's sha256: unpack checks the bytes that arrived before it writes anything
+    for o in outs:
+        for path in [work / o] if (work / o).is_file() else sorted(p for p in (work / o).rglob("*") if p.is_file()):
+            files[path.relative_to(work).as_posix()] = path_digest(path)
+    manifest = {"stages": describe(work, stages, base), "outputs": outs, "files": files}
     bundle.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(bundle, "w") as tar:
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -144,18 +148,34 @@ def pack(work: Path, bundle: Path, roots: list[str]) -> list[str]:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
         first_of: dict[str, str] = {}  # sha256 -> the member that holds those bytes
-        for o in outs:
-            for path in [work / o] if (work / o).is_file() else sorted(p for p in (work / o).rglob("*") if p.is_file()):
-                name = path.relative_to(work).as_posix()
-                digest = path_digest(path)
-                if digest in first_of:  # the same bytes again (the base's two experts): a link, not a copy
-                    link = tarfile.TarInfo(name)
-                    link.type, link.linkname = tarfile.LNKTYPE, first_of[digest]
-                    tar.addfile(link)
-                else:
-                    first_of[digest] = name
-                    tar.add(path, arcname=name)
+        for name, digest in files.items():
+            if digest in first_of:  # the same bytes again (the base's two experts): a link, not a copy
+                link = tarfile.TarInfo(name)
+                link.type, link.linkname = tarfile.LNKTYPE, first_of[digest]
+                tar.addfile(link)
+            else:
+                first_of[digest] = name
+                tar.add(work / name, arcname=name)
     return outs
+
+
+def verify(tar: tarfile.TarFile, manifest: dict, bundle: Path) -> None:
+    """Raise BundleError naming the first packed file that is missing or whose bytes differ from when packed (a
+    part lost or damaged on the way); reads the bundle only."""
+    members = {m.name: m for m in tar.getmembers()}
+    for name, digest in manifest["files"].items():
+        member = members.get(name)
+        if member is not None and member.islnk():
+            member = members.get(member.linkname)
+        if member is None or not member.isfile():
+            raise BundleError(f"{bundle}: {name} is missing from the bundle: carry it again")
+        h = hashlib.sha256()
+        stream = tar.extractfile(member)
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            h.update(chunk)
+        if h.hexdigest() != digest:
+            raise BundleError(f"{bundle}: {name} is damaged (its sha256 differs from the packed file's): "
+                              "carry it again")
 
 
 def check(manifest: dict, work: Path, bundle: Path) -> None:
@@ -180,6 +200,7 @@ def unpack(bundle: Path, work: Path) -> dict:
     with tarfile.open(bundle) as tar:
         manifest = json.load(tar.extractfile(MANIFEST))
         check(manifest, work, bundle)
+        verify(tar, manifest, bundle)
         for o in manifest["outputs"]:
             target = work / o
             if target.is_dir():

@@ -121,3 +121,25 @@ def test_packing_an_unbuilt_base_names_the_missing_output(tmp_path: Path, capsys
     assert err == f"error: {work / 'models/base'}: the base is not built (run `sara repro base` first)"
     assert not (tmp_path / "b.tar").exists()
     shutil.rmtree(work)
+
+
+def test_a_bundle_damaged_on_the_way_is_one_line_naming_the_file_and_writes_nothing(built, tmp_path: Path, capsys):
+    """One flipped byte in a packed file (a part of the split bundle damaged or mixed up in transit) is found
+    before anything is extracted: the base would otherwise train every later run from wrong weights, silently."""
+    _, bundle = built
+    damaged = tmp_path / "damaged.tar"
+    shutil.copy(bundle, damaged)
+    with tarfile.open(damaged) as tar:
+        offset = tar.getmember("models/base/e2/w.txt").offset_data
+    with open(damaged, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+    other = _checkout(tmp_path / "other")
+    dvc_yaml = (other / "dvc.yaml").read_text()
+    assert _bundle_module().main(["unpack", str(damaged), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {damaged}: models/base/e2/w.txt is damaged (its sha256 differs from the packed file's): "
+                   "carry it again")
+    assert not (other / "models").exists() and (other / "dvc.yaml").read_text() == dvc_yaml
