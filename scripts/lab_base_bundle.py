@@ -237,8 +237,13 @@ def main(argv: list[str] | None = None) -> int:
             manifest = unpack(args.bundle, args.work)
             print(f"unpacked {', '.join(manifest['outputs'])} into {args.work}; "
                   f"frozen: {', '.join(manifest['stages'])}")
-    except (BundleError, tarfile.TarError, KeyError) as err:
+    except BundleError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (tarfile.TarError, KeyError, EOFError) as err:  # a bundle cut short (a part missing) or not one at all
+        where = args.bundle
+        print(f"error: {where}: not a whole bundle ({type(err).__name__}: {err}): carry every part again",
+              file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as err:
         print(f"error: dvc freeze failed in {args.work}: {(err.stderr or '').strip().splitlines()[-1:]}",

@@ -143,3 +143,17 @@ def test_a_bundle_damaged_on_the_way_is_one_line_naming_the_file_and_writes_noth
     assert err == (f"error: {damaged}: models/base/e2/w.txt is damaged (its sha256 differs from the packed file's): "
                    "carry it again")
     assert not (other / "models").exists() and (other / "dvc.yaml").read_text() == dvc_yaml
+
+
+def test_a_bundle_cut_short_is_one_line_naming_it(built, tmp_path: Path, capsys):
+    """A split bundle joined without its last part: one line naming the file, nothing written."""
+    _, bundle = built
+    cut = tmp_path / "cut.tar"
+    with tarfile.open(bundle) as tar:
+        inside = tar.getmember("models/base/e2/w.txt").offset_data + 1  # the cut runs through a packed file
+    cut.write_bytes(bundle.read_bytes()[:inside])
+    other = _checkout(tmp_path / "other")
+    assert _bundle_module().main(["unpack", str(cut), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {cut}: not a whole bundle (") and err.endswith("carry every part again")
+    assert not (other / "models").exists()
