@@ -1,6 +1,6 @@
 """A trained lab base carried to another machine: the base stages' outputs in one file, checked and frozen there.
 
-    python scripts/lab_base_bundle.py pack WORK BUNDLE.tar [--stages init_dit,train_aligner]
+    python scripts/lab_base_bundle.py pack WORK BUNDLE.tar [--stages init_dit,train_aligner,eval_aligner]
     python scripts/lab_base_bundle.py unpack BUNDLE.tar WORK
 
 Why: the lab's base (corpus, VAE, encoder, base DiT, clips, Stage 1 aligner) is about half of a lab run's GPU time
@@ -10,7 +10,8 @@ that reaches none, and for a corpus too large to carry (8,192 clips): only the b
 other machine the base stages are frozen (`dvc freeze`), so DVC neither reruns them nor needs their inputs.
 
 pack: the `--stages` and every stage upstream of them in WORK's dvc.yaml are the base. Of their outputs, those a
-stage outside the base reads (the clips, the masks, the encoder, the base DiT, the aligner; not the corpus) go into
+stage outside the base reads (the clips, the masks, the encoder, the base DiT, the aligner; not the corpus, not the
+encoder's feature cache) go into
 BUNDLE (a file whose bytes another already holds, as the base DiT's two experts, as a link to it) with
 bundle.json: the base stages, and for each the params values it lists and the sha256 of each source
 file or folder it depends on.
@@ -36,7 +37,9 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_STAGES = ("init_dit", "train_aligner")  # the base DiT and the Stage 1 aligner, with all they need
+# the base DiT and the Stage 1 aligner with all they need, and the aligner's evaluation: the encoder's feature cache
+# is read by it alone (larger than the clips), so with it in the base the cache stays behind
+DEFAULT_STAGES = ("init_dit", "train_aligner", "eval_aligner")
 MANIFEST = "bundle.json"
 
 
