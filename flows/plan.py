@@ -193,6 +193,10 @@ def plan_sweep(
     targets: list[str] | None = None,
 ) -> SweepPlan:
     """Validate every point's params and split the DAG into a shared part and per-point parts."""
+    frozen = sorted(s.name for s in dag.stages.values() if s.frozen)
+    if frozen:  # a base carried in by scripts/lab_base_bundle.py: its outputs are in the work folder only
+        raise ValueError(f"stages {', '.join(frozen)} are frozen (a carried base): a sweep's DVC experiments check "
+                         "outputs out of DVC's cache, which does not hold theirs; sweep where the base was built")
     base_raw = read_yaml(repo / "params.yaml", "params file")
     global_overrides = {**params_file_overrides(repo, params_file), **(overrides or {})}
     effective_params(base_raw, global_overrides, f"{params_file} + overrides")  # fail fast on a bad global key

@@ -87,6 +87,17 @@ def test_a_stage_with_a_persist_output_is_left_to_the_points(toy: Path) -> None:
     assert plan.points[0].stages == ["aligner", "train_dit@sara-and"]
 
 
+def test_a_sweep_over_a_carried_base_is_refused_naming_its_frozen_stages(toy: Path) -> None:
+    """`dvc exp run --temp` checks every output out of DVC's cache; a base unpacked by scripts/lab_base_bundle.py is
+    only in the work folder, so each point would fail on it after the sweep started: refused at the plan."""
+    import dataclasses
+
+    dag = load_dag(toy)
+    dag = Dag({n: dataclasses.replace(i, frozen=n == "data") for n, i in dag.stages.items()})
+    with pytest.raises(ValueError, match=r"^stages data are frozen \(a carried base\)"):
+        plan_sweep(toy, dag, "f", build_points(["sara"], ["and"], [1], [0.5]))
+
+
 def test_explicit_targets_are_templates_over_the_point(toy: Path) -> None:
     dag = load_dag(toy)
     plan = plan_sweep(toy, dag, "s3", build_points(["sara"], ["and"], [1], [0.5]), targets=["train_dit@{run}"])
