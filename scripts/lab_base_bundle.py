@@ -21,7 +21,8 @@ values and sources, and every packed file must arrive with the bytes it had (bun
 the first difference is one error line naming the stage and the key, or the file, and nothing is written. Then the outputs are extracted (replacing any there) and the base stages frozen: `sara repro` plans
 around them (flows/repro.py) and the stages below them run as usual. The carried outputs live in the work folder
 only, not in DVC's cache and dvc.lock (`dvc commit` of a frozen stage needs its absent inputs): `sara repro` and
-`dvc repro` there use them; `dvc exp run --temp` (the ablation sweep) checks outputs out of the cache, so it does not.
+`dvc repro` there use them; `dvc exp run --temp` checks outputs out of the cache, so the ablation sweep refuses a
+DAG with frozen stages (flows/plan.py).
 """
 
 from __future__ import annotations
