@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 
 def record(csv: Path, command: list[str], period_ms: int = 500) -> int:
-    """Run `command` while nvidia-smi appends `epoch_ms,utilization` rows to `csv`; return the command's status."""
+    """Run `command` while nvidia-smi appends `epoch_ms,utilization` rows to `csv`; return the command's status.
+    Without nvidia-smi the command runs unsampled (one line on stderr)."""
+    if shutil.which("nvidia-smi") is None:
+        print("gpu_busy: no nvidia-smi on PATH: the command runs, no GPU samples", file=sys.stderr)
+        csv.write_text("")
+        return subprocess.call(command)
     with csv.open("w") as fh:
         smi = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
                                 f"-lms={period_ms}"], stdout=fh, stderr=subprocess.DEVNULL)

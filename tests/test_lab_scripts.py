@@ -29,6 +29,18 @@ def test_gpu_busy_of_the_first_seconds_only(tmp_path: Path):
     assert first["gpu_busy_fraction"] == 1.0 and first["samples"] == 20
 
 
+def test_gpu_busy_runs_the_command_without_nvidia_smi(tmp_path: Path, monkeypatch, capsys):
+    """A machine without nvidia-smi (a CPU machine, a container without the driver's tools): the command still runs
+    and its status comes back, with one line saying that no utilisation was sampled; it once stopped lab_run.sh
+    with a traceback before any stage ran."""
+    import sys
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    status = _script("gpu_busy").record(tmp_path / "u.csv", [sys.executable, "-c", "raise SystemExit(3)"])
+    assert status == 3
+    assert capsys.readouterr().err.strip() == "gpu_busy: no nvidia-smi on PATH: the command runs, no GPU samples"
+
+
 def test_base_scores_on_the_qualitative_prompts_only(tmp_path: Path):
     """Two lab runs that sampled different prompt sets compare on the prompts both have (`syn_`)."""
     report = _script("lab_base_report")
