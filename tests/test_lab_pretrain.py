@@ -181,6 +181,32 @@ def test_videomae_kind_loads_real_weights_from_a_local_dir(tmp_path):
         build_vfm(VFMParams(kind="videomae", path=str(tmp_path / "missing"), frames=4, image_size=32), "cpu")
 
 
+def test_a_videomae_encoder_has_the_same_tag_in_another_folder(tmp_path, monkeypatch):
+    """The encoder's tag (its feature cache key, and what the Stage 1 aligner records it was trained on) names its
+    weights, not where they are: the lab's work folder copied for a second training seed, or a base carried to
+    another machine (scripts/lab_base_bundle.py), once failed Stage 2 with "params.vfm builds encoder vjepa2-..., but
+    the aligner ... was trained on vjepa2-..." because the tag held the absolute path. `vfm.path` is relative, as
+    in the lab params, and resolved from each folder."""
+    import shutil
+
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    from sara.config import VFMParams
+    from sara.models.encoders import build_vfm
+
+    cfg = VideoMAEConfig(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                         decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    VideoMAEForPreTraining(cfg).save_pretrained(tmp_path / "one" / "models" / "vfm")
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    p = VFMParams(kind="videomae", path="models/vfm", frames=4, image_size=32)
+    tags = []
+    for folder in ("one", "two"):
+        monkeypatch.chdir(tmp_path / folder)
+        tags.append(build_vfm(p, "cpu").tag)
+    assert tags[0] == tags[1]
+
+
 def test_minilm_fp16_copy_loads_in_both_loaders(tmp_path):
     import importlib.util
 

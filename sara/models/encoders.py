@@ -193,7 +193,9 @@ def build_vfm(p: VFMParams, device: str | torch.device = "cpu", *, attn_implemen
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model = load_videomae(path, dtype, attn_implementation)
         check_input(model, p, path)
-        identity = {"kind": "videomae", "path": str(Path(path).resolve()), "weights": weights_digest(path)}
+        # the weights' digest names the encoder; where they are does not (a work folder copied for another
+        # training seed, a base carried to another machine: scripts/lab_base_bundle.py)
+        identity = {"kind": "videomae", "weights": weights_digest(path)}
         patch, tubelet = model.config.patch_size, model.config.tubelet_size
     else:
         path = require_dir("vfm.path", p.path, "a V-JEPA 2 / 2.1 model saved in transformers format "
