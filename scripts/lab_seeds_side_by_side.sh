@@ -64,13 +64,18 @@ collect() {  # paths relative to / so that the archive keeps where each came fro
     --ignore-failed-read -C / "${paths[@]}" && mv "$RESULTS2.part" "$RESULTS2"
 }
 stage2_done() { for r in $RUNS; do grep -q "done  train_dit-$r in" "$1" || return 1; done; }
+probe() {
+  PROBED=1
+  (cd "$WORK" && PYTHONPATH=$WORK:$SITE python3 benchmarks/determinism.py --params "$WORK/params.yaml" --run sara-or \
+     --steps "$PROBE_STEPS" --out "$DET" > "$DET.log" 2>&1; mkdir -p "$DET"; cp "$DET.log" "$DET/") &
+}
 PROBED=0
-while kill -0 "$SECOND" 2>/dev/null; do
+# until both DAGs end; the probe once the first DAG's Stage 2 runs are done and the copy's are done or it ended
+while kill -0 "$SECOND" 2>/dev/null || kill -0 "$FIRST" 2>/dev/null; do
   sleep "$POLL"; collect || true
-  if [ "$PROBE_STEPS" -gt 0 ] && [ "$PROBED" = 0 ] && stage2_done "$LOG" && stage2_done "$LOG2"; then
-    PROBED=1
-    (cd "$WORK" && PYTHONPATH=$WORK:$SITE python3 benchmarks/determinism.py --params "$WORK/params.yaml" --run sara-or \
-       --steps "$PROBE_STEPS" --out "$DET" > "$DET.log" 2>&1; mkdir -p "$DET"; cp "$DET.log" "$DET/") &
+  if [ "$PROBE_STEPS" -gt 0 ] && [ "$PROBED" = 0 ] && stage2_done "$LOG" \
+     && { stage2_done "$LOG2" || ! kill -0 "$SECOND" 2>/dev/null; }; then
+    probe
   fi
 done
 wait "$SECOND" || echo "[seeds] the second seed's repro failed" >> "$LOG2"

@@ -316,7 +316,8 @@ def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool =
     return res, log
 
 
-def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False, flaky_copy: bool = False):
+def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False, flaky_copy: bool = False,
+                  second_fails: bool = False):
     """scripts/lab_seeds_side_by_side.sh in `tmp_path`, with a stand-in lab_run.sh (the first DAG: a params file,
     its base's log lines, then its Stage 2's), a stand-in `sara` (the copy's repro: records its call and the seed it
     sees, writes each run's rubric records) and a stand-in determinism probe."""
@@ -345,6 +346,7 @@ sleep 0.5; echo "[repro] done  train_dit-sft in 9 s"; echo "[repro] done  train_
     (site / "bin").mkdir(parents=True)
     (site / "bin" / "sara").write_text(f"""#!/bin/sh
 echo "sara $@ | $(grep -o 'seed: [0-9]*' params.yaml) | $PWD" >> {tmp_path / 'calls.txt'}
+{'echo "[repro] FAILED train_dit-sara-or after 9 s"; exit 1' if second_fails else ''}
 for r in sft sara-or; do echo "[repro] done  train_dit-$r in 9 s"; mkdir -p outputs/rubric/$r; echo '{{}}' > outputs/rubric/$r/records.json; done
 sleep 1.5
 """)
@@ -418,3 +420,12 @@ def test_a_file_changing_while_the_work_folder_is_copied_does_not_stop_the_secon
     res, _, work2 = _side_by_side(tmp_path, base_done=True, flaky_copy=True)
     assert res.returncode == 0, res.stderr
     assert "files changing" in res.stderr and "| seed: 1025 |" in (tmp_path / "calls.txt").read_text()
+
+
+def test_the_determinism_probe_runs_even_when_the_second_seed_fails(tmp_path: Path):
+    """The copy's repro failing (it once did, on an encoder tag that held a path) must not cost the probe, which
+    needs only the first DAG's outputs."""
+    res, work, _ = _side_by_side(tmp_path, base_done=True, second_fails=True)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "det" / "determinism.md").read_text().startswith(f"--params {work}/params.yaml --run sara-or")
+    assert "the second seed's repro failed" in (tmp_path / "lab2.log").read_text()
