@@ -293,15 +293,26 @@ def render(specs: list[StageSpec]) -> str:
 
 def out_of_date(params_file: Path = ROOT / "params.yaml", target: Path = ROOT / "dvc.yaml") -> bool:
     """True when `target` does not hold the stages the code writes from `params_file` (e.g. its run matrix
-    changed). Compared as YAML, without `frozen` flags: `dvc freeze` (a base brought in from another machine,
-    scripts/lab_base_bundle.py) adds them and rewrites the file in its own layout, the stages unchanged."""
+    changed). Compared as YAML (`_stage_sets`): `dvc freeze` (a base brought in from another machine,
+    scripts/lab_base_bundle.py) adds `frozen` flags and rewrites the file in its own layout and order, the stages
+    unchanged."""
     if not target.is_file():
         return True
-    written = yaml.safe_load(target.read_text()) or {}
-    for stage in (written.get("stages") or {}).values():
-        if isinstance(stage, dict):
-            stage.pop("frozen", None)
-    return written != yaml.safe_load(render(stages(load_params(params_file))))
+    return _stage_sets(yaml.safe_load(target.read_text()) or {}) != _stage_sets(
+        yaml.safe_load(render(stages(load_params(params_file)))))
+
+
+def _stage_sets(dvc_yaml: dict) -> dict:
+    """dvc.yaml's stages as DVC reads them: without `frozen`, and each stage's deps, params, outs, metrics and
+    plots as sets (`dvc freeze` writes them back sorted); `cmd` keeps its order."""
+    out = {}
+    for name, stage in (dvc_yaml.get("stages") or {}).items():
+        stage = {k: v for k, v in stage.items() if k != "frozen"}
+        for key in ("deps", "params", "outs", "metrics", "plots"):
+            if isinstance(stage.get(key), list):
+                stage[key] = sorted(stage[key], key=lambda v: yaml.safe_dump(v))
+        out[name] = stage
+    return {**dvc_yaml, "stages": out}
 
 
 def main(argv: list[str] | None = None) -> int:

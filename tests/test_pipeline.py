@@ -370,12 +370,16 @@ def test_a_stale_dvc_yaml_is_detected(tmp_path: Path):
 
 def test_a_dvc_yaml_with_frozen_stages_is_not_stale(tmp_path: Path):
     """`dvc freeze` (a base brought in by scripts/lab_base_bundle.py) marks stages `frozen: true` and rewrites
-    dvc.yaml in its own layout: the same stages, so `sara repro` must not refuse it as out of date; a changed
-    command still is."""
+    dvc.yaml in its own layout, each stage's params list sorted: the same stages, so `sara repro` must not refuse
+    it as out of date (it did, on the first run with a carried base); a changed command still is."""
     from sara.pipeline import out_of_date
 
     raw = yaml.safe_load((REPO / "dvc.yaml").read_text())
     raw["stages"]["corpus"]["frozen"] = True
+    for stage in raw["stages"].values():  # dvc freeze sorts each stage's params (and any list DVC keeps as a set)
+        for key in ("params", "deps"):
+            if key in stage:
+                stage[key] = sorted(stage[key], key=str)
     frozen = tmp_path / "dvc.yaml"
     frozen.write_text(yaml.safe_dump(raw, sort_keys=True, width=60))
     assert not out_of_date(REPO / "params.yaml", frozen)
