@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A dress rehearsal of the lab's GPU runs on a CPU: the lab's model shapes with every budget cut to a few steps and
+# the 18 qualitative prompts, through the same scripts a GPU session runs, in about 15 min of 2 cores:
+#   1. scripts/lab_seeds_side_by_side.sh: the DAG, a second training seed side by side, the base packed
+#      (PACK_BASE), the determinism probe;
+#   2. scripts/lab_merge_seeds.py and scripts/lab_compare_records.py on the two results archives;
+#   3. scripts/lab_run.sh with BASE_BUNDLE (the packed parts joined again): only Stage 2, sampling and scoring run.
+# The numbers mean nothing; a step that fails here would fail on the GPU too (it found four such bugs).
+#   bash scripts/lab_rehearsal.sh [MINILM]      # MINILM: the fp16 MiniLM copy (default /tmp/minilm-fp16)
+# Needs the project's venv active (scripts/install.sh).
+set -euo pipefail
+MINILM=${1:-/tmp/minilm-fp16}
+R=${REHEARSAL:-/tmp/lab_rehearsal}
+rm -rf "$R" && mkdir -p "$R/wh"
+# lab_run.sh installs a wheel folder beside the machine's packages; here the venv has them all: an empty wheel
+python3 - "$R/wh" <<'PY'
+import sys, zipfile
+meta = {"METADATA": "Metadata-Version: 2.1\nName: rehearsal\nVersion: 1.0\n",
+        "WHEEL": "Wheel-Version: 1.0\nGenerator: lab_rehearsal\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+with zipfile.ZipFile(f"{sys.argv[1]}/rehearsal-1.0-py3-none-any.whl", "w") as whl:
+    for name, text in meta.items():
+        whl.writestr(f"rehearsal-1.0.dist-info/{name}", text)
+    whl.writestr("rehearsal-1.0.dist-info/RECORD", "".join(f"rehearsal-1.0.dist-info/{n},,\n" for n in [*meta, "RECORD"]))
+PY
+SHRUNK="data.n_train=16 data.n_heldout=8 aligner.steps=2 aligner.checkpoint_every=1 aligner.figure_clips=1
+aligner.clips_per_batch=4 pretrain.corpus.n_train=16 pretrain.corpus.n_heldout=8 pretrain.vae.steps=2
+pretrain.vae.batch_size=4 pretrain.vae.crop_batch_size=4 pretrain.vae.eval_clips=4 pretrain.vae.cuda_graph=false
+pretrain.vfm.steps=2 pretrain.vfm.batch_size=4 pretrain.vfm.probe_clips=8 pretrain.vfm.eval_every=1
+pretrain.dit.steps=2 pretrain.dit.batch_size=4 pretrain.dit.compile=false pretrain.dit.eval_every=2
+pretrain.dit.eval_steps=2 train.steps=4 train.batch_size=2 train.checkpoint_every=2 sample.steps=2
+sample.prompt_set=synthetic sample.videos_per_call=18 mechanism.clips=2"
+export LAB_SET="matrix.runs=[sft,sara-or] study.baselines=[base] report.main_run=sara-or comparison.references=[sft] 'comparison.claims=[sft > base on TA, sara-or > sft on TA]' ${SHRUNK//$'\n'/ }"
+export SITE=$R/site WHEELS=$R/wh JOBS=2 COLLECT_EVERY=10
+echo "[rehearsal] 1/3 the side-by-side seeds, the base packed, the probe ($R/lab.log, $R/lab2.log)"
+WORK=$R/lab WORK2=$R/lab2 LOG=$R/lab.log LOG2=$R/lab2.log RESULTS=$R/r1.tgz RESULTS2=$R/r2.tgz DET=$R/det \
+  PACK_BASE=$R/base.tar PROBE_STEPS=2 POLL=5 SEED2=1025 bash scripts/lab_seeds_side_by_side.sh "$MINILM"
+grep -q "dvc status: up to date" "$R/lab2.log" || { echo "[rehearsal] the second seed did not finish: $R/lab2.log" >&2; exit 1; }
+[ -s "$R/det/determinism.md" ] || { echo "[rehearsal] no determinism table: $R/det.log" >&2; exit 1; }
+echo "[rehearsal] 2/3 merge and compare"
+mkdir -p "$R/R1" "$R/R2" && tar xzf "$R/r1.tgz" -C "$R/R1" && tar xzf "$R/r2.tgz" -C "$R/R2"
+python3 scripts/lab_merge_seeds.py "$R/R1" "$R/R2/${R#/}/lab2" --seed 1025 --out "$R/merged"
+python3 scripts/lab_compare_records.py "$R/merged" --params "$R/lab/params.yaml" --out "$R/comparison"
+echo "[rehearsal] 3/3 lab_run.sh on the carried base (its parts joined again)"
+cat "$R"/base.tar.[0-9]* > "$R/joined.tar"
+WORK=$R/lab3 RESULTS=$R/r3.tgz BASE_BUNDLE=$R/joined.tar CLAIMS_FIRST=1 bash scripts/lab_run.sh "$MINILM" > "$R/lab3.log" 2>&1 \
+  || { echo "[rehearsal] lab_run.sh with BASE_BUNDLE failed: $R/lab3.log" >&2; exit 1; }
+if grep -qE "start (corpus|pretrain_vae|pretrain_vfm|init_dit|train_aligner)" "$R/lab3.log"; then
+  echo "[rehearsal] a base stage ran although the base was carried: $R/lab3.log" >&2; exit 1
+fi
+echo "[rehearsal] passed: $R/comparison/comparison.md, $R/det/determinism.md, base bundle $(du -h "$R/base.tar" | cut -f1)"
