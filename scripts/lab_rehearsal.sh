@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A dress rehearsal of the lab's GPU runs on a CPU: the lab's model shapes with every budget cut to a few steps and
-# the 18 qualitative prompts, through the same scripts a GPU session runs, in about 15 min of 2 cores:
+# the 18 qualitative prompts, through the same scripts a GPU session runs, in about 12 min of 2 cores:
 #   1. scripts/lab_seeds_side_by_side.sh: the DAG, a second training seed side by side, the base packed
 #      (PACK_BASE), the determinism probe;
 #   2. scripts/lab_merge_seeds.py and scripts/lab_compare_records.py on the two results archives;
