@@ -22,14 +22,8 @@ with zipfile.ZipFile(f"{sys.argv[1]}/rehearsal-1.0-py3-none-any.whl", "w") as wh
         whl.writestr(f"rehearsal-1.0.dist-info/{name}", text)
     whl.writestr("rehearsal-1.0.dist-info/RECORD", "".join(f"rehearsal-1.0.dist-info/{n},,\n" for n in [*meta, "RECORD"]))
 PY
-SHRUNK="data.n_train=16 data.n_heldout=8 aligner.steps=2 aligner.checkpoint_every=1 aligner.figure_clips=1
-aligner.clips_per_batch=4 pretrain.corpus.n_train=16 pretrain.corpus.n_heldout=8 pretrain.vae.steps=2
-pretrain.vae.batch_size=4 pretrain.vae.crop_batch_size=4 pretrain.vae.eval_clips=4 pretrain.vae.cuda_graph=false
-pretrain.vfm.steps=2 pretrain.vfm.batch_size=4 pretrain.vfm.probe_clips=8 pretrain.vfm.eval_every=1
-pretrain.dit.steps=2 pretrain.dit.batch_size=4 pretrain.dit.compile=false pretrain.dit.eval_every=2
-pretrain.dit.eval_steps=2 train.steps=4 train.batch_size=2 train.checkpoint_every=2 sample.steps=2
-sample.prompt_set=synthetic sample.videos_per_call=18 mechanism.clips=2"
-export LAB_SET="matrix.runs=[sft,sara-or] study.baselines=[base] report.main_run=sara-or comparison.references=[sft] 'comparison.claims=[sft > base on TA, sara-or > sft on TA]' ${SHRUNK//$'\n'/ }"
+# the claims' two-run matrix, then every budget cut to a few steps (one line: tests/test_lab_scripts.py checks it)
+export LAB_SET="matrix.runs=[sft,sara-or] study.baselines=[base] report.main_run=sara-or comparison.references=[sft] 'comparison.claims=[sft > base on TA, sara-or > sft on TA]' data.n_train=16 data.n_heldout=8 aligner.steps=2 aligner.checkpoint_every=1 aligner.figure_clips=1 aligner.clips_per_batch=4 pretrain.corpus.n_train=16 pretrain.corpus.n_heldout=8 pretrain.vae.steps=2 pretrain.vae.batch_size=4 pretrain.vae.crop_batch_size=4 pretrain.vae.eval_clips=4 pretrain.vae.cuda_graph=false pretrain.vfm.steps=2 pretrain.vfm.batch_size=4 pretrain.vfm.probe_clips=8 pretrain.vfm.eval_every=1 pretrain.dit.steps=2 pretrain.dit.batch_size=4 pretrain.dit.compile=false pretrain.dit.eval_every=2 pretrain.dit.eval_steps=2 train.steps=4 train.batch_size=2 train.checkpoint_every=2 sample.steps=2 sample.prompt_set=synthetic sample.videos_per_call=18 mechanism.clips=2"
 export SITE=$R/site WHEELS=$R/wh JOBS=2 COLLECT_EVERY=10
 echo "[rehearsal] 1/3 the side-by-side seeds, the base packed, the probe ($R/lab.log, $R/lab2.log)"
 WORK=$R/lab WORK2=$R/lab2 LOG=$R/lab.log LOG2=$R/lab2.log RESULTS=$R/r1.tgz RESULTS2=$R/r2.tgz DET=$R/det \
