@@ -31,12 +31,17 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sara.integrity import file_digest  # noqa: E402 - the project's SHA-256 of a file, as its stage seals use
 
 # the base DiT and the Stage 1 aligner with all they need, and the aligner's evaluation: the encoder's feature cache
 # is read by it alone (larger than the clips), so with it in the base the cache stays behind
@@ -107,7 +112,7 @@ def _lookup(params: dict, key: str):
 def path_digest(path: Path) -> str:
     """sha256 of a file's bytes; of a folder, over its files' relative paths and digests (sorted)."""
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_digest(path)
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         h.update(f"{f.relative_to(path).as_posix()}\0{path_digest(f)}\n".encode())
@@ -173,11 +178,7 @@ def verify(tar: tarfile.TarFile, manifest: dict, bundle: Path) -> None:
             member = members.get(member.linkname)
         if member is None or not member.isfile():
             raise BundleError(f"{bundle}: {name} is missing from the bundle: carry it again")
-        h = hashlib.sha256()
-        stream = tar.extractfile(member)
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            h.update(chunk)
-        if h.hexdigest() != digest:
+        if hashlib.file_digest(tar.extractfile(member), "sha256").hexdigest() != digest:
             raise BundleError(f"{bundle}: {name} is damaged (its sha256 differs from the packed file's): "
                               "carry it again")
 
@@ -208,8 +209,6 @@ def unpack(bundle: Path, work: Path) -> dict:
         for o in manifest["outputs"]:
             target = work / o
             if target.is_dir():
-                import shutil
-
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
