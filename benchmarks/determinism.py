@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,8 @@ def worker(params_path: Path, run_name: str) -> None:
 
 
 def train(params_path: Path, run: str, steps: int, deterministic: bool, out: Path) -> float:
-    """Train `run` for `steps` steps into `out` in a fresh process; its wall time in seconds."""
+    """Train `run` for `steps` steps into `out` in a fresh process; its wall time in seconds. The process's output
+    goes to `out/train.log`: torch names there the ops that have no deterministic kernel (`kernel_warnings`)."""
     raw = yaml.safe_load(params_path.read_text())
     raw["project"]["deterministic"] = deterministic
     raw["train"].update(steps=steps, checkpoint_every=steps, out_dir=str(out / "dit"), state_dir=str(out / "state"))
@@ -49,9 +51,22 @@ def train(params_path: Path, run: str, steps: int, deterministic: bool, out: Pat
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--worker", str(copy), "--run", run], cwd=params_path.parent,
                           capture_output=True, text=True)
+    (out / "train.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"training {run} into {out} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - t0
+
+
+# torch's words for a kernel that is not deterministic: the generic alert ("<op> does not have a deterministic
+# implementation, but you set 'torch.use_deterministic_algorithms(True...") and attention's backwards ("Flash
+# Attention defaults to a non-deterministic algorithm. ...").
+_KERNEL_WARNING = re.compile(r"(?:Warning|Error): (.+?) (?:does not have a deterministic implementation|defaults to a "
+                             r"non-deterministic algorithm)")
+
+
+def kernel_warnings(log: str) -> list[str]:
+    """The ops a training's log names as not deterministic, each once, in the order they first appear."""
+    return list(dict.fromkeys(m.group(1).strip() for m in _KERNEL_WARNING.finditer(log)))
 
 
 def model_difference(a: Path, b: Path) -> dict[str, float | int | bool]:
@@ -115,17 +130,30 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for deterministic in args.settings:
         setting = args.out.resolve() / f"deterministic_{str(deterministic).lower()}"
-        walls = [train(params, args.run, args.steps, deterministic, setting / f"training{i}") for i in (1, 2)]
-        diff = model_difference(*(setting / f"training{i}" / "dit" / args.run for i in (1, 2)))
-        rows.append((deterministic, walls, diff))
+        trainings = [setting / f"training{i}" for i in (1, 2)]
+        try:
+            walls = [train(params, args.run, args.steps, deterministic, t) for t in trainings]
+        except RuntimeError as err:  # strict mode: an op with no deterministic kernel stops the training, naming it
+            last = str(err).strip().splitlines()[-1]
+            rows.append((deterministic, None, None, [last]))
+            print(f"[determinism] deterministic={deterministic}: a training stopped: {last}")
+            continue
+        diff = model_difference(*(t / "dit" / args.run for t in trainings))
+        warned = kernel_warnings("".join((t / "train.log").read_text() for t in trainings))
+        rows.append((deterministic, walls, diff, warned))
         print(f"[determinism] deterministic={deterministic}: identical {diff['identical']}, "
-              f"largest difference {diff['max_abs_diff']:.3g}, {diff['differ']} of {diff['tensors']} tensors differ")
+              f"largest difference {diff['max_abs_diff']:.3g}, {diff['differ']} of {diff['tensors']} tensors differ; "
+              f"not deterministic by torch's word: {', '.join(warned) or 'none'}")
     lines = [f"{args.run}, {args.steps} steps, {args.params}, {machine()}", "",
-             "| project.deterministic | two trainings identical | largest weight difference | tensors that differ | wall per training |",
-             "|---|---|---|---|---|"]
-    for deterministic, walls, d in rows:
+             "| project.deterministic | two trainings identical | largest weight difference | tensors that differ "
+             "| wall per training | kernels torch names as not deterministic |",
+             "|---|---|---|---|---|---|"]
+    for deterministic, walls, d, warned in rows:
+        if d is None:
+            lines.append(f"| {str(deterministic).lower()} | stopped | - | - | - | {warned[0]} |")
+            continue
         lines.append(f"| {str(deterministic).lower()} | {'yes' if d['identical'] else '**no**'} | {d['max_abs_diff']:.3g} | "
-                     f"{d['differ']} of {d['tensors']} | {walls[0]:.1f} s, {walls[1]:.1f} s |")
+                     f"{d['differ']} of {d['tensors']} | {walls[0]:.1f} s, {walls[1]:.1f} s | {'; '.join(warned) or 'none'} |")
     table = "\n".join(lines) + "\n"
     (args.out / "determinism.md").write_text(table)
     print(table, end="")

@@ -75,9 +75,15 @@ def deterministic_kernels(on: bool) -> None:
     """`project.deterministic`: ask torch for deterministic kernels in this stage process, before it runs a kernel.
 
     Without it, GPU kernels that sum with atomics or pick an algorithm by timing (cuBLAS split-K, cuDNN benchmark,
-    some attention backwards) make two runs of the same command different draws: docs/lab/replicates.md measured a
-    lab row move by 0.07 TA between two such runs. `warn_only`: an op with no deterministic kernel warns in the
-    stage log, naming itself, instead of failing a GPU run minutes in. cuBLAS is reproducible only with a fixed
+    attention backwards) make two runs of the same command different draws: docs/lab/replicates.md measured a lab
+    row move by 0.07 TA between two such runs.
+
+    Strict, not `warn_only`: with `warn_only=True` torch keeps the non-deterministic kernel wherever a deterministic
+    one exists only on request. Flash and memory-efficient attention's backwards are such kernels (they warn, and
+    accumulate dQ with atomics), so on an H100 two lab trainings with `warn_only` differed in 197 of 237 tensors,
+    exactly as without it (benchmarks/determinism.md). Strict mode switches those backwards to their deterministic
+    variants, and an op with no deterministic kernel at all stops the stage with torch's error naming the op, rather
+    than letting a run that promised to be reproducible quietly not be. cuBLAS is reproducible only with a fixed
     workspace, set here before CUDA starts (a value already in the environment wins).
     """
     if not on:
@@ -85,7 +91,7 @@ def deterministic_kernels(on: bool) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
 

@@ -39,8 +39,9 @@ def _stage_sees(tmp_path: Path, deterministic: bool | None) -> str:
 
 
 def test_a_stage_asks_for_deterministic_kernels_when_the_params_say_so(tmp_path: Path):
-    # warn_only: an op without a deterministic kernel is named in the stage log rather than failing a GPU run
-    assert _stage_sees(tmp_path, True) == "deterministic True True False :4096:8"
+    # strict, not warn_only: with warn_only, torch keeps flash attention's non-deterministic backward, and two H100
+    # trainings differed as much as with the setting off (benchmarks/determinism.md)
+    assert _stage_sees(tmp_path, True) == "deterministic True False False :4096:8"
 
 
 @pytest.mark.parametrize("deterministic", [False, None])
@@ -77,6 +78,45 @@ def test_the_probe_finds_two_cpu_trainings_identical(workspace: Path, tmp_path: 
                           "--settings", "true"]) == 0
     table = (out / "determinism.md").read_text()
     assert "| true | yes | 0 | 0 of " in table and "| false |" not in table
+    assert table.rstrip().endswith("| none |")  # a CPU's kernels are deterministic: torch names none
+    assert (out / "deterministic_true" / "training1" / "train.log").is_file()  # the process's own words are kept
+
+
+def test_the_probe_lists_the_kernels_torch_names_as_not_deterministic():
+    """torch's two texts, as a training's log holds them: the generic alert and attention's backward. Before, the
+    probe dropped the training's log, so an H100 run that was not reproducible could not say which kernel was not."""
+    log = (".../torch/autograd/graph.py:829: UserWarning: Flash Attention defaults to a non-deterministic algorithm. "
+           "To explicitly enable determinism call torch.use_deterministic_algorithms(True, warn_only=False).\n"
+           "  return Variable._execution_engine.run_backward(\n"
+           ".../stage2.py:88: UserWarning: scatter_add_cuda_kernel does not have a deterministic implementation, but "
+           "you set 'torch.use_deterministic_algorithms(True, warn_only=True)'.\n"
+           "UserWarning: Flash Attention defaults to a non-deterministic algorithm. To explicitly ...\n")
+    assert _probe().kernel_warnings(log) == ["Flash Attention", "scatter_add_cuda_kernel"]
+    assert _probe().kernel_warnings("step 1 loss 0.5\n") == []
+
+
+def test_a_training_stopped_by_strict_mode_is_a_row_naming_the_op(tmp_path: Path, monkeypatch):
+    """Strict mode (sara.env.deterministic_kernels) stops a training at an op with no deterministic kernel: the
+    probe's table says so for that setting, naming the op, and still measures the other setting."""
+    probe = _probe()
+
+    def fake_train(params, run, steps, deterministic, out):
+        if deterministic:
+            raise RuntimeError("training sft failed:\nRuntimeError: index_put_ does not have a deterministic "
+                               "implementation, but you set 'torch.use_deterministic_algorithms(True)'.")
+        (out / "train.log").parent.mkdir(parents=True, exist_ok=True)
+        (out / "train.log").write_text("")
+        return 1.0
+
+    monkeypatch.setattr(probe, "train", fake_train)
+    monkeypatch.setattr(probe, "model_difference", lambda a, b: {"identical": True, "max_abs_diff": 0.0, "tensors": 2, "differ": 0})
+    monkeypatch.setattr(probe, "machine", lambda: "test machine")
+    params = tmp_path / "params.yaml"
+    params.write_text("project: {}\n")
+    assert probe.main(["--params", str(params), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "determinism.md").read_text()
+    assert "| false | yes | 0 | 0 of 2 | 1.0 s, 1.0 s | none |" in table
+    assert "| true | stopped | - | - | - | RuntimeError: index_put_ does not have a deterministic implementation" in table
 
 
 def test_the_probe_names_a_model_that_differs(tmp_path: Path):
