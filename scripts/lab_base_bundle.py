@@ -2,6 +2,7 @@
 
     python scripts/lab_base_bundle.py pack WORK BUNDLE.tar [--stages init_dit,train_aligner,eval_aligner]
     python scripts/lab_base_bundle.py unpack BUNDLE.tar WORK
+    python scripts/lab_base_bundle.py id BUNDLE.tar      # the base's identity, as base_origin.json holds it
 
 Why: the lab's base (corpus, VAE, encoder, base DiT, clips, Stage 1 aligner) is about half of a lab run's GPU time
 (docs/lab/comparison.md), and every Stage 2 replicate that should share a base has to be trained where that base
@@ -23,6 +24,10 @@ around them (flows/repro.py) and the stages below them run as usual. The carried
 only, not in DVC's cache and dvc.lock (`dvc commit` of a frozen stage needs its absent inputs): `sara repro` and
 `dvc repro` there use them; `dvc exp run --temp` checks outputs out of the cache, so the ablation sweep refuses a
 DAG with frozen stages (flows/plan.py).
+
+Both write WORK/base_origin.json: the base's identity (the sha256 of bundle.json, which holds every packed file's
+sha256) and its outputs. scripts/lab_collect.sh returns it with the results, and `scripts/lab_merge_seeds.py
+--same-base` merges two runs' rows into one replicate only when both name the same base.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from sara.integrity import file_digest  # noqa: E402 - the project's SHA-256 of 
 # is read by it alone (larger than the clips), so with it in the base the cache stays behind
 DEFAULT_STAGES = ("init_dit", "train_aligner", "eval_aligner")
 MANIFEST = "bundle.json"
+ORIGIN = "base_origin.json"  # in the work folder: which base its stages below the base were trained on
 
 
 class BundleError(ValueError):
@@ -138,6 +144,24 @@ def describe(work: Path, stages: dict[str, dict], base: list[str]) -> dict[str, 
     return out
 
 
+def base_id(manifest_bytes: bytes) -> str:
+    """A base's identity: the sha256 of its bundle.json, whose entries are every packed file's sha256."""
+    return hashlib.sha256(manifest_bytes).hexdigest()
+
+
+def write_origin(work: Path, manifest_bytes: bytes, bundle: Path) -> None:
+    outputs = json.loads(manifest_bytes)["outputs"]
+    record = {"base": base_id(manifest_bytes), "bundle": bundle.name, "outputs": outputs}
+    (work / ORIGIN).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def bundle_id(bundle: Path) -> str:
+    if not bundle.is_file():
+        raise BundleError(f"{bundle}: no such bundle")
+    with tarfile.open(bundle) as tar:
+        return base_id(tar.extractfile(MANIFEST).read())
+
+
 def pack(work: Path, bundle: Path, roots: list[str]) -> list[str]:
     stages = _stages(work)
     base = base_stages(stages, roots)
@@ -151,8 +175,8 @@ def pack(work: Path, bundle: Path, roots: list[str]) -> list[str]:
             files[path.relative_to(work).as_posix()] = path_digest(path)
     manifest = {"stages": describe(work, stages, base), "outputs": outs, "files": files}
     bundle.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
     with tarfile.open(bundle, "w") as tar:
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
         info = tarfile.TarInfo(MANIFEST)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
@@ -165,6 +189,7 @@ def pack(work: Path, bundle: Path, roots: list[str]) -> list[str]:
             else:
                 first_of[digest] = name
                 tar.add(work / name, arcname=name)
+    write_origin(work, data, bundle)  # the runs below this base, here, are trained on the packed one
     return outs
 
 
@@ -203,7 +228,8 @@ def unpack(bundle: Path, work: Path) -> dict:
     if not bundle.is_file():
         raise BundleError(f"{bundle}: no such bundle")
     with tarfile.open(bundle) as tar:
-        manifest = json.load(tar.extractfile(MANIFEST))
+        manifest_bytes = tar.extractfile(MANIFEST).read()
+        manifest = json.loads(manifest_bytes)
         check(manifest, work, bundle)
         verify(tar, manifest, bundle)
         for o in manifest["outputs"]:
@@ -216,6 +242,7 @@ def unpack(bundle: Path, work: Path) -> dict:
         tar.extractall(work, members=members, filter="data")
     subprocess.run([sys.executable, "-m", "dvc", "freeze", "-q", *manifest["stages"]], cwd=work, check=True,
                    capture_output=True, text=True)
+    write_origin(work, manifest_bytes, bundle)
     return manifest
 
 
@@ -230,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("unpack", help="BUNDLE into WORK, checked against its params and sources, then frozen")
     u.add_argument("bundle", type=Path)
     u.add_argument("work", type=Path)
+    i = sub.add_parser("id", help="BUNDLE's base identity (the `base` of base_origin.json)")
+    i.add_argument("bundle", type=Path)
     args = ap.parse_args(argv)
     try:
-        if args.command == "pack":
+        if args.command == "id":
+            print(bundle_id(args.bundle))
+        elif args.command == "pack":
             outs = pack(args.work, args.bundle, [s for s in args.stages.split(",") if s])
             size = args.bundle.stat().st_size / 2**20
             print(f"wrote {args.bundle} ({size:.1f} MiB): {', '.join(outs)}")

@@ -94,6 +94,24 @@ def test_an_unpacked_base_is_frozen_and_only_the_stages_below_it_run(built, tmp_
     assert not (other / "data" / "corpus").exists()
 
 
+def test_both_ends_name_the_base_their_runs_were_trained_on(built, tmp_path: Path, capsys):
+    """base_origin.json in the packing and the unpacking work folder holds the same identity, which `id` prints:
+    the results of runs trained on one base say so (scripts/lab_collect.sh returns it), and
+    `lab_merge_seeds.py --same-base` checks it. Before, nothing in a run's results said which base it used."""
+    import json
+
+    work, bundle = built
+    other = _checkout(tmp_path / "other")
+    assert _bundle_module().main(["unpack", str(bundle), str(other)]) == 0
+    capsys.readouterr()
+    assert _bundle_module().main(["id", str(bundle)]) == 0
+    ident = capsys.readouterr().out.strip()
+    assert len(ident) == 64
+    for folder in (work, other):
+        origin = json.loads((folder / "base_origin.json").read_text())
+        assert origin == {"base": ident, "bundle": "base.tar", "outputs": ["models/base"]}
+
+
 @pytest.mark.parametrize("change, named", [
     (lambda p: (p / "params.yaml").write_text(yaml.safe_dump({"corpus": {"n": 3}, "base": {"width": 3}})),
      "base was built with base = {'width': 2}"),

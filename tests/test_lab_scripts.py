@@ -75,11 +75,13 @@ def test_mechanism_table_against_every_target(tmp_path: Path):
 
 
 def test_collect_keeps_results_and_leaves_out_models_videos_and_outputs_being_written(tmp_path: Path):
+    """...and keeps what the results were made from: the params, dvc.lock and the carried base's identity (run 10's
+    results came back without the params they were made with)."""
     import subprocess
     import tarfile
 
     work = tmp_path / "lab"
-    for rel in ("outputs/rubric/sft/syn_01_s0.json", "outputs/rubric/.sara-or.tmp4242/syn_01_s0.json",
+    for rel in ("params.yaml", "dvc.lock", "base_origin.json", "outputs/rubric/sft/syn_01_s0.json", "outputs/rubric/.sara-or.tmp4242/syn_01_s0.json",
                 "outputs/rubric/sft/syn_01_s0.mp4", "models/vae/metrics.json", "models/dit/sft/aux.pt"):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text("x")
@@ -87,7 +89,8 @@ def test_collect_keeps_results_and_leaves_out_models_videos_and_outputs_being_wr
     subprocess.run(["bash", str(ROOT / "scripts" / "lab_collect.sh"), str(work), str(out)], check=True)
     with tarfile.open(out) as tar:
         names = {n for n in tar.getnames() if not tar.getmember(n).isdir()}
-    assert names == {"outputs/rubric/sft/syn_01_s0.json", "models/vae/metrics.json"}
+    assert names == {"params.yaml", "dvc.lock", "base_origin.json", "outputs/rubric/sft/syn_01_s0.json",
+                     "models/vae/metrics.json"}
 
 
 def test_claim_stages_score_every_run_the_lab_claims_compare():
@@ -181,6 +184,51 @@ def test_a_merge_keeps_the_mechanism_readouts_of_rows_only_the_second_run_has(tm
     assert sorted(p.name for p in mech.iterdir()) == ["base.json", "moalign.json", "sft.json"]
     assert json.loads((mech / "base.json").read_text())["from"] == "run7"
     assert json.loads((mech / "moalign.json").read_text())["from"] == "run9"
+
+
+def _results(folder: Path, rows: tuple[str, ...], seed: int = 1024, base: str | None = "b" * 64) -> Path:
+    """A returned results folder: one record per row, params with its train.seed, and the base it trained on."""
+    for run in rows:
+        (folder / "outputs" / "rubric" / run).mkdir(parents=True)
+        (folder / "outputs" / "rubric" / run / "syn_01_s0.json").write_text(json.dumps({"from": folder.name}))
+    (folder / "params.yaml").write_text(f"train: {{seed: {seed}}}\n")
+    if base:
+        (folder / "base_origin.json").write_text(json.dumps({"base": base, "bundle": "base.tar", "outputs": []}))
+    return folder
+
+
+def test_a_run_on_the_carried_base_adds_its_rows_to_the_same_replicate(tmp_path: Path):
+    """--same-base: run 11 trained VideoREPA on run 10's packed base with the same train.seed, and SFT again with
+    seed 1025: VideoREPA joins as a row of run 10's replicate, SFT as its seed 1025, and run 11's resampled base
+    and oracle stay out (a second `base` would be read as another base replicate)."""
+    first = _results(tmp_path / "run10", ("oracle", "base", "sft", "sara-or"))
+    second = _results(tmp_path / "run11", ("oracle", "base", "videorepa"))
+    merged = tmp_path / "merged"
+    assert _script("lab_merge_seeds").main([str(first), str(second), "--same-base", "--out", str(merged)]) == 0
+    rubric = merged / "outputs" / "rubric"
+    assert sorted(p.name for p in rubric.iterdir()) == ["base", "oracle", "sara-or", "sft", "videorepa"]
+    assert json.loads((rubric / "base" / "syn_01_s0.json").read_text())["from"] == "run10"
+    assert (merged / "base_origin.json").is_file() and (merged / "params.yaml").is_file()  # merges chain
+    third = _results(tmp_path / "run12", ("sft",), seed=1025)
+    again = tmp_path / "merged2"
+    assert _script("lab_merge_seeds").main([str(merged), str(third), "--same-base", "--out", str(again)]) == 0
+    assert (again / "outputs" / "rubric" / "sft.seed1025").is_dir() and (again / "outputs" / "rubric" / "videorepa").is_dir()
+
+
+@pytest.mark.parametrize("second_base, second_rows, said", [
+    ("c" * 64, ("videorepa",), "name different bases"),
+    (None, ("videorepa",), "does not say which base it trained on"),
+    ("b" * 64, ("sft",), "sft with train.seed 1024 is in both runs"),
+])
+def test_a_same_base_merge_that_does_not_hold_is_one_line_and_writes_nothing(tmp_path: Path, capsys, second_base,
+                                                                             second_rows, said):
+    first = _results(tmp_path / "run10", ("base", "sft"))
+    second = _results(tmp_path / "run11", second_rows, base=second_base)
+    merged = tmp_path / "merged"
+    assert _script("lab_merge_seeds").main([str(first), str(second), "--same-base", "--out", str(merged)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and said in err and len(err.splitlines()) == 1
+    assert not merged.exists()
 
 
 def test_replicate_shift_names_a_row_the_pipeline_did_not_reproduce(tmp_path: Path, capsys):
