@@ -13,7 +13,8 @@ rows both runs have, and the second run's are added for the rows only it has.
 
 Two runs of the same command are also two replicates: the GPU's kernels are not deterministic, so each run draws
 its own base and models (docs/lab/replicates.md). Give such a second run an unused label, for instance
-`--seed 2`; the comparison reads it as training seed 2.
+`--seed 2`; the comparison reads it as training seed 2. The merged folder keeps the first run's params.yaml, and its
+base_origin.json when both runs name the same base (a second seed trained side by side on it).
 
     python scripts/lab_merge_seeds.py RUN10 RUN11 --same-base --out MERGED
 
@@ -79,14 +80,19 @@ def merge_same_base(first: Path, second: Path, out: Path) -> list[str]:
     _merge_mechanism(first, second, out)
     joined = []
     for folder in sorted(p for p in rubric_second.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if folder.name in (ORACLE_FOLDER, BASE_FOLDER) or ".seed" in folder.name:
+        row, _, seed_label = folder.name.partition(".seed")
+        if row in (ORACLE_FOLDER, BASE_FOLDER):
             continue
-        same_seed_and_new = seed_second == seed_first and not (rubric_first / folder.name).exists()
-        name = folder.name if same_seed_and_new else f"{folder.name}.seed{seed_second}"
+        if seed_label:  # already a labelled seed (the second is itself a merge): it keeps its label
+            name = folder.name
+        else:
+            same_seed_and_new = seed_second == seed_first and not (rubric_first / folder.name).exists()
+            name = folder.name if same_seed_and_new else f"{folder.name}.seed{seed_second}"
         target = out / "outputs" / "rubric" / name
-        if target.exists() or (seed_second == seed_first and (rubric_first / folder.name).exists()):
+        if target.exists() or (not seed_label and seed_second == seed_first and (rubric_first / folder.name).exists()):
             shutil.rmtree(out)
-            raise MergeError(f"{rubric_first / name}: {folder.name} with train.seed {seed_second} is in both runs")
+            seed = seed_label or seed_second
+            raise MergeError(f"{rubric_first / name}: {row} with train.seed {seed} is in both runs")
         shutil.copytree(folder, target)
         joined.append(name)
     return joined
@@ -115,6 +121,11 @@ def merge(first: Path, second: Path, seed: int, out: Path) -> list[str]:
         raise FileExistsError(f"{out} exists: choose a new folder")
     shutil.copytree(rubric_first, out / "outputs" / "rubric")
     _merge_mechanism(first, second, out)
+    if (first / "params.yaml").is_file():  # the comparison's params: the first run's
+        shutil.copy2(first / "params.yaml", out / "params.yaml")
+    origins = [r / ORIGIN for r in (first, second)]
+    if all(o.is_file() for o in origins) and len({json.loads(o.read_text())["base"] for o in origins}) == 1:
+        shutil.copy2(origins[0], out / ORIGIN)  # one base (a second seed side by side): the merge may chain --same-base
     taken = []
     for folder in sorted(p for p in rubric_second.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name == ORACLE_FOLDER or ".seed" in folder.name:

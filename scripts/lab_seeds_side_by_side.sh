@@ -37,7 +37,7 @@ done
 rm -rf "$WORK2" && { cp -a "$WORK" "$WORK2" 2> "$LOG2.copy" || echo "[seeds] copied $WORK with $(wc -l < "$LOG2.copy") files changing (in $LOG2.copy)" >&2; }
 if [ -n "${PACK_BASE:-}" ] && ! grep -q "^unpacked .*; frozen: " "$LOG"; then  # a base built here: pack it now
   (cd "$WORK" && PYTHONPATH=$SITE python3 scripts/lab_base_bundle.py pack "$WORK" "$PACK_BASE" \
-     && split -b 15m -d "$PACK_BASE" "$PACK_BASE.") > "$PACK_BASE.log" 2>&1 &
+     && cp base_origin.json "$WORK2/" && split -b 15m -d "$PACK_BASE" "$PACK_BASE.") > "$PACK_BASE.log" 2>&1 &
 fi
 cd "$WORK2"
 # no live state of the first DAG: DVC's locks and indexes, Prefect's home, the MLflow store it is writing (a copy of
@@ -51,19 +51,21 @@ raw = yaml.safe_load(open("params.yaml"))
 raw["train"]["seed"] = int(sys.argv[1])
 open("params.yaml", "w").write(yaml.safe_dump(raw, sort_keys=False))
 EOF
+# the runs by name (their rubric folders: `videorepa@oracle`) and as DVC stage names spell them (`rubric-videorepa-oracle`)
 RUNS=$(python3 -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['matrix']['runs']))")
+STAGE_IDS=$(python3 -c "import sys; from sara.runs import Run; print(' '.join(Run.parse(r).stage_id for r in sys.argv[1:]))" $RUNS)
 echo "[seeds] $WORK2: train.seed $SEED2, runs $RUNS" > "$LOG2"
-sara repro --jobs "${JOBS:-8}" --times repro_times_seed.json $(printf 'rubric-%s ' $RUNS) >> "$LOG2" 2>&1 &
+sara repro --jobs "${JOBS:-8}" --times repro_times_seed.json $(printf 'rubric-%s ' $STAGE_IDS) >> "$LOG2" 2>&1 &
 SECOND=$!
 collect() {  # paths relative to / so that the archive keeps where each came from
   local paths=("${LOG2#/}") p
-  for p in "$WORK2/repro_times_seed.json" "$WORK2/params.yaml" "$DET" $(printf "$WORK2/outputs/rubric/%s " $RUNS); do
+  for p in "$WORK2/repro_times_seed.json" "$WORK2/params.yaml" "$WORK2/base_origin.json" "$DET" $(printf "$WORK2/outputs/rubric/%s " $RUNS); do
     [ -e "$p" ] && paths+=("${p#/}")
   done
   tar czf "$RESULTS2.part" --exclude='*.mp4' --exclude='*.pt' --exclude='*.safetensors' --exclude='.*.tmp*' \
     --ignore-failed-read -C / "${paths[@]}" && mv "$RESULTS2.part" "$RESULTS2"
 }
-stage2_done() { for r in $RUNS; do grep -q "done  train_dit-$r in" "$1" || return 1; done; }
+stage2_done() { for r in $STAGE_IDS; do grep -q "done  train_dit-$r in" "$1" || return 1; done; }
 probe() {
   PROBED=1
   (cd "$WORK" && PYTHONPATH=$WORK:$SITE python3 benchmarks/determinism.py --params "$WORK/params.yaml" --run sara-or \

@@ -215,6 +215,26 @@ def test_a_run_on_the_carried_base_adds_its_rows_to_the_same_replicate(tmp_path:
     assert (again / "outputs" / "rubric" / "sft.seed1025").is_dir() and (again / "outputs" / "rubric" / "videorepa").is_dir()
 
 
+def test_a_second_seed_on_the_same_base_merges_and_then_chains_with_same_base(tmp_path: Path):
+    """Run 11's first DAG and its side-by-side seed 1025 (both on run 10's carried base) merged by --seed keep the
+    base's identity and the params, so the result merges --same-base into run 10's records, its `.seed1025`
+    folders keeping their label. Two runs on different bases merged by --seed name no base."""
+    run11 = _results(tmp_path / "run11", ("base", "videorepa"))
+    lab2 = _results(tmp_path / "lab2", ("videorepa",), seed=1025)
+    m11 = tmp_path / "m11"
+    assert _script("lab_merge_seeds").main([str(run11), str(lab2), "--seed", "1025", "--out", str(m11)]) == 0
+    assert (m11 / "base_origin.json").is_file() and "seed: 1024" in (m11 / "params.yaml").read_text()
+    run10 = _results(tmp_path / "run10", ("base", "sft", "sara-or"))
+    both = tmp_path / "both"
+    assert _script("lab_merge_seeds").main([str(run10), str(m11), "--same-base", "--out", str(both)]) == 0
+    assert sorted(p.name for p in (both / "outputs" / "rubric").iterdir()) == [
+        "base", "sara-or", "sft", "videorepa", "videorepa.seed1025"]
+    other = _results(tmp_path / "other", ("sft",), base="d" * 64)
+    replicate = tmp_path / "replicate"
+    assert _script("lab_merge_seeds").main([str(run10), str(other), "--seed", "2", "--out", str(replicate)]) == 0
+    assert not (replicate / "base_origin.json").exists()  # two bases: the merged folder is no one base's
+
+
 @pytest.mark.parametrize("second_base, second_rows, said", [
     ("c" * 64, ("videorepa",), "name different bases"),
     (None, ("videorepa",), "does not say which base it trained on"),
@@ -268,7 +288,7 @@ def test_every_lab_set_in_the_docs_and_scripts_gives_valid_params(tmp_path: Path
     sources = [*sorted((ROOT / "docs" / "lab").glob("*.md")), *sorted((ROOT / "scripts").glob("lab_*"))]
     found = {}
     for path in sources:
-        for m in re.findall(r'(LAB_SET="[^"]*")', path.read_text()):
+        for m in re.findall(r'((?:LAB_SET|FAMILY)="[^"]*")', path.read_text()):  # FAMILY: a merged comparison's
             value = shlex.split(m)[0].split("=", 1)[1]
             if "..." not in value:  # a placeholder in prose (`LAB_SET="train.seed=1025 ..."`), not a command
                 found[(path.name, m)] = value
@@ -365,7 +385,7 @@ def _lab_run_until_pip(tmp_path: Path, folder: str, set_env: bool, wheel: bool =
 
 
 def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False, flaky_copy: bool = False,
-                  second_fails: bool = False):
+                  second_fails: bool = False, runs: tuple[str, ...] = ("sft", "sara-or")):
     """scripts/lab_seeds_side_by_side.sh in `tmp_path`, with a stand-in lab_run.sh (the first DAG: a params file,
     its base's log lines, then its Stage 2's), a stand-in `sara` (the copy's repro: records its call and the seed it
     sees, writes each run's rubric records) and a stand-in determinism probe."""
@@ -381,21 +401,24 @@ def _side_by_side(tmp_path: Path, base_done: bool, bundle: bool = False, flaky_c
     if bundle:  # scripts/lab_base_bundle.py's line: no base stage runs
         base_lines = 'echo "unpacked models/base, models/aligner into $WORK; frozen: init_dit, train_aligner"'
 
+    stage_ids = [r.replace("@", "-") for r in runs]  # the DVC stage names' spelling (sara.runs.Run.stage_id)
+    done_lines = "; ".join(f'echo "[repro] done  train_dit-{i} in 9 s"' for i in stage_ids)
     (tmp_path / "scripts" / "lab_run.sh").write_text(f"""
-mkdir -p "$WORK/benchmarks" "$WORK/.dvc/tmp" "$WORK/models/dit_state" && cd "$WORK"
-printf 'train: {{seed: 1024}}\\nmatrix: {{runs: [sft, sara-or]}}\\n' > params.yaml
+mkdir -p "$WORK/benchmarks" "$WORK/.dvc/tmp" "$WORK/models/dit_state" && cd "$WORK" && ln -s {ROOT / 'sara'} sara
+printf 'train: {{seed: 1024}}\\nmatrix: {{runs: [{", ".join(runs)}]}}\\n' > params.yaml
 touch .dvc/tmp/rwlock models/dit_state/sft.pt mlflow.db
 printf 'import sys, pathlib\\nout = pathlib.Path(sys.argv[sys.argv.index("--out") + 1]); out.mkdir(parents=True)\\n(out / "determinism.md").write_text(" ".join(sys.argv[1:]))\\n' > benchmarks/determinism.py
-mkdir -p scripts && printf 'import sys\\nopen(sys.argv[-1], "w").write(" ".join(sys.argv[1:]))\\n' > scripts/lab_base_bundle.py
+mkdir -p scripts && printf 'import sys\\nopen(sys.argv[-1], "w").write(" ".join(sys.argv[1:]))\\nopen("base_origin.json", "w").write("{{}}")\\n' > scripts/lab_base_bundle.py
 {base_lines}
-sleep 0.5; echo "[repro] done  train_dit-sft in 9 s"; echo "[repro] done  train_dit-sara-or in 9 s"; sleep 1.5
+sleep 0.5; {done_lines}; sleep 1.5
 """)
     site = tmp_path / "site"
     (site / "bin").mkdir(parents=True)
     (site / "bin" / "sara").write_text(f"""#!/bin/sh
 echo "sara $@ | $(grep -o 'seed: [0-9]*' params.yaml) | $PWD" >> {tmp_path / 'calls.txt'}
 {'echo "[repro] FAILED train_dit-sara-or after 9 s"; exit 1' if second_fails else ''}
-for r in sft sara-or; do echo "[repro] done  train_dit-$r in 9 s"; mkdir -p outputs/rubric/$r; echo '{{}}' > outputs/rubric/$r/records.json; done
+{done_lines}
+for r in {" ".join(runs)}; do mkdir -p outputs/rubric/$r; echo '{{}}' > outputs/rubric/$r/records.json; done
 sleep 1.5
 """)
     (site / "bin" / "sara").chmod(0o755)
@@ -436,7 +459,25 @@ def test_a_second_seed_trains_beside_the_first_from_its_base(tmp_path: Path):
         names = set(tar.getnames())
     rel = str(tmp_path).lstrip("/")
     assert {f"{rel}/lab2.log", f"{rel}/lab2/params.yaml", f"{rel}/lab2/outputs/rubric/sft/records.json",
+            f"{rel}/lab2/base_origin.json",  # the packed base is the copy's too: its rows merge --same-base
             f"{rel}/lab2/outputs/rubric/sara-or/records.json", f"{rel}/det/determinism.md"} <= names
+
+
+def test_a_second_seed_names_a_target_run_s_stages_as_dvc_spells_them(tmp_path: Path):
+    """A run on another TRD target (`videorepa@oracle`) has the stage `rubric-videorepa-oracle` and the rubric folder
+    `videorepa@oracle`. Before, the copy asked for `rubric-videorepa@oracle` (no such stage) and waited for
+    `train_dit-videorepa@oracle` (never logged), so the next run's second seed and probe would both have failed."""
+    import tarfile
+
+    res, work, work2 = _side_by_side(tmp_path, base_done=True, runs=("videorepa", "videorepa@oracle"))
+    assert res.returncode == 0, res.stderr
+    (call,) = (tmp_path / "calls.txt").read_text().splitlines()
+    assert call == (f"sara repro --jobs 8 --times repro_times_seed.json rubric-videorepa rubric-videorepa-oracle "
+                    f"| seed: 1025 | {work2}")
+    assert (tmp_path / "det" / "determinism.md").is_file()  # both copies' Stage 2 seen done
+    with tarfile.open(tmp_path / "r2.tgz") as tar:
+        names = set(tar.getnames())
+    assert f"{str(tmp_path).lstrip('/')}/lab2/outputs/rubric/videorepa@oracle/records.json" in names
 
 
 def test_a_second_seed_does_not_start_when_the_first_dag_ends_without_its_base(tmp_path: Path):
