@@ -68,16 +68,9 @@ def merge_same_base(first: Path, second: Path, out: Path) -> list[str]:
         raise MergeError(f"{first / ORIGIN} and {second / ORIGIN} name different bases: their rows are not one "
                          f"experiment (merge them with --seed, as replicates of the pipeline)")
     seed_first, seed_second = _train_seed(first), _train_seed(second)
-    rubric_first, rubric_second = first / "outputs" / "rubric", second / "outputs" / "rubric"
-    for folder in (rubric_first, rubric_second):
-        if not folder.is_dir():
-            raise MergeError(f"{folder}: no rubric records (unpack the run's results folder first)")
-    if out.exists():
-        raise MergeError(f"{out} exists: choose a new folder")
-    shutil.copytree(rubric_first, out / "outputs" / "rubric")
+    rubric_first, rubric_second = _start(first, second, out)
     for name in ("params.yaml", ORIGIN):
         shutil.copy2(first / name, out / name)
-    _merge_mechanism(first, second, out)
     joined = []
     for folder in sorted(p for p in rubric_second.iterdir() if p.is_dir() and not p.name.startswith(".")):
         row, _, seed_label = folder.name.partition(".seed")
@@ -98,6 +91,21 @@ def merge_same_base(first: Path, second: Path, out: Path) -> list[str]:
     return joined
 
 
+def _start(first: Path, second: Path, out: Path) -> tuple[Path, Path]:
+    """Both merges begin alike: both runs' rubric folders must be there and `out` new; `out` gets the first run's
+    rubric records and mechanism readouts, and the second's readouts of the rows only it has. Returns the two
+    rubric folders."""
+    rubric_first, rubric_second = first / "outputs" / "rubric", second / "outputs" / "rubric"
+    for folder in (rubric_first, rubric_second):
+        if not folder.is_dir():
+            raise MergeError(f"{folder}: no rubric records (unpack the run's results folder first)")
+    if out.exists():
+        raise MergeError(f"{out} exists: choose a new folder")
+    shutil.copytree(rubric_first, out / "outputs" / "rubric")
+    _merge_mechanism(first, second, out)
+    return rubric_first, rubric_second
+
+
 def _merge_mechanism(first: Path, second: Path, out: Path) -> None:
     """The first run's mechanism readouts, and the second's for the rows only it has."""
     mechanism = out / "outputs" / "mechanism"
@@ -113,14 +121,7 @@ def _merge_mechanism(first: Path, second: Path, out: Path) -> None:
 def merge(first: Path, second: Path, seed: int, out: Path) -> list[str]:
     """Copy `first`'s rubric and mechanism outputs to `out`, and `second`'s rubric folders as `<run>.seed<seed>`;
     return the runs taken from `second`."""
-    rubric_first, rubric_second = first / "outputs" / "rubric", second / "outputs" / "rubric"
-    for folder in (rubric_first, rubric_second):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no rubric records (unpack the run's results folder first)")
-    if out.exists():
-        raise FileExistsError(f"{out} exists: choose a new folder")
-    shutil.copytree(rubric_first, out / "outputs" / "rubric")
-    _merge_mechanism(first, second, out)
+    _, rubric_second = _start(first, second, out)
     if (first / "params.yaml").is_file():  # the comparison's params: the first run's
         shutil.copy2(first / "params.yaml", out / "params.yaml")
     origins = [r / ORIGIN for r in (first, second)]
@@ -132,7 +133,7 @@ def merge(first: Path, second: Path, seed: int, out: Path) -> list[str]:
             continue
         target = out / "outputs" / "rubric" / f"{folder.name}.seed{seed}"
         if target.exists():
-            raise FileExistsError(f"{target}: training seed {seed} of {folder.name} is already in {first}")
+            raise MergeError(f"{target}: training seed {seed} of {folder.name} is already in {first}")
         shutil.copytree(folder, target)
         taken.append(folder.name)
     return taken
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.out}: {', '.join(joined) or 'no rows'} from {args.second} (same base)")
             return 0
         taken = merge(args.first, args.second, args.seed, args.out)
-    except (FileNotFoundError, FileExistsError, MergeError) as err:
+    except MergeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: training seed {args.seed} of {', '.join(taken)}")
