@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A dress rehearsal of the lab's GPU runs on a CPU: the lab's model shapes with every budget cut to a few steps and
-# the 18 qualitative prompts, through the same scripts a GPU session runs, in about 20 min of 2 cores:
+# the 18 qualitative prompts, through the same scripts a GPU session runs, in about 23 min of 2 cores:
 #   1. scripts/lab_seeds_side_by_side.sh: the DAG, a second training seed side by side, the base packed
 #      (PACK_BASE), the determinism probe;
 #   2. scripts/lab_merge_seeds.py and scripts/lab_compare_records.py on the two results archives;
@@ -41,12 +41,14 @@ cat "$R"/base.tar.[0-9]* > "$R/joined.tar"
 # run 11's matrix with the same budgets (one line: tests/test_lab_scripts.py checks it)
 export LAB_SET="matrix.runs=[videorepa,videorepa@oracle,sara-or@oracle,videorepa@random] study.baselines=[base] report.main_run=sara-or@oracle comparison.references=[videorepa@oracle] 'comparison.claims=[sara-or@oracle > videorepa@oracle on TA, videorepa@oracle > videorepa@random on TA]' data.n_train=16 data.n_heldout=8 aligner.steps=2 aligner.checkpoint_every=1 aligner.figure_clips=1 aligner.clips_per_batch=4 pretrain.corpus.n_train=16 pretrain.corpus.n_heldout=8 pretrain.vae.steps=2 pretrain.vae.batch_size=4 pretrain.vae.crop_batch_size=4 pretrain.vae.eval_clips=4 pretrain.vae.cuda_graph=false pretrain.vfm.steps=2 pretrain.vfm.batch_size=4 pretrain.vfm.probe_clips=8 pretrain.vfm.eval_every=1 pretrain.dit.steps=2 pretrain.dit.batch_size=4 pretrain.dit.compile=false pretrain.dit.eval_every=2 pretrain.dit.eval_steps=2 train.steps=4 train.batch_size=2 train.checkpoint_every=2 sample.steps=2 sample.prompt_set=synthetic sample.videos_per_call=18 mechanism.clips=2"
 WORK=$R/lab3 WORK2=$R/lab4 LOG=$R/lab3.log LOG2=$R/lab4.log RESULTS=$R/r3.tgz RESULTS2=$R/r4.tgz DET=$R/det3 \
-  BASE_BUNDLE=$R/joined.tar PROBE_STEPS=0 POLL=5 SEED2=1025 bash scripts/lab_seeds_side_by_side.sh "$MINILM" \
+  BASE_BUNDLE=$R/joined.tar PROBE_STEPS=2 POLL=5 SEED2=1025 bash scripts/lab_seeds_side_by_side.sh "$MINILM" \
   || { echo "[rehearsal] the side-by-side seeds on the carried base failed: $R/lab3.log, $R/lab4.log" >&2; exit 1; }
 if grep -qE "start (corpus|pretrain_vae|pretrain_vfm|init_dit|train_aligner)" "$R/lab3.log"; then
   echo "[rehearsal] a base stage ran although the base was carried: $R/lab3.log" >&2; exit 1
 fi
 grep -q "dvc status: up to date" "$R/lab4.log" || { echo "[rehearsal] the second seed did not finish: $R/lab4.log" >&2; exit 1; }
+# the probe trains sara-or, which run 11's matrix leaves out: on the carried base's encoder and aligner alone
+[ -s "$R/det3/determinism.md" ] || { echo "[rehearsal] no determinism table on the carried base: $R/det3.log" >&2; exit 1; }
 echo "[rehearsal] 4/4 run 11's rows --same-base into the first merge, then its second seed; the family compared"
 mkdir -p "$R/R3" "$R/R4" && tar xzf "$R/r3.tgz" -C "$R/R3" && tar xzf "$R/r4.tgz" -C "$R/R4"
 python3 scripts/lab_merge_seeds.py "$R/merged" "$R/R3" --same-base --out "$R/merged_a"
