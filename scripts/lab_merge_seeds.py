@@ -76,16 +76,13 @@ def merge_same_base(first: Path, second: Path, out: Path) -> list[str]:
         row, _, seed_label = folder.name.partition(".seed")
         if row in (ORACLE_FOLDER, BASE_FOLDER):
             continue
-        if seed_label:  # already a labelled seed (the second is itself a merge): it keeps its label
-            name = folder.name
-        else:
-            same_seed_and_new = seed_second == seed_first and not (rubric_first / folder.name).exists()
-            name = folder.name if same_seed_and_new else f"{folder.name}.seed{seed_second}"
-        target = out / "outputs" / "rubric" / name
-        if target.exists() or (not seed_label and seed_second == seed_first and (rubric_first / folder.name).exists()):
+        # a labelled seed (the second is itself a merge) keeps its label; a row of the first's train.seed joins
+        # under its own name, any other seed as <run>.seed<k>
+        name = folder.name if seed_label or seed_second == seed_first else f"{folder.name}.seed{seed_second}"
+        target = out / "outputs" / "rubric" / name  # out holds the first's rows: a name there is in both runs
+        if target.exists():
             shutil.rmtree(out)
-            seed = seed_label or seed_second
-            raise MergeError(f"{rubric_first / name}: {row} with train.seed {seed} is in both runs")
+            raise MergeError(f"{rubric_first / name}: {row} with train.seed {seed_label or seed_second} is in both runs")
         shutil.copytree(folder, target)
         joined.append(name)
     return joined
@@ -133,6 +130,7 @@ def merge(first: Path, second: Path, seed: int, out: Path) -> list[str]:
             continue
         target = out / "outputs" / "rubric" / f"{folder.name}.seed{seed}"
         if target.exists():
+            shutil.rmtree(out)  # nothing half-merged is left behind
             raise MergeError(f"{target}: training seed {seed} of {folder.name} is already in {first}")
         shutil.copytree(folder, target)
         taken.append(folder.name)

@@ -23,7 +23,8 @@ DET=${DET:-/tmp/det}  # the probe's output folder
 POLL=${POLL:-15}   # seconds between looks at the logs
 SITE=${SITE:-/tmp/site}
 export WORK
-CLAIMS_FIRST=1 bash scripts/lab_run.sh "$MINILM" > "$LOG" 2>&1 &
+: > "$LOG"  # there before the first look at it (the background job opens it when it gets to run)
+CLAIMS_FIRST=1 bash scripts/lab_run.sh "$MINILM" >> "$LOG" 2>&1 &
 FIRST=$!
 base_ready() {  # built by this DAG, or unpacked from BASE_BUNDLE and frozen (scripts/lab_base_bundle.py)
   { grep -q "done  init_dit" "$LOG" && grep -q "done  train_aligner" "$LOG"; } || grep -q "^unpacked .*; frozen: " "$LOG"
