@@ -235,6 +235,18 @@ def test_a_second_seed_on_the_same_base_merges_and_then_chains_with_same_base(tm
     assert not (replicate / "base_origin.json").exists()  # two bases: the merged folder is no one base's
 
 
+def test_a_refused_seed_merge_leaves_nothing_half_merged(tmp_path: Path, capsys):
+    """A --seed merge whose label is already in the first folder (seed 1025 of SFT merged twice) is one line, and
+    the output folder it had begun is gone: a rerun with the right label needs no clean-up first."""
+    first = _results(tmp_path / "merged", ("base", "sft", "sft.seed1025"))
+    second = _results(tmp_path / "again", ("sft",), seed=1025)
+    out = tmp_path / "out"
+    assert _script("lab_merge_seeds").main([str(first), str(second), "--seed", "1025", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "training seed 1025 of sft is already in" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("second_base, second_rows, said", [
     ("c" * 64, ("videorepa",), "name different bases"),
     (None, ("videorepa",), "does not say which base it trained on"),
