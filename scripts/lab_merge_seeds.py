@@ -121,9 +121,8 @@ def merge(first: Path, second: Path, seed: int, out: Path) -> list[str]:
     _, rubric_second = _start(first, second, out)
     if (first / "params.yaml").is_file():  # the comparison's params: the first run's
         shutil.copy2(first / "params.yaml", out / "params.yaml")
-    origins = [r / ORIGIN for r in (first, second)]
-    if all(o.is_file() for o in origins) and len({json.loads(o.read_text())["base"] for o in origins}) == 1:
-        shutil.copy2(origins[0], out / ORIGIN)  # one base (a second seed side by side): the merge may chain --same-base
+    if (first / ORIGIN).is_file() and (second / ORIGIN).is_file() and _base_of(first) == _base_of(second):
+        shutil.copy2(first / ORIGIN, out / ORIGIN)  # one base (a second seed side by side): the merge may chain --same-base
     taken = []
     for folder in sorted(p for p in rubric_second.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if folder.name == ORACLE_FOLDER or ".seed" in folder.name:
