@@ -267,3 +267,91 @@ def test_runs_with_a_trd_target_are_rows_claims_and_mlflow_columns(rubric_dir: P
     assert heatmap_targets(res) == ["lab", "oracle"]
     assert "compare/grounded/vs_videorepa-oracle/TA_diff" in next(
         r for r in runs if r.info.run_name == "compare/sft/seed0").data.metrics
+
+
+# -- the exploratory breakdown by how many subjects a prompt names -------------------------------------------------
+
+def _subject_runs(n_prompts: int = 40) -> tuple[dict, dict[str, int]]:
+    """sft and sara-or on n prompts, half naming 2 subjects and half 4; sara-or is sft + 0.5 on the 4-subject
+    prompts only (plus the same per-prompt noise on both)."""
+    from evaluation.statistics import RunScores
+
+    rng = np.random.default_rng(0)
+    units = tuple((f"p{i:02d}", 0) for i in range(n_prompts))
+    subjects = {p: (2 if i % 2 else 4) for i, (p, _) in enumerate(units)}
+    sft = rng.uniform(2, 3, (1, n_prompts, len(ALL_DIMS)))
+    lift = np.array([0.5 if subjects[p] == 4 else 0.0 for p, _ in units])[None, :, None]
+    sara = sft + lift + rng.normal(0, 0.05, sft.shape)
+    return ({"sft": RunScores("sft", units, ALL_DIMS, (0,), sft), "sara-or": RunScores("sara-or", units, ALL_DIMS, (0,), sara)},
+            subjects)
+
+
+def test_the_breakdown_by_subjects_finds_an_effect_only_in_its_group() -> None:
+    from evaluation.comparison.numbers import StatsConfig, compare
+
+    runs, subjects = _subject_runs()
+    res = compare(runs, ["sft"], StatsConfig(n_boot=400), subjects=subjects)
+    block = res["by_subjects"]
+    assert block["groups"] == {"2": {"n_prompts": 20, "n_videos": 20}, "4": {"n_prompts": 20, "n_videos": 20}}
+    d = block["differences"]["sft"]["sara-or"]
+    assert d["4"]["TA"]["verdict"] == "higher" and d["4"]["TA"]["estimate"] == pytest.approx(0.5, abs=0.03)
+    assert d["2"]["TA"]["verdict"] == "no difference" and abs(d["2"]["TA"]["estimate"]) < 0.03
+    assert d["4"]["TA"]["n_paired"] == 20 and 0 < d["4"]["TA"]["p_raw"] < 0.01
+    # each group's run means are the means over that group's prompts only
+    four = [i for i, (p, _) in enumerate(runs["sft"].units) if subjects[p] == 4]
+    from evaluation.comparison.claims import dim_index
+    from evaluation.statistics import metric_value
+
+    want = float(metric_value(runs["sft"].values[:, four], dim_index("TA"))[0])
+    assert block["runs"]["sft"]["4"]["TA"]["estimate"] == pytest.approx(want)
+    assert block["left_out"] == 0
+    # pooled over both groups the effect is halved: the breakdown is what shows where it is
+    assert res["differences"]["sft"]["sara-or"]["TA"]["estimate"] == pytest.approx(0.25, abs=0.03)
+
+
+def test_the_breakdown_by_subjects_leaves_out_unknown_prompts_and_needs_two_groups() -> None:
+    from evaluation.comparison.numbers import StatsConfig, compare
+
+    runs, subjects = _subject_runs()
+    some = {p: k for p, k in list(subjects.items())[:30]}  # 10 prompts have no count
+    assert compare(runs, ["sft"], StatsConfig(n_boot=100), subjects=some)["by_subjects"]["left_out"] == 10
+    one_group = {p: 2 for p in subjects}
+    assert "by_subjects" not in compare(runs, ["sft"], StatsConfig(n_boot=100), subjects=one_group)
+    assert "by_subjects" not in compare(runs, ["sft"], StatsConfig(n_boot=100))
+
+
+def test_the_breakdown_by_subjects_is_a_table_and_a_figure(tmp_path: Path) -> None:
+    from evaluation.comparison.figures import plot_subjects
+    from evaluation.comparison.markdown import render_markdown
+    from evaluation.comparison.numbers import StatsConfig, compare
+
+    runs, subjects = _subject_runs()
+    res = compare(runs, ["sft"], StatsConfig(n_boot=100), subjects=subjects)
+    md = render_markdown(res, "grounded", "test")
+    section = md[md.index("## Exploratory: TA by number of subjects"):]
+    assert "| Method | 2 subjects (20 prompts) | 4 subjects (20 prompts) |" in section
+    assert "Paired ΔTA [CI] against SFT:" in section and "| SARA (OR) | " in section
+    assert plot_subjects(res, tmp_path / "subjects.png", "t") and (tmp_path / "subjects.png").stat().st_size > 0
+    no_groups = compare(runs, ["sft"], StatsConfig(n_boot=100))
+    assert "by number of subjects" not in render_markdown(no_groups, "grounded", "test")
+    assert not plot_subjects(no_groups, tmp_path / "none.png", "t") and not (tmp_path / "none.png").exists()
+
+
+def test_subject_counts_are_the_foreground_references_of_each_prompt() -> None:
+    from evaluation.comparison.records import subject_counts
+    from sara.data.prompts import load_prompt_set
+
+    lab = load_prompt_set("lab")
+    counts = subject_counts(lab)
+    assert len(counts) == 274 and counts["held_002"] == 3  # a blue triangle, a pink stick figure, a purple ring
+    assert all(counts[p.id] == len(p.spec.entities) for p in lab if p.spec is not None)  # the renderer's entities
+    assert sorted(set(counts.values())) == [1, 2, 3, 4]
+
+
+def test_the_compare_stage_groups_the_sampled_prompts_by_subjects() -> None:
+    from sara.config import load_params
+    from sara.stages.compare import SECTIONS, subjects
+
+    assert "sample.prompt_set" in SECTIONS  # a new prompt set reruns compare (its groups change)
+    lab = load_params(Path("configs/lab.yaml"))
+    assert len(subjects(lab)) == 274

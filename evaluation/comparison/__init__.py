@@ -12,7 +12,8 @@ Run names and the row order come from the run vocabulary (sara/runs.py).
 Outputs (`comparison.out_dir`): `comparison.md` (docs-ready tables), `comparison.json` (every number of the
 tables: per-run means, intervals, n_videos, training seeds, spread, paired differences, orderings; per training
 seed of a run its own TA/MQ intervals and paired differences), and
-`figures/`: `dims_<protocol>.png` (per-dimension bars with intervals), `operator_heatmap_<protocol>.png`, and
+`figures/`: `dims_<protocol>.png` (per-dimension bars with intervals), `operator_heatmap_<protocol>.png`,
+`subjects_<protocol>.png` (paired TA differences by how many subjects a prompt names, when the prompts are known), and
 `qualitative/<prompt>.png` (the methods side by side over time, one row per method).
 """
 
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from evaluation.comparison.figures import heatmap_targets, plot_claims, plot_dims, plot_operator_heatmap, write_qualitative
+from evaluation.comparison.figures import (heatmap_targets, plot_claims, plot_dims, plot_operator_heatmap, plot_subjects,
+                                          write_qualitative)
 from evaluation.comparison.markdown import render_markdown
 from evaluation.comparison.numbers import StatsConfig, compare
 from evaluation.comparison.records import discover_runs, load_run, read_mechanism
@@ -44,9 +46,11 @@ def build_comparison(
     mechanism_dir: Path | None = None,
     primary: Sequence[Claim] = (),
     grid_prompts: Iterable[str] | None = None,
+    subjects: Mapping[str, int] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Read the rubric records, compute the comparison and write comparison.md, comparison.json and figures/."""
+    """Read the rubric records, compute the comparison and write comparison.md, comparison.json and figures/.
+    `subjects` ({prompt id: how many subjects it names}, records.subject_counts) adds the breakdown by subjects."""
     found = discover_runs(rubric_dir, default_train_seed)
     if runs is not None:
         missing = [r for r in runs if r not in found]
@@ -57,7 +61,7 @@ def build_comparison(
     for run, seed_dirs in found.items():
         scores[run], videos[run] = load_run(run, seed_dirs, protocol)
         log(f"[compare] {run:10s} training seeds {list(seed_dirs)} videos {len(scores[run].units)}")
-    result = compare(scores, references, cfg, primary)
+    result = compare(scores, references, cfg, primary, subjects)
     result.update(protocol=protocol, note=note, rubric_dir=str(rubric_dir))
     mech = read_mechanism(mechanism_dir, found) if mechanism_dir is not None else {}
     if mech:
@@ -72,6 +76,8 @@ def build_comparison(
                               f"Method x routing operator ({protocol} judge, {TARGETS[target].label})", target)
     plot_claims(result, figs / f"claims_{protocol}.png",
                 f"Pre-registered claims ({protocol} judge, Holm-Bonferroni)")
+    plot_subjects(result, figs / f"subjects_{protocol}.png",
+                  f"Paired TA differences by number of subjects ({protocol} judge; exploratory)")
     write_qualitative(videos, figs / "qualitative", grid_frames, grid_prompts)
     (out / "comparison.json").write_text(json.dumps(result, indent=2))
     (out / "comparison.md").write_text(render_markdown(result, protocol, note, mech))

@@ -1,5 +1,5 @@
 """The comparison's figures: per-dimension bars with intervals, the method x routing-operator heatmap, the
-pre-registered claims' paired differences, and the qualitative grid (the methods side by side over time, one row per method, one PNG per prompt)."""
+pre-registered claims' paired differences, the paired TA differences by number of subjects, and the qualitative grid (the methods side by side over time, one row per method, one PNG per prompt)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,40 @@ def plot_claims(result: dict, path: Path, title: str) -> bool:
     span = max(ends) - min(ends) or 1.0
     ax.set_xlim(min(ends) - 0.1 * span, max(ends) + 0.9 * span)  # room for the annotations right of the intervals
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_subjects(result: dict, path: Path, title: str) -> bool:
+    """Paired TA differences by how many subjects a prompt names (numbers.by_subjects): one panel per reference,
+    one line per run with its intervals. False (no file) without the breakdown."""
+    block = result.get("by_subjects")
+    if not block or not block["differences"]:
+        return False
+    plt = _plt()
+    refs = list(block["differences"])
+    fig, axes = plt.subplots(1, len(refs), figsize=(max(7.0, 5 * len(refs)), 4.0), squeeze=False, sharey=True)
+    groups = list(block["groups"])
+    x = np.arange(len(groups))
+    for ax, ref in zip(axes[0], refs):
+        per_run = block["differences"][ref]
+        step = 0.6 / max(1, len(per_run))
+        for i, (name, per) in enumerate(per_run.items()):
+            cells = [per.get(k, {}).get("TA") or {} for k in groups]
+            est = np.array([np.nan if c.get("estimate") is None else c["estimate"] for c in cells])
+            lo = np.array([np.nan if c.get("lo") is None else c["lo"] for c in cells])
+            hi = np.array([np.nan if c.get("hi") is None else c["hi"] for c in cells])
+            err = np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
+            ax.errorbar(x - 0.3 + (i + 0.5) * step, est, yerr=err, fmt="o-", capsize=2, lw=1, ms=3, label=row_label(name))
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(x, [f"{k}\n({block['groups'][k]['n_prompts']} prompts)" for k in groups], fontsize=8)
+        ax.set_xlabel("subjects the prompt names")
+        ax.set_title(f"against {row_label(ref)}", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("paired ΔTA, 95% interval")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,5 +1,5 @@
 """comparison.md: the comparison's tables (Tables 1, 3, 5, 6 with intervals, the paired differences, the paper's
-orderings, the mechanism readouts) from comparison.json's numbers."""
+orderings, TA by number of subjects, the mechanism readouts) from comparison.json's numbers."""
 
 from __future__ import annotations
 
@@ -77,9 +77,30 @@ def render_markdown(result: dict, protocol: str, note: str, mechanism: dict[str,
             rows.append([c["claim"], fmt_iv(c["difference"]), c["verdict"], need or "-"])
     md += _table(["Claim", "difference [CI]", "verdict", "needed to tell (if the difference held)"], rows) + [""]
 
+    md += subjects_markdown(result.get("by_subjects"), pct)
     if mechanism:
         md += mechanism_markdown(mechanism)
     return "\n".join(md) + "\n"
+
+
+def subjects_markdown(block: dict | None, pct: int) -> list[str]:
+    """Exploratory: each run's TA on the prompts that name k subjects, and its paired differences against each
+    reference (numbers.by_subjects); nothing when the prompts were not grouped."""
+    if not block:
+        return []
+    groups = block["groups"]
+    head = [f"{k} subject{'' if k == '1' else 's'} ({g['n_prompts']} prompts)" for k, g in groups.items()]
+    left = f"; {block['left_out']} prompts with no count are left out" if block["left_out"] else ""
+    md = ["## Exploratory: TA by number of subjects (uncorrected)", "",
+          f"_The prompts grouped by how many subjects (people and objects) they name, the paper's multi-subject axis; "
+          f"each group resampled on its own, {pct}% intervals, nothing corrected for multiplicity{left}._", ""]
+    md += _table(["Method", *head], [[row_label(name), *(fmt_iv(per.get(k, {}).get("TA")) for k in groups)]
+                                     for name, per in block["runs"].items()]) + [""]
+    for ref, per_run in block["differences"].items():
+        md += [f"Paired ΔTA [CI] against {row_label(ref)}:", ""]
+        md += _table(["Method", *head], [[row_label(name), *(fmt_iv(per.get(k, {}).get("TA")) for k in groups)]
+                                         for name, per in per_run.items()]) + [""]
+    return md
 
 
 def primary_markdown(block: dict | None, pct: int) -> list[str]:

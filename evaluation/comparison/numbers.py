@@ -1,19 +1,19 @@
 """The comparison's numbers (the body of comparison.json): per run and metric an interval and the training-seed
-spread, per training seed its own intervals, paired differences against the reference runs, and the paper's
-orderings (claims.py). The interval, the resampling unit and the pairing: evaluation/statistics.py.
+spread, per training seed its own intervals, paired differences against the reference runs, the paper's
+orderings (claims.py), and the exploratory breakdown by how many subjects a prompt names (`by_subjects`). The interval, the resampling unit and the pairing: evaluation/statistics.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from evaluation.comparison.claims import METRICS, NO_SHARED_REPLICATE, dim_index, evaluate_claims
 from evaluation.comparison.primary import decide_primary, half_widths_reached
-from evaluation.statistics import (PairedReplicates, RunScores, bootstrap_weights, half_width, paired_difference,
-                                   paired_replicates, run_interval, seed_spread, verdict)
+from evaluation.statistics import (PairedReplicates, RunScores, bootstrap_p_value, bootstrap_weights, half_width,
+                                   paired_difference, paired_replicates, run_interval, seed_spread, verdict)
 from sara.claims import Claim
 from sara.runs import BASE, ORACLE, row_label
 
@@ -77,9 +77,60 @@ def per_train_seed(r: RunScores, runs: dict[str, RunScores], references: Iterabl
     return out
 
 
+def pair_on(a: RunScores, b: RunScores, m: str, weights: np.ndarray, units: Sequence, by_replicate: bool,
+            train_seed_rng: int | None) -> PairedReplicates | None:
+    """a - b on metric m on the resamples `weights` over `units`; None for rows of different lab replicates when
+    the training seeds are replicates of the whole pipeline (`by_replicate`, replicates_of_the_pipeline)."""
+    both = on_shared_replicates(a, b) if by_replicate else (a, b)
+    return None if both is None else paired_replicates(*both, dim_index(m), weights, units, train_seed_rng)
+
+
+def by_subjects(runs: dict[str, RunScores], references: Iterable[str], subjects: Mapping[str, int],
+                cfg: StatsConfig) -> dict[str, Any] | None:
+    """Exploratory: on the prompts that name k subjects (`subjects`: {prompt id: k}), for each k, every run's TA
+    and MQ and its paired differences against each reference, with the tables' pairing and replicate rules. Each
+    group has its own bootstrap draw over its own prompts; nothing is corrected for multiplicity. Prompts with no
+    count are left out (`left_out`). None when fewer than two groups have videos."""
+    units = sorted(set().union(*(r.units for r in runs.values())))
+    groups = sorted({subjects[p] for p, _ in units if p in subjects})
+    if len(groups) < 2:
+        return None
+    by_replicate = replicates_of_the_pipeline(runs)
+    out: dict[str, Any] = {"groups": {}, "runs": {}, "differences": {},
+                           "left_out": len({p for p, _ in units if p not in subjects})}
+    for k in groups:
+        key = str(k)
+        group = [u for u in units if subjects.get(u[0]) == k]
+        weights = bootstrap_weights(group, cfg.n_boot, cfg.seed, cfg.scheme)  # (B, len(group))
+        out["groups"][key] = {"n_prompts": len({p for p, _ in group}), "n_videos": len(group)}
+        for name, r in runs.items():
+            if set(r.units) & set(group):
+                out["runs"].setdefault(name, {})[key] = {
+                    m: run_interval(r, dim_index(m), weights, group, cfg.level, cfg.seed).to_dict() for m in SUMMARY}
+        for ref in references:
+            if ref not in runs:
+                continue
+            for name, r in runs.items():
+                if name in (ref, ORACLE) or not set(r.units) & set(runs[ref].units) & set(group):
+                    continue
+                cell = {}
+                for m in SUMMARY:
+                    paired = pair_on(r, runs[ref], m, weights, group, by_replicate, cfg.seed)
+                    if paired is None:
+                        cell[m] = {"estimate": None, "lo": None, "hi": None, "verdict": NO_SHARED_REPLICATE,
+                                   "n_paired": 0, "p_raw": None}
+                        continue
+                    iv = paired.interval(cfg.level)
+                    cell[m] = {**iv.to_dict(), "verdict": verdict(iv), "n_paired": paired.n_paired,
+                               "p_raw": bootstrap_p_value(paired)}
+                out["differences"].setdefault(ref, {}).setdefault(name, {})[key] = cell
+    return out
+
+
 def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsConfig,
-            primary: Sequence[Claim] = ()) -> dict[str, Any]:
-    """Every number of the comparison (the body of comparison.json); `primary` are the pre-registered claims."""
+            primary: Sequence[Claim] = (), subjects: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Every number of the comparison (the body of comparison.json); `primary` are the pre-registered claims;
+    `subjects` ({prompt id: how many subjects it names}) adds the exploratory breakdown `by_subjects`."""
     references = list(references)  # read once per run
     if not runs:
         raise ValueError("no runs to compare")
@@ -110,8 +161,7 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
 
     def pair_rows(a: RunScores, b: RunScores, m: str) -> PairedReplicates | None:
         """a - b on metric m on the shared resamples; None across lab replicates (replicates_of_the_pipeline)."""
-        both = on_shared_replicates(a, b) if by_replicate else (a, b)
-        return None if both is None else paired_replicates(*both, dim_index(m), weights, units, replicates)
+        return pair_on(a, b, m, weights, units, by_replicate, replicates)
 
     def pair(a: str, b: str, m: str) -> PairedReplicates | None:  # a claim's paired difference
         return pair_rows(runs[a], runs[b], m) if a in runs and b in runs else None
@@ -140,7 +190,7 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
     claims = evaluate_claims(runs, pair, cfg.level, primary)
     primary_claims = {**decide_primary(primary, pair, cfg.level, row_label, unpaired),
                       "half_widths": half_widths_reached(diffs)}
-    return {
+    result = {
         "statistics": {"n_boot": cfg.n_boot, "level": cfg.level, "scheme": cfg.scheme, "seed": cfg.seed,
                        "train_seeds": "resampled",
                        "n_units": len(units), "n_prompts": len({p for p, _ in units})},
@@ -149,3 +199,7 @@ def compare(runs: dict[str, RunScores], references: Iterable[str], cfg: StatsCon
         "primary_claims": primary_claims,
         "claims": claims,
     }
+    breakdown = by_subjects(runs, references, subjects, cfg) if subjects else None
+    if breakdown:
+        result["by_subjects"] = breakdown
+    return result

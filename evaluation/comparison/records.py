@@ -1,5 +1,5 @@
-"""Reading the comparison's inputs: the per-video rubric records of each run (and training seed) and the mechanism
-readouts. `video_scores` is the only function that knows the record format.
+"""Reading the comparison's inputs: the per-video rubric records of each run (and training seed), the mechanism
+readouts, and how many subjects each prompt names. `video_scores` is the only function that knows the record format.
 
 A run trained with several training seeds keeps one folder per seed: `<run>/` holds the seed `train.seed` of the
 params, `<run>.seed<k>/` the training seed k (same layout).
@@ -41,6 +41,12 @@ def video_scores(rec: dict, protocol: str) -> dict[str, float | None]:
         vals = [float(j[grp]["scores"][d]["score"]) for j in judges.values() for grp in j if d in j[grp].get("scores", {})]
         out[d] = sum(vals) / len(vals) if vals else None
     return out
+
+
+def subject_counts(prompts: Iterable) -> dict[str, int]:
+    """{prompt id: how many subjects its caption names}: its person and object references (the scene is none), the
+    paper's multi-subject axis, for the comparison's breakdown by subjects (numbers.by_subjects)."""
+    return {p.id: sum(r.is_foreground for r in p.caption.structured_caption.english.references) for p in prompts}
 
 
 def discover_runs(rubric_dir: Path, default_seed: int) -> dict[str, dict[int, Path]]:

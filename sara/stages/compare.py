@@ -23,7 +23,8 @@ from typing import Any
 
 from sara.config import Params
 
-SECTIONS = ["project", "train.seed", "rubric", "comparison", "mechanism.out_dir"]  # train.seed: the seed of <run>/
+# train.seed: the seed of <run>/; sample.prompt_set: how many subjects each prompt names (the breakdown by subjects)
+SECTIONS = ["project", "train.seed", "sample.prompt_set", "rubric", "comparison", "mechanism.out_dir"]
 
 
 def mechanism_dir(params: Params) -> str:
@@ -37,6 +38,14 @@ def grid_prompts(params: Params) -> list[str] | None:
 
     name = params.comparison.grid_prompt_set
     return None if name is None else [p.id for p in load_prompt_set(name)]
+
+
+def subjects(params: Params) -> dict[str, int]:
+    """{prompt id: how many subjects it names} of the sampled prompt set (`sample.prompt_set`)."""
+    from evaluation.comparison.records import subject_counts
+    from sara.data.prompts import load_prompt_set
+
+    return subject_counts(load_prompt_set(params.sample.prompt_set))
 
 
 def _block(prefix: str, metrics: dict, differences: dict[str, dict]) -> dict[str, float | None]:
@@ -117,7 +126,8 @@ def compare_records(params: Params, rubric_dir: Path, mechanism: Path, out: Path
         rubric_dir, out, runs=c.runs, references=c.references, protocol=c.protocol,
         cfg=StatsConfig(c.n_boot, c.level, c.scheme, c.seed), default_train_seed=params.train.seed,
         note=SCALE_NOTE.get(params.project.scale, params.project.scale), grid_frames=c.grid_frames,
-        mechanism_dir=mechanism, primary=[parse_claim(x) for x in c.claims], grid_prompts=grids)
+        mechanism_dir=mechanism, primary=[parse_claim(x) for x in c.claims], grid_prompts=grids,
+        subjects=subjects(params))
 
 
 def run(params: Params) -> dict:
