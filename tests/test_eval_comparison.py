@@ -355,3 +355,19 @@ def test_the_compare_stage_groups_the_sampled_prompts_by_subjects() -> None:
     assert "sample.prompt_set" in SECTIONS  # a new prompt set reruns compare (its groups change)
     lab = load_params(Path("configs/lab.yaml"))
     assert len(subjects(lab)) == 274
+
+
+def test_the_breakdown_by_subjects_goes_to_each_childs_mlflow_metrics() -> None:
+    from evaluation.comparison.numbers import StatsConfig, compare
+    from sara.stages.compare import child_metrics
+
+    runs, subjects = _subject_runs()
+    res = compare(runs, ["sft"], StatsConfig(n_boot=100), subjects=subjects)
+    res["protocol"] = "grounded"
+    m = child_metrics(res, "sara-or", "0")
+    block = res["by_subjects"]
+    pre = "compare/grounded/all_seeds/subjects_4/"
+    assert m[f"{pre}TA_mean"] == pytest.approx(block["runs"]["sara-or"]["4"]["TA"]["estimate"])
+    assert m[f"{pre}vs_sft/TA_diff"] == pytest.approx(block["differences"]["sft"]["sara-or"]["4"]["TA"]["estimate"])
+    assert m[f"{pre}vs_sft/TA_diff_lo"] > 0 and "compare/grounded/all_seeds/subjects_2/vs_sft/TA_diff_hi" in m
+    assert not any("subjects_" in k for k in child_metrics(compare(runs, ["sft"], StatsConfig(n_boot=100)) | {"protocol": "grounded"}, "sara-or", "0"))

@@ -13,7 +13,8 @@ so the UI shows runs and routing operators side by side as columns. Child metric
   reference `vs_<ref>/TA_diff`, `vs_<ref>/TA_diff_lo`, `vs_<ref>/TA_diff_hi`, `vs_<ref>/n_paired` (the same for MQ;
   a run with a TRD target is spelled by its stage id there, `vs_videorepa-oracle`: MLflow keys take no `@`);
 - the run over all its training seeds (the numbers of comparison.md): the same names under `all_seeds/`, plus
-  `all_seeds/n_train_seeds` and `all_seeds/<dimension>` (per-dimension means).
+  `all_seeds/n_train_seeds` and `all_seeds/<dimension>` (per-dimension means), and, on the prompts that name k
+  subjects (exploratory), `all_seeds/subjects_<k>/TA_mean` and `all_seeds/subjects_<k>/vs_<ref>/TA_diff`.
 """
 
 from __future__ import annotations
@@ -69,11 +70,31 @@ def child_metrics(result: dict[str, Any], run: str, train_seed: str | None) -> d
     pre = f"compare/{proto}/"
     pooled = {ref: d[run] for ref, d in result["differences"].items() if run in d}
     out = _block(f"{pre}all_seeds/", r["metrics"], pooled)
+    out.update(subject_metrics(result, run, f"{pre}all_seeds/"))
     out.update({f"{pre}all_seeds/{dim}": v["estimate"] for dim, v in r["metrics"].items() if dim not in ("TA", "MQ")})
     out[f"{pre}all_seeds/n_train_seeds"] = len(r["train_seeds"])
     one = r["per_train_seed"][train_seed] if train_seed is not None else {"metrics": r["metrics"], "differences": pooled}
     out.update(_block(pre, one["metrics"], one["differences"]))
     out.update({f"{pre}n_videos": r["n_videos"], f"{pre}n_prompts": r["n_prompts"]})
+    return out
+
+
+def subject_metrics(result: dict[str, Any], run: str, prefix: str) -> dict[str, float | None]:
+    """The run's TA on the prompts that name k subjects and its paired TA differences against each reference
+    (comparison.json's exploratory `by_subjects`): `<prefix>subjects_<k>/TA_mean` (`_lo`, `_hi`) and
+    `<prefix>subjects_<k>/vs_<ref>/TA_diff` (`_lo`, `_hi`); nothing without the breakdown."""
+    block = result.get("by_subjects")
+    if not block:
+        return {}
+    out: dict[str, float | None] = {}
+    for k, per in block["runs"].get(run, {}).items():
+        iv = per["TA"]
+        key = f"{prefix}subjects_{k}/TA"
+        out.update({f"{key}_mean": iv["estimate"], f"{key}_lo": iv["lo"], f"{key}_hi": iv["hi"]})
+    for ref, per_run in block["differences"].items():
+        for k, cell in per_run.get(run, {}).items():
+            d, key = cell["TA"], f"{prefix}subjects_{k}/vs_{_metric_id(ref)}/TA_diff"
+            out.update({key: d["estimate"], f"{key}_lo": d["lo"], f"{key}_hi": d["hi"]})
     return out
 
 
