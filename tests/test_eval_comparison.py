@@ -335,6 +335,9 @@ def test_the_breakdown_by_subjects_is_a_table_and_a_figure(tmp_path: Path) -> No
     no_groups = compare(runs, ["sft"], StatsConfig(n_boot=100))
     assert "by number of subjects" not in render_markdown(no_groups, "grounded", "test")
     assert not plot_subjects(no_groups, tmp_path / "none.png", "t") and not (tmp_path / "none.png").exists()
+    one = {p: (1 if p == "p00" else 2) for p in subjects}  # a group of one prompt
+    assert "| Method | 1 subject (1 prompt) | 2 subjects (39 prompts) |" in render_markdown(
+        compare(runs, ["sft"], StatsConfig(n_boot=100), subjects=one), "grounded", "test")
 
 
 def test_subject_counts_are_the_foreground_references_of_each_prompt() -> None:

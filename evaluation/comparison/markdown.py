@@ -89,7 +89,8 @@ def subjects_markdown(block: dict | None, pct: int) -> list[str]:
     if not block:
         return []
     groups = block["groups"]
-    head = [f"{k} subject{'' if k == '1' else 's'} ({g['n_prompts']} prompts)" for k, g in groups.items()]
+    head = [f"{k} subject{'' if k == '1' else 's'} ({g['n_prompts']} prompt{'' if g['n_prompts'] == 1 else 's'})"
+            for k, g in groups.items()]
     left = f"; {block['left_out']} prompts with no count are left out" if block["left_out"] else ""
     md = ["## Exploratory: TA by number of subjects (uncorrected)", "",
           f"_The prompts grouped by how many subjects (people and objects) they name, the paper's multi-subject axis; "
