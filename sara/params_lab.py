@@ -81,6 +81,7 @@ class DiTPretrainParams(Section):
     eval_guidance: float = Field(1.0, ge=1.0)
     # prompts of the learning curve: the 18 qualitative synthetic prompts, whatever `sample.prompt_set` evaluates
     eval_prompt_set: PromptSetName = "synthetic"
+    eval_seed: int = Field(0, ge=0)  # sampling seed of the curve's videos (not sample.seeds: adding one reruns no base)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # 0 = no EMA
     seed: int = Field(0, ge=0)
 

@@ -381,3 +381,24 @@ def test_base_learning_curve_samples_the_qualitative_prompts_whatever_the_evalua
     with pytest.raises(Stop):
         pretrain_base(micro_lab_params(corpus_dir, sample__prompt_set="lab"), tmp_path / "base")
     assert asked == ["synthetic"]
+
+
+def test_base_learning_curve_samples_with_its_own_seed_not_the_dags(micro_lab, tmp_path, monkeypatch):
+    """The curve's sampling seed is `pretrain.dit.eval_seed`: `sample.seeds` is the DAG's, and a base stage that
+    read it would rerun (11 minutes of the lab's GPU) whenever a sampling seed is added (tests/test_pretrain_params.py)."""
+    import sara.stages.pretrain_dit as stage
+
+    class Stop(Exception):
+        pass
+
+    seeds = []
+
+    def record(*args):
+        seeds.append(args[-1])
+        raise Stop
+
+    corpus_dir, _ = micro_lab
+    monkeypatch.setattr(stage, "sample_videos", record)
+    with pytest.raises(Stop):
+        stage.pretrain_base(micro_lab_params(corpus_dir, sample__seeds=[5, 6]), tmp_path / "base")
+    assert seeds == [0]  # pretrain.dit.eval_seed's default

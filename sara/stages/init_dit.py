@@ -13,8 +13,12 @@ from pathlib import Path
 
 from sara.config import Params
 
-# dit.init_seed seeds the tiny init; lab: the corpus and VAE folders, pretrain.dit, sample (the curve's prompts)
-SECTIONS = ["project", "dit", "pretrain.corpus.out_dir", "pretrain.vae.out_dir", "pretrain.dit", "sample"]
+# dit.init_seed seeds the tiny init; lab: the corpus and VAE folders, pretrain.dit, and how the learning curve
+# samples as the DAG does (shift, clip size, fps, negative prompt); sample.boundary_ratio: one expert or two.
+# Not all of `sample`: another sampling seed, step count or prompt set must not rerun the base (tests/test_pretrain_params.py)
+SECTIONS = ["project", "dit", "pretrain.corpus.out_dir", "pretrain.vae.out_dir", "pretrain.dit", "sample.shift",
+            "sample.frames", "sample.height", "sample.width", "sample.fps", "sample.negative_prompt",
+            "sample.boundary_ratio"]
 
 
 def run(params: Params) -> Path:

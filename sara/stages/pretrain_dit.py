@@ -7,7 +7,7 @@ sara.train.pretrain_dit. The pretrained transformer becomes both experts (the hi
 trains, the low-noise copy stays frozen for sampling).
 
 Learning curve: every `pretrain.dit.eval_every` steps the prompts of `pretrain.dit.eval_prompt_set` (one video each,
-seed `sample.seeds[0]`) are sampled at `pretrain.dit.eval_steps` denoising steps and CFG `eval_guidance`; the
+seed `pretrain.dit.eval_seed`) are sampled at `pretrain.dit.eval_steps` denoising steps and CFG `eval_guidance`; the
 videos are kept in `curve/step_<n>.npz` and scored by the grounded judge at the end (`curve.json`: TA / MQ
 means against steps). Where the machine cannot score (no mp4 encoder for the judge's reference round trip),
 `curve.json` says so and `python scripts/lab_score.py models/base` scores the kept videos later.
@@ -114,7 +114,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     (out / CURVE_DIR).mkdir(parents=True, exist_ok=True)
 
     def on_eval(step: int, model: Any) -> dict[str, Any]:
-        videos = sample_videos(model, vae, prompt_states, neg, params, p.eval_steps, p.eval_guidance, s.seeds[0])
+        videos = sample_videos(model, vae, prompt_states, neg, params, p.eval_steps, p.eval_guidance, p.eval_seed)
         name = f"step_{step:06d}.npz"
         np.savez_compressed(out / CURVE_DIR / name, **{it.id: v for it, v in zip(prompts, videos)})
         return {"videos": name}
@@ -124,7 +124,7 @@ def pretrain_base(params: Params, out: Path, log=print) -> dict[str, Any]:
     result.transformer.save_pretrained(out / "transformer_2")
     shutil.copytree(vae_dir, out / "vae", ignore=shutil.ignore_patterns("manifest.json", "metrics.json", "*.png",
                                                                        DIGESTS))
-    curve = {"prompt_set": p.eval_prompt_set, "seed": s.seeds[0], "eval_steps": p.eval_steps,
+    curve = {"prompt_set": p.eval_prompt_set, "seed": p.eval_seed, "eval_steps": p.eval_steps,
              "eval_guidance": p.eval_guidance, "scored": False, "points": result.curve}
     (out / "curve.json").write_text(json.dumps(curve, indent=2))
     try:
