@@ -17,8 +17,8 @@ BUNDLE (a file whose bytes another already holds, as the base DiT's two experts,
 bundle.json: the base stages, and for each the params values it lists and the sha256 of each source
 file or folder it depends on.
 
-unpack: WORK (a checkout with dvc.yaml written for its params) must list the same base stages, with the same params
-values and sources, and every packed file must arrive with the bytes it had (bundle.json holds each one's sha256);
+unpack: WORK (a checkout with dvc.yaml written for its params) must list the same base stages, each listing the same
+params keys with the same values, and the same sources, and every packed file must arrive with the bytes it had (bundle.json holds each one's sha256);
 the first difference is one error line naming the stage and the key, or the file, and nothing is written. Then the outputs are extracted (replacing any there) and the base stages frozen: `sara repro` plans
 around them (flows/repro.py) and the stages below them run as usual. The carried outputs live in the work folder
 only, not in DVC's cache and dvc.lock (`dvc commit` of a frozen stage needs its absent inputs): `sara repro` and
@@ -215,6 +215,9 @@ def check(manifest: dict, work: Path, bundle: Path) -> None:
     for name, built in manifest["stages"].items():
         if name not in here:
             raise BundleError(f"{bundle}: stage {name} is not in {work / 'dvc.yaml'}")
+        listed, was = sorted(here[name]["params"]), sorted(built["params"])
+        if listed != was:  # the stage reads other keys now (its code changed): a key it gained has no built value
+            raise BundleError(f"{bundle}: {name} lists the params {listed} here; it was built listing {was}")
         for key, value in built["params"].items():
             if here[name]["params"].get(key) != value:
                 raise BundleError(f"{bundle}: {name} was built with {key} = {value!r}; {work / 'params.yaml'} "

@@ -112,6 +112,12 @@ def test_both_ends_name_the_base_their_runs_were_trained_on(built, tmp_path: Pat
         assert origin == {"base": ident, "bundle": "base.tar", "outputs": ["models/base"]}
 
 
+def _stage_params(path: Path, stage: str, keys: list[str]) -> None:
+    """The checkout's dvc.yaml with `stage` listing the params `keys`."""
+    stages = {**DVC_YAML["stages"], stage: {**DVC_YAML["stages"][stage], "params": keys}}
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+
+
 @pytest.mark.parametrize("change, named", [
     (lambda p: (p / "params.yaml").write_text(yaml.safe_dump({"corpus": {"n": 3}, "base": {"width": 3}})),
      "base was built with base = {'width': 2}"),
@@ -119,6 +125,11 @@ def test_both_ends_name_the_base_their_runs_were_trained_on(built, tmp_path: Pat
      "corpus was built with corpus = {'n': 3}"),
     (lambda p: (p / "src" / "base.py").write_text(SOURCES["base.py"] + "# changed\n"),
      "base was built from another src/base.py"),
+    # the stage's params list changed (its code says which keys it reads): named as such, narrower or wider
+    (lambda p: _stage_params(p, "base", ["base.width"]),
+     "base lists the params ['base.width'] here; it was built listing ['base']"),
+    (lambda p: _stage_params(p, "base", ["base", "corpus.n"]),
+     "base lists the params ['base', 'corpus.n'] here; it was built listing ['base']"),
 ])
 def test_a_bundle_built_with_other_params_or_code_is_one_line_and_writes_nothing(built, tmp_path: Path, capsys,
                                                                                  change, named):
