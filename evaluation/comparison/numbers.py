@@ -1,6 +1,7 @@
 """The comparison's numbers (the body of comparison.json): per run and metric an interval and the training-seed
 spread, per training seed its own intervals, paired differences against the reference runs, the paper's
-orderings (claims.py), and the exploratory breakdown by how many subjects a prompt names (`by_subjects`). The interval, the resampling unit and the pairing: evaluation/statistics.py.
+orderings (claims.py), and the exploratory breakdown by how many subjects a prompt names (`by_subjects`). The
+interval, the resampling unit and the pairing: evaluation/statistics.py.
 """
 
 from __future__ import annotations
