@@ -76,13 +76,16 @@ def test_mechanism_table_against_every_target(tmp_path: Path):
 
 def test_collect_keeps_results_and_leaves_out_models_videos_and_outputs_being_written(tmp_path: Path):
     """...and keeps what the results were made from: the params, dvc.lock and the carried base's identity (run 10's
-    results came back without the params they were made with)."""
+    results came back without the params they were made with). The comparison's qualitative grids stay out: with
+    run 12's eight rows they took the archive past the device's 16 MiB return limit."""
     import subprocess
     import tarfile
 
     work = tmp_path / "lab"
     for rel in ("params.yaml", "dvc.lock", "base_origin.json", "outputs/rubric/sft/syn_01_s0.json", "outputs/rubric/.sara-or.tmp4242/syn_01_s0.json",
-                "outputs/rubric/sft/syn_01_s0.mp4", "models/vae/metrics.json", "models/dit/sft/aux.pt"):
+                "outputs/rubric/sft/syn_01_s0.mp4", "models/vae/metrics.json", "models/dit/sft/aux.pt",
+                "outputs/comparison/comparison.json", "outputs/comparison/figures/claims_grounded.png",
+                "outputs/comparison/figures/qualitative/syn_01.png"):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text("x")
     out = tmp_path / "results.tgz"
@@ -90,7 +93,8 @@ def test_collect_keeps_results_and_leaves_out_models_videos_and_outputs_being_wr
     with tarfile.open(out) as tar:
         names = {n for n in tar.getnames() if not tar.getmember(n).isdir()}
     assert names == {"params.yaml", "dvc.lock", "base_origin.json", "outputs/rubric/sft/syn_01_s0.json",
-                     "models/vae/metrics.json"}
+                     "models/vae/metrics.json", "outputs/comparison/comparison.json",
+                     "outputs/comparison/figures/claims_grounded.png"}
 
 
 def test_claim_stages_score_every_run_the_lab_claims_compare():
