@@ -5,7 +5,8 @@
 # scripts/lab_run.sh refreshes it every minute while the DAG runs, so a run cut short still leaves its results.
 # With them, what they were made from: the params, dvc.lock and base_origin.json (which carried base, if any;
 # scripts/lab_base_bundle.py). A stage still writing its output (`.<name>.tmp<pid>`) is left out; a missing path is skipped.
-# The comparison's qualitative grids stay out (eight rows made them pass the device's 16 MiB return limit): bring
+# The comparison's qualitative grids stay out (with run 12's eight rows the archive passed the device's 16 MiB
+# return limit once compare had written them; without them it was 0.4 MB): bring
 # them back on their own, `tar czf grids.tgz -C WORK outputs/comparison/figures/qualitative`.
 set -uo pipefail
 WORK=$1; OUT=$(realpath -m "$2")
