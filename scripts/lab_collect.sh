@@ -6,7 +6,7 @@
 # With them, what they were made from: the params, dvc.lock and base_origin.json (which carried base, if any;
 # scripts/lab_base_bundle.py). A stage still writing its output (`.<name>.tmp<pid>`) is left out; a missing path is skipped.
 # The comparison's qualitative grids stay out (with run 12's eight rows the archive passed the device's 16 MiB
-# return limit once compare had written them; without them it was 0.4 MB): bring
+# return limit once compare had written them; the comparison folder without them packs to 0.4 MB): bring
 # them back on their own, `tar czf grids.tgz -C WORK outputs/comparison/figures/qualitative`.
 set -uo pipefail
 WORK=$1; OUT=$(realpath -m "$2")
