@@ -23,6 +23,15 @@ def _plt():
     return plt
 
 
+def _estimates_and_errors(intervals: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Estimates (N,) and matplotlib's error bars (2, N) of interval dicts; a missing number is NaN, its bar 0."""
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if iv.get(key) is None else iv[key] for iv in intervals], dtype=float)
+
+    est, lo, hi = col("estimate"), col("lo"), col("hi")
+    return est, np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
+
+
 def plot_dims(result: dict, path: Path, title: str) -> None:
     """Per-dimension bars per method with their intervals as error bars."""
     plt = _plt()
@@ -33,10 +42,7 @@ def plot_dims(result: dict, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(14, 4.5))
     for i, r in enumerate(runs):
         m = result["runs"][r]["metrics"]
-        est = np.array([np.nan if m[d]["estimate"] is None else m[d]["estimate"] for d in dims])
-        lo = np.array([np.nan if m[d]["lo"] is None else m[d]["lo"] for d in dims])
-        hi = np.array([np.nan if m[d]["hi"] is None else m[d]["hi"] for d in dims])
-        err = np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
+        est, err = _estimates_and_errors([m[d] for d in dims])
         ax.bar(x + i * width - 0.4 + width / 2, est, width, yerr=err, capsize=1.5, label=row_label(r), error_kw={"lw": 0.7})
     finish_dim_bars(plt, fig, ax, dims, path, title, ymax=5.4)  # room above 5 for the error bars
 
@@ -91,10 +97,7 @@ def plot_subjects(result: dict, path: Path, title: str) -> bool:
         step = 0.6 / max(1, len(per_run))
         for i, (name, per) in enumerate(per_run.items()):
             cells = [per.get(k, {}).get("TA") or {} for k in groups]
-            est = np.array([np.nan if c.get("estimate") is None else c["estimate"] for c in cells])
-            lo = np.array([np.nan if c.get("lo") is None else c["lo"] for c in cells])
-            hi = np.array([np.nan if c.get("hi") is None else c["hi"] for c in cells])
-            err = np.nan_to_num(np.stack([est - lo, hi - est]), nan=0.0)
+            est, err = _estimates_and_errors(cells)
             ax.errorbar(x - 0.3 + (i + 0.5) * step, est, yerr=err, fmt="o-", capsize=2, lw=1, ms=3, label=row_label(name))
         ax.axhline(0.0, color="black", lw=0.8)
         ax.set_xticks(x, [f"{k}\n({block['groups'][k]['n_prompts']} prompts)" for k in groups], fontsize=8)
