@@ -26,7 +26,7 @@ WanFrames = Annotated[int, AfterValidator(_wan_frame_count)]  # a frame count th
 ZeroStage = Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_bool)]
 # sara/data/prompts: the 18 synthetic or real-world prompts, the 256 held-out synthetic scenes, or lab = synthetic
 # followed by held-out (the qualitative grids read the 18, the intervals all 274)
-PromptSetName = Literal["synthetic", "realworld", "heldout", "lab"]
+PromptSetName = Literal["synthetic", "realworld", "heldout", "lab", "lab530"]
 
 
 class StrictModel(BaseModel):

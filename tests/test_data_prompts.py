@@ -96,10 +96,21 @@ def test_lab_set_is_the_18_synthetic_prompts_then_256_heldout_scenes_with_ground
     assert len({i.spec.model_dump_json() for i in held}) == 256
 
 
+def test_lab530_is_the_lab_set_then_256_more_heldout_scenes() -> None:
+    """More power without changing the 274-prompt set earlier runs were judged on: lab530 extends lab."""
+    lab, wide = load_prompt_set("lab"), load_prompt_set("lab530")
+    assert len(wide) == 18 + 512 and len({i.id for i in wide}) == len(wide)
+    assert [(i.id, i.spec) for i in wide[:274]] == [(i.id, i.spec) for i in lab]
+    assert [i.id for i in wide[274:]] == [f"held_{k:03d}" for k in range(256, 512)]
+    assert all(i.spec is not None and 2 <= len(i.spec.entities) <= 4 for i in wide[274:])
+    assert len({i.spec.model_dump_json() for i in wide[18:]}) == 512
+    assert [i.id for i in load_prompt_set("heldout")] == [i.id for i in wide[18:]]  # the file holds all 512
+
+
 def test_heldout_file_is_what_its_generator_writes_for_a_few_items() -> None:
     raw = prompt_set_raw("heldout")
     assert raw["render"] == heldout.RENDER and len(raw["items"]) == heldout.N_PROMPTS
-    for i in (0, 1, 255):
+    for i in (0, 1, 255, 256, 511):
         assert raw["items"][i] == heldout.heldout_item(i), i
 
 

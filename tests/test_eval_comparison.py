@@ -357,7 +357,7 @@ def test_the_compare_stage_groups_the_sampled_prompts_by_subjects() -> None:
 
     assert "sample.prompt_set" in SECTIONS  # a new prompt set reruns compare (its groups change)
     lab = load_params(Path("configs/lab.yaml"))
-    assert len(subjects(lab)) == 274
+    assert len(subjects(lab)) == 530  # lab530: the 18 synthetic prompts and 512 held-out scenes
 
 
 def test_the_breakdown_by_subjects_goes_to_each_childs_mlflow_metrics() -> None:

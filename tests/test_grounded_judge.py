@@ -185,3 +185,18 @@ def test_follow_scores_five_and_breaks_when_reversed(follow_ref):
     full = grounded_scores(FOLLOW, r.frames[::-1].copy(), FPS, ref=r)
     assert full["interaction_correctness"]["score"] < 5 and full["motion_prompt_alignment"]["score"] == 1
     assert_golden("follow_reversed", full)
+
+
+def test_the_reference_segments_its_clip_once(monkeypatch) -> None:
+    """build_reference labelled the ground-truth clip's colours twice (once for the entity masks, again inside
+    match_entities): about a fifth of a reference's time, in every rubric stage, for every prompt."""
+    import evaluation.grounded.reference as reference
+    from sara.sample import load_prompts
+
+    calls: list[tuple] = []
+    real = reference.colour_labels
+    monkeypatch.setattr(reference, "colour_labels", lambda *a: calls.append(a[0].shape) or real(*a))
+    item = next(p for p in load_prompts("synthetic") if p.spec is not None)
+    ref = reference.build_reference(item.spec, 9, 64, 64, 8)
+    assert len(calls) == 1
+    assert np.array_equal(ref.tracks.labels, real(ref.frames, ref.background, ref.colours))

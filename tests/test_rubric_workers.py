@@ -63,3 +63,19 @@ def test_grounded_pool_takes_the_stage_share_of_the_cores(monkeypatch):
     assert default_workers() == 2
     monkeypatch.setenv("SARA_STAGE_CORES", "64")
     assert default_workers() == 16  # never more processes than cores
+
+
+def test_videos_scored_in_workers_are_not_decoded_again_by_the_stage(tmp_path: Path, monkeypatch):
+    """The main process used to decode every video a second time after the pool had scored it, one by one: about
+    0.05 s a video, serial, on the lab's critical path (530 prompts per run). With no VLM judge it reads none."""
+    import evaluation.rubric.evaluate as ev
+
+    _sampled_run(tmp_path / "samples", 3)
+    params = params_from_dict({"sample": {"out_dir": str(tmp_path / "samples"), "fps": 8}})
+    reads: list[Path] = []
+    real = ev.read_video
+    monkeypatch.setattr(ev, "read_video", lambda path, *a, **k: reads.append(Path(path)) or real(path, *a, **k))
+    summary = ev.evaluate_run(params, "base", tmp_path / "three", workers=3)
+    assert reads == [] and summary["protocols"]["grounded"]["result"]
+    ev.evaluate_run(params, "base", tmp_path / "one", workers=1)  # in-process scoring still decodes each video once
+    assert len(reads) == 3

@@ -91,7 +91,7 @@ def build_reference(spec: SceneSpec, frames: int, height: int, width: int, fps: 
             ent[k, f] = own & (labels[f] == group[k])
     visible = (vis_frac >= VISIBLE_FRAC) & (ent.reshape(len(names), frames, -1).sum(-1) >= min_area)
     ref = Reference(truth, gt_video, bg, ent, visible, tracks=None, colours=colours, group=group, radius=radius, min_area=min_area)  # type: ignore[arg-type]
-    ref.tracks = match_entities(gt_video, ref)
+    ref.tracks = match_entities(gt_video, ref, labels=labels)  # the clip's colours are labelled once
     return ref
 
 
@@ -100,11 +100,14 @@ def _centre(mask: np.ndarray) -> np.ndarray:
     return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
 
 
-def match_entities(video: np.ndarray, ref: Reference) -> Tracks:
-    """Match each prompt entity to at most one blob per frame by shape (aligned IoU) and colour."""
+def match_entities(video: np.ndarray, ref: Reference, labels: np.ndarray | None = None) -> Tracks:
+    """Match each prompt entity to at most one blob per frame by shape (aligned IoU) and colour.
+
+    `labels`: the video's `colour_labels` against `ref.background` and `ref.colours`, when the caller has them."""
     F, H, W = video.shape[:3]
     K, G = len(ref.group), len(ref.colours)
-    labels = colour_labels(video, ref.background, ref.colours)
+    if labels is None:
+        labels = colour_labels(video, ref.background, ref.colours)
     masks: list[list[np.ndarray | None]] = [[None] * F for _ in range(K)]
     centres = np.full((K, F, 2), np.nan)
     areas = np.zeros((K, F))

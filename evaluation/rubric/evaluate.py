@@ -142,18 +142,21 @@ def evaluate_run(params: Any, run: str, out: Path, judges: list[Any] | None = No
     grounded_videos, vlm_videos = [], []
     for v in tqdm(index["videos"], desc=f"rubric {run}", unit="video"):
         item = prompts[v["prompt_id"]]
-        frames, _ = read_video(folder / v["mp4"])
+        frames = None  # decoded only when this process needs the pixels (a pool's scores need none)
         video = v["mp4"] if run == ORACLE else str(folder / v["mp4"])  # the oracle's clips sit beside the scores
         rec: dict[str, Any] = {"run": run, "prompt_id": item.id, "seed": v["seed"], "video": video}
         if r.grounded and item.spec is not None:
             g = scored.get(id(v))
             if g is None:
+                frames, _ = read_video(folder / v["mp4"])
                 if item.id not in refs:
                     refs[item.id] = build_reference(SceneSpec.model_validate(item.spec), *frames.shape[:3], s.fps)
                 g = grounded_scores(SceneSpec.model_validate(item.spec), frames, s.fps, ref=refs[item.id])
             rec["grounded"] = g
             grounded_videos.append({"grounded": {d: x["score"] for d, x in g.items()}})
         if judges:
+            if frames is None:
+                frames, _ = read_video(folder / v["mp4"])
             d = description_from_caption(item.caption)
             rec["judges"] = {}
             video_scores: dict[str, dict] = {}

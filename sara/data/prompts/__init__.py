@@ -4,10 +4,12 @@
   truth (for the grounded judge) and a caption equal to `spec_to_mtss(spec)` at the file's `render` settings.
 - `realworld.json`: 18 real-world multi-subject prompts (several people and objects, attribute binding,
   interactions, camera moves) for real video models.
-- `heldout.json`: 256 random synthetic scenes with their ground truth, for statistical power (heldout.py says how
+- `heldout.json`: 512 random synthetic scenes with their ground truth, for statistical power (heldout.py says how
   they are drawn and regenerates the file).
-- `lab` (no file of its own): the 18 synthetic prompts followed by the 256 held-out ones, what the lab scale
-  samples and judges: the first for the qualitative grids, all of them for the intervals.
+- `lab` (no file of its own): the 18 synthetic prompts followed by the first 256 held-out ones, what the lab scale
+  sampled and judged up to run 12: the first for the qualitative grids, all of them for the intervals.
+- `lab530`: the `lab` set followed by the other 256 held-out scenes (18 + 512 prompts), for intervals about 1.4x
+  narrower; its first 274 prompts are `lab`, so rows judged on either can be compared on those.
 
 Item fields: `id` (unique, e.g. syn_07 / real_03), `title`, `focus` (the rubric dimensions it stresses),
 `caption` (MTSS), and `spec` (synthetic only).
@@ -27,7 +29,11 @@ from sara.data.synthetic.spec import SceneSpec
 from sara.errors import InputError
 
 PROMPT_SETS = ("synthetic", "realworld", "heldout")  # one JSON file each
-COMBINED_SETS: dict[str, tuple[str, ...]] = {"lab": ("synthetic", "heldout")}  # sets made of the files' sets, in order
+# sets made of the files' sets, in order: (file set, how many of its first items; None = all of them)
+COMBINED_SETS: dict[str, tuple[tuple[str, int | None], ...]] = {
+    "lab": (("synthetic", None), ("heldout", 256)),
+    "lab530": (("synthetic", None), ("heldout", 512)),
+}
 
 
 class PromptSetError(InputError, ValueError):
@@ -66,10 +72,16 @@ def load_prompt_set(name: str) -> list[PromptItem]:
     """Validated prompt items of the set `name` (a file of PROMPT_SETS or a set of COMBINED_SETS); errors name the
     item and field."""
     if name in COMBINED_SETS:
-        items = [item for part in COMBINED_SETS[name] for item in load_prompt_set(part)]
+        items = []
+        for part, count in COMBINED_SETS[name]:
+            part_items = load_prompt_set(part)
+            if count is not None and len(part_items) < count:
+                raise PromptSetError(f"prompt set {name}: takes {count} items of {part}, which has {len(part_items)}")
+            items += part_items[:count]
         ids = [i.id for i in items]
         if len(set(ids)) != len(ids):
-            raise PromptSetError(f"prompt set {name}: an id is in two of {', '.join(COMBINED_SETS[name])}")
+            parts = ", ".join(part for part, _ in COMBINED_SETS[name])
+            raise PromptSetError(f"prompt set {name}: an id is in two of {parts}")
         return items
     raw = prompt_set_raw(name)
     items: list[PromptItem] = []

@@ -1,16 +1,17 @@
-"""The held-out prompt set `heldout.json`: 256 random synthetic scenes with their ground truth, for statistical power.
+"""The held-out prompt set `heldout.json`: 512 random synthetic scenes with their ground truth, for statistical power.
 
 Why. The 18 hand-written synthetic prompts are for looking at (the qualitative grids); a paired difference of text
 alignment over 18 prompts has a 95% interval about +-0.05 wide, where the paper's effects are about 0.03. The
-held-out set adds 256 scenes drawn from the renderer's own scene law (`random_spec`) with the continual-training
+held-out set adds up to 512 scenes drawn from the renderer's own scene law (`random_spec`) with the continual-training
 set's multi-entity settings (`SCENES`, those of configs/lab.yaml's `data`), so the judged prompts look like what
 Stage 2 trains on without being any of its clips: scene i is seeded by (HELDOUT_SEED, i), a seed stream that the
 data stage (data.seed, split, i) and the corpus never draw from. Each item carries its `SceneSpec`, so the grounded
 judge renders its ground truth, and its caption is `spec_to_mtss(spec)` at the file's `render` settings, as in
-synthetic.json.
+synthetic.json. The `lab` set judges the first 256 (every lab run up to run 12), `lab530` all 512: a paired
+interval's half-width shrinks with the square root of the prompts, so 512 bring run 12's widest (0.040) under 0.03.
 
 The file is generated once and committed (`python -m sara.data.prompts.heldout` rewrites it), so the evaluation set
-is fixed before any run and loads without rendering 256 scenes; tests/test_data_prompts.py checks that it is what
+is fixed before any run and loads without rendering 512 scenes; tests/test_data_prompts.py checks that it is what
 this code generates.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-N_PROMPTS = 256
+N_PROMPTS = 512  # the lab set takes the first 256, lab530 all of them (sara/data/prompts/__init__.py)
 HELDOUT_SEED = 2025  # scene i: numpy default_rng([HELDOUT_SEED, i]), a stream no training clip is drawn from
 # the scene law of the continual-training clips (configs/lab.yaml `data`): 2-4 entities, mostly interacting
 SCENES: dict[str, float] = {"min_entities": 2, "max_entities": 4, "interaction_prob": 0.7, "person_prob": 0.2,
