@@ -101,6 +101,15 @@ def deterministic_kernels(on: bool) -> None:
 STAGE_CORES_ENV = "SARA_STAGE_CORES"
 
 
+def runnable_tasks(path: Path = Path("/proc/loadavg")) -> int | None:
+    """Tasks the kernel has running or ready to run right now, the caller included (the fourth field of
+    /proc/loadavg, "5/1203"); None where there is no such file (macOS) or it cannot be read."""
+    try:
+        return int(path.read_text().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def one_cpu_thread_for_tiny_models(scale: str) -> None:
     """At the embedded scale, one intra-op thread per stage process (OMP_NUM_THREADS=1, unless already set).
 

@@ -49,9 +49,11 @@ def test_grounded_pool_takes_the_stage_share_of_the_cores(monkeypatch):
     """Under `sara repro --jobs N` each stage gets cores // N: a rubric stage beside the trainers must not start a
     process per core of the machine; alone it takes every core it may use, whatever torch's thread count (the
     embedded scale's OMP_NUM_THREADS=1 is about torch's threads, not this pool)."""
+    import sara.env as env
     from evaluation.rubric.evaluate import default_workers
     from flows.repro import share_cores
 
+    monkeypatch.setattr(env, "runnable_tasks", lambda: 16)  # a busy machine: no idle core to take
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     for key in ("OMP_NUM_THREADS", "SARA_STAGE_CORES"):
@@ -79,3 +81,42 @@ def test_videos_scored_in_workers_are_not_decoded_again_by_the_stage(tmp_path: P
     assert reads == [] and summary["protocols"]["grounded"]["result"]
     ev.evaluate_run(params, "base", tmp_path / "one", workers=1)  # in-process scoring still decodes each video once
     assert len(reads) == 3
+
+
+def test_a_rubric_stage_that_starts_on_an_idle_machine_takes_the_idle_cores(monkeypatch):
+    """The share (cores // jobs) is a floor, not a cap. The lab's last rubric stage is the critical path: it starts
+    after the last training and sampling, with most of 16 cores idle, and scored its 274 videos on 2 of them in
+    113 s (run 12). It takes the cores nobody runs on, and never fewer than its share."""
+    import evaluation.rubric.evaluate as ev
+    import sara.env as env
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("SARA_STAGE_CORES", "2")
+    monkeypatch.setattr(env, "runnable_tasks", lambda: 3)  # this process and two busy ones
+    assert ev.default_workers() == 14  # 16 cores - the 2 busy beside it
+    monkeypatch.setattr(env, "runnable_tasks", lambda: 20)  # a crowded machine: the share
+    assert ev.default_workers() == 2
+    monkeypatch.setattr(env, "runnable_tasks", lambda: None)  # no /proc/loadavg (macOS): the share
+    assert ev.default_workers() == 2
+
+
+def test_runnable_tasks_reads_the_kernels_count_of_running_tasks(tmp_path: Path):
+    from sara.env import runnable_tasks
+
+    f = tmp_path / "loadavg"
+    f.write_text("7.95 8.10 7.70 5/1203 40112\n")
+    assert runnable_tasks(f) == 5
+    assert runnable_tasks(tmp_path / "missing") is None
+    f.write_text("garbage\n")
+    assert runnable_tasks(f) is None
+
+
+def test_the_judges_worker_processes_yield_the_cores_to_the_trainers():
+    """A pool that takes idle cores must not slow a trainer that wakes up beside it: its processes run at a lower
+    priority (niceness + JUDGE_NICENESS), so the kernel gives the cores back to the stages on the critical path."""
+    from evaluation.rubric.evaluate import JUDGE_NICENESS, judge_pool
+
+    here = os.nice(0)
+    with judge_pool(2) as pool:
+        assert set(pool.map(os.nice, [0, 0])) == {min(19, here + JUDGE_NICENESS)}
+    assert os.nice(0) == here  # the stage's own process keeps its priority

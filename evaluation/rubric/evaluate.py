@@ -76,15 +76,33 @@ def _judge_note(name: str, judges: list[Any]) -> dict:
 
 
 def default_workers() -> int:
-    """Processes for the grounded judge: every core this process may use, or its share of them when the stage runs
-    beside others (`sara repro --jobs N` gives each stage cores // N in SARA_STAGE_CORES: a pool of every core in
-    each of several rubric stages beside the trainers oversubscribed the machine). The scores are pure functions of
-    a video and its prompt, so the count changes the wall time only."""
-    from sara.env import STAGE_CORES_ENV
+    """Processes for the grounded judge: every core this process may use; beside other stages, its share of them
+    or the cores idle when it starts, whichever is more.
+
+    `sara repro --jobs N` gives each stage cores // N in SARA_STAGE_CORES: a pool of every core in each of several
+    rubric stages beside the trainers oversubscribed the machine. But the share is a floor, not a cap: the lab's
+    last rubric stage starts after the last training, with most cores idle, and sits on the critical path (run
+    12: 274 videos on 2 of 16 cores, 113 s). Idle cores are the cores minus the tasks the kernel runs besides this
+    one (the most of three looks 0.1 s apart, so a trainer caught waiting for its GPU still counts). The scores
+    are pure functions of a video and its prompt, so the count changes the wall time only."""
+    import time
+
+    from sara import env
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    share = os.environ.get(STAGE_CORES_ENV, "")
-    return max(1, min(cores, int(share))) if share.isdigit() else cores
+    share = os.environ.get(env.STAGE_CORES_ENV, "")
+    if not share.isdigit():
+        return cores
+    floor = max(1, min(cores, int(share)))
+    looks = []
+    for k in range(3):
+        looks.append(env.runnable_tasks())
+        if looks[-1] is None:
+            return floor
+        if k < 2:
+            time.sleep(0.1)
+    idle = cores - (max(looks) - 1)  # type: ignore[operator]  # the count includes this process
+    return max(floor, min(cores, idle))
 
 
 def _grounded_one(spec: dict, path: Path, fps: int) -> dict:
@@ -94,11 +112,20 @@ def _grounded_one(spec: dict, path: Path, fps: int) -> dict:
     return grounded_scores(scene, frames, fps, ref=build_reference(scene, *frames.shape[:3], fps))
 
 
+JUDGE_NICENESS = 10  # the judge's worker processes yield the cores to the stages beside them (trainers, samplers)
+
+
+def judge_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` processes at a lower priority: a pool that took the idle cores (`default_workers`) gives them back
+    to any stage that needs them later."""
+    return ProcessPoolExecutor(max_workers=workers, initializer=os.nice, initargs=(JUDGE_NICENESS,))
+
+
 def _grounded_in_workers(tasks: list[tuple[dict, Path, int]], workers: int, desc: str) -> list[dict]:
     """`_grounded_one` of every task, in order, on up to `workers` processes (with a progress bar)."""
     from tqdm import tqdm
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+    with judge_pool(min(workers, len(tasks))) as pool:
         done = pool.map(_grounded_one, *zip(*tasks), chunksize=max(1, len(tasks) // (4 * workers)))
         return list(tqdm(done, total=len(tasks), desc=desc, unit="video"))
 
