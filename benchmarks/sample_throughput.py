@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> list[str]:
     for per_call in args.sizes:
         n = min(per_call, len(captions))
         sampler.generate_batch(captions[:n], [0] * n)  # warm-up at this size: allocations, kernel choice
+        if sampler.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         dt = throughput(sampler, captions, n)
+        if sampler.device.type == "cuda":  # what a larger sample.videos_per_call would cost beside the trainers
+            machine = f"{torch.cuda.get_device_name()}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
         row = (f"| {args.params} | {s.frames}x{s.height}x{s.width}, {s.steps} steps, guidance {s.guidance:g} | "
                f"{args.prompt_set} | {len(captions)} | {n} | {dt:.2f} | {len(captions) / dt:.2f} | {machine} |")
         print(row, flush=True)
