@@ -536,7 +536,7 @@ def test_the_determinism_probe_runs_even_when_the_second_seed_fails(tmp_path: Pa
     assert "the second seed's repro failed" in (tmp_path / "lab2.log").read_text()
 
 
-@pytest.mark.slow  # the three probes shrunk, the determinism probe's DAG with the rehearsal's cuts (about 4 min)
+@pytest.mark.slow  # the three probes shrunk, the determinism probe's DAG with the rehearsal's cuts (about 6 min)
 def test_gpu_probes_write_each_benchmarks_rows_and_the_determinism_table(tmp_path: Path):
     """scripts/lab_gpu_probes.sh on the CPU, with every step shrunk: what a GPU session brings back is there."""
     import os
