@@ -25,7 +25,7 @@ echo "[probes] 3/3 determinism at the lab's shapes $(date +%T)"
 # the rehearsal's cuts (its first LAB_SET) with a batch of 16 clips, Stage 2's DAG only
 CUTS=$(grep -m1 '^export LAB_SET=' scripts/lab_rehearsal.sh | sed -e 's/^export LAB_SET="//' -e 's/"$//' -e 's/train.batch_size=2/train.batch_size=16/')
 PROBE_WORK=${PROBE_WORK:-/tmp/lab_probe}; PROBE_DET=${PROBE_DET:-/tmp/det}
-LAB_SET="$CUTS" WORK=$PROBE_WORK RESULTS=$OUT_DIR/probe_dag.tgz COLLECT_EVERY=30 WHEELS=$WHEELS SITE=$SITE \
+LAB_SET=$CUTS WORK=$PROBE_WORK RESULTS=$OUT_DIR/probe_dag.tgz COLLECT_EVERY=30 WHEELS=$WHEELS SITE=$SITE \
   bash scripts/lab_run.sh "$MINILM" train_dit-sara-or > "$OUT_DIR/probe_dag.log" 2>&1
 (cd "$PROBE_WORK" && PYTHONPATH=$PROBE_WORK:$SITE python3 benchmarks/determinism.py --params params.yaml --run sara-or \
    --steps "${PROBE_STEPS:-50}" --out "$PROBE_DET" > "$OUT_DIR/determinism.log" 2>&1)
