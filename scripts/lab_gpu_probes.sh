@@ -23,7 +23,7 @@ echo "[probes] 2/3 grounded judge $(date +%T)"
 python3 benchmarks/grounded_judge.py ${JUDGE_ARGS:---videos 256 --workers 2,8,16} > "$OUT_DIR/grounded_judge.rows" 2> "$OUT_DIR/grounded_judge.log"
 echo "[probes] 3/3 determinism at the lab's shapes $(date +%T)"
 # the rehearsal's cuts (its first LAB_SET) with a batch of 16 clips, Stage 2's DAG only
-CUTS=$(grep -m1 '^export LAB_SET=' scripts/lab_rehearsal.sh | sed -e 's/^export LAB_SET="//' -e 's/"$//' -e 's/train.batch_size=2/train.batch_size=16/')
+CUTS=$(grep -m1 '^export LAB_SET=' scripts/lab_rehearsal.sh | cut -d'"' -f2 | sed 's/ train.batch_size=2 / train.batch_size=16 /')
 PROBE_WORK=${PROBE_WORK:-/tmp/lab_probe}; PROBE_DET=${PROBE_DET:-/tmp/det}
 LAB_SET=$CUTS WORK=$PROBE_WORK RESULTS=$OUT_DIR/probe_dag.tgz COLLECT_EVERY=30 WHEELS=$WHEELS SITE=$SITE \
   bash scripts/lab_run.sh "$MINILM" train_dit-sara-or > "$OUT_DIR/probe_dag.log" 2>&1
