@@ -6,7 +6,7 @@
 #      model shapes, on a DAG built with the rehearsal's budget cuts (scripts/lab_rehearsal.sh) and a real batch.
 # Each step's output goes to $OUT_DIR as it finishes (rows to append to the benchmarks' .md files, logs):
 #   WHEELS=/tmp/wh OUT_DIR=/tmp/probes bash scripts/lab_gpu_probes.sh /tmp/minilm-fp16
-# SAMPLE_ARGS, JUDGE_ARGS, PROBE_STEPS shrink the steps; PROBE_WORK, PROBE_DET: the probe's DAG and output folders
+# PROBES="sample judge determinism" (the default) picks the steps; SAMPLE_ARGS, JUDGE_ARGS, PROBE_STEPS shrink them; PROBE_WORK, PROBE_DET: the probe's DAG and output folders
 # (a CPU check of the script with every step shrunk: tests/test_lab_scripts.py, about 6 min on 2 cores).
 set -uo pipefail
 MINILM=$1
@@ -16,11 +16,17 @@ WHEELS=${WHEELS:-.whl}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH=$PWD:$SITE DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 python3 scripts/lab_params.py "$MINILM" --overrides "" && cp params.yaml "$OUT_DIR/params_lab.yaml"
+PROBES=${PROBES:-sample judge determinism}
+if [[ " $PROBES " == *" sample "* ]]; then
 echo "[probes] 1/3 sampling throughput $(date +%T)"
 python3 benchmarks/sample_throughput.py --params params.yaml --prompt-set lab530 ${SAMPLE_ARGS:---videos 133 --per-call 133} \
   > "$OUT_DIR/sample_throughput.rows" 2> "$OUT_DIR/sample_throughput.log"
+fi
+if [[ " $PROBES " == *" judge "* ]]; then
 echo "[probes] 2/3 grounded judge $(date +%T)"
 python3 benchmarks/grounded_judge.py ${JUDGE_ARGS:---videos 256 --workers 2,8,16} > "$OUT_DIR/grounded_judge.rows" 2> "$OUT_DIR/grounded_judge.log"
+fi
+if [[ " $PROBES " == *" determinism "* ]]; then
 echo "[probes] 3/3 determinism at the lab's shapes $(date +%T)"
 # the rehearsal's cuts (its first LAB_SET) with a batch of 16 clips, Stage 2's DAG only
 CUTS=$(grep -m1 '^export LAB_SET=' scripts/lab_rehearsal.sh | cut -d'"' -f2 | sed 's/ train.batch_size=2 / train.batch_size=16 /')
@@ -30,4 +36,5 @@ LAB_SET=$CUTS WORK=$PROBE_WORK RESULTS=$OUT_DIR/probe_dag.tgz COLLECT_EVERY=30 W
 (cd "$PROBE_WORK" && PYTHONPATH=$PROBE_WORK:$SITE python3 benchmarks/determinism.py --params params.yaml --run sara-or \
    --steps "${PROBE_STEPS:-50}" --out "$PROBE_DET" > "$OUT_DIR/determinism.log" 2>&1)
 cp "$PROBE_DET/determinism.md" "$OUT_DIR/" 2>/dev/null
+fi
 echo "[probes] done $(date +%T)"
