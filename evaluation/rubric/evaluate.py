@@ -94,14 +94,13 @@ def default_workers() -> int:
     if not share.isdigit():
         return cores
     floor = max(1, min(cores, int(share)))
-    looks = []
-    for k in range(3):
+    looks = [env.runnable_tasks()]
+    for _ in range(2):
+        time.sleep(0.1)
         looks.append(env.runnable_tasks())
-        if looks[-1] is None:
-            return floor
-        if k < 2:
-            time.sleep(0.1)
-    idle = cores - (max(looks) - 1)  # type: ignore[operator]  # the count includes this process
+    if None in looks:  # no /proc/loadavg: the share
+        return floor
+    idle = cores - (max(looks) - 1)  # type: ignore[type-var]  # the count includes this process
     return max(floor, min(cores, idle))
 
 
