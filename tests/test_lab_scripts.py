@@ -538,14 +538,9 @@ def test_the_determinism_probe_runs_even_when_the_second_seed_fails(tmp_path: Pa
 
 def _tree_copy(dest: Path) -> Path:
     """The repository's tracked files, copied to `dest` (a script that works on its checkout runs there)."""
-    import shutil
-    import subprocess
+    from flows_testlib import copy_tracked_files
 
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dest / f)
+    copy_tracked_files(dest)
     return dest
 
 
